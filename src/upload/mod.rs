@@ -1,0 +1,1 @@
+//! upload (in progress)
