@@ -1,1 +1,136 @@
-//! cli (in progress)
+//! Command-line arguments: the raw layer close to the flags. `main` turns these into the
+//! validated settings each command runs with. OpenMSIStream's underscore spellings are accepted
+//! as aliases so existing scripts keep working.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::chunk::{ChunkSize, WireFields};
+
+/// Stream data files through Apache Kafka, wire-compatible with OpenMSIStream.
+#[derive(Debug, Parser)]
+#[command(name = "openmsi", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
+    /// `openmsi=debug,librdkafka=info`. Overrides RUST_LOG. [default: info]
+    #[arg(long, global = true, value_name = "LEVEL", alias = "log_level")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Chunk one file and produce it to a topic; exit 0 only when the broker acknowledged every chunk.
+    UploadFile(UploadFileArgs),
+    /// Rebuild files from a topic into a folder, verified by SHA-512 and renamed into place
+    /// atomically; resumes after a crash. Type `check` or `quit` (then Enter) while it runs.
+    DownloadDirectory(DownloadDirectoryArgs),
+}
+
+/// Where to find Kafka: shared by every command.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Config file: a path, or a name looked up (with `.config` appended when it has no
+    /// extension) in $OPENMSI_CONFIG_DIR and then in the shipped config_files/ folder.
+    #[arg(long, value_name = "FILE|NAME", default_value = "local")]
+    pub config: String,
+
+    /// Kafka topic to use.
+    #[arg(
+        long,
+        alias = "topic_name",
+        value_name = "TOPIC",
+        default_value = "openmsistream"
+    )]
+    pub topic: String,
+
+    /// Seconds to wait for the broker to answer before giving up with an error that names it.
+    #[arg(
+        long,
+        alias = "connect_timeout",
+        value_name = "SECS",
+        default_value_t = 15
+    )]
+    pub connect_timeout: u64,
+}
+
+/// `openmsi upload-file`.
+#[derive(Debug, Args)]
+pub struct UploadFileArgs {
+    /// The file to upload.
+    #[arg(value_name = "FILE", alias = "filepath")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Bytes per chunk (one Kafka message each); a non-zero power of two.
+    #[arg(long, alias = "chunk_size", value_name = "BYTES", default_value_t = ChunkSize::default())]
+    pub chunk_size: ChunkSize,
+
+    /// Folder the file's subfolder is recorded relative to, so a downloader recreates it
+    /// (e.g. `--root-dir /data` for /data/run1/x.tif gives run1/x.tif). [default: the file's folder]
+    #[arg(long, alias = "rootdir", alias = "root_dir", value_name = "DIR")]
+    pub root_dir: Option<PathBuf>,
+
+    /// Fields per chunk message: 10 (OpenMSIStream >= 1.8.7, adds the file's mtime) or 9 for
+    /// consumers running OpenMSIStream 1.8.6 or older.
+    #[arg(long, alias = "wire_fields", value_name = "9|10", default_value_t = WireFields::Ten)]
+    pub wire_fields: WireFields,
+
+    /// Threads that compute chunk hashes while the whole-file hash is computed.
+    #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub n_threads: u16,
+
+    /// Seconds to wait, after the last chunk is queued, for the broker to acknowledge all of them.
+    #[arg(
+        long,
+        alias = "delivery_timeout",
+        value_name = "SECS",
+        default_value_t = 300
+    )]
+    pub delivery_timeout: u64,
+}
+
+/// `openmsi download-directory`.
+#[derive(Debug, Args)]
+pub struct DownloadDirectoryArgs {
+    /// Folder to rebuild files into (created if missing). openmsi keeps its state in
+    /// `.openmsi/` inside it: partial files, the completed-file log and rejected messages.
+    #[arg(value_name = "OUTPUT_DIR", alias = "output_dir")]
+    pub output_dir: PathBuf,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Consumer group id. Reuse one to resume where a previous run stopped; `create_new`
+    /// makes a fresh group that reads the topic from the start. [default: group.id from the
+    /// config file, else create_new]
+    #[arg(
+        long,
+        alias = "consumer_group_id",
+        alias = "group_id",
+        value_name = "ID"
+    )]
+    pub group_id: Option<String>,
+
+    /// Only rebuild files whose path relative to the upload root matches this regular
+    /// expression (others are skipped and counted). [default: every file]
+    #[arg(long, alias = "download_regex", value_name = "REGEX")]
+    pub download_regex: Option<String>,
+
+    /// Exit once every assigned partition has been read to its end and no message arrived for
+    /// this many seconds (for scripts). [default: run until `quit`, Ctrl-C or SIGTERM]
+    #[arg(long, alias = "exit_when_idle", value_name = "SECS")]
+    pub exit_when_idle: Option<f64>,
+
+    /// Threads that verify chunk hashes.
+    #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub n_threads: u16,
+}

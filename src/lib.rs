@@ -1,6 +1,7 @@
 //! openmsi: stream data files through Apache Kafka, wire-compatible with OpenMSIStream.
 //!
 //! Module map:
+//! - [`app`]: runs a parsed command line: settings, console, summary, exit code.
 //! - [`cli`]: clap arguments, one struct per subcommand, shared groups flattened.
 //! - [`config`]: INI config files (OpenMSIStream-compatible) → resolved Kafka client settings.
 //! - [`chunk`]: the wire format of one file chunk (key string, msgpack value) and hashing. Pure.
@@ -11,6 +12,7 @@
 //! - [`progress`]: progress bar on a terminal, periodic log lines otherwise.
 //! - [`logging`]: the `tracing` subscriber.
 
+pub mod app;
 pub mod chunk;
 pub mod cli;
 pub mod config;

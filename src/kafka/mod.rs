@@ -1,1 +1,15 @@
-//! kafka (in progress)
+//! The one rdkafka layer: client construction from a loaded config (with errors that name the
+//! property and where it came from), logging contexts, the topic check every command does before
+//! moving data, the chunk producer with delivery tracking, and the stable file→partition choice.
+
+pub mod client;
+pub mod context;
+pub mod partition;
+pub mod producer;
+pub mod topic;
+
+pub use client::{client_config, KafkaSetupError};
+pub use context::{ConsumerLogContext, LogContext};
+pub use partition::partition_for_path;
+pub use producer::{ChunkProducer, DeliveryTracker};
+pub use topic::{check_topic, TopicInfo};

@@ -1,1 +1,7 @@
-//! upload (in progress)
+//! Uploading: naming a file relative to its upload root, hashing it, and producing its chunks.
+
+pub mod file;
+pub mod hashing;
+pub mod source;
+
+pub use file::{upload_file, UploadFileSettings, UploadSummary};

@@ -1,0 +1,713 @@
+#!/usr/bin/env python3
+"""The benchmark harness behind bench/run.sh (read bench/README.md first).
+
+run.sh builds the binaries and starts one memory-engine tansu broker; this script does the
+rest: generates the data, runs every tool N times per case, measures each process, verifies
+every output byte for byte, and prints (and optionally writes) the table of medians.
+
+Measurements, per process:
+- wall time: uploads from spawn to exit; downloads from spawn to the moment the harness sees the
+  complete output (polled every 10 ms): openmsi's file at its final path (it appears there by
+  an atomic rename only after its SHA-512 was verified), the raw consumer's file at full size
+  (written in order), the reference's "successfully reconstructed" log line (it writes the file
+  in place, so a full-size file is not yet a complete one; the line comes after its own hash
+  check). Idle time and shutdown after that point are excluded from MB/s.
+- CPU (user + sys) and peak RSS from wait4(2)'s rusage: the same numbers /usr/bin/time -v
+  prints, for the whole process life (start-up and shutdown included).
+- the broker's CPU over the same interval (from /proc/PID/stat), to show contention: the broker
+  shares the machine's cores with the client.
+
+Only the standard library is used, so any python3 >= 3.9 runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CHUNK_SIZE = 512 * 1024
+MIB = 1 << 20
+GIB = 1 << 30
+POLL_SECS = 0.01
+# openmsi download-directory exits by itself this long after the topic went quiet; the harness
+# measures to the file's appearance, so this only bounds how long each run lingers.
+OPENMSI_IDLE_SECS = 1.0
+# Keys of the shared config file that only the Python reference understands (class names of its
+# (de)serializers); openmsi ignores them too, the raw client must not pass them to librdkafka.
+PYTHON_ONLY_KEYS = {"key.serializer", "value.serializer", "key.deserializer", "value.deserializer"}
+REFERENCE_DONE = re.compile(r"File (.+) successfully reconstructed from stream")
+REFERENCE_BAD = re.compile(r"hashes for file .* not matched|Traceback|ERROR")
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A run that failed: the message says which and where its log is."""
+
+
+@dataclass
+class Case:
+    """A data size and the tools that run on it."""
+
+    name: str
+    size: int
+    tools: list[str]
+
+
+@dataclass
+class Measurement:
+    """One process of one run."""
+
+    case: str
+    tool: str
+    step: str  # upload | download
+    run: int
+    bytes: int
+    wall_s: float  # what MB/s is computed from (see the module doc)
+    cpu_s: float
+    max_rss_kib: int
+    broker_cpu_s: float
+    process_wall_s: float  # spawn to exit, including idle time and shutdown
+    # CPU seconds used by every other process on the machine (not this process, not the
+    # broker) during `wall_s`: how much the run had to share the cores.
+    others_cpu_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def others_cores(self) -> float:
+        return self.others_cpu_s / self.wall_s
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.wall_s
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class BrokerCpu:
+    """CPU seconds the broker process has used so far."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> float:
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return float("nan")
+        fields = stat.rpartition(")")[2].split()
+        # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def rss_mib(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used (busy time of every core)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait: float, threshold_cores: float = 0.25) -> float:
+    """Waits (up to `max_wait` s) until the machine is nearly idle for half a second, so one
+    run does not fight someone else's build; returns the CPU (in cores) still in use."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0 = machine_busy_s()
+        time.sleep(0.5)
+        cores = (machine_busy_s() - b0) / 0.5
+        if cores <= threshold_cores or time.monotonic() >= deadline:
+            return cores
+
+
+@dataclass
+class Finished:
+    """How a process ended and what it used."""
+
+    returncode: int
+    cpu_s: float
+    max_rss_kib: int
+    ended: float  # time.monotonic()
+
+
+def reap(proc: subprocess.Popen, deadline: float, what: str, logpath: Path) -> Finished:
+    """Waits for `proc` with wait4(2) (for its rusage), killing it at `deadline`."""
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            ended = time.monotonic()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return Finished(proc.returncode, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, ended)
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise BenchError(f"{what} did not finish in time and was killed; see {logpath}")
+        time.sleep(0.005)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def check_exit(fin: Finished, what: str, logpath: Path) -> None:
+    if fin.returncode != 0:
+        raise BenchError(
+            f"{what} exited with {fin.returncode}; last lines of {logpath}:\n{tail(logpath)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work = Path(args.work_dir)
+        self.logs = self.work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.broker = BrokerCpu(args.broker_pid)
+        self.bootstrap = f"127.0.0.1:{args.port}"
+        self.config = self.work / "bench.config"
+        self.write_config()
+        self.producer_props, self.consumer_props = self.raw_properties()
+        self.reference_bin = Path(args.reference_bin)
+        self.measurements: list[Measurement] = []
+        self.children: set[subprocess.Popen] = set()
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def write_config(self) -> None:
+        """The one config file every tool reads (the raw client gets its librdkafka keys)."""
+        self.config.write_text(
+            f"""# Written by bench/bench.py for a tansu memory-engine broker.
+[broker]
+bootstrap.servers = {self.bootstrap}
+
+[producer]
+# tansu's memory engine: a fetch that starts inside a record batch skips the rest of it, and
+# its high watermark is wrong; one message per batch avoids both.
+batch.num.messages = 1
+# The reference needs its serializer classes named; openmsi ignores these keys.
+key.serializer = StringSerializer
+value.serializer = DataFileChunkSerializer
+
+[consumer]
+auto.offset.reset = earliest
+enable.auto.commit = False
+# tansu waits at least half of fetch.wait.max.ms on every fetch (librdkafka's default 500 ms
+# would make every download crawl).
+fetch.wait.max.ms = 10
+# Empty: no static group membership. openmsi's download-directory turns it on by default (a
+# restarted downloader takes its partitions back at once), but joining as a static member costs
+# ~6 s on tansu, and neither the reference nor the raw consumer joins that way.
+group.instance.id =
+key.deserializer = StringDeserializer
+value.deserializer = DataFileChunkDeserializer
+"""
+        )
+
+    def raw_properties(self) -> tuple[list[str], list[str]]:
+        parser = configparser.ConfigParser()
+        parser.optionxform = str  # librdkafka keys are case-sensitive
+        parser.read(self.config)
+
+        def props(section: str) -> list[str]:
+            out = []
+            for key, value in [*parser["broker"].items(), *parser[section].items()]:
+                if key in PYTHON_ONLY_KEYS or key == "bootstrap.servers":
+                    continue
+                out += ["-X", f"{key}={value.lower() if value in ('True', 'False') else value}"]
+            return out
+
+        return props("producer"), props("consumer")
+
+    def generate(self, size: int) -> Path:
+        """Incompressible data (AES-128-CTR keystream, the same bytes for the same size)."""
+        path = self.work / "data" / f"data-{size // MIB}MiB.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size == size:
+            return path
+        started = time.monotonic()
+        if shutil.which("openssl"):
+            zero = subprocess.Popen(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
+            subprocess.run(
+                ["openssl", "enc", "-aes-128-ctr", "-nosalt", "-pbkdf2",
+                 "-pass", "pass:openmsi-bench", "-out", str(path)],
+                stdin=zero.stdout, check=True,
+            )
+            zero.stdout.close()
+            zero.wait()
+        else:
+            with open(path, "wb") as f:
+                left = size
+                while left:
+                    n = min(left, 8 * MIB)
+                    f.write(os.urandom(n))
+                    left -= n
+        if path.stat().st_size != size:
+            raise BenchError(f"generating {path} gave {path.stat().st_size} bytes, not {size}")
+        log(f"generated {path.name} ({size / GIB:.3g} GiB) in {time.monotonic() - started:.1f} s")
+        return path
+
+    # -- broker topics ------------------------------------------------------------------------
+
+    def create_topic(self, name: str) -> None:
+        subprocess.run(
+            [str(self.args.broker_sh), "create-topic", name, "--port", str(self.args.port)],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )
+
+    def delete_topic(self, name: str) -> None:
+        # The memory engine frees (and later reuses) a deleted topic's memory: one broker holds
+        # at most one copy of the data at a time.
+        try:
+            subprocess.run(
+                [str(self.args.tansu), "topic", "delete", name,
+                 "--broker", f"tcp://{self.bootstrap}"],
+                env={**os.environ, "RUST_LOG": "error"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            log(f"could not delete topic {name} (broker not answering)")
+
+    # -- running one process ------------------------------------------------------------------
+
+    def settle(self) -> None:
+        if self.args.settle > 0:
+            busy = wait_quiet(self.args.settle)
+            if busy > 0.25:
+                log(f"the machine is busy ({busy:.1f} cores used by others): this run will share them")
+
+    def timeout_for(self, size: int) -> float:
+        # Generous: 5 MB/s plus start-up; a hang is reported rather than waited on forever.
+        return 120 + size / 5e6
+
+    def spawn(self, cmd: list[str], logpath: Path, stdin=subprocess.DEVNULL, stderr=None):
+        out = open(logpath, "wb")
+        proc = subprocess.Popen(
+            cmd, stdin=stdin, stdout=out, stderr=stderr if stderr is not None else out,
+            # No RUST_LOG or OPENMSI_* settings of the caller leak in: every run is the same.
+            env={k: v for k, v in os.environ.items()
+                 if k != "RUST_LOG" and not k.startswith("OPENMSI_")},
+        )
+        out.close()
+        self.children.add(proc)
+        return proc
+
+    def measure_upload(self, case: Case, tool: str, run: int, cmd: list[str], size: int) -> Measurement:
+        logpath = self.logs / f"{case.name}-{tool}-upload-{run}.log"
+        self.settle()
+        broker0, machine0 = self.broker.seconds(), machine_busy_s()
+        started = time.monotonic()
+        proc = self.spawn(cmd, logpath)
+        fin = reap(proc, started + self.timeout_for(size), f"{tool} upload", logpath)
+        self.children.discard(proc)
+        broker1, machine1 = self.broker.seconds(), machine_busy_s()
+        check_exit(fin, f"{tool} upload", logpath)
+        text = logpath.read_text(errors="replace")
+        extra: dict = {}
+        if tool == "reference" and (REFERENCE_BAD.search(text) or "Done uploading" not in text):
+            # UploadDataFile exits 0 even when every produce call raised.
+            raise BenchError(f"reference upload failed; last lines of {logpath}:\n{tail(logpath)}")
+        m = re.search(r"in ([0-9.]+) s \(([0-9.]+) MB/s\)", text)
+        if m:
+            extra["self_reported_s"] = float(m.group(1))
+        wall = fin.ended - started
+        others = machine1 - machine0 - fin.cpu_s - (broker1 - broker0)
+        return Measurement(case.name, tool, "upload", run, size, wall, fin.cpu_s, fin.max_rss_kib,
+                           broker1 - broker0, wall, max(others, 0.0), extra)
+
+    def measure_download(self, case: Case, tool: str, run: int, cmd: list[str], size: int,
+                         output: Path) -> Measurement:
+        """Runs a downloader until its output is complete (see the module doc), then stops it."""
+        logpath = self.logs / f"{case.name}-{tool}-download-{run}.log"
+        deadline_secs = self.timeout_for(size)
+        self.settle()
+        broker0, machine0 = self.broker.seconds(), machine_busy_s()
+        started = time.monotonic()
+        done_at: list[float] = []
+        failed: list[str] = []
+        if tool == "reference":
+            proc = self.spawn(cmd, logpath, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            # Its log lines are read as they come, timestamped, and copied to the log file.
+            def follow() -> None:
+                with open(logpath, "ab") as out:
+                    for raw in proc.stderr:
+                        now = time.monotonic()
+                        out.write(raw)
+                        out.flush()
+                        line = raw.decode(errors="replace")
+                        if REFERENCE_DONE.search(line) and not done_at:
+                            done_at.append(now)
+                        elif REFERENCE_BAD.search(line):
+                            failed.append(line.strip())
+            reader = threading.Thread(target=follow, daemon=True)
+            reader.start()
+        else:
+            # stdin at end of file, as under a script or service. (With stdin an open pipe or a
+            # terminal, openmsi prints its summary but does not exit until a line arrives: the
+            # tokio runtime waits for its blocked stdin read.)
+            proc = self.spawn(cmd, logpath)
+        deadline = started + deadline_secs
+        fin = None
+        while not done_at:
+            now = time.monotonic()
+            if tool != "reference":
+                try:
+                    if output.stat().st_size == size:
+                        done_at.append(now)
+                        break
+                except FileNotFoundError:
+                    pass
+            if failed:
+                break
+            if proc.poll() is not None:
+                fin = Finished(proc.returncode, float("nan"), 0, now)
+                break
+            if now > deadline:
+                break
+            time.sleep(POLL_SECS)
+        broker1, machine1 = self.broker.seconds(), machine_busy_s()
+        if not done_at:
+            proc.kill()
+            proc.wait()
+            self.children.discard(proc)
+            why = (f"exited with {fin.returncode}" if fin else
+                   "reported: " + failed[0] if failed else f"did not finish in {deadline_secs:.0f} s")
+            raise BenchError(f"{tool} download {why}; last lines of {logpath}:\n{tail(logpath)}")
+        # Complete: now let it go. openmsi leaves by itself (--exit-when-idle), the raw consumer
+        # after its last byte, the reference only on `q`.
+        if tool == "reference":
+            proc.stdin.write(b"q\n")
+            proc.stdin.flush()
+        fin = reap(proc, time.monotonic() + 60, f"{tool} download shutdown", logpath)
+        self.children.discard(proc)
+        check_exit(fin, f"{tool} download", logpath)
+        extra: dict = {}
+        if tool == "openmsi":
+            extra["exit_when_idle_s"] = OPENMSI_IDLE_SECS
+            m = re.search(r"MB written in ([0-9.]+) s", logpath.read_text(errors="replace"))
+            if m:
+                extra["self_reported_s_incl_idle"] = float(m.group(1))
+        wall = done_at[0] - started
+        # The process's CPU after `done_at` (idle polling, shutdown) is small; counting all of
+        # it here makes `others` an underestimate, never an overestimate.
+        others = machine1 - machine0 - fin.cpu_s - (broker1 - broker0)
+        return Measurement(case.name, tool, "download", run, size, wall, fin.cpu_s,
+                           fin.max_rss_kib, broker1 - broker0, fin.ended - started,
+                           max(others, 0.0), extra)
+
+    # -- one tool, one run --------------------------------------------------------------------
+
+    def run_tool(self, case: Case, tool: str, run: int, data: Path) -> None:
+        size = data.stat().st_size
+        tag = f"{case.name}-{tool}-{run}-{uuid.uuid4().hex[:8]}".replace(" ", "")
+        topic = f"bench-{tag}"
+        out_dir = self.work / "out" / tag
+        self.create_topic(topic)
+        interrupted = False
+        try:
+            if tool == "openmsi":
+                up = [self.args.openmsi, "upload-file", str(data), "--config", str(self.config),
+                      "--topic", topic, "--chunk-size", str(CHUNK_SIZE)]
+                down = [self.args.openmsi, "download-directory", str(out_dir), "--config",
+                        str(self.config), "--topic", topic, "--group-id", f"g-{tag}",
+                        "--exit-when-idle", str(OPENMSI_IDLE_SECS)]
+                output = out_dir / data.name
+            elif tool == "reference":
+                up = [str(self.reference_bin / "UploadDataFile"), str(data), "--config",
+                      str(self.config), "--topic_name", topic, "--chunk_size", str(CHUNK_SIZE)]
+                # debug level only adds the per-file completion line this harness waits for.
+                down = [str(self.reference_bin / "DataFileDownloadDirectory"), str(out_dir),
+                        "--config", str(self.config), "--topic_name", topic,
+                        "--consumer_group_id", f"g-{tag}", "--logger_stream_level", "debug"]
+                output = out_dir / data.name
+            elif tool == "raw":
+                out_dir.mkdir(parents=True)
+                output = out_dir / data.name
+                up = [self.args.raw, "produce", str(data), "--brokers", self.bootstrap,
+                      "--topic", topic, "--chunk-size", str(CHUNK_SIZE), *self.producer_props]
+                down = [self.args.raw, "consume", str(output), "--brokers", self.bootstrap,
+                        "--topic", topic, "--group", f"g-{tag}", "--bytes", str(size),
+                        *self.consumer_props]
+            else:
+                raise BenchError(f"unknown tool {tool}")
+            for step, measure in (("upload", lambda: self.measure_upload(case, tool, run, up, size)),
+                                  ("download", lambda: self.measure_download(
+                                      case, tool, run, down, size, output))):
+                m = measure()
+                self.measurements.append(m)
+                log(f"{case.name} run {run} {tool:9} {step:8}: {m.mb_per_s:7.1f} MB/s "
+                    f"({m.wall_s:.2f} s), CPU {m.cpu_s:.2f} s, peak RSS "
+                    f"{m.max_rss_kib / 1024:.0f} MiB, broker CPU {m.broker_cpu_s:.2f} s, "
+                    f"others {m.others_cores:.2f} cores")
+            if not same_bytes(data, output):
+                raise BenchError(f"{tool}: {output} differs from {data}")
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            self.kill_children()
+            shutil.rmtree(out_dir, ignore_errors=True)
+            # On Ctrl-C the broker is going away (it may already be gone): no topic to tidy.
+            if not interrupted:
+                self.delete_topic(topic)
+                # Let the broker release the topic before the next timing starts.
+                time.sleep(0.5)
+
+    def run(self) -> None:
+        for case in self.cases():
+            data = self.generate(case.size)
+            for run in range(1, self.args.runs + 1):
+                for tool in case.tools:
+                    self.run_tool(case, tool, run, data)
+            if not self.args.keep_data:
+                data.unlink()
+
+    def cases(self) -> list[Case]:
+        small, big = (64 * MIB, 256 * MIB) if self.args.quick else (GIB, 4 * GIB)
+        if self.args.file_size:
+            small = self.args.file_size
+        if self.args.memory_size:
+            big = self.args.memory_size
+        tools = [t for t in ("openmsi", "reference", "raw") if t in self.args.tools]
+        out = []
+        if "speed" in self.args.cases:
+            out.append(Case(size_name(small), small, tools))
+        if "memory" in self.args.cases and "openmsi" in tools:
+            out.append(Case(size_name(big), big, ["openmsi"]))
+        return out
+
+    def kill_children(self) -> None:
+        for proc in self.children:
+            if proc.poll() is None:
+                proc.kill()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x = fa.read(8 * MIB)
+            if x != fb.read(8 * MIB):
+                return False
+            if not x:
+                return True
+
+
+def size_name(size: int) -> str:
+    if size % GIB == 0:
+        return f"{size // GIB} GiB"
+    return f"{size // MIB} MiB"
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def summarize(measurements: list[Measurement], runs: int) -> list[dict]:
+    groups: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.case, m.tool, m.step), []).append(m)
+    rows = []
+    for (case, tool, step), ms in groups.items():
+        rates = [m.mb_per_s for m in ms]
+        rows.append({
+            "case": case, "tool": tool, "step": step, "runs": len(ms),
+            "mb_per_s": statistics.median(rates),
+            "mb_per_s_min": min(rates), "mb_per_s_max": max(rates),
+            "peak_rss_mib": statistics.median(m.max_rss_kib / 1024 for m in ms),
+            "cpu_s_per_gib": statistics.median(m.cpu_s / (m.bytes / GIB) for m in ms),
+            "broker_cpu_s_per_gib": statistics.median(m.broker_cpu_s / (m.bytes / GIB) for m in ms),
+            "others_cores_max": max(m.others_cores for m in ms),
+        })
+    for row in rows:
+        if row["tool"] != "openmsi":
+            continue
+        for other in ("reference", "raw"):
+            peer = next((r for r in rows if r["case"] == row["case"] and r["step"] == row["step"]
+                         and r["tool"] == other), None)
+            row[f"vs_{other}"] = row["mb_per_s"] / peer["mb_per_s"] if peer else None
+    return rows
+
+
+def table(rows: list[dict], meta: dict) -> str:
+    head = ("| case | tool | step | MB/s (median) | MB/s min-max | openmsi/ref | openmsi/raw "
+            "| peak RSS MiB | CPU s/GiB | broker CPU s/GiB | others' cores (max) |")
+    lines = [head, "|" + "---|" * 11]
+
+    def ratio(v):
+        return f"{v:.2f}x" if v else "-"
+
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['tool']} | {r['step']} | {r['mb_per_s']:.1f} "
+            f"| {r['mb_per_s_min']:.0f}-{r['mb_per_s_max']:.0f} "
+            f"| {ratio(r.get('vs_reference'))} | {ratio(r.get('vs_raw'))} "
+            f"| {r['peak_rss_mib']:.0f} | {r['cpu_s_per_gib']:.2f} | {r['broker_cpu_s_per_gib']:.2f} "
+            f"| {r['others_cores_max']:.2f} |"
+        )
+    notes = (
+        f"\nMedian of N={meta['runs']} run(s) per row; MB/s = 10^6 bytes/s; chunk/message size "
+        f"512 KiB; one tansu {meta['tansu']} memory-engine broker on 127.0.0.1 sharing "
+        f"{meta['cpus']} cores with the clients.\n"
+        "Upload: spawn to exit. Download: spawn to complete output (openmsi: file renamed into "
+        "place after SHA-512 check; reference: its 'successfully reconstructed' line; raw: "
+        "all bytes written), excluding idle/shutdown time. CPU = user+sys of the whole process.\n"
+        "others' cores = CPU used by other processes on the machine during the run (0 = the "
+        "machine was ours); a row with a high value is noise, not the tool.\n"
+    )
+    return "\n".join(lines) + "\n" + notes
+
+
+def environment(args: argparse.Namespace) -> dict:
+    def cmd(*c: str) -> str:
+        try:
+            return subprocess.run(c, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "?"
+
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    repo = Path(__file__).resolve().parent.parent
+    return {
+        "runs": args.runs,
+        "quick": args.quick,
+        "chunk_size": CHUNK_SIZE,
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
+        "openmsi_commit": cmd("git", "-C", str(repo), "rev-parse", "--short", "HEAD")
+        + ("+dirty" if cmd("git", "-C", str(repo), "status", "--porcelain", "--", "src") else ""),
+        "openmsi_librdkafka": rdkafka_sys_version(repo / "Cargo.lock"),
+        "tansu": cmd(str(args.tansu), "--version").split()[-1] if args.tansu else "?",
+        "reference": cmd(str(Path(args.reference_bin) / "python"), "-c",
+                         "import importlib.metadata as m, confluent_kafka as c; "
+                         "print('openmsistream', m.version('openmsistream'), "
+                         "'librdkafka', c.libversion()[0])"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def rdkafka_sys_version(lock: Path) -> str:
+    """librdkafka's version as bundled by rdkafka-sys ("4.10.0+2.12.1" -> "2.12.1")."""
+    m = re.search(r'name = "rdkafka-sys"\nversion = "[^+"]*\+([^"]+)"', lock.read_text())
+    return m.group(1) if m else "?"
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+)\s*(KiB|MiB|GiB|)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 64MiB, 1GiB)")
+    return int(m.group(1)) * {"KiB": 1024, "MiB": MIB, "GiB": GIB, "": 1}[m.group(2)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--broker-pid", type=int, required=True)
+    p.add_argument("--broker-sh", type=Path, required=True)
+    p.add_argument("--tansu", type=Path, required=True)
+    p.add_argument("--openmsi", required=True)
+    p.add_argument("--raw", required=True)
+    p.add_argument("--reference-bin", required=True, help="the reference venv's bin/ folder")
+    p.add_argument("--work-dir", required=True)
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--cases", default="speed,memory")
+    p.add_argument("--tools", default="openmsi,reference,raw")
+    p.add_argument("--file-size", type=parse_size)
+    p.add_argument("--memory-size", type=parse_size)
+    p.add_argument("--results", action="append", default=[], type=Path)
+    p.add_argument("--keep-data", action="store_true")
+    p.add_argument("--settle", type=float, default=None,
+                   help="before each process, wait up to this many seconds for the machine to "
+                        "be idle (default 30, 0 with --quick)")
+    args = p.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.settle is None:
+        args.settle = 0.0 if args.quick else 30.0
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # run.sh forwards Ctrl-C as SIGTERM; both end in the same cleanup (kill the running tool).
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    bench = Bench(args)
+    meta = environment(args)
+    try:
+        bench.run()
+    except BenchError as e:
+        log(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        bench.kill_children()
+    rows = summarize(bench.measurements, args.runs)
+    text = table(rows, meta)
+    print()
+    print(text)
+    for path in args.results:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".md":
+            path.write_text(f"# openmsi benchmark {meta['date']}\n\n{text}\n"
+                            f"```\n{json.dumps(meta, indent=2)}\n```\n")
+        else:
+            path.write_text(json.dumps({
+                "meta": meta, "table": rows,
+                "runs": [{**asdict(m), "mb_per_s": m.mb_per_s} for m in bench.measurements],
+                "markdown": text,
+            }, indent=2) + "\n")
+        log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

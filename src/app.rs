@@ -1,0 +1,119 @@
+//! Runs a parsed command line: resolves the raw arguments into validated settings (the only
+//! thing the rest of the program sees), wires up the console and signals, runs the command on
+//! a blocking thread, and turns the outcome into a summary line and an exit code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use regex::Regex;
+
+use crate::cli::{Cli, Command, DownloadDirectoryArgs, UploadFileArgs};
+use crate::config::LoadedConfig;
+use crate::console;
+use crate::download::{download_directory, DownloadSettings, DownloadStats};
+use crate::progress::mb_per_s;
+use crate::upload::{upload_file, UploadFileSettings};
+
+/// Runs the command. Errors are returned for `main` to print; per-item failures (a file that
+/// failed verification, a rejected message) are counted and give exit code 1.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Two tokio threads are plenty: tokio only runs the console and signal handlers; the data
+    // path runs on dedicated threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = match cli.command {
+        Command::UploadFile(args) => runtime.block_on(run_upload_file(args)),
+        Command::DownloadDirectory(args) => runtime.block_on(run_download_directory(args)),
+    };
+    // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
+    // for it would hang the exit after a clean shutdown.
+    runtime.shutdown_background();
+    outcome
+}
+
+async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
+    let config = LoadedConfig::load(&args.kafka.config)?;
+    let settings = UploadFileSettings {
+        file: args.file,
+        root_dir: args.root_dir,
+        topic: args.kafka.topic,
+        chunk_size: args.chunk_size,
+        wire_fields: args.wire_fields,
+        hash_threads: usize::from(args.n_threads),
+        connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
+        delivery_timeout: Duration::from_secs(args.delivery_timeout),
+    };
+    // A one-shot upload reacts to signals but leaves stdin alone (scripts may pipe into it).
+    let cancel = console::spawn_signal_handlers();
+    let summary = tokio::task::spawn_blocking(move || upload_file(&config, &settings, &cancel))
+        .await
+        .context("internal error: the upload thread panicked")??;
+    println!(
+        "uploaded {}: {} bytes in {} chunks to partition {} in {:.2} s ({:.1} MB/s)",
+        summary.relative_path,
+        summary.bytes,
+        summary.chunks,
+        summary.partition,
+        summary.elapsed.as_secs_f64(),
+        mb_per_s(summary.bytes, summary.elapsed),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<ExitCode> {
+    let config = LoadedConfig::load(&args.kafka.config)?;
+    let download_regex = args
+        .download_regex
+        .as_deref()
+        .map(|r| Regex::new(r).with_context(|| format!("invalid --download-regex `{r}`")))
+        .transpose()?;
+    let exit_when_idle = args
+        .exit_when_idle
+        .map(|secs| {
+            Duration::try_from_secs_f64(secs).map_err(|_| {
+                anyhow::anyhow!(
+                    "--exit-when-idle must be a non-negative number of seconds, got {secs}"
+                )
+            })
+        })
+        .transpose()?;
+    let settings = DownloadSettings {
+        output_dir: args.output_dir,
+        topic: args.kafka.topic,
+        group_id: args.group_id,
+        download_regex,
+        exit_when_idle,
+        verify_threads: usize::from(args.n_threads),
+        connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
+    };
+    let stats = Arc::new(DownloadStats::default());
+    let status_stats = Arc::clone(&stats);
+    let cancel = console::spawn(Arc::new(move || status_stats.snapshot().to_string()));
+    let summary =
+        tokio::task::spawn_blocking(move || download_directory(&config, &settings, stats, &cancel))
+            .await
+            .context("internal error: the download thread panicked")??;
+    let s = &summary.stats;
+    println!(
+        "downloaded: {} files completed, {} in progress, {} failed verification, {} messages rejected; \
+         {:.1} MB written in {:.2} s ({:.1} MB/s); consumer group {}",
+        s.files_completed,
+        s.files_in_progress,
+        s.files_failed,
+        s.rejected_messages,
+        s.bytes_written as f64 / 1e6,
+        summary.elapsed.as_secs_f64(),
+        mb_per_s(s.bytes_written, summary.elapsed),
+        summary.group_id,
+    );
+    Ok(if s.files_failed > 0 || s.rejected_messages > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

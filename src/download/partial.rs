@@ -1,0 +1,448 @@
+//! One file being rebuilt in the staging area: `<id>.part` holds the bytes written so far at
+//! their offsets, and `<id>.chunks` records which chunks are durably in it. A chunk is recorded
+//! only after the data file was fsynced, so after any crash every recorded chunk is really
+//! there; unrecorded ones are read again from Kafka (their offsets were not committed).
+//!
+//! The whole-file SHA-512 is computed as the contiguous prefix grows: in-order chunks are hashed
+//! from memory as they are written, and chunks that arrived early are read back from the
+//! staging file once the gap before them fills. Each byte is hashed once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::hash::{from_hex, sha512, to_hex, Sha512Stream};
+use crate::chunk::Sha512Digest;
+
+#[cfg(unix)]
+use std::os::unix::fs::FileExt;
+
+/// Identity of one version of one file, as the chunks describe it. Written as the first line
+/// of the `.chunks` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileVersion {
+    /// Relative path of the rebuilt file (validated, `/`-separated).
+    pub relative: String,
+    /// Hex SHA-512 of the whole file.
+    pub file_hash: String,
+    /// Number of chunks.
+    pub n_total_chunks: u64,
+    /// Source mtime (Unix seconds) to set on the rebuilt file, when the producer sent one.
+    pub file_mtime: Option<f64>,
+}
+
+impl FileVersion {
+    /// Staging id: a digest of everything that identifies the version, so two versions of a
+    /// path (or hostile chunks with another count) never share a staging file.
+    pub fn id(&self) -> String {
+        let mut text = Vec::new();
+        text.extend_from_slice(self.relative.as_bytes());
+        text.push(0);
+        text.extend_from_slice(self.file_hash.as_bytes());
+        text.push(0);
+        text.extend_from_slice(self.n_total_chunks.to_string().as_bytes());
+        to_hex(&sha512(&text)[..16])
+    }
+}
+
+/// A chunk written but not yet recorded as durable.
+#[derive(Debug, Clone, Copy)]
+struct ChunkRecord {
+    chunk_i: u64,
+    offset: u64,
+    len: u64,
+}
+
+/// A file being rebuilt.
+pub struct PartialFile {
+    /// What this is a version of.
+    pub version: FileVersion,
+    /// Expected whole-file hash.
+    file_hash: Sha512Digest,
+    /// `<id>.part`.
+    data_path: PathBuf,
+    /// `<id>.chunks`.
+    record_path: PathBuf,
+    /// Open data file (None after being closed to save descriptors).
+    data: Option<File>,
+    /// Chunk indices present in the data file (recorded or not).
+    received: BTreeSet<u64>,
+    /// Written since the last flush; recorded once the data is synced.
+    unrecorded: Vec<ChunkRecord>,
+    /// Data written since the last fsync.
+    dirty: bool,
+    /// Whole-file hash of bytes [0, hashed_upto).
+    hasher: Sha512Stream,
+    hashed_upto: u64,
+    /// Written chunks beyond `hashed_upto`: offset → length.
+    waiting: BTreeMap<u64, u64>,
+    /// Largest end offset seen: the file's size once complete.
+    size: u64,
+}
+
+impl PartialFile {
+    /// Starts a new staging file for `version` in `dir`, replacing leftovers of the same id.
+    pub fn create(dir: &Path, version: FileVersion) -> io::Result<Self> {
+        let file_hash = from_hex(&version.file_hash)
+            .ok_or_else(|| io::Error::other("internal: file hash is not 128 hex digits"))?;
+        let id = version.id();
+        let data_path = dir.join(format!("{id}.part"));
+        let record_path = dir.join(format!("{id}.chunks"));
+        let data = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&data_path)
+            .map_err(|e| annotate(e, &data_path))?;
+        let mut header = serde_json::to_string(&version).map_err(io::Error::other)?;
+        header.push('\n');
+        fs::write(&record_path, header).map_err(|e| annotate(e, &record_path))?;
+        Ok(Self::new(
+            version,
+            file_hash,
+            data_path,
+            record_path,
+            Some(data),
+        ))
+    }
+
+    fn new(
+        version: FileVersion,
+        file_hash: Sha512Digest,
+        data_path: PathBuf,
+        record_path: PathBuf,
+        data: Option<File>,
+    ) -> Self {
+        Self {
+            version,
+            file_hash,
+            data_path,
+            record_path,
+            data,
+            received: BTreeSet::new(),
+            unrecorded: Vec::new(),
+            dirty: false,
+            hasher: Sha512Stream::new(),
+            hashed_upto: 0,
+            waiting: BTreeMap::new(),
+            size: 0,
+        }
+    }
+
+    /// Reloads a staging file after a restart from its `.chunks` record. Returns None (after
+    /// deleting the leftovers) when the record is unusable; those chunks' offsets were never
+    /// committed, so Kafka delivers them again.
+    pub fn recover(record_path: &Path) -> io::Result<Recovered> {
+        let data_path = record_path.with_extension("part");
+        let reader = BufReader::new(File::open(record_path)?);
+        let mut lines = reader.lines();
+        let header = lines.next().transpose()?.unwrap_or_default();
+        let version: FileVersion = match serde_json::from_str(&header) {
+            Ok(v) => v,
+            Err(_) => return Ok(Recovered::Unusable),
+        };
+        let Some(file_hash) = from_hex(&version.file_hash) else {
+            return Ok(Recovered::Unusable);
+        };
+        if !data_path.exists() {
+            return Ok(Recovered::AlreadyPublished(version));
+        }
+        let data = OpenOptions::new().read(true).write(true).open(&data_path)?;
+        let data_len = data.metadata()?.len();
+        let mut partial = Self::new(
+            version,
+            file_hash,
+            data_path,
+            record_path.to_path_buf(),
+            Some(data),
+        );
+        for line in lines {
+            let Ok(line) = line else { break };
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            // A torn last line (crash mid-append) has fewer fields; it was never synced.
+            let [chunk_i, offset, len] = fields[..] else {
+                break;
+            };
+            let end = offset.saturating_add(len);
+            if chunk_i == 0 || chunk_i > partial.version.n_total_chunks || end > data_len {
+                break;
+            }
+            if partial.received.insert(chunk_i) {
+                partial.waiting.insert(offset, len);
+                partial.size = partial.size.max(end);
+            }
+        }
+        Ok(Recovered::Partial(Box::new(partial)))
+    }
+
+    /// True when chunk `chunk_i` is already staged.
+    pub fn has(&self, chunk_i: u64) -> bool {
+        self.received.contains(&chunk_i)
+    }
+
+    /// Number of chunks staged.
+    pub fn received(&self) -> u64 {
+        self.received.len() as u64
+    }
+
+    /// True when every chunk is staged.
+    pub fn is_complete(&self) -> bool {
+        self.received() == self.version.n_total_chunks
+    }
+
+    /// True when data was written since the last sync.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Path of the staging data file.
+    pub fn data_path(&self) -> &Path {
+        &self.data_path
+    }
+
+    /// Path of the `.chunks` record.
+    pub fn record_path(&self) -> &Path {
+        &self.record_path
+    }
+
+    /// The file's size (valid once complete).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn data(&mut self) -> io::Result<&File> {
+        if self.data.is_none() {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.data_path)
+                .map_err(|e| annotate(e, &self.data_path))?;
+            self.data = Some(f);
+        }
+        // Just set above when it was None.
+        self.data
+            .as_ref()
+            .ok_or_else(|| io::Error::other("internal: staging file not open"))
+    }
+
+    /// Writes one new chunk at its offset and advances the whole-file hash if it can.
+    pub fn write_chunk(&mut self, chunk_i: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        let path = self.data_path.clone();
+        write_all_at(self.data()?, data, offset).map_err(|e| annotate(e, &path))?;
+        self.dirty = true;
+        self.received.insert(chunk_i);
+        let len = data.len() as u64;
+        self.unrecorded.push(ChunkRecord {
+            chunk_i,
+            offset,
+            len,
+        });
+        self.size = self.size.max(offset + len);
+        if offset == self.hashed_upto {
+            self.hasher.update(data);
+            self.hashed_upto += len;
+            self.hash_waiting_chunks()?;
+        } else if offset > self.hashed_upto {
+            self.waiting.insert(offset, len);
+        }
+        Ok(())
+    }
+
+    /// Feeds chunks that arrived early and now continue the hashed prefix, reading them back.
+    fn hash_waiting_chunks(&mut self) -> io::Result<()> {
+        let mut buf = Vec::new();
+        while let Some(len) = self.waiting.remove(&self.hashed_upto) {
+            buf.resize(len as usize, 0);
+            let at = self.hashed_upto;
+            read_exact_at(self.data()?, &mut buf, at)?;
+            self.hasher.update(&buf);
+            self.hashed_upto += len;
+        }
+        Ok(())
+    }
+
+    /// Once complete: finishes the whole-file hash (reading back anything not yet hashed, e.g.
+    /// after a restart) and says whether it matches.
+    pub fn verify(&mut self) -> io::Result<bool> {
+        self.hash_waiting_chunks()?;
+        let mut buf = vec![0u8; 1 << 20];
+        while self.hashed_upto < self.size {
+            let n = (self.size - self.hashed_upto).min(buf.len() as u64) as usize;
+            let at = self.hashed_upto;
+            read_exact_at(self.data()?, &mut buf[..n], at)?;
+            self.hasher.update(&buf[..n]);
+            self.hashed_upto += n as u64;
+        }
+        // Hostile overlapping chunks can leave the data file longer than the hashed size.
+        let on_disk = self.data()?.metadata()?.len();
+        let digest = std::mem::take(&mut self.hasher).finalize();
+        Ok(on_disk == self.size && digest == self.file_hash)
+    }
+
+    /// fsyncs the data file if needed.
+    pub fn sync_data(&mut self) -> io::Result<()> {
+        if self.dirty {
+            let path = self.data_path.clone();
+            self.data()?.sync_data().map_err(|e| annotate(e, &path))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Appends the chunks written since the last call to the record and fsyncs it. Call only
+    /// after [`Self::sync_data`]: that order is what makes a recorded chunk trustworthy.
+    pub fn record_synced_chunks(&mut self) -> io::Result<()> {
+        if self.unrecorded.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for r in self.unrecorded.drain(..) {
+            text.push_str(&format!("{} {} {}\n", r.chunk_i, r.offset, r.len));
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&self.record_path)
+            .map_err(|e| annotate(e, &self.record_path))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| annotate(e, &self.record_path))
+    }
+
+    /// Closes the data file (it is reopened on demand). Caller syncs first if it matters.
+    pub fn close(&mut self) {
+        self.data = None;
+    }
+}
+
+/// What recovery found for one `.chunks` record.
+pub enum Recovered {
+    /// A partial file to continue.
+    Partial(Box<PartialFile>),
+    /// The data file is gone: it was renamed into place before the crash.
+    AlreadyPublished(FileVersion),
+    /// The record is unreadable (torn before its first sync): discard.
+    Unusable,
+}
+
+/// Adds the path to an I/O error so the user sees which file failed.
+pub fn annotate(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(unix)]
+fn write_all_at(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    f.write_all_at(data, offset)
+}
+
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    f.read_exact_at(buf, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at(mut f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(data)
+}
+
+#[cfg(windows)]
+fn read_exact_at(mut f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(content: &[u8], n: u64) -> FileVersion {
+        FileVersion {
+            relative: "a/x.dat".into(),
+            file_hash: to_hex(&sha512(content)),
+            n_total_chunks: n,
+            file_mtime: None,
+        }
+    }
+
+    #[test]
+    fn out_of_order_and_duplicate_chunks_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<&[u8]> = content.chunks(4096).collect();
+        let mut p = PartialFile::create(dir.path(), version(&content, 3)).unwrap();
+        for i in [3usize, 1, 3, 2] {
+            if !p.has(i as u64) {
+                p.write_chunk(i as u64, (i as u64 - 1) * 4096, chunks[i - 1])
+                    .unwrap();
+            }
+        }
+        assert!(p.is_complete());
+        assert!(p.verify().unwrap());
+        assert_eq!(fs::read(p.data_path()).unwrap(), content);
+    }
+
+    #[test]
+    fn wrong_content_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = PartialFile::create(dir.path(), version(b"right", 1)).unwrap();
+        p.write_chunk(1, 0, b"wrong").unwrap();
+        assert!(!p.verify().unwrap());
+    }
+
+    #[test]
+    fn recovery_keeps_only_recorded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..12_288u32).map(|i| (i % 249) as u8).collect();
+        let chunks: Vec<&[u8]> = content.chunks(4096).collect();
+        let record;
+        {
+            let mut p = PartialFile::create(dir.path(), version(&content, 3)).unwrap();
+            p.write_chunk(2, 4096, chunks[1]).unwrap();
+            p.sync_data().unwrap();
+            p.record_synced_chunks().unwrap();
+            // Written but never recorded: must be delivered again after the "crash".
+            p.write_chunk(1, 0, chunks[0]).unwrap();
+            record = p.record_path().to_path_buf();
+        }
+        // A torn append from the crash.
+        OpenOptions::new()
+            .append(true)
+            .open(&record)
+            .unwrap()
+            .write_all(b"1 0")
+            .unwrap();
+        let Recovered::Partial(mut p) = PartialFile::recover(&record).unwrap() else {
+            panic!("expected a partial file");
+        };
+        assert!(p.has(2) && !p.has(1) && !p.has(3));
+        p.write_chunk(1, 0, chunks[0]).unwrap();
+        p.write_chunk(3, 8192, chunks[2]).unwrap();
+        assert!(p.is_complete());
+        assert!(p.verify().unwrap());
+    }
+
+    #[test]
+    fn recovery_of_published_and_torn_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PartialFile::create(dir.path(), version(b"x", 1)).unwrap();
+        fs::remove_file(p.data_path()).unwrap();
+        assert!(matches!(
+            PartialFile::recover(p.record_path()).unwrap(),
+            Recovered::AlreadyPublished(_)
+        ));
+        fs::write(p.record_path(), b"{\"rel").unwrap();
+        assert!(matches!(
+            PartialFile::recover(p.record_path()).unwrap(),
+            Recovered::Unusable
+        ));
+    }
+}

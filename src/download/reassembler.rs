@@ -1,0 +1,517 @@
+//! Turns verified chunks into files. Chunks go into staging files under `.openmsi/staging/`;
+//! a complete file whose whole-file SHA-512 matches is renamed into place at the next
+//! [`Reassembler::flush`], which also makes everything written so far durable. Only after a
+//! flush may the caller commit the offsets of the chunks it handed in.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{error, info};
+
+use super::completed::{CompletedEntry, CompletedLog};
+use super::partial::{annotate, FileVersion, PartialFile, Recovered};
+use super::stats::DownloadStats;
+use super::validate::STATE_DIR_NAME;
+use crate::chunk::hash::from_hex;
+
+/// Above this many files in progress, idle staging files are closed so that a stream
+/// interleaving thousands of files cannot exhaust file descriptors.
+const MAX_OPEN_STAGING_FILES: usize = 256;
+
+/// A chunk that passed decoding, validation and its hash check.
+#[derive(Debug)]
+pub struct VerifiedChunk {
+    /// Staging id of the file version ([`FileVersion::id`]).
+    pub id: String,
+    /// The file version the chunk belongs to.
+    pub version: FileVersion,
+    /// Relative native path of the rebuilt file.
+    pub path: PathBuf,
+    /// 1-based chunk index.
+    pub chunk_i: u64,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// The whole message value (kept to avoid copying the data out of it).
+    pub payload: Vec<u8>,
+    /// Where the chunk data sits in `payload`.
+    pub data: Range<usize>,
+}
+
+/// What happened to one chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Written to its staging file.
+    Written,
+    /// Already staged (redelivery or duplicate upload).
+    Duplicate,
+    /// The file was already rebuilt with this content.
+    AlreadyComplete,
+    /// Written, and the file is complete and verified; it appears at the next flush.
+    Completed,
+    /// Written, the file is complete, and its whole-file hash does not match.
+    HashMismatch,
+}
+
+/// A verified file waiting for the next flush to be renamed into place.
+struct ReadyFile {
+    partial: PartialFile,
+    path: PathBuf,
+}
+
+/// Folders inside the output folder's `.openmsi/`.
+struct StateDirs {
+    staging: PathBuf,
+    failed: PathBuf,
+}
+
+/// The reassembly state of one output folder.
+pub struct Reassembler {
+    output_dir: PathBuf,
+    dirs: StateDirs,
+    partials: HashMap<String, PartialFile>,
+    ready: Vec<ReadyFile>,
+    ready_ids: HashSet<String>,
+    completed: CompletedLog,
+    stats: Arc<DownloadStats>,
+    /// Chunk bytes written since the last flush.
+    unflushed_bytes: u64,
+    /// True when something (data, a completion) awaits a flush.
+    unflushed: bool,
+}
+
+impl Reassembler {
+    /// Opens the state of `output_dir` (creating it) and resumes staged files.
+    pub fn open(output_dir: &Path, stats: Arc<DownloadStats>) -> io::Result<Self> {
+        fs::create_dir_all(output_dir).map_err(|e| annotate(e, output_dir))?;
+        let state = output_dir.join(STATE_DIR_NAME);
+        let dirs = StateDirs {
+            staging: state.join("staging"),
+            failed: state.join("failed"),
+        };
+        for d in [&dirs.staging, &dirs.failed] {
+            fs::create_dir_all(d).map_err(|e| annotate(e, d))?;
+        }
+        let completed = CompletedLog::open(&state.join("completed.jsonl"))?;
+        let mut me = Self {
+            output_dir: output_dir.to_path_buf(),
+            dirs,
+            partials: HashMap::new(),
+            ready: Vec::new(),
+            ready_ids: HashSet::new(),
+            completed,
+            stats,
+            unflushed_bytes: 0,
+            unflushed: false,
+        };
+        me.recover()?;
+        Ok(me)
+    }
+
+    /// Reloads staging files left by an earlier run.
+    fn recover(&mut self) -> io::Result<()> {
+        let mut records = Vec::new();
+        let mut datas = Vec::new();
+        for entry in fs::read_dir(&self.dirs.staging)? {
+            let path = entry?.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("chunks") => records.push(path),
+                Some("part") => datas.push(path),
+                _ => {}
+            }
+        }
+        let mut republished = Vec::new();
+        for record in records {
+            match PartialFile::recover(&record)? {
+                Recovered::Partial(partial) => {
+                    let partial = *partial;
+                    self.stats
+                        .files_in_progress
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let id = partial.version.id();
+                    if partial.is_complete() {
+                        self.finish(id, partial)?;
+                    } else {
+                        self.partials.insert(id, partial);
+                    }
+                }
+                Recovered::AlreadyPublished(version) => {
+                    // Renamed into place just before a crash: make sure the log knows.
+                    if let Some(hash) = from_hex(&version.file_hash) {
+                        if !self.completed.is_latest(&version.relative, &hash) {
+                            republished.push((entry_for(&version, 0), hash));
+                        }
+                    }
+                    let _ = fs::remove_file(&record);
+                }
+                Recovered::Unusable => {
+                    let _ = fs::remove_file(record.with_extension("part"));
+                    let _ = fs::remove_file(&record);
+                }
+            }
+        }
+        self.completed.append(&republished)?;
+        // Data without a record was never recorded as durable: Kafka delivers it again.
+        for data in datas {
+            if !data.with_extension("chunks").exists() {
+                let _ = fs::remove_file(&data);
+            }
+        }
+        if !self.partials.is_empty() {
+            info!(
+                files = self.partials.len(),
+                "resuming partially received files"
+            );
+        }
+        Ok(())
+    }
+
+    /// Handles one verified chunk.
+    pub fn accept(&mut self, chunk: &VerifiedChunk) -> io::Result<Accepted> {
+        if self.ready_ids.contains(&chunk.id) {
+            return Ok(Accepted::Duplicate);
+        }
+        let data = &chunk.payload[chunk.data.clone()];
+        let partial = match self.partials.get_mut(&chunk.id) {
+            Some(p) if p.has(chunk.chunk_i) => return Ok(Accepted::Duplicate),
+            Some(p) => p,
+            None => {
+                let hash = from_hex(&chunk.version.file_hash)
+                    .ok_or_else(|| io::Error::other("internal: bad hex hash"))?;
+                if self.completed.is_latest(&chunk.version.relative, &hash)
+                    && self.output_dir.join(&chunk.path).is_file()
+                {
+                    return Ok(Accepted::AlreadyComplete);
+                }
+                if self.partials.len() >= MAX_OPEN_STAGING_FILES {
+                    self.close_staging_files()?;
+                }
+                let p = PartialFile::create(&self.dirs.staging, chunk.version.clone())?;
+                self.stats
+                    .files_in_progress
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.partials.entry(chunk.id.clone()).or_insert(p)
+            }
+        };
+        partial.write_chunk(chunk.chunk_i, chunk.offset, data)?;
+        DownloadStats::add(&self.stats.chunks_written, 1);
+        DownloadStats::add(&self.stats.bytes_written, data.len() as u64);
+        self.unflushed_bytes += data.len() as u64;
+        self.unflushed = true;
+        if !partial.is_complete() {
+            return Ok(Accepted::Written);
+        }
+        let Some(partial) = self.partials.remove(&chunk.id) else {
+            return Ok(Accepted::Written);
+        };
+        self.finish(chunk.id.clone(), partial)
+    }
+
+    /// A complete file: verify it and queue it for publishing, or set it aside.
+    fn finish(&mut self, id: String, mut partial: PartialFile) -> io::Result<Accepted> {
+        self.stats
+            .files_in_progress
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.unflushed = true;
+        if partial.verify()? {
+            let path: PathBuf = partial.version.relative.split('/').collect();
+            self.ready_ids.insert(id);
+            self.ready.push(ReadyFile { partial, path });
+            return Ok(Accepted::Completed);
+        }
+        DownloadStats::add(&self.stats.files_failed, 1);
+        partial.close();
+        let kept = self.dirs.failed.join(format!(
+            "{}-{}",
+            id,
+            partial.version.relative.replace('/', "_")
+        ));
+        error!(
+            path = %partial.version.relative,
+            kept = %kept.display(),
+            "whole-file SHA-512 does not match: the file is NOT written to its final path; the received bytes are kept aside"
+        );
+        fs::rename(partial.data_path(), &kept).map_err(|e| annotate(e, partial.data_path()))?;
+        let _ = fs::remove_file(partial.record_path());
+        Ok(Accepted::HashMismatch)
+    }
+
+    /// Syncs and closes every staging file's descriptor (they reopen on demand).
+    fn close_staging_files(&mut self) -> io::Result<()> {
+        for p in self.partials.values_mut() {
+            p.sync_data()?;
+            p.close();
+        }
+        Ok(())
+    }
+
+    /// Bytes written since the last flush.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.unflushed_bytes
+    }
+
+    /// True when a flush has work to do.
+    pub fn needs_flush(&self) -> bool {
+        self.unflushed
+    }
+
+    /// Makes everything handed in so far durable and publishes verified files. Returns the
+    /// relative paths published. After it returns Ok, those chunks' offsets may be committed.
+    pub fn flush(&mut self) -> io::Result<Vec<String>> {
+        if !self.unflushed {
+            return Ok(Vec::new());
+        }
+        for p in self.partials.values_mut() {
+            p.sync_data()?;
+        }
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut entries = Vec::new();
+        let mut published = Vec::new();
+        let mut records = Vec::new();
+        for mut ready in std::mem::take(&mut self.ready) {
+            match self.publish(&mut ready) {
+                Ok(parent) => {
+                    dirs.insert(parent);
+                    let hash = from_hex(&ready.partial.version.file_hash).unwrap_or([0; 64]);
+                    entries.push((
+                        entry_for(&ready.partial.version, ready.partial.size()),
+                        hash,
+                    ));
+                    published.push(ready.partial.version.relative.clone());
+                    records.push(ready.partial.record_path().to_path_buf());
+                }
+                Err(e) if is_out_of_space(&e) => return Err(e),
+                Err(e) => {
+                    // One file that cannot be placed (a folder in the way, permissions) must
+                    // not stop the stream; it is kept aside.
+                    DownloadStats::add(&self.stats.files_failed, 1);
+                    error!(path = %ready.partial.version.relative, error = %e, "could not put the rebuilt file in place; it is kept in .openmsi/failed");
+                    let kept = self.dirs.failed.join(ready.partial.version.id());
+                    let _ = fs::rename(ready.partial.data_path(), kept);
+                    let _ = fs::remove_file(ready.partial.record_path());
+                }
+            }
+        }
+        self.ready_ids.clear();
+        dirs.insert(self.dirs.staging.clone());
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        self.completed.append(&entries)?;
+        DownloadStats::add(&self.stats.files_completed, published.len() as u64);
+        for r in records {
+            let _ = fs::remove_file(r);
+        }
+        for p in self.partials.values_mut() {
+            p.record_synced_chunks()?;
+        }
+        self.unflushed_bytes = 0;
+        self.unflushed = false;
+        Ok(published)
+    }
+
+    /// Syncs, stamps and renames one verified file into place; returns its folder.
+    fn publish(&self, ready: &mut ReadyFile) -> io::Result<PathBuf> {
+        let final_path = self.output_dir.join(&ready.path);
+        let parent = final_path
+            .parent()
+            .unwrap_or(&self.output_dir)
+            .to_path_buf();
+        fs::create_dir_all(&parent).map_err(|e| annotate(e, &parent))?;
+        if let Some(mtime) = ready
+            .partial
+            .version
+            .file_mtime
+            .filter(|t| t.is_finite() && *t > 0.0)
+        {
+            let f = File::options()
+                .write(true)
+                .open(ready.partial.data_path())?;
+            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs_f64(mtime));
+        }
+        ready.partial.sync_data()?;
+        ready.partial.close();
+        fs::rename(ready.partial.data_path(), &final_path).map_err(|e| annotate(e, &final_path))?;
+        Ok(parent)
+    }
+}
+
+fn entry_for(version: &FileVersion, size: u64) -> CompletedEntry {
+    CompletedEntry {
+        path: version.relative.clone(),
+        file_hash: version.file_hash.clone(),
+        size,
+        completed_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    }
+}
+
+/// Disk-full errors stop the downloader (nothing can progress); other per-file errors do not.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(28)
+}
+
+/// fsync a directory so renames and creations in it are durable (a no-op where unsupported).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| annotate(e, dir))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::hash::sha512;
+    use crate::chunk::hash::to_hex;
+
+    fn chunks_of(relative: &str, content: &[u8], size: usize) -> Vec<VerifiedChunk> {
+        let pieces: Vec<&[u8]> = if content.is_empty() {
+            vec![&[][..]]
+        } else {
+            content.chunks(size).collect()
+        };
+        let version = FileVersion {
+            relative: relative.into(),
+            file_hash: to_hex(&sha512(content)),
+            n_total_chunks: pieces.len() as u64,
+            file_mtime: Some(1_600_000_000.5),
+        };
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| VerifiedChunk {
+                id: version.id(),
+                version: version.clone(),
+                path: relative.split('/').collect(),
+                chunk_i: i as u64 + 1,
+                offset: (i * size) as u64,
+                payload: piece.to_vec(),
+                data: 0..piece.len(),
+            })
+            .collect()
+    }
+
+    fn open(dir: &Path) -> Reassembler {
+        Reassembler::open(dir, Arc::new(DownloadStats::default())).unwrap()
+    }
+
+    #[test]
+    fn file_appears_only_after_flush_and_is_byte_identical() {
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let chunks = chunks_of("a/b/x y.dat", &content, 4096);
+        let target = out.path().join("a/b/x y.dat");
+        assert_eq!(r.accept(&chunks[2]).unwrap(), Accepted::Written);
+        assert_eq!(r.accept(&chunks[0]).unwrap(), Accepted::Written);
+        assert_eq!(r.accept(&chunks[0]).unwrap(), Accepted::Duplicate);
+        assert_eq!(r.accept(&chunks[1]).unwrap(), Accepted::Completed);
+        assert!(!target.exists(), "visible before flush");
+        assert_eq!(r.flush().unwrap(), vec!["a/b/x y.dat".to_string()]);
+        assert_eq!(fs::read(&target).unwrap(), content);
+        let mtime = fs::metadata(&target).unwrap().modified().unwrap();
+        assert_eq!(
+            mtime.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_600_000_000
+        );
+        // Redelivered tail after a restart is ignored, the file stays.
+        drop(r);
+        let mut r = open(out.path());
+        assert_eq!(r.accept(&chunks[2]).unwrap(), Accepted::AlreadyComplete);
+        assert!(!r.needs_flush());
+    }
+
+    #[test]
+    fn empty_file_and_replacement_by_new_version() {
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        let empty = chunks_of("e", b"", 4096);
+        assert_eq!(r.accept(&empty[0]).unwrap(), Accepted::Completed);
+        r.flush().unwrap();
+        assert_eq!(fs::read(out.path().join("e")).unwrap(), b"");
+        for content in [&b"first version, long"[..], b"second"] {
+            for c in chunks_of("v.txt", content, 4) {
+                r.accept(&c).unwrap();
+            }
+            r.flush().unwrap();
+            assert_eq!(fs::read(out.path().join("v.txt")).unwrap(), content);
+        }
+        // Going back to the first content is a new version again and is rebuilt.
+        for c in chunks_of("v.txt", b"first version, long", 4) {
+            r.accept(&c).unwrap();
+        }
+        r.flush().unwrap();
+        assert_eq!(
+            fs::read(out.path().join("v.txt")).unwrap(),
+            b"first version, long"
+        );
+    }
+
+    #[test]
+    fn hash_mismatch_leaves_final_path_untouched() {
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        fs::write(out.path().join("x"), b"old").unwrap();
+        let mut chunks = chunks_of("x", b"new content", 4);
+        chunks[1].payload = b"EVIL".to_vec();
+        for c in &chunks[..chunks.len() - 1] {
+            r.accept(c).unwrap();
+        }
+        assert_eq!(
+            r.accept(chunks.last().unwrap()).unwrap(),
+            Accepted::HashMismatch
+        );
+        r.flush().unwrap();
+        assert_eq!(fs::read(out.path().join("x")).unwrap(), b"old");
+        assert_eq!(
+            fs::read_dir(out.path().join(".openmsi/failed"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn restart_resumes_only_flushed_chunks() {
+        let out = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
+        let chunks = chunks_of("big.bin", &content, 4096);
+        {
+            let mut r = open(out.path());
+            r.accept(&chunks[0]).unwrap();
+            r.accept(&chunks[1]).unwrap();
+            r.flush().unwrap();
+            // Written after the last flush: its offset was never committed.
+            r.accept(&chunks[2]).unwrap();
+        }
+        let mut r = open(out.path());
+        assert_eq!(r.accept(&chunks[1]).unwrap(), Accepted::Duplicate);
+        for c in &chunks[2..] {
+            r.accept(c).unwrap();
+        }
+        r.flush().unwrap();
+        assert_eq!(fs::read(out.path().join("big.bin")).unwrap(), content);
+        assert_eq!(
+            fs::read_dir(out.path().join(".openmsi/staging"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Bad messages are kept aside for inspection in `.openmsi/rejected/`, one `.key`/`.value`
+//! pair plus a `.txt` saying why, named by topic, partition and offset.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+/// Keep at most this many rejected messages on disk: a flood of garbage must not fill the disk.
+/// Beyond it, rejects are still logged and counted.
+pub const MAX_KEPT: u64 = 10_000;
+
+/// Where rejected messages go.
+pub struct RejectStore {
+    dir: PathBuf,
+    kept: u64,
+}
+
+/// Identity of a Kafka message, for names and logs.
+#[derive(Debug, Clone)]
+pub struct MessageRef {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl RejectStore {
+    /// Uses `dir`, counting what is already there towards the cap.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let kept = fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "txt"))
+            .count() as u64;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            kept,
+        })
+    }
+
+    /// Saves the message and the reason. Failing to save is logged, never fatal: the reject
+    /// itself is already reported.
+    pub fn keep(
+        &mut self,
+        at: &MessageRef,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        reason: &str,
+    ) {
+        if self.kept >= MAX_KEPT {
+            warn!(limit = MAX_KEPT, "not keeping this rejected message: the rejected folder is full; inspect and clear it");
+            return;
+        }
+        let stem = format!("{}-{}-{}", at.topic, at.partition, at.offset);
+        let result = (|| -> io::Result<()> {
+            write_synced(
+                &self.dir.join(format!("{stem}.key")),
+                key.unwrap_or_default(),
+            )?;
+            write_synced(
+                &self.dir.join(format!("{stem}.value")),
+                value.unwrap_or_default(),
+            )?;
+            let text = format!(
+                "topic: {}\npartition: {}\noffset: {}\nkey bytes: {}\nvalue bytes: {}\nreason: {reason}\n",
+                at.topic,
+                at.partition,
+                at.offset,
+                key.map_or(0, <[u8]>::len),
+                value.map_or(0, <[u8]>::len),
+            );
+            write_synced(&self.dir.join(format!("{stem}.txt")), text.as_bytes())
+        })();
+        match result {
+            Ok(()) => self.kept += 1,
+            Err(e) => {
+                warn!(error = %e, dir = %self.dir.display(), "could not keep a rejected message aside")
+            }
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_data()
+}

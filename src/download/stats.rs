@@ -1,0 +1,86 @@
+//! Counters of a download run, shared by every stage and read by `check` and the summary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters. Relaxed ordering: they are statistics, never used for synchronisation.
+#[derive(Debug, Default)]
+pub struct DownloadStats {
+    /// Messages received from Kafka.
+    pub messages_read: AtomicU64,
+    /// Message bytes received (key + value).
+    pub bytes_read: AtomicU64,
+    /// Chunks written to staging files.
+    pub chunks_written: AtomicU64,
+    /// Chunk data bytes written.
+    pub bytes_written: AtomicU64,
+    /// Chunks already present (redelivery or duplicate upload), skipped.
+    pub duplicate_chunks: AtomicU64,
+    /// Messages skipped because the file did not match --download-regex.
+    pub skipped_messages: AtomicU64,
+    /// Messages that were not valid chunks (kept aside in .openmsi/rejected).
+    pub rejected_messages: AtomicU64,
+    /// Files verified and renamed into place.
+    pub files_completed: AtomicU64,
+    /// Files whose whole-file hash did not match (kept aside in .openmsi/failed).
+    pub files_failed: AtomicU64,
+    /// Files with some but not all chunks staged.
+    pub files_in_progress: AtomicU64,
+}
+
+/// A snapshot of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub messages_read: u64,
+    pub bytes_read: u64,
+    pub chunks_written: u64,
+    pub bytes_written: u64,
+    pub duplicate_chunks: u64,
+    pub skipped_messages: u64,
+    pub rejected_messages: u64,
+    pub files_completed: u64,
+    pub files_failed: u64,
+    pub files_in_progress: u64,
+}
+
+impl DownloadStats {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads all counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            messages_read: get(&self.messages_read),
+            bytes_read: get(&self.bytes_read),
+            chunks_written: get(&self.chunks_written),
+            bytes_written: get(&self.bytes_written),
+            duplicate_chunks: get(&self.duplicate_chunks),
+            skipped_messages: get(&self.skipped_messages),
+            rejected_messages: get(&self.rejected_messages),
+            files_completed: get(&self.files_completed),
+            files_failed: get(&self.files_failed),
+            files_in_progress: get(&self.files_in_progress),
+        }
+    }
+}
+
+impl std::fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "messages read {}, files completed {}, files in progress {}, chunks written {} ({:.1} MB), \
+             duplicates {}, skipped {}, errors: {} rejected messages, {} files failed verification",
+            self.messages_read,
+            self.files_completed,
+            self.files_in_progress,
+            self.chunks_written,
+            self.bytes_written as f64 / 1e6,
+            self.duplicate_chunks,
+            self.skipped_messages,
+            self.rejected_messages,
+            self.files_failed,
+        )
+    }
+}

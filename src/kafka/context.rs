@@ -1,0 +1,109 @@
+//! rdkafka contexts that send librdkafka's own log lines, errors, rebalances and commit results
+//! through `tracing`, so a user sees one consistent log.
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::TopicPartitionList;
+use tracing::{debug, error, info, warn};
+
+/// Client context for producers and admin-style clients: logging only.
+#[derive(Clone, Default)]
+pub struct LogContext;
+
+/// Maps a librdkafka syslog-style level onto `tracing`. librdkafka logs routine connection
+/// churn at Notice/Info; those go to debug so a normal run stays quiet.
+pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => error!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+            debug!(target: "librdkafka", facility, "{message}")
+        }
+    }
+}
+
+/// librdkafka reports transient errors (a broker connection dropped and being retried) through
+/// the same callback as fatal ones; only the fatal ones deserve `error`.
+pub(crate) fn log_client_error(error: &KafkaError, reason: &str) {
+    // End of partition is reported here too when enable.partition.eof is on; it is news, not
+    // a problem (the consumer loop handles it).
+    if matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+    {
+        debug!(target: "librdkafka", "{reason}");
+        return;
+    }
+    let fatal = matches!(
+        error.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::Fatal)
+    );
+    if fatal {
+        error!(target: "librdkafka", %error, "fatal Kafka client error: {reason}");
+    } else {
+        warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+/// Consumer context: logging, plus rebalances and commit results, which are the events a user
+/// needs to understand who reads which partition and whether progress is being saved.
+#[derive(Clone, Default)]
+pub struct ConsumerLogContext;
+
+impl ClientContext for ConsumerLogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+fn describe_partitions(list: &TopicPartitionList) -> String {
+    let parts: Vec<String> = list
+        .elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect();
+    parts.join(", ")
+}
+
+impl ConsumerContext for ConsumerLogContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                info!(partitions = %describe_partitions(list), "partitions assigned")
+            }
+            Rebalance::Revoke(list) => {
+                info!(partitions = %describe_partitions(list), "partitions revoked")
+            }
+            Rebalance::Error(e) => warn!(error = %e, "consumer group rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(offsets = ?offsets, "offsets committed"),
+            // Nothing to commit is routine when a flush found no new offsets.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(error = %e, "offset commit failed; the chunks will be read again after a restart")
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The chunk producer: a librdkafka producer whose delivery reports are counted, so a command
+//! can tell exactly whether every chunk it sent was acknowledged by the broker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{bootstrap_servers, create_client, KafkaSetupError};
+use super::context::{log_client_error, log_librdkafka};
+use super::topic::{check_topic, TopicError, TopicInfo};
+use crate::config::LoadedConfig;
+
+/// Counts of what was handed to librdkafka and what the broker acknowledged.
+#[derive(Debug, Default)]
+pub struct DeliveryTracker {
+    /// Messages accepted into librdkafka's queue.
+    sent: AtomicU64,
+    /// Messages the broker acknowledged.
+    delivered: AtomicU64,
+    /// Payload bytes the broker acknowledged (for progress and throughput).
+    delivered_bytes: AtomicU64,
+    /// Messages that failed for good (after librdkafka's own retries).
+    failed: AtomicU64,
+    /// The first failure, kept for the final message.
+    first_error: Mutex<Option<KafkaError>>,
+    /// Largest payload queued, to say how big a rejected message was.
+    largest_payload: AtomicU64,
+}
+
+impl DeliveryTracker {
+    /// Messages handed to librdkafka so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+    /// Messages acknowledged by the broker so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+    /// Payload bytes acknowledged so far.
+    pub fn delivered_bytes(&self) -> u64 {
+        self.delivered_bytes.load(Ordering::Acquire)
+    }
+    /// Messages that failed for good.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Acquire)
+    }
+    /// The first delivery failure, if any.
+    pub fn first_error(&self) -> Option<KafkaError> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+    fn record_failure(&self, error: KafkaError) {
+        self.failed.fetch_add(1, Ordering::AcqRel);
+        let mut first = self
+            .first_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        first.get_or_insert(error);
+    }
+}
+
+/// Producer context: logging plus delivery accounting. The opaque is the byte count to credit.
+struct DeliveryContext {
+    tracker: Arc<DeliveryTracker>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, payload_len: usize) {
+        match result {
+            Ok(_) => {
+                self.tracker
+                    .delivered_bytes
+                    .fetch_add(payload_len as u64, Ordering::AcqRel);
+                self.tracker.delivered.fetch_add(1, Ordering::AcqRel);
+            }
+            Err((error, _message)) => self.tracker.record_failure(error.clone()),
+        }
+    }
+}
+
+/// Why producing failed, phrased for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error("the broker rejected a message of {bytes} bytes as too large. Use a smaller --chunk-size, or raise message.max.bytes on the broker/topic")]
+    TooLarge { bytes: usize },
+    #[error("{failed} of {sent} messages were not acknowledged by {brokers}: {first}")]
+    NotDelivered {
+        failed: u64,
+        sent: u64,
+        brokers: String,
+        first: String,
+    },
+    #[error("{pending} of {sent} messages were still unacknowledged after waiting {secs} s for {brokers}")]
+    Timeout {
+        pending: u64,
+        sent: u64,
+        secs: u64,
+        brokers: String,
+    },
+    #[error("interrupted: {pending} of {sent} messages were not acknowledged")]
+    Cancelled { pending: u64, sent: u64 },
+    #[error("could not hand a message to librdkafka: {0}")]
+    Enqueue(KafkaError),
+}
+
+/// A producer for one topic with delivery tracking.
+pub struct ChunkProducer {
+    inner: ThreadedProducer<DeliveryContext>,
+    tracker: Arc<DeliveryTracker>,
+    topic: String,
+    /// For messages that must name the broker.
+    brokers: String,
+}
+
+impl ChunkProducer {
+    /// Creates the producer and checks, within `connect_timeout`, that the topic exists.
+    pub fn connect(
+        cfg: &ClientConfig,
+        source: &LoadedConfig,
+        topic: &str,
+        connect_timeout: Duration,
+    ) -> Result<(Self, TopicInfo), ProduceError> {
+        let tracker = Arc::new(DeliveryTracker::default());
+        let context = DeliveryContext {
+            tracker: Arc::clone(&tracker),
+        };
+        let inner: ThreadedProducer<DeliveryContext> =
+            create_client(cfg, context, source, "producer")?;
+        let brokers = bootstrap_servers(cfg);
+        let info = check_topic(inner.client(), topic, &brokers, connect_timeout)?;
+        Ok((
+            Self {
+                inner,
+                tracker,
+                topic: topic.to_string(),
+                brokers,
+            },
+            info,
+        ))
+    }
+
+    /// Delivery counters.
+    pub fn tracker(&self) -> &DeliveryTracker {
+        &self.tracker
+    }
+
+    /// Queues one message for `partition`; `counted_bytes` is what its acknowledgement adds to
+    /// [`DeliveryTracker::delivered_bytes`] (callers count file bytes, not envelope bytes).
+    /// Waits while librdkafka's queue is full (that is the back-pressure that bounds memory),
+    /// and stops early once any earlier message has failed for good, since the upload can no
+    /// longer succeed.
+    pub fn send(
+        &self,
+        partition: i32,
+        key: &str,
+        value: &[u8],
+        counted_bytes: usize,
+        cancel: &CancellationToken,
+    ) -> Result<(), ProduceError> {
+        loop {
+            if self.tracker.failed() > 0 {
+                return Err(self.failure());
+            }
+            let record = BaseRecord::with_opaque_to(&self.topic, counted_bytes)
+                .partition(partition)
+                .key(key)
+                .payload(value);
+            match self.inner.send(record) {
+                Ok(()) => {
+                    self.tracker.sent.fetch_add(1, Ordering::AcqRel);
+                    self.tracker
+                        .largest_payload
+                        .fetch_max(value.len() as u64, Ordering::AcqRel);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if cancel.is_cancelled() {
+                        return Err(self.cancelled());
+                    }
+                    // The producer's own thread is polling; just give it room.
+                    thread::sleep(Duration::from_millis(2));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(ProduceError::TooLarge { bytes: value.len() })
+                }
+                Err((e, _)) => return Err(ProduceError::Enqueue(e)),
+            }
+        }
+    }
+
+    /// Waits until every queued message is acknowledged or failed, `timeout` passes, or
+    /// `cancel` fires (then waits a short grace period to flush what is in flight).
+    /// `on_tick` runs every ~100 ms with the acknowledged byte count, for progress.
+    pub fn wait_for_deliveries(
+        &self,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        on_tick: &mut dyn FnMut(u64),
+    ) -> Result<(), ProduceError> {
+        let started = Instant::now();
+        let mut cancelled_at: Option<Instant> = None;
+        loop {
+            let t = &self.tracker;
+            if t.delivered() + t.failed() >= t.sent() {
+                break;
+            }
+            if cancel.is_cancelled() && cancelled_at.is_none() {
+                cancelled_at = Some(Instant::now());
+            }
+            if let Some(at) = cancelled_at {
+                if at.elapsed() > Duration::from_secs(5) {
+                    return Err(self.cancelled());
+                }
+            }
+            if started.elapsed() > timeout {
+                return Err(ProduceError::Timeout {
+                    pending: t.sent() - t.delivered() - t.failed(),
+                    sent: t.sent(),
+                    secs: timeout.as_secs(),
+                    brokers: self.brokers.clone(),
+                });
+            }
+            // flush() returns early once the queue is empty; the short slice keeps us
+            // responsive to cancellation.
+            let _ = self.inner.flush(Duration::from_millis(100));
+            on_tick(t.delivered_bytes());
+        }
+        if self.tracker.failed() > 0 {
+            return Err(self.failure());
+        }
+        if cancelled_at.is_some() {
+            // Everything in flight was delivered, but the caller stopped early.
+            return Err(self.cancelled());
+        }
+        Ok(())
+    }
+
+    fn cancelled(&self) -> ProduceError {
+        let t = &self.tracker;
+        ProduceError::Cancelled {
+            pending: t.sent().saturating_sub(t.delivered()),
+            sent: t.sent(),
+        }
+    }
+
+    fn failure(&self) -> ProduceError {
+        let t = &self.tracker;
+        match t.first_error() {
+            Some(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                ProduceError::TooLarge {
+                    bytes: t.largest_payload.load(Ordering::Acquire) as usize,
+                }
+            }
+            first => ProduceError::NotDelivered {
+                failed: t.failed(),
+                sent: t.sent(),
+                brokers: self.brokers.clone(),
+                first: first.map_or_else(|| "unknown error".to_string(), |e| e.to_string()),
+            },
+        }
+    }
+}

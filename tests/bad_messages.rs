@@ -1,0 +1,176 @@
+//! Hostile and broken messages on the topic never stop the downloader, never escape the
+//! output folder, are kept aside and reported once, and are not read again after a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{producer_config, unique_topic, write_config, write_random_file, Broker, Storage};
+use openmsi::chunk::hash::sha512;
+use openmsi::chunk::{encode_value, ChunkHeader, WireFields};
+use predicates::prelude::*;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// Knobs for breaking an otherwise valid chunk.
+#[derive(Default)]
+struct Break {
+    file_hash: Option<[u8; 64]>,
+    chunk_hash: Option<[u8; 64]>,
+    offset: Option<u64>,
+    chunk_i: Option<u64>,
+    n_total_chunks: Option<u64>,
+}
+
+/// A well-formed single-chunk value for `data`, broken as `tweak` says.
+fn value(subdir: &str, filename: &str, data: &[u8], tweak: impl FnOnce(&mut Break)) -> Vec<u8> {
+    let hash = sha512(data);
+    let mut b = Break::default();
+    tweak(&mut b);
+    let (file_hash, chunk_hash) = (b.file_hash.unwrap_or(hash), b.chunk_hash.unwrap_or(hash));
+    let header = ChunkHeader {
+        filename,
+        file_hash: &file_hash,
+        chunk_hash: &chunk_hash,
+        offset: b.offset.unwrap_or(0),
+        chunk_i: b.chunk_i.unwrap_or(1),
+        n_total_chunks: b.n_total_chunks.unwrap_or(1),
+        subdir,
+        filename_append: "",
+        file_mtime: 0.0,
+    };
+    let mut out = Vec::new();
+    encode_value(&header, data, WireFields::Ten, &mut out);
+    out
+}
+
+#[test]
+fn bad_messages_are_skipped_kept_aside_and_never_reread() {
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("hostile");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+
+    let wrong = [7u8; 64];
+    let eight_fields = {
+        let mut v = Vec::new();
+        rmp::encode::write_array_len(&mut v, 8).unwrap();
+        for _ in 0..8 {
+            rmp::encode::write_uint(&mut v, 1).unwrap();
+        }
+        v
+    };
+    let bad: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("garbage", Some(b"definitely not msgpack".to_vec())),
+        (
+            "truncated",
+            Some(value("", "t.bin", b"abc", |_| {})[..20].to_vec()),
+        ),
+        ("eight fields", Some(eight_fields)),
+        (
+            "chunk hash",
+            Some(value("", "c.bin", b"abc", |h| h.chunk_hash = Some(wrong))),
+        ),
+        (
+            "dotdot",
+            Some(value("../../escape", "x.bin", b"abc", |_| {})),
+        ),
+        (
+            "absolute",
+            Some(value("/tmp/escape", "x.bin", b"abc", |_| {})),
+        ),
+        ("nul", Some(value("", "x\0.bin", b"abc", |_| {}))),
+        (
+            "huge count",
+            Some(value("", "h.bin", b"abc", |h| {
+                h.n_total_chunks = Some(1 << 40)
+            })),
+        ),
+        (
+            "index beyond",
+            Some(value("", "i.bin", b"abc", |h| h.chunk_i = Some(5))),
+        ),
+        (
+            "huge offset",
+            Some(value("", "o.bin", b"abc", |h| {
+                h.offset = Some(u64::MAX - 1)
+            })),
+        ),
+        (
+            "state folder",
+            Some(value(".openmsi/staging", "x.part", b"abc", |_| {})),
+        ),
+        ("tombstone", None),
+    ];
+    let producer: BaseProducer = producer_config(&broker).create().unwrap();
+    for (name, payload) in &bad {
+        let mut record = BaseRecord::<str, [u8]>::to(&topic).key(*name);
+        if let Some(p) = payload {
+            record = record.payload(p.as_slice());
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    // Valid chunk hashes, wrong whole-file hash: fails verification, final path untouched.
+    let file_hash_wrong = value("", "wrong_file_hash.bin", b"abc", |h| {
+        h.file_hash = Some(wrong)
+    });
+    producer
+        .send(BaseRecord::to(&topic).key("fh").payload(&file_hash_wrong))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    // A real file after all that still arrives.
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("good.bin"), 100_000, 9);
+    common::upload(&cfg, &topic, None, &src.join("good.bin"), 4096);
+
+    let out = work.path().join("nest").join("out");
+    let run = || common::download_until_idle(&cfg, &topic, &out, "hostile-group");
+    run()
+        .code(1)
+        .stdout(
+            predicate::str::contains("1 files completed")
+                .and(predicate::str::contains(format!(
+                    "{} messages rejected",
+                    bad.len()
+                )))
+                .and(predicate::str::contains("1 failed verification")),
+        )
+        .stderr(predicate::str::contains("offset"));
+    assert_eq!(
+        std::fs::read(out.join("good.bin")).unwrap(),
+        std::fs::read(src.join("good.bin")).unwrap()
+    );
+    assert!(!out.join("wrong_file_hash.bin").exists());
+    let kept = std::fs::read_dir(out.join(".openmsi/rejected"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "txt")
+        })
+        .count();
+    assert_eq!(kept, bad.len());
+    assert_eq!(
+        std::fs::read_dir(out.join(".openmsi/failed"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // Nothing escaped: the only thing next to `out` is `out`, and nothing in /tmp/escape.
+    let siblings: Vec<_> = std::fs::read_dir(work.path().join("nest"))
+        .unwrap()
+        .collect();
+    assert_eq!(siblings.len(), 1);
+    assert!(!std::path::Path::new("/tmp/escape/x.bin").exists());
+    assert!(!work.path().join("escape").exists());
+
+    // Offsets were committed: a restart reads nothing again and exits cleanly.
+    run()
+        .success()
+        .stdout(predicate::str::contains("0 messages rejected"));
+}

@@ -1,0 +1,245 @@
+//! Command-line behaviour a user sees without a working broker: help, versions, argument
+//! validation, and the errors for bad configs, missing files and unreachable brokers.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::openmsi;
+use predicates::prelude::*;
+
+#[test]
+fn version_and_help_describe_every_flag() {
+    openmsi()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(env!("CARGO_PKG_VERSION")));
+    openmsi()
+        .args(["upload-file", "--help"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("--chunk-size")
+                .and(predicate::str::contains("524288"))
+                .and(predicate::str::contains("--topic"))
+                .and(predicate::str::contains("--config"))
+                .and(predicate::str::contains("--wire-fields"))
+                .and(predicate::str::contains("--root-dir")),
+        );
+    openmsi()
+        .args(["download-directory", "--help"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("--group-id")
+                .and(predicate::str::contains("--download-regex"))
+                .and(predicate::str::contains("--exit-when-idle")),
+        );
+    // Only working subcommands are listed.
+    openmsi()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("upload-directory").not());
+}
+
+#[test]
+fn bad_chunk_size_is_rejected_before_anything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    for bad in ["0", "1000", "-4", "lots"] {
+        openmsi()
+            .arg("upload-file")
+            .arg(&file)
+            .arg(format!("--chunk-size={bad}"))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("chunk"));
+    }
+}
+
+#[test]
+fn underscore_aliases_of_openmsistream_are_accepted() {
+    // Parsing succeeds (the failure is the missing config, not an unknown flag).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    openmsi()
+        .arg("upload-file")
+        .arg(&file)
+        .args([
+            "--topic_name",
+            "t",
+            "--chunk_size",
+            "4096",
+            "--n_threads",
+            "2",
+        ])
+        .args(["--config", "/nonexistent/none.config"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("unexpected argument").not());
+    openmsi()
+        .arg("download-directory")
+        .arg(dir.path())
+        .args([
+            "--topic_name",
+            "t",
+            "--consumer_group_id",
+            "g",
+            "--download_regex",
+            ".*",
+        ])
+        .args(["--config", "/nonexistent/none.config"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("unexpected argument").not());
+}
+
+#[test]
+fn missing_config_lists_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    openmsi()
+        .arg("upload-file")
+        .arg(&file)
+        .args(["--config", "no_such_config_name"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no_such_config_name"));
+}
+
+#[test]
+fn config_syntax_error_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.config");
+    std::fs::write(
+        &cfg,
+        "[broker]\nbootstrap.servers = 127.0.0.1:1\nthis line has no delimiter\n",
+    )
+    .unwrap();
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    openmsi()
+        .arg("upload-file")
+        .arg(&file)
+        .arg("--config")
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("bad.config").and(predicate::str::contains("3")));
+}
+
+#[test]
+fn unset_environment_variable_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("env.config");
+    std::fs::write(
+        &cfg,
+        "[broker]\nbootstrap.servers = $OPENMSI_TEST_SURELY_UNSET_VAR\n",
+    )
+    .unwrap();
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    openmsi()
+        .arg("upload-file")
+        .arg(&file)
+        .arg("--config")
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("OPENMSI_TEST_SURELY_UNSET_VAR")
+                .and(predicate::str::contains("env.config")),
+        );
+}
+
+#[test]
+fn property_rejected_by_librdkafka_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prop.config");
+    std::fs::write(
+        &cfg,
+        "[broker]\nbootstrap.servers = 127.0.0.1:1\n\n[producer]\nno.such.property = 5\n",
+    )
+    .unwrap();
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    openmsi()
+        .arg("upload-file")
+        .arg(&file)
+        .arg("--config")
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("no.such.property")
+                .and(predicate::str::contains("prop.config"))
+                .and(predicate::str::contains("line 5")),
+        );
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.config");
+    std::fs::write(&cfg, "[broker]\nbootstrap.servers = 127.0.0.1:1\n").unwrap();
+    openmsi()
+        .arg("upload-file")
+        .arg(dir.path().join("missing.tif"))
+        .arg("--config")
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("missing.tif"));
+}
+
+#[test]
+fn unreachable_broker_fails_within_the_timeout_and_names_it() {
+    // A port that nothing listens on.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.config");
+    std::fs::write(
+        &cfg,
+        format!("[broker]\nbootstrap.servers = 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    let started = Instant::now();
+    openmsi()
+        .arg("upload-file")
+        .arg(&file)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--connect-timeout", "2"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!("127.0.0.1:{port}")));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    openmsi()
+        .arg("download-directory")
+        .arg(out.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--connect-timeout", "2"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!("127.0.0.1:{port}")));
+}

@@ -1,0 +1,509 @@
+//! Shared harness for the integration tests (`mod common;` in each test file).
+//!
+//! - [`Broker`]: a real tansu broker on a free 127.0.0.1 port, in its own temporary directory,
+//!   started and stopped through `scripts/broker.sh` (the same code a developer runs by hand).
+//! - [`write_config`]: an OpenMSIStream-style INI config pointing at a [`Broker`].
+//! - [`openmsi`] / [`openmsi_std`]: the `openmsi` binary with a clean environment.
+//! - [`reference_python`]: the venv python with OpenMSIStream 1.8.8, the reference peer.
+//! - Small helpers: [`unique_topic`], [`write_random_file`], [`sha512_file`], [`wait_for`].
+//!
+//! Missing tools (tansu, the reference venv) make a test FAIL with the command that installs
+//! them: a test that skips silently would let a broken setup look green.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use sha2::{Digest, Sha512};
+
+/// `scripts/broker.sh` exit code: tansu is not installed.
+const EXIT_NOT_INSTALLED: i32 = 3;
+/// `scripts/broker.sh` exit code: the port was taken (between our pick and the broker's bind).
+const EXIT_PORT_IN_USE: i32 = 4;
+
+/// Root of the crate, to find `scripts/`.
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cache folder shared with the scripts (`OPENMSI_CACHE_DIR`, default `~/.cache/openmsi`).
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("OPENMSI_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home =
+                std::env::var_os("HOME").expect("HOME is not set and OPENMSI_CACHE_DIR neither");
+            PathBuf::from(home).join(".cache/openmsi")
+        }
+    }
+}
+
+/// Runs `scripts/broker.sh ARGS`, capturing its output (the broker itself writes to its log
+/// file, so this returns as soon as the script does).
+fn broker_sh(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(repo_root().join("scripts/broker.sh"))
+        .args(args)
+        .output()
+        .expect("cannot run bash scripts/broker.sh")
+}
+
+/// Panics with the script's stderr; for exit code 3 the message says how to install tansu.
+fn broker_sh_failed(what: &str, out: &Output) -> ! {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(EXIT_NOT_INSTALLED) {
+        panic!(
+            "tansu is not installed: run `scripts/broker.sh install` (or `scripts/test.sh`, \
+             which does it) before the integration tests.\n{stderr}"
+        );
+    }
+    panic!(
+        "scripts/broker.sh {what} failed ({}):\n{stderr}",
+        out.status
+    );
+}
+
+/// Which tansu storage engine a [`Broker`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// `sqlite://tansu.db` in the broker's directory: correct offsets, survives restarts, slow
+    /// (~6 MB/s consume). For correctness and crash tests.
+    Sqlite,
+    /// `memory://tansu/`: fast but loses everything on restart, and fetches that start inside
+    /// a record batch skip the rest of it (so [`write_config`] sets `batch.num.messages=1`).
+    Memory,
+}
+
+/// A tansu broker on 127.0.0.1, stopped (and its directory removed) on drop.
+pub struct Broker {
+    /// The broker's state directory: `tansu.db`, `tansu.log`, `tansu.pid`. Kept across
+    /// [`Broker::restart`] so a restarted sqlite broker sees the same data.
+    dir: tempfile::TempDir,
+    /// Fixed for the broker's life: a restart reuses it so clients can reconnect.
+    port: u16,
+    storage: Storage,
+    /// Whether `stop` still has something to do.
+    running: bool,
+}
+
+impl Broker {
+    /// Starts a broker on a free port. Fails the test (with the install hint) when tansu is
+    /// missing.
+    pub fn start(storage: Storage) -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("openmsi-tansu-")
+            .tempdir()
+            .expect("cannot create a temporary directory for the broker");
+        // A port we just saw free can be taken before tansu binds it (tests run in parallel);
+        // broker.sh reports that with its own exit code, and we try another port.
+        for _ in 0..5 {
+            let port = free_port();
+            match start_broker(dir.path(), port, storage) {
+                Ok(()) => {
+                    return Broker {
+                        dir,
+                        port,
+                        storage,
+                        running: true,
+                    }
+                }
+                Err(out) if out.status.code() == Some(EXIT_PORT_IN_USE) => continue,
+                Err(out) => broker_sh_failed("start", &out),
+            }
+        }
+        panic!("no free port for tansu after 5 tries");
+    }
+
+    /// `bootstrap.servers` for clients: `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's state directory (holds `tansu.log`, worth reading when a test fails).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// Creates a topic (tansu never auto-creates topics). An existing topic is not an error.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let port = self.port.to_string();
+        let partitions = partitions.to_string();
+        let out = broker_sh(&[
+            "create-topic",
+            name,
+            "--port",
+            &port,
+            "--partitions",
+            &partitions,
+        ]);
+        if !out.status.success() {
+            broker_sh_failed("create-topic", &out);
+        }
+    }
+
+    /// Stops the broker gracefully (SIGTERM, then SIGKILL after 10 s). Idempotent.
+    pub fn stop(&mut self) {
+        self.stop_with(&[]);
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would. Idempotent.
+    pub fn kill(&mut self) {
+        self.stop_with(&["--kill"]);
+    }
+
+    fn stop_with(&mut self, extra: &[&str]) {
+        if !self.running {
+            return;
+        }
+        let dir = self
+            .dir
+            .path()
+            .to_str()
+            .expect("temporary directory path is not UTF-8");
+        let mut args = vec!["stop", "--dir", dir];
+        args.extend_from_slice(extra);
+        let out = broker_sh(&args);
+        if !out.status.success() {
+            broker_sh_failed("stop", &out);
+        }
+        self.running = false;
+    }
+
+    /// Stops (if running) and starts the broker again on the same port with the same
+    /// directory: a sqlite broker keeps its topics and messages, a memory broker loses them.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(out) = start_broker(self.dir.path(), self.port, self.storage) {
+            broker_sh_failed("start (restart)", &out);
+        }
+        self.running = true;
+    }
+
+    /// The broker's log so far (tansu logs warnings and errors; see `OPENMSI_TANSU_LOG`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: the broker's view is often the explanation.
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- last lines of {}/tansu.log ---", self.dir().display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        // Never panic in drop (that would abort a test that is already unwinding).
+        if self.running {
+            let dir = self.dir.path().to_string_lossy().into_owned();
+            let out = broker_sh(&["stop", "--dir", &dir]);
+            if !out.status.success() {
+                eprintln!(
+                    "stopping tansu failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// `scripts/broker.sh start` for `dir` on `port`; the script's output on failure.
+fn start_broker(dir: &Path, port: u16, storage: Storage) -> Result<(), Output> {
+    let port = port.to_string();
+    let dir = dir.to_str().expect("temporary directory path is not UTF-8");
+    // --owner: the broker dies with this test process even if the test aborts before `Drop`.
+    let owner = std::process::id().to_string();
+    let mut args = vec!["start", "--port", &port, "--dir", dir, "--owner", &owner];
+    if storage == Storage::Memory {
+        args.push("--memory");
+    }
+    let out = broker_sh(&args);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(out)
+    }
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
+    listener.local_addr().expect("no local address").port()
+}
+
+/// Writes `DIR/openmsi.config`, an OpenMSIStream-style config for `broker`, and returns its path.
+/// Both `openmsi` and the Python reference read it: it follows the reference's own
+/// `local_broker_test.config`, whose (de)serializer class names the reference needs (without
+/// them its producer fails on every chunk and still exits 0) and `openmsi` ignores.
+pub fn write_config(dir: &Path, broker: &Broker) -> PathBuf {
+    let mut text = format!(
+        "[broker]\n\
+         bootstrap.servers = {}\n\
+         \n\
+         [producer]\n\
+         key.serializer = StringSerializer\n\
+         value.serializer = DataFileChunkSerializer\n",
+        broker.bootstrap()
+    );
+    if broker.storage() == Storage::Memory {
+        // One message per batch avoids the memory engine's mid-batch fetch bug.
+        text.push_str("batch.num.messages = 1\n");
+    }
+    // tansu waits at least half of fetch.wait.max.ms on every fetch: the default 500 ms would
+    // make every test crawl.
+    text.push_str(
+        "\n\
+         [consumer]\n\
+         group.id = create_new\n\
+         auto.offset.reset = earliest\n\
+         enable.auto.commit = False\n\
+         fetch.wait.max.ms = 10\n\
+         key.deserializer = StringDeserializer\n\
+         value.deserializer = DataFileChunkDeserializer\n",
+    );
+    let path = dir.join("openmsi.config");
+    std::fs::write(&path, text).expect("cannot write the test config");
+    path
+}
+
+/// rdkafka producer settings for `broker` (for tests that talk to Kafka directly).
+pub fn producer_config(broker: &Broker) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("message.timeout.ms", "30000");
+    if broker.storage() == Storage::Memory {
+        config.set("batch.num.messages", "1");
+    }
+    config
+}
+
+/// rdkafka consumer settings for `broker`: earliest offsets, short fetch waits, no auto-commit.
+pub fn consumer_config(broker: &Broker, group_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", group_id)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10");
+    config
+}
+
+/// Applies the environment every `openmsi` run in a test gets: none of the user's `OPENMSI_*`
+/// settings or `RUST_LOG` leak in, so tests behave the same on every machine.
+fn clean_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OPENMSI_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+}
+
+/// `openmsi` as an `std::process::Command`, for long-running children (spawn, then kill or
+/// send `quit` on stdin). Wrap the child in [`KillOnDrop`] so a failing test does not leak it.
+pub fn openmsi_std() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_openmsi"));
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// `openmsi` as an `assert_cmd::Command`, for runs that finish: `.assert().success()`.
+pub fn openmsi() -> assert_cmd::Command {
+    assert_cmd::Command::from_std(openmsi_std())
+}
+
+/// A child process that is killed (and reaped) when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The python of the OpenMSIStream 1.8.8 venv: `OPENMSI_REFERENCE_PYTHON`, else the venv that
+/// `scripts/install-reference.sh` creates in the cache. Fails the test when neither exists.
+pub fn reference_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("OPENMSI_REFERENCE_PYTHON") {
+        let python = PathBuf::from(python);
+        assert!(
+            python.exists(),
+            "OPENMSI_REFERENCE_PYTHON={} does not exist",
+            python.display()
+        );
+        return python;
+    }
+    let python = cache_dir().join("venv-openmsistream-1.8.8/bin/python");
+    assert!(
+        python.exists(),
+        "the OpenMSIStream reference is not installed ({} is missing): run \
+         `scripts/install-reference.sh` (or `scripts/test.sh`, which does it), or set \
+         OPENMSI_REFERENCE_PYTHON",
+        python.display()
+    );
+    python
+}
+
+/// One of the reference's commands (`UploadDataFile`, `DataFileUploadDirectory`,
+/// `DataFileDownloadDirectory`, ...) from the venv of [`reference_python`], with `RUST_LOG` and
+/// `OPENMSI_*` removed like for `openmsi`. `DataFileDownloadDirectory` runs until it reads `q` on
+/// stdin (it reads one character a second).
+pub fn reference_command(name: &str) -> Command {
+    let python = reference_python();
+    let bin = python
+        .parent()
+        .expect("the venv python has a parent folder")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing from the reference venv",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// A topic name no other test (or earlier run against the same broker) uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Writes `len` pseudo-random bytes to `path`; the same `seed` always gives the same bytes.
+/// (splitmix64: incompressible enough for transfer tests, and no extra dependency.)
+pub fn write_random_file(path: &Path, len: u64, seed: u64) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("cannot create the parent folder");
+    }
+    let mut out = BufWriter::new(File::create(path).expect("cannot create the file"));
+    let mut state = seed;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = len;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            word.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        out.write_all(&buf[..n]).expect("cannot write the file");
+        left -= n as u64;
+    }
+    out.flush().expect("cannot write the file");
+}
+
+/// SHA-512 of a file's bytes, lower-case hex.
+pub fn sha512_file(path: &Path) -> String {
+    let mut file =
+        File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let mut hasher = Sha512::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).expect("cannot read the file");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `openmsi upload-file FILE --config CFG --topic T --chunk-size N [--root-dir ROOT]`, asserting
+/// that every chunk was acknowledged.
+pub fn upload(cfg: &Path, topic: &str, root: Option<&Path>, file: &Path, chunk_size: usize) {
+    let mut cmd = openmsi();
+    cmd.arg("upload-file").arg(file).arg("--config").arg(cfg);
+    if let Some(root) = root {
+        cmd.arg("--root-dir").arg(root);
+    }
+    cmd.args(["--topic", topic, "--chunk-size", &chunk_size.to_string()])
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("uploaded"));
+}
+
+/// `openmsi download-directory OUT --config CFG --topic T --group-id G --exit-when-idle 2`:
+/// runs until the topic is read and idle; the caller asserts on the outcome.
+pub fn download_until_idle(
+    cfg: &Path,
+    topic: &str,
+    out: &Path,
+    group: &str,
+) -> assert_cmd::assert::Assert {
+    openmsi()
+        .arg("download-directory")
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args([
+            "--topic",
+            topic,
+            "--group-id",
+            group,
+            "--exit-when-idle",
+            "2",
+        ])
+        .timeout(Duration::from_secs(180))
+        .assert()
+}

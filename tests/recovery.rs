@@ -1,0 +1,164 @@
+//! Crash safety of download-directory on a real broker: kill -9 at several points, restart
+//! with the same group, and the file completes byte-identical; no partial file is ever
+//! visible under its final name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    openmsi_std, sha512_file, unique_topic, write_config, write_random_file, Broker, KillOnDrop,
+    Storage,
+};
+
+fn downloader(cfg: &Path, topic: &str, out: &Path, group: &str) -> KillOnDrop {
+    let child = openmsi_std()
+        .arg("download-directory")
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--topic", topic, "--group-id", group])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// Bytes the downloader has staged or published so far.
+fn progress(out: &Path) -> u64 {
+    fn size_under(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    size_under(&path)
+                } else if path.extension().is_some_and(|x| x == "chunks") {
+                    0
+                } else {
+                    e.metadata().map_or(0, |m| m.len())
+                }
+            })
+            .sum()
+    }
+    size_under(out)
+        - size_under(&out.join(".openmsi/rejected"))
+        - size_under(&out.join(".openmsi/failed"))
+}
+
+/// Watches `paths` until stopped; records any moment a final path held wrong content.
+fn watch_final_paths(
+    paths: Vec<(PathBuf, String)>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut violations = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            for (path, want) in &paths {
+                if path.exists() {
+                    // The file may be replaced between exists() and reading; a read error is fine.
+                    if let Ok(bytes) = std::fs::read(path) {
+                        use sha2::{Digest, Sha512};
+                        let got: String = Sha512::digest(&bytes)
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect();
+                        if &got != want {
+                            violations.push(format!(
+                                "{} visible with {} bytes and the wrong hash",
+                                path.display(),
+                                bytes.len()
+                            ));
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        violations
+    })
+}
+
+#[test]
+fn kill_9_at_several_points_then_resume_completes_every_file() {
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("crash");
+    broker.create_topic(&topic, 2);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let src = work.path().join("src");
+    let files = [
+        ("big one.bin", 24u64 << 20),
+        ("nested/small.bin", 300_000),
+        ("nested/deeper/mid.bin", 3 << 20),
+    ];
+    for (i, (rel, len)) in files.iter().enumerate() {
+        let p = src.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_random_file(&p, *len, 100 + i as u64);
+        common::upload(&cfg, &topic, Some(&src), &p, 65536);
+    }
+    let out = work.path().join("out");
+    let total: u64 = files.iter().map(|(_, len)| len).sum();
+    let expected: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|(rel, _)| (out.join(rel), sha512_file(&src.join(rel))))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_final_paths(expected.clone(), Arc::clone(&stop));
+
+    // Each round waits until this instance has written something new (after a kill, the
+    // group hands its partitions over only when the dead member's session expires), then
+    // kills it at a different moment of its work.
+    let mut last = progress(&out);
+    let mut kills_mid_transfer = 0;
+    for (round, extra_ms) in [0u64, 100, 250, 50, 400].into_iter().enumerate() {
+        let mut child = downloader(&cfg, &topic, &out, "crash-group");
+        let moved = common::wait_for(Duration::from_secs(40), || progress(&out) > last);
+        assert!(
+            moved,
+            "round {round}: the restarted downloader made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(extra_ms));
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
+        last = progress(&out);
+        if last >= total {
+            break;
+        }
+        kills_mid_transfer += 1;
+    }
+    assert!(
+        kills_mid_transfer >= 2,
+        "only {kills_mid_transfer} kills landed mid-transfer; use bigger files"
+    );
+    let output = common::download_until_idle(&cfg, &topic, &out, "crash-group")
+        .get_output()
+        .clone();
+    stop.store(true, Ordering::Release);
+    let violations = watcher.join().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (path, want) in &expected {
+        assert_eq!(&sha512_file(path), want, "{}", path.display());
+    }
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(
+        std::fs::read_dir(out.join(".openmsi/staging"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
