@@ -69,7 +69,62 @@ impl DeliveryTracker {
     }
 }
 
-/// Producer context: logging plus delivery accounting. The opaque is the byte count to credit.
+/// Delivery accounting of one file sent through a shared producer: several files can be in
+/// flight at once, and each must know on its own whether all its chunks were acknowledged.
+#[derive(Debug, Default)]
+pub struct FileDelivery {
+    /// Chunks of this file the broker acknowledged.
+    acked: AtomicU64,
+    /// File bytes of this file the broker acknowledged.
+    acked_bytes: AtomicU64,
+    /// Chunks of this file that failed for good.
+    failed: AtomicU64,
+    /// The first failure, for the message that says why the file was not sent.
+    first_error: Mutex<Option<KafkaError>>,
+}
+
+impl FileDelivery {
+    /// A fresh tracker, shared between the sender and the delivery callback.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    /// Chunks acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Acquire)
+    }
+    /// File bytes acknowledged so far.
+    pub fn acked_bytes(&self) -> u64 {
+        self.acked_bytes.load(Ordering::Acquire)
+    }
+    /// Chunks that failed for good.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Acquire)
+    }
+    /// The first delivery failure of this file, if any.
+    pub fn first_error(&self) -> Option<KafkaError> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+    fn record_failure(&self, error: KafkaError) {
+        self.failed.fetch_add(1, Ordering::AcqRel);
+        let mut first = self
+            .first_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        first.get_or_insert(error);
+    }
+}
+
+/// What a delivery report is credited to: the file the chunk belongs to, and the file bytes it
+/// carried (not envelope bytes, so progress and throughput count data).
+pub struct ChunkTag {
+    file: Arc<FileDelivery>,
+    bytes: usize,
+}
+
+/// Producer context: logging plus delivery accounting, globally and per file.
 struct DeliveryContext {
     tracker: Arc<DeliveryTracker>,
 }
@@ -84,17 +139,26 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = usize;
+    type DeliveryOpaque = Box<ChunkTag>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, payload_len: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<ChunkTag>) {
         match result {
             Ok(_) => {
+                // The file's counters first: the global count reaching `sent` must imply every
+                // file's own count is final.
+                tag.file
+                    .acked_bytes
+                    .fetch_add(tag.bytes as u64, Ordering::AcqRel);
+                tag.file.acked.fetch_add(1, Ordering::AcqRel);
                 self.tracker
                     .delivered_bytes
-                    .fetch_add(payload_len as u64, Ordering::AcqRel);
+                    .fetch_add(tag.bytes as u64, Ordering::AcqRel);
                 self.tracker.delivered.fetch_add(1, Ordering::AcqRel);
             }
-            Err((error, _message)) => self.tracker.record_failure(error.clone()),
+            Err((error, _message)) => {
+                tag.file.record_failure(error.clone());
+                self.tracker.record_failure(error.clone());
+            }
         }
     }
 }
@@ -169,24 +233,29 @@ impl ChunkProducer {
         &self.tracker
     }
 
-    /// Queues one message for `partition`; `counted_bytes` is what its acknowledgement adds to
-    /// [`DeliveryTracker::delivered_bytes`] (callers count file bytes, not envelope bytes).
-    /// Waits while librdkafka's queue is full (that is the back-pressure that bounds memory),
-    /// and stops early once any earlier message has failed for good, since the upload can no
-    /// longer succeed.
+    /// Queues one chunk of `file` for `partition`; `counted_bytes` is what its acknowledgement
+    /// adds to the file's and the global acknowledged bytes (callers count file bytes, not
+    /// envelope bytes). Waits while librdkafka's queue is full (that is the back-pressure that
+    /// bounds memory), and stops early once an earlier chunk of the same file has failed for
+    /// good, since that file can no longer arrive whole (other files are not affected).
     pub fn send(
         &self,
         partition: i32,
         key: &str,
         value: &[u8],
         counted_bytes: usize,
+        file: &Arc<FileDelivery>,
         cancel: &CancellationToken,
     ) -> Result<(), ProduceError> {
         loop {
-            if self.tracker.failed() > 0 {
-                return Err(self.failure());
+            if file.failed() > 0 {
+                return Err(self.file_failure(file));
             }
-            let record = BaseRecord::with_opaque_to(&self.topic, counted_bytes)
+            let tag = Box::new(ChunkTag {
+                file: Arc::clone(file),
+                bytes: counted_bytes,
+            });
+            let record = BaseRecord::with_opaque_to(&self.topic, tag)
                 .partition(partition)
                 .key(key)
                 .payload(value);
@@ -258,6 +327,67 @@ impl ChunkProducer {
             return Err(self.cancelled());
         }
         Ok(())
+    }
+
+    /// Waits until all `n_chunks` chunks of `file` are acknowledged, one failed, `timeout`
+    /// passes, or `cancel` fires (then chunks already queued get a short grace period, and the
+    /// file still counts as not sent). The producer's own thread serves delivery reports; this
+    /// only watches the file's counters.
+    pub fn wait_for_file(
+        &self,
+        file: &FileDelivery,
+        n_chunks: u64,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), ProduceError> {
+        let started = Instant::now();
+        let mut cancelled_at: Option<Instant> = None;
+        // Small files are acknowledged within a few ms: start polling fast, then back off.
+        let mut pause = Duration::from_micros(200);
+        loop {
+            if file.failed() > 0 {
+                return Err(self.file_failure(file));
+            }
+            if file.acked() >= n_chunks {
+                return Ok(());
+            }
+            if cancel.is_cancelled() {
+                let at = *cancelled_at.get_or_insert_with(Instant::now);
+                if at.elapsed() > Duration::from_secs(5) {
+                    return Err(ProduceError::Cancelled {
+                        pending: n_chunks - file.acked(),
+                        sent: n_chunks,
+                    });
+                }
+            }
+            if started.elapsed() > timeout {
+                return Err(ProduceError::Timeout {
+                    pending: n_chunks - file.acked(),
+                    sent: n_chunks,
+                    secs: timeout.as_secs(),
+                    brokers: self.brokers.clone(),
+                });
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// The error for a file with a failed chunk.
+    fn file_failure(&self, file: &FileDelivery) -> ProduceError {
+        match file.first_error() {
+            Some(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                ProduceError::TooLarge {
+                    bytes: self.tracker.largest_payload.load(Ordering::Acquire) as usize,
+                }
+            }
+            first => ProduceError::NotDelivered {
+                failed: file.failed(),
+                sent: self.tracker.sent(),
+                brokers: self.brokers.clone(),
+                first: first.map_or_else(|| "unknown error".to_string(), |e| e.to_string()),
+            },
+        }
     }
 
     fn cancelled(&self) -> ProduceError {

@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod hashing;
+pub mod send;
 pub mod source;
 
 pub use file::{upload_file, UploadFileSettings, UploadSummary};

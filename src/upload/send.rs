@@ -1,0 +1,187 @@
+//! The one upload path both commands share: hash an already-opened file in one read pass, then
+//! queue its chunks on a shared producer, every chunk tagged with the file's own delivery
+//! tracker so the caller can tell when exactly this file is acknowledged.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::hash::sha512;
+use crate::chunk::{
+    encode_value, encoded_len, message_key, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
+};
+use crate::kafka::{partition_for_path, ChunkProducer, FileDelivery};
+use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
+use crate::upload::source::SourceFile;
+
+/// librdkafka's queue is capped at this many KiB: it is the back-pressure that keeps memory
+/// flat however large the file (or however many files), and 32 MiB (64 chunks of 512 KiB)
+/// keeps the broker busy.
+pub const QUEUE_MAX_KBYTES: u64 = 32 * 1024;
+
+/// How chunks are cut and encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct SendOptions {
+    /// Bytes per chunk.
+    pub chunk_size: ChunkSize,
+    /// 9 or 10 fields per message.
+    pub wire_fields: WireFields,
+    /// Chunk-hashing worker threads for the hashing pass.
+    pub hash_threads: usize,
+}
+
+/// What was queued for one file.
+#[derive(Debug, Clone)]
+pub struct QueuedFile {
+    /// SHA-512 of the whole file, as sent in every chunk.
+    pub file_hash: Sha512Digest,
+    /// Chunks queued (all of the file's chunks).
+    pub n_chunks: u64,
+    /// Partition all chunks went to.
+    pub partition: i32,
+}
+
+/// Producer settings openmsi picks when the config file is silent, and why.
+pub fn producer_defaults(max_message_bytes: usize) -> Vec<(&'static str, String)> {
+    vec![
+        // A chunk is only "sent" when every in-sync replica has it.
+        ("acks", "all".into()),
+        // No duplicates or reordering from librdkafka's own retries.
+        ("enable.idempotence", "true".into()),
+        ("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string()),
+        // Chunks bigger than librdkafka's 1 MB default must still be accepted client-side;
+        // the broker's own limit is reported clearly if it is lower.
+        (
+            "message.max.bytes",
+            max_message_bytes.max(1_000_000).to_string(),
+        ),
+        ("batch.size", max_message_bytes.max(1_000_000).to_string()),
+    ]
+}
+
+/// Hashes `source` and queues all its chunks on `producer` (to the partition chosen by its
+/// relative path among `partitions`), crediting acknowledgements to `delivery`. Returns once
+/// every chunk is queued, not acknowledged: the caller waits on `delivery`. `on_progress` gets
+/// the acknowledged byte count after each chunk. On error, chunks already queued stay queued.
+pub fn queue_file(
+    producer: &ChunkProducer,
+    partitions: i32,
+    source: &SourceFile,
+    options: &SendOptions,
+    delivery: &Arc<FileDelivery>,
+    on_progress: &mut dyn FnMut(u64),
+    cancel: &CancellationToken,
+) -> anyhow::Result<QueuedFile> {
+    let chunk_size = options.chunk_size.get();
+    let n_chunks = chunk_count(source.size, chunk_size);
+    let partition = partition_for_path(&source.relative_path(), partitions);
+    let mut file: &File = &source.file;
+    file.seek(SeekFrom::Start(0))?;
+    let hashes = hash_file(
+        &source.file,
+        source.size,
+        chunk_size,
+        options.hash_threads,
+        cancel,
+    )
+    .with_context(|| format!("reading {}", source.path.display()))?;
+    let plan = ChunkPlan {
+        source,
+        hashes: &hashes,
+        chunk_size,
+        n_chunks,
+        fields: options.wire_fields,
+        partition,
+    };
+    produce_chunks(&plan, producer, delivery, on_progress, cancel)?;
+    Ok(QueuedFile {
+        file_hash: hashes.file_hash,
+        n_chunks,
+        partition,
+    })
+}
+
+/// The largest message (value plus key) this file's chunks encode to.
+pub fn max_message_len(source: &SourceFile, chunk_size: usize, fields: WireFields) -> usize {
+    let zero = [0u8; 64];
+    let header = ChunkHeader {
+        filename: &source.filename,
+        file_hash: &zero,
+        chunk_hash: &zero,
+        offset: source.size,
+        chunk_i: u64::MAX,
+        n_total_chunks: u64::MAX,
+        subdir: &source.subdir,
+        filename_append: "",
+        file_mtime: source.mtime,
+    };
+    encoded_len(&header, chunk_size, fields)
+        + message_key(&source.subdir, &source.filename, u64::MAX, u64::MAX).len()
+}
+
+/// Everything the producing pass needs.
+struct ChunkPlan<'a> {
+    source: &'a SourceFile,
+    hashes: &'a FileHashes,
+    chunk_size: usize,
+    n_chunks: u64,
+    fields: WireFields,
+    partition: i32,
+}
+
+/// The producing pass: read each chunk, encode it, queue it. Buffers are reused, so memory is
+/// two chunks plus librdkafka's bounded queue.
+fn produce_chunks(
+    plan: &ChunkPlan<'_>,
+    producer: &ChunkProducer,
+    delivery: &Arc<FileDelivery>,
+    on_progress: &mut dyn FnMut(u64),
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let source = plan.source;
+    let mut file: &File = &source.file;
+    file.seek(SeekFrom::Start(0))?;
+    let mut data = vec![0u8; plan.chunk_size.min(source.size as usize)];
+    let mut value = Vec::new();
+    for index in 0..plan.n_chunks {
+        if cancel.is_cancelled() {
+            bail!(
+                "interrupted after queueing {} of {} chunks; nothing is recorded as uploaded",
+                index,
+                plan.n_chunks
+            );
+        }
+        let offset = index * plan.chunk_size as u64;
+        let len = (source.size - offset).min(plan.chunk_size as u64) as usize;
+        let data = &mut data[..len];
+        file.read_exact(data)
+            .context("the file became shorter while it was being uploaded")?;
+        let computed;
+        let chunk_hash = match &plan.hashes.chunk_hashes {
+            Some(kept) => &kept[index as usize],
+            None => {
+                computed = sha512(data);
+                &computed
+            }
+        };
+        let header = ChunkHeader {
+            filename: &source.filename,
+            file_hash: &plan.hashes.file_hash,
+            chunk_hash,
+            offset,
+            chunk_i: index + 1,
+            n_total_chunks: plan.n_chunks,
+            subdir: &source.subdir,
+            filename_append: "",
+            file_mtime: source.mtime,
+        };
+        encode_value(&header, data, plan.fields, &mut value);
+        let key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks);
+        producer.send(plan.partition, &key, &value, len, delivery, cancel)?;
+        on_progress(delivery.acked_bytes());
+    }
+    Ok(())
+}
