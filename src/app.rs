@@ -9,11 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use regex::Regex;
 
-use crate::cli::{Cli, Command, DownloadDirectoryArgs, UploadFileArgs};
+use crate::cli::{Cli, Command, DownloadDirectoryArgs, UploadDirectoryArgs, UploadFileArgs};
 use crate::config::LoadedConfig;
 use crate::console;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::progress::mb_per_s;
+use crate::upload::directory::{
+    summary_rate, upload_directory, DirectoryStats, UploadDirectorySettings,
+};
 use crate::upload::{upload_file, UploadFileSettings};
 
 /// Runs the command. Errors are returned for `main` to print; per-item failures (a file that
@@ -28,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let outcome = match cli.command {
         Command::UploadFile(args) => runtime.block_on(run_upload_file(args)),
+        Command::UploadDirectory(args) => runtime.block_on(run_upload_directory(args)),
         Command::DownloadDirectory(args) => runtime.block_on(run_download_directory(args)),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
@@ -61,6 +65,62 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
         summary.partition,
         summary.elapsed.as_secs_f64(),
         mb_per_s(summary.bytes, summary.elapsed),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds from a flag, with an error naming the flag when negative or not finite.
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {secs}"))
+}
+
+async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitCode> {
+    let config = LoadedConfig::load(&args.kafka.config)?;
+    let upload_regex = args
+        .upload_regex
+        .as_deref()
+        .map(|r| Regex::new(r).with_context(|| format!("invalid --upload-regex `{r}`")))
+        .transpose()?;
+    let rescan = args
+        .rescan_seconds
+        .map(|s| seconds("--rescan-seconds", s))
+        .transpose()?;
+    if rescan.is_some_and(|d| d.is_zero()) {
+        anyhow::bail!("--rescan-seconds must be greater than 0");
+    }
+    let settings = UploadDirectorySettings {
+        dir: args.dir,
+        topic: args.kafka.topic,
+        chunk_size: args.chunk_size,
+        wire_fields: args.wire_fields,
+        upload_existing: args.upload_existing,
+        upload_regex,
+        settle: seconds("--settle-seconds", args.settle_seconds)?,
+        rescan,
+        poll: args.poll,
+        concurrent_uploads: usize::from(args.n_threads),
+        connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
+        delivery_timeout: Duration::from_secs(args.delivery_timeout),
+        update_every: u64::try_from(args.update_seconds)
+            .ok()
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs),
+    };
+    let stats = Arc::new(DirectoryStats::default());
+    let status_stats = Arc::clone(&stats);
+    let cancel = console::spawn(Arc::new(move || status_stats.status_line()));
+    let summary =
+        tokio::task::spawn_blocking(move || upload_directory(&config, &settings, stats, &cancel))
+            .await
+            .context("internal error: the upload thread panicked")??;
+    println!(
+        "upload-directory stopped: {} files uploaded ({:.1} MB) in {:.2} s ({:.1} MB/s), {} failing",
+        summary.files_sent,
+        summary.bytes as f64 / 1e6,
+        summary.elapsed.as_secs_f64(),
+        summary_rate(&summary),
+        summary.files_failed,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Chunk one file and produce it to a topic; exit 0 only when the broker acknowledged every chunk.
     UploadFile(UploadFileArgs),
+    /// Watch a folder recursively and upload every file that appears or changes, once it has
+    /// settled; survives restarts without re-sending completed files. Type `check` or `quit`
+    /// (then Enter) while it runs.
+    UploadDirectory(UploadDirectoryArgs),
     /// Rebuild files from a topic into a folder, verified by SHA-512 and renamed into place
     /// atomically; resumes after a crash. Type `check` or `quit` (then Enter) while it runs.
     DownloadDirectory(DownloadDirectoryArgs),
@@ -133,4 +137,80 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub n_threads: u16,
+}
+
+/// `openmsi upload-directory`.
+#[derive(Debug, Args)]
+pub struct UploadDirectoryArgs {
+    /// The folder to watch (recursively). openmsi keeps its registry of uploaded files in
+    /// `.openmsi/` inside it.
+    #[arg(value_name = "DIR", alias = "upload_dir")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Bytes per chunk (one Kafka message each); a non-zero power of two.
+    #[arg(long, alias = "chunk_size", value_name = "BYTES", default_value_t = ChunkSize::default())]
+    pub chunk_size: ChunkSize,
+
+    /// Fields per chunk message: 10 (OpenMSIStream >= 1.8.7) or 9 for consumers running 1.8.6
+    /// or older.
+    #[arg(long, alias = "wire_fields", value_name = "9|10", default_value_t = WireFields::Ten)]
+    pub wire_fields: WireFields,
+
+    /// Also upload the files already in the folder at the first start. [default: only files
+    /// that appear or change later, as OpenMSIStream]
+    #[arg(long, alias = "upload_existing")]
+    pub upload_existing: bool,
+
+    /// Only upload files whose path relative to DIR (`/`-separated, e.g. `run1/x.tif`) matches
+    /// this regular expression (searched anywhere; anchor with ^ and $). Hidden files and
+    /// folders are always skipped. [default: every file]
+    #[arg(long, alias = "upload_regex", value_name = "REGEX")]
+    pub upload_regex: Option<String>,
+
+    /// A file is uploaded once its size and modification time stayed unchanged this long.
+    #[arg(
+        long,
+        alias = "settle_seconds",
+        value_name = "SECS",
+        default_value_t = 3.0
+    )]
+    pub settle_seconds: f64,
+
+    /// Seconds between full scans of the folder (the source of truth; events only make new
+    /// files show up sooner). [default: 30, or 2 with --poll]
+    #[arg(long, alias = "rescan_seconds", value_name = "SECS")]
+    pub rescan_seconds: Option<f64>,
+
+    /// Do not use filesystem events, only periodic scans: for network shares (SMB, NFS) where
+    /// events are unreliable.
+    #[arg(long)]
+    pub poll: bool,
+
+    /// Files uploaded at the same time.
+    #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub n_threads: u16,
+
+    /// Seconds to wait for the broker to acknowledge all chunks of one file before it counts as
+    /// failed (it is retried later).
+    #[arg(
+        long,
+        alias = "delivery_timeout",
+        value_name = "SECS",
+        default_value_t = 300
+    )]
+    pub delivery_timeout: u64,
+
+    /// Seconds between "still running" status lines in the log; -1 turns them off.
+    #[arg(
+        long,
+        alias = "update_seconds",
+        value_name = "SECS",
+        default_value_t = 300,
+        allow_negative_numbers = true
+    )]
+    pub update_seconds: i64,
 }
