@@ -210,7 +210,6 @@ pub fn upload_directory(
     } else {
         POLL_RESCAN
     });
-    info!(folder = %root.display(), topic = %settings.topic, events = watcher.is_some(), rescan_s = rescan.as_secs_f64(), settle_s = settings.settle.as_secs_f64(), registry_entries = registry.len(), "watching");
 
     let ctx = WorkerContext {
         producer: Arc::clone(&producer),
@@ -251,7 +250,8 @@ pub fn upload_directory(
             })
             .collect();
         drop(tx);
-        let result = state.run(&rx, &job_tx, settings, rescan, cancel);
+        let events = watcher.is_some();
+        let result = state.run(&rx, &job_tx, settings, rescan, events, cancel);
         // Stop: no new files; in-flight ones finish or are interrupted by the workers.
         drop(job_tx);
         drop(watcher);
@@ -322,9 +322,12 @@ impl LoopState {
         jobs: &SyncSender<Ready>,
         settings: &UploadDirectorySettings,
         rescan: Duration,
+        events: bool,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         self.initial_scan()?;
+        // Logged after the first scan: from here on, every new file counts as new.
+        info!(folder = %self.filter.root.display(), topic = %settings.topic, events, rescan_s = rescan.as_secs_f64(), settle_s = settings.settle.as_secs_f64(), registry_entries = self.registry.len(), "watching");
         let settle_check =
             (settings.settle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut last_scan = Instant::now();
@@ -356,8 +359,10 @@ impl LoopState {
             if last_settle_check.elapsed() >= settle_check {
                 last_settle_check = Instant::now();
                 self.recheck_waiting();
-                self.dispatch(jobs, settings.settle);
             }
+            // Every iteration, not only after a settle check: a worker that just finished
+            // (a message woke us) should get the next settled file at once.
+            self.dispatch(jobs, settings.settle);
             self.publish_counts();
             if let Some(every) = settings.update_every {
                 if last_alive.elapsed() >= every {

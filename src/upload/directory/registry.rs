@@ -187,9 +187,14 @@ mod tests {
         assert_eq!(reg.len(), 2);
         // The rewrite dropped the torn line, so a new line is not glued to it.
         reg.append(vec![entry("c", 4)]).unwrap();
+        // Odd mtimes survive the JSON round trip exactly (they are compared with fresh stats).
+        let mut odd = entry("d", 5);
+        odd.mtime = 1_795_359_518.154_616_8;
+        reg.append(vec![odd.clone()]).unwrap();
         let reg = Registry::open(&path).unwrap();
         assert_eq!(reg.get("c"), Some(&entry("c", 4)));
+        assert_eq!(reg.get("d").unwrap().mtime.to_bits(), odd.mtime.to_bits());
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 }

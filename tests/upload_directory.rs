@@ -1,0 +1,460 @@
+//! `openmsi upload-directory` on a real broker: files dropped while it runs arrive whole and
+//! once (checked by rebuilding them with `openmsi download-directory` and by counting the
+//! messages on the topic), a restart never re-sends completed files, and kill -9 loses nothing.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{
+    consumer_config, download_until_idle, openmsi_std, sha512_file, unique_topic, wait_for,
+    write_config, write_random_file, Broker, KillOnDrop, Storage,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// A test's folders and broker.
+struct Setup {
+    broker: Broker,
+    tmp: tempfile::TempDir,
+    cfg: PathBuf,
+    topic: String,
+}
+
+impl Setup {
+    fn new(partitions: i32) -> Setup {
+        let broker = Broker::start(Storage::Sqlite);
+        let tmp = tempfile::tempdir().unwrap();
+        let topic = unique_topic("updir");
+        broker.create_topic(&topic, partitions);
+        let cfg = write_config(tmp.path(), &broker);
+        std::fs::create_dir_all(tmp.path().join("watched")).unwrap();
+        Setup {
+            broker,
+            tmp,
+            cfg,
+            topic,
+        }
+    }
+
+    fn watched(&self) -> PathBuf {
+        self.tmp.path().join("watched")
+    }
+
+    /// Starts the uploader; waits until its first scan is done (the `watching` log line).
+    fn start(&self, extra: &[&str]) -> Uploader {
+        let log = self.tmp.path().join(format!(
+            "uploader-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let child = openmsi_std()
+            .arg("upload-directory")
+            .arg(self.watched())
+            .arg("--config")
+            .arg(&self.cfg)
+            .args(["--topic", &self.topic])
+            .args(if extra.contains(&"--settle-seconds") {
+                &[][..]
+            } else {
+                &["--settle-seconds", "1"][..]
+            })
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let mut child = KillOnDrop(child);
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let _ = tx.send(line.unwrap_or_default());
+            }
+        });
+        let up = Uploader {
+            child,
+            stdout: rx,
+            log,
+        };
+        assert!(
+            wait_for(Duration::from_secs(30), || up
+                .log_text()
+                .contains("watching")),
+            "the uploader did not start: {}",
+            up.log_text()
+        );
+        up
+    }
+
+    /// Rebuilds the topic into a fresh folder with download-directory and returns it.
+    fn download(&self, name: &str) -> PathBuf {
+        let out = self.tmp.path().join(name);
+        download_until_idle(&self.cfg, &self.topic, &out, &unique_topic("g")).success();
+        out
+    }
+
+    /// Messages on the topic (sum of high - low watermarks; tansu's sqlite engine keeps exact
+    /// offsets).
+    fn message_count(&self) -> i64 {
+        let consumer: BaseConsumer = consumer_config(&self.broker, "count").create().unwrap();
+        let md = consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .unwrap();
+        let partitions = md.topics()[0].partitions().len() as i32;
+        (0..partitions)
+            .map(|p| {
+                let (lo, hi) = consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .unwrap();
+                hi - lo
+            })
+            .sum()
+    }
+}
+
+/// A running `openmsi upload-directory`.
+struct Uploader {
+    child: KillOnDrop,
+    stdout: mpsc::Receiver<String>,
+    log: PathBuf,
+}
+
+impl Uploader {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn command(&mut self, line: &str) {
+        let stdin = self.child.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// `quit` on stdin; asserts a clean exit with code 0 and returns stdout's lines.
+    fn quit(mut self) -> Vec<String> {
+        self.command("quit");
+        let status = wait_exit(&mut self.child, Duration::from_secs(60));
+        assert!(status.success(), "{status:?}\n{}", self.log_text());
+        self.stdout.try_iter().collect()
+    }
+}
+
+fn wait_exit(child: &mut KillOnDrop, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Latest `sent` hash per path in the uploader's registry.
+fn registry_sent(watched: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(watched.join(".openmsi/uploaded.jsonl")).unwrap_or_default();
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["state"] == "sent" {
+            out.insert(
+                v["path"].as_str().unwrap().to_string(),
+                v["sha512"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// Waits until the registry records each of `paths` as sent with its current content's hash.
+fn wait_sent(watched: &Path, paths: &[&str], timeout: Duration) {
+    let ok = wait_for(timeout, || {
+        let sent = registry_sent(watched);
+        paths.iter().all(|p| {
+            sent.get(*p)
+                .is_some_and(|h| *h == sha512_file(&watched.join(p)))
+        })
+    });
+    assert!(
+        ok,
+        "not all of {paths:?} were recorded as sent: {:?}",
+        registry_sent(watched).keys().collect::<Vec<_>>()
+    );
+}
+
+/// Every regular, non-hidden file under `dir`, relative, with its SHA-512.
+fn tree(dir: &Path) -> HashMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut HashMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, sha512_file(&path));
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn files_dropped_while_running_arrive_nested_hidden_skipped_catalog_kept() {
+    let s = Setup::new(3);
+    let w = s.watched();
+    write_random_file(&w.join("before.bin"), 1000, 1);
+    let up = s.start(&[]);
+    write_random_file(&w.join("top.bin"), 200_000, 2);
+    write_random_file(&w.join("a/b c/deep.bin"), 1_500_000, 3);
+    write_random_file(&w.join("catalog.csv"), 100, 4);
+    write_random_file(&w.join("empty"), 0, 5);
+    write_random_file(&w.join(".hidden"), 100, 6);
+    write_random_file(&w.join(".hdir/x.bin"), 100, 7);
+    write_random_file(&w.join("a/.tmp/y.bin"), 100, 8);
+    let expected = ["top.bin", "a/b c/deep.bin", "catalog.csv", "empty"];
+    wait_sent(&w, &expected, Duration::from_secs(60));
+    let lines = up.quit();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("upload-directory stopped: 4 files uploaded")),
+        "{lines:?}"
+    );
+    let out = s.download("out");
+    let got = tree(&out);
+    let want: HashMap<String, String> = expected
+        .iter()
+        .map(|p| (p.to_string(), sha512_file(&w.join(p))))
+        .collect();
+    // `before.bin` was there at the first start: left alone without --upload-existing.
+    assert_eq!(got, want);
+}
+
+#[test]
+fn slowly_written_file_arrives_whole_and_once() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    let up = s.start(&["--settle-seconds", "2", "--chunk-size", "65536"]);
+    // Six writes one second apart: each well within the 2 s settle time.
+    let path = w.join("slow/acquisition.raw");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut file = File::create(&path).unwrap();
+    let part = tempfile::NamedTempFile::new().unwrap();
+    write_random_file(part.path(), 100_000, 9);
+    let bytes = std::fs::read(part.path()).unwrap();
+    for _ in 0..6 {
+        file.write_all(&bytes).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            registry_sent(&w).is_empty(),
+            "uploaded while still being written"
+        );
+    }
+    drop(file);
+    wait_sent(&w, &["slow/acquisition.raw"], Duration::from_secs(30));
+    up.quit();
+    // 600,000 bytes in 64 KiB chunks: 10 messages, sent exactly once.
+    assert_eq!(s.message_count(), 10);
+    let out = s.download("out");
+    assert_eq!(
+        sha512_file(&out.join("slow/acquisition.raw")),
+        sha512_file(&path)
+    );
+}
+
+#[test]
+fn modified_file_is_sent_again_and_replaces_the_old_copy() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    let up = s.start(&[]);
+    let path = w.join("run/result.dat");
+    write_random_file(&path, 300_000, 10);
+    wait_sent(&w, &["run/result.dat"], Duration::from_secs(30));
+    let first = sha512_file(&path);
+    write_random_file(&path, 200_000, 11);
+    wait_sent(&w, &["run/result.dat"], Duration::from_secs(30));
+    assert_ne!(first, sha512_file(&path));
+    up.quit();
+    let out = s.download("out");
+    assert_eq!(sha512_file(&out.join("run/result.dat")), sha512_file(&path));
+}
+
+#[test]
+fn burst_of_2000_small_files() {
+    let s = Setup::new(2);
+    let w = s.watched();
+    let up = s.start(&["--n-threads", "8"]);
+    let started = Instant::now();
+    let mut names = Vec::new();
+    for i in 0..2000u64 {
+        let rel = format!("burst/d{}/f{i:04}.bin", i % 10);
+        write_random_file(&w.join(&rel), 1024 + i, 100 + i);
+        names.push(rel);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_sent(&w, &refs, Duration::from_secs(100));
+    eprintln!(
+        "2000 files sent in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    up.quit();
+    assert_eq!(s.message_count(), 2000);
+    let out = s.download("out");
+    assert_eq!(tree(&out), tree(&w));
+}
+
+#[test]
+fn regex_filter_and_upload_existing() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    write_random_file(&w.join("old/a.tif"), 1000, 20);
+    write_random_file(&w.join("old/a.txt"), 1000, 21);
+    let up = s.start(&["--upload-existing", "--upload_regex", r"\.tif$"]);
+    write_random_file(&w.join("new/b.tif"), 1000, 22);
+    write_random_file(&w.join("new/b.log"), 1000, 23);
+    wait_sent(&w, &["old/a.tif", "new/b.tif"], Duration::from_secs(30));
+    // Give the filtered files the same chance to be (wrongly) sent.
+    std::thread::sleep(Duration::from_secs(2));
+    up.quit();
+    assert_eq!(
+        registry_sent(&w).keys().count(),
+        2,
+        "{:?}",
+        registry_sent(&w)
+    );
+    assert_eq!(s.message_count(), 2);
+}
+
+#[test]
+fn check_and_quit_on_stdin() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    let mut up = s.start(&[]);
+    write_random_file(&w.join("x.bin"), 5000, 30);
+    wait_sent(&w, &["x.bin"], Duration::from_secs(30));
+    // The registry line is written a moment before the counters move: ask until they do.
+    let mut line = String::new();
+    for _ in 0..50 {
+        up.command("check");
+        line = up
+            .stdout
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no answer to check");
+        if line.contains("1 done") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        line.contains("0 waiting")
+            && line.contains("0 in progress")
+            && line.contains("1 done")
+            && line.contains("0 failed")
+            && line.contains("bytes/s"),
+        "{line}"
+    );
+    let lines = up.quit();
+    assert!(
+        lines.iter().any(|l| l.contains("1 files uploaded")),
+        "{lines:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_cleanly() {
+    let s = Setup::new(1);
+    let mut up = s.start(&[]);
+    let pid = up.child.0.id() as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_exit(&mut up.child, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", up.log_text());
+}
+
+#[test]
+fn kill_9_mid_upload_then_restart_sends_everything_and_clean_restart_resends_nothing() {
+    let s = Setup::new(2);
+    let w = s.watched();
+    // A large file (many small chunks, so the kill lands mid-file) and a burst.
+    write_random_file(&w.join("big/scan.raw"), 24 << 20, 40);
+    for i in 0..300u64 {
+        write_random_file(&w.join(format!("burst/f{i:03}.bin")), 2000 + i, 41 + i);
+    }
+    let args = [
+        "--upload-existing",
+        "--chunk-size",
+        "65536",
+        "--n-threads",
+        "3",
+    ];
+    let mut up = s.start(&args);
+    // Kill once some, but not all, files are acknowledged.
+    assert!(wait_for(Duration::from_secs(60), || registry_sent(&w)
+        .len()
+        >= 20));
+    up.child.0.kill().unwrap();
+    up.child.0.wait().unwrap();
+    let after_kill = registry_sent(&w).len();
+    assert!(after_kill < 301, "everything was done before the kill");
+
+    let up = s.start(&args);
+    let mut all: Vec<String> = tree(&w).into_keys().collect();
+    all.sort();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_sent(&w, &refs, Duration::from_secs(120));
+    up.quit();
+    let out = s.download("out");
+    assert_eq!(tree(&out), tree(&w));
+
+    // A clean restart re-sends nothing: the message count stays put.
+    let before = s.message_count();
+    let up = s.start(&args);
+    std::thread::sleep(Duration::from_secs(4));
+    let lines = up.quit();
+    assert!(
+        lines.iter().any(|l| l.contains(" 0 files uploaded")),
+        "{lines:?}"
+    );
+    assert_eq!(s.message_count(), before);
+}
+
+#[test]
+fn missing_directory_is_a_clear_error() {
+    let s = Setup::new(1);
+    let out = openmsi_std()
+        .arg("upload-directory")
+        .arg(s.tmp.path().join("nope"))
+        .arg("--config")
+        .arg(&s.cfg)
+        .args(["--topic", &s.topic])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+}
