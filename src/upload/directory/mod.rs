@@ -8,6 +8,7 @@
 //! version the broker fully acknowledged in the registry ([`registry`]), which a restart reads
 //! so nothing complete is sent twice and nothing unacknowledged is lost.
 
+pub mod migrate;
 pub mod registry;
 pub mod scan;
 pub mod settle;
@@ -232,6 +233,9 @@ pub fn upload_directory(
         filter: Filter {
             root: root.clone(),
             regex: settings.upload_regex.clone(),
+            // OpenMSIStream's own state folder, when a lab switched from it.
+            skip_top: migrate::has_reference_state(&root)
+                .then(|| migrate::REFERENCE_LOG_DIR.to_string()),
         },
         registry,
         settler: Settler::default(),
@@ -251,7 +255,9 @@ pub fn upload_directory(
             .collect();
         drop(tx);
         let events = watcher.is_some();
-        let result = state.run(&rx, &job_tx, settings, rescan, events, cancel);
+        let result = state
+            .import_reference(&settings.topic)
+            .and_then(|()| state.run(&rx, &job_tx, settings, rescan, events, cancel));
         // Stop: no new files; in-flight ones finish or are interrupted by the workers.
         drop(job_tx);
         drop(watcher);
@@ -372,6 +378,44 @@ impl LoopState {
             }
         }
         Ok(())
+    }
+
+    /// On a first start, files OpenMSIStream recorded as uploaded to this topic count as sent
+    /// (at their current size and mtime: the reference keeps neither).
+    fn import_reference(&mut self, topic: &str) -> anyhow::Result<()> {
+        if self.registry.existed() {
+            return Ok(());
+        }
+        let completed = migrate::reference_completed(&self.filter.root, topic)
+            .context("reading OpenMSIStream's upload registry in LOGS/")?;
+        if completed.is_empty() {
+            return Ok(());
+        }
+        let at = unix_now();
+        let entries: Vec<Entry> = completed
+            .iter()
+            .filter_map(|rel| {
+                let path = self.filter.root.join(rel);
+                let meta = std::fs::symlink_metadata(&path).ok()?;
+                let seen = self.filter.inspect(&path, &meta)?;
+                Some(Entry {
+                    path: seen.relative,
+                    size: seen.size,
+                    mtime: seen.mtime,
+                    sha512: None,
+                    state: EntryState::Sent,
+                    at,
+                })
+            })
+            .collect();
+        info!(
+            listed = completed.len(),
+            present = entries.len(),
+            "imported OpenMSIStream's registry: these files count as uploaded"
+        );
+        self.registry
+            .append(entries)
+            .context("writing the upload registry")
     }
 
     /// The first scan. On a first start without `--upload-existing`, what is already there is

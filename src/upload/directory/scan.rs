@@ -30,6 +30,8 @@ pub struct Filter {
     pub root: PathBuf,
     /// Relative paths must match this, when given.
     pub regex: Option<Regex>,
+    /// A top-level folder that is another tool's state (OpenMSIStream's `LOGS/`), not data.
+    pub skip_top: Option<String>,
 }
 
 impl Filter {
@@ -50,7 +52,7 @@ impl Filter {
                 _ => return None,
             }
         }
-        if parts.is_empty() {
+        if parts.is_empty() || parts.len() > 1 && self.skip_top.as_deref() == Some(parts[0]) {
             return None;
         }
         Some(parts.join("/"))
@@ -87,7 +89,13 @@ impl Filter {
             .follow_links(false)
             .into_iter()
             .filter_entry(|e| {
-                e.depth() == 0 || !e.file_name().to_str().is_some_and(|n| n.starts_with('.'))
+                e.depth() == 0
+                    || !e.file_name().to_str().is_some_and(|n| {
+                        n.starts_with('.')
+                            || e.file_type().is_dir()
+                                && e.path().parent() == Some(self.root.as_path())
+                                && self.skip_top.as_deref() == Some(n)
+                    })
             });
         for entry in walker {
             match entry {
@@ -134,6 +142,7 @@ mod tests {
         let filter = Filter {
             root: root.clone(),
             regex: None,
+            skip_top: None,
         };
         let mut found: Vec<String> = filter.scan(&root).into_iter().map(|s| s.relative).collect();
         found.sort();
@@ -141,6 +150,7 @@ mod tests {
         let filter = Filter {
             root: root.clone(),
             regex: Some(Regex::new(r"\.tif$").unwrap()),
+            skip_top: None,
         };
         let found: Vec<String> = filter.scan(&root).into_iter().map(|s| s.relative).collect();
         assert_eq!(found, ["sub/deep/z.tif"]);
