@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::{
-    openmsi, reference_python, sha512_file, unique_topic, wait_for, write_config,
+    openmsi, openmsi_std, reference_python, sha512_file, unique_topic, wait_for, write_config,
     write_random_file, Broker, KillOnDrop, Storage,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -135,6 +135,9 @@ impl Reference {
             "UploadDataFile" => "openmsistream.data_file_io.entity.upload_data_file",
             "DataFileDownloadDirectory" => {
                 "openmsistream.data_file_io.actor.data_file_download_directory"
+            }
+            "DataFileUploadDirectory" => {
+                "openmsistream.data_file_io.actor.data_file_upload_directory"
             }
             other => panic!("no console script {other} known to these tests"),
         };
@@ -901,4 +904,198 @@ fn mixed_reference_and_openmsi_uploads_on_one_topic_are_all_rebuilt() {
     let out = work.path().join("out");
     openmsi_download(&cfg, &topic, &out, expected.len());
     assert_eq!(tree(&out), expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// upload-directory
+// ---------------------------------------------------------------------------------------------
+
+/// Messages on `topic` (sum of high - low watermarks; exact on tansu's sqlite engine).
+fn message_count(broker: &Broker, topic: &str) -> i64 {
+    let consumer: BaseConsumer = common::consumer_config(broker, "count").create().unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = md.topics()[0].partitions().len() as i32;
+    (0..partitions)
+        .map(|p| {
+            let (lo, hi) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            hi - lo
+        })
+        .sum()
+}
+
+/// Runs `openmsi upload-directory DIR --upload-existing` until `done(stderr so far)` holds,
+/// then `quit`; asserts a clean exit and returns stdout.
+fn openmsi_upload_directory(
+    cfg: &Path,
+    topic: &str,
+    dir: &Path,
+    work: &Path,
+    mut done: impl FnMut(&str) -> bool,
+) -> String {
+    let log = work.join(format!("upload-directory-{}.log", unique_topic("run")));
+    let mut child = KillOnDrop(
+        openmsi_std()
+            .arg("upload-directory")
+            .arg(dir)
+            .arg("--config")
+            .arg(cfg)
+            .args([
+                "--topic",
+                topic,
+                "--upload-existing",
+                "--settle-seconds",
+                "1",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(60), || done(&read_log())),
+        "upload-directory did not get there:\n{}",
+        read_log()
+    );
+    child
+        .0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"quit\n")
+        .unwrap();
+    let output = child.0.wait_with_output_ref();
+    assert!(output.0.success(), "{:?}\n{}", output.0, read_log());
+    output.1
+}
+
+/// `wait_with_output` for a child behind [`KillOnDrop`] (which must keep ownership).
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let mut stdout = String::new();
+        if let Some(mut out) = self.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        (self.wait().unwrap(), stdout)
+    }
+}
+
+#[test]
+fn openmsi_upload_directory_is_rebuilt_by_reference_download() {
+    let reference = Reference::new();
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("updir-to-ref");
+    broker.create_topic(&topic, 2);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = interop_config(work.path(), &broker);
+    let src = work.path().join("src");
+    let files: [(&str, u64); 4] = [
+        ("top.bin", 700_000),
+        ("a/b/nested.bin", 1000),
+        ("run 1/ünïcödé.tif", 5000),
+        ("catalog.csv", 10),
+    ];
+    for (i, (rel, len)) in files.iter().enumerate() {
+        write_source(&src, rel, *len, i as u64 + 300);
+    }
+    let expected = tree(&src);
+    openmsi_upload_directory(&cfg, &topic, &src, work.path(), |log| {
+        log.matches(" uploaded ").count() >= files.len()
+    });
+    let out = work.path().join("out");
+    let download = ReferenceDownload::start(&reference, &cfg, &topic, &out, work.path());
+    download.finish(&expected);
+    assert_eq!(tree(&out), expected);
+}
+
+#[test]
+fn reference_upload_directory_is_rebuilt_by_openmsi_and_not_resent_after_switching() {
+    let reference = Reference::new();
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("ref-updir");
+    broker.create_topic(&topic, 2);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = interop_config(work.path(), &broker);
+    let src = work.path().join("src");
+    // Names the reference's default regex accepts (no "<char>log", no leading dot).
+    let files: [(&str, u64); 3] = [
+        ("top.bin", 600_000),
+        ("a/b/nested.bin", 1000),
+        ("run 1/données.dat", 5000),
+    ];
+    for (i, (rel, len)) in files.iter().enumerate() {
+        write_source(&src, rel, *len, i as u64 + 400);
+    }
+    let expected = tree(&src);
+    let n_chunks: i64 = files
+        .iter()
+        .map(|(_, len)| chunks(*len, DEFAULT_CHUNK) as i64)
+        .sum();
+
+    let stderr = work.path().join("reference-upload.stderr");
+    let mut cmd = reference.console_script("DataFileUploadDirectory");
+    cmd.arg(&src)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--topic_name", &topic, "--upload_existing"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr).unwrap());
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let registry = src.join(format!("LOGS/uploaded_to_{topic}.csv"));
+    let listed = |p: &Path| {
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        files
+            .iter()
+            .all(|(rel, _)| text.contains(&format!("'{rel}'")))
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || message_count(&broker, &topic)
+            >= n_chunks),
+        "the reference did not upload everything:\n{}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+    // It writes its registry every few seconds and when it stops.
+    wait_for(Duration::from_secs(15), || listed(&registry));
+    child.0.stdin.as_mut().unwrap().write_all(b"q\n").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || child
+            .0
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the reference uploader did not quit"
+    );
+    assert!(
+        listed(&registry),
+        "{}",
+        std::fs::read_to_string(&registry).unwrap_or_default()
+    );
+
+    let out = work.path().join("out");
+    openmsi_download(&cfg, &topic, &out, files.len());
+    assert_eq!(tree(&out), expected);
+
+    // Switching: openmsi (with --upload-existing) on the same folder sends nothing again,
+    // neither the files nor the reference's LOGS/ folder.
+    let before = message_count(&broker, &topic);
+    // Runs a few settle times, so anything it would (wrongly) send is sent.
+    let started = Instant::now();
+    let stdout = openmsi_upload_directory(&cfg, &topic, &src, work.path(), |log| {
+        started.elapsed() > Duration::from_secs(5)
+            && log.contains("imported OpenMSIStream's registry")
+            && log.contains("watching")
+    });
+    assert!(stdout.contains(" 0 files uploaded"), "{stdout}");
+    assert_eq!(message_count(&broker, &topic), before);
 }
