@@ -21,6 +21,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The log file a command keeps besides stderr: upload-directory writes
+    /// `DIR/.openmsi/upload-directory.log` when DIR exists (a missing DIR is reported by the
+    /// command itself).
+    pub fn log_file(&self) -> Option<PathBuf> {
+        match &self.command {
+            Command::UploadDirectory(args) if args.dir.is_dir() => Some(
+                args.dir
+                    .join(crate::upload::directory::STATE_DIR)
+                    .join("upload-directory.log"),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

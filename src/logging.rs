@@ -1,20 +1,59 @@
-//! The `tracing` subscriber: one readable line per event on stderr.
+//! The `tracing` subscriber: one readable line per event on stderr, and for long-running
+//! commands that own a state folder, the same lines in a log file there (services often have
+//! no one reading stderr).
 
-use tracing_subscriber::EnvFilter;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// A log file larger than this at start is moved to `NAME.1` (replacing an older one), so a
+/// drop box left running for months keeps at most two files of bounded size.
+const ROTATE_AT_BYTES: u64 = 16 << 20;
 
 /// Installs the global subscriber. `--log-level` wins over `RUST_LOG`; the default is `info`.
 /// librdkafka's own messages arrive under the `librdkafka` target (see `kafka::context`).
-pub fn init(level: Option<&str>) -> anyhow::Result<()> {
+/// With `log_file`, lines also go there (without colours); a file that cannot be opened is
+/// reported on stderr and logging continues there alone.
+pub fn init(level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> {
     let filter = match level {
         Some(level) => EnvFilter::try_new(level)
             .map_err(|e| anyhow::anyhow!("invalid --log-level `{level}`: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    let file = log_file.and_then(|path| match open_log_file(path) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            eprintln!("warning: cannot write the log file {}: {e}", path.display());
+            None
+        }
+    });
+    let stderr_layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let file_layer = file.map(|file| {
+        fmt::layer()
+            .with_writer(Mutex::new(file))
+            .with_ansi(false)
+            .with_target(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr_layer)
+        .with(file_layer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("could not initialise logging: {e}"))?;
     Ok(())
+}
+
+fn open_log_file(path: &Path) -> std::io::Result<File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > ROTATE_AT_BYTES) {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, old)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
 }

@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = openmsi::cli::Cli::parse();
-    if let Err(e) = openmsi::logging::init(cli.log_level.as_deref()) {
+    if let Err(e) = openmsi::logging::init(cli.log_level.as_deref(), cli.log_file().as_deref()) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

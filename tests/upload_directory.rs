@@ -458,3 +458,25 @@ fn missing_directory_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn poll_mode_alive_line_and_log_file() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    let up = s.start(&["--poll", "--rescan-seconds", "0.5", "--update-seconds", "1"]);
+    write_random_file(&w.join("share/new/x.bin"), 3000, 50);
+    wait_sent(&w, &["share/new/x.bin"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    up.quit();
+    let file_log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert!(
+        file_log.contains("upload-directory is running"),
+        "{file_log}"
+    );
+    assert!(
+        file_log.contains("uploaded path=share/new/x.bin"),
+        "{file_log}"
+    );
+    let out = s.download("out");
+    assert_eq!(tree(&out), tree(&w));
+}
