@@ -469,6 +469,8 @@ fn poll_mode_alive_line_and_log_file() {
     std::thread::sleep(Duration::from_millis(1500));
     up.quit();
     let file_log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    // Events off: scans only.
+    assert!(file_log.contains("events=false"), "{file_log}");
     assert!(
         file_log.contains("upload-directory is running"),
         "{file_log}"
