@@ -9,10 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use regex::Regex;
 
-use crate::cli::{Cli, Command, DownloadDirectoryArgs, UploadDirectoryArgs, UploadFileArgs};
+use crate::cli::{
+    Cli, Command, DownloadDirectoryArgs, TelemetryArgs, UploadDirectoryArgs, UploadFileArgs,
+};
 use crate::config::LoadedConfig;
 use crate::console;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
+use crate::kafka::telemetry::TelemetrySettings;
 use crate::progress::mb_per_s;
 use crate::upload::directory::{
     summary_rate, upload_directory, DirectoryStats, UploadDirectorySettings,
@@ -69,6 +72,37 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The heartbeat/log topic settings from their flags.
+fn telemetry_settings(args: &TelemetryArgs) -> anyhow::Result<TelemetrySettings> {
+    let interval = seconds("--heartbeat-interval", args.heartbeat_interval)?;
+    if interval.is_zero() {
+        anyhow::bail!("--heartbeat-interval must be greater than 0");
+    }
+    Ok(TelemetrySettings {
+        heartbeat_topic: args.heartbeat_topic.clone(),
+        log_topic: args.log_topic.clone(),
+        interval,
+        program_id: args
+            .program_id
+            .clone()
+            .unwrap_or_else(|| format!("openmsi_{}", hostname())),
+    })
+}
+
+/// This machine's name, for default program ids.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on
+    // success (and we stop at the first NUL or the end either way).
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if ok && len > 0 {
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    } else {
+        "unknown-host".to_string()
+    }
+}
+
 /// Seconds from a flag, with an error naming the flag when negative or not finite.
 fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs)
@@ -106,6 +140,7 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
             .ok()
             .filter(|&s| s > 0)
             .map(Duration::from_secs),
+        telemetry: telemetry_settings(&args.telemetry)?,
     };
     let stats = Arc::new(DirectoryStats::default());
     let status_stats = Arc::clone(&stats);

@@ -229,4 +229,41 @@ pub struct UploadDirectoryArgs {
         allow_negative_numbers = true
     )]
     pub update_seconds: i64,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Optional heartbeat and log topics, in OpenMSIStream's formats.
+#[derive(Debug, Args)]
+pub struct TelemetryArgs {
+    /// Send a heartbeat (messages and bytes produced since the previous one) to this topic
+    /// every --heartbeat-interval seconds.
+    #[arg(long, alias = "heartbeat_topic_name", value_name = "TOPIC")]
+    pub heartbeat_topic: Option<String>,
+
+    /// Seconds between heartbeats (and log-topic sends).
+    #[arg(
+        long,
+        alias = "heartbeat_interval_secs",
+        alias = "heartbeat_interval",
+        value_name = "SECS",
+        default_value_t = 900.0
+    )]
+    pub heartbeat_interval: f64,
+
+    /// Send the log lines (info and above) to this topic every --heartbeat-interval seconds.
+    #[arg(long, alias = "log_topic_name", value_name = "TOPIC")]
+    pub log_topic: Option<String>,
+
+    /// Names this program in heartbeat and log keys (`<ID>_heartbeat`, `<ID>_log`).
+    /// [default: openmsi_<hostname>]
+    #[arg(
+        long,
+        alias = "program_id",
+        alias = "heartbeat_program_id",
+        alias = "log_program_id",
+        value_name = "ID"
+    )]
+    pub program_id: Option<String>,
 }

@@ -2,12 +2,80 @@
 //! commands that own a state folder, the same lines in a log file there (services often have
 //! no one reading stderr).
 
+use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter};
+
+/// At most this many lines wait for the log topic; older ones are dropped first, so a broker
+/// that is down for days costs bounded memory.
+const CAPTURE_MAX: usize = 1000;
+
+/// Whether lines are kept for the log topic (only when one is configured).
+static CAPTURE: AtomicBool = AtomicBool::new(false);
+/// Lines waiting for the log topic.
+static CAPTURED: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// Starts (or stops) keeping info-and-above lines for the log topic.
+pub fn capture_for_log_topic(on: bool) {
+    CAPTURE.store(on, Ordering::Release);
+}
+
+/// The lines kept since the previous call.
+pub fn drain_captured() -> Vec<String> {
+    let mut lines = CAPTURED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    lines.drain(..).collect()
+}
+
+/// Keeps a plain-text copy of each info-or-above event while capturing is on.
+struct CaptureLayer;
+
+impl<S: Subscriber> Layer<S> for CaptureLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !CAPTURE.load(Ordering::Acquire) || *event.metadata().level() > Level::INFO {
+            return;
+        }
+        let mut line = LineVisitor(format!("{} ", event.metadata().level()));
+        event.record(&mut line);
+        let mut lines = CAPTURED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lines.len() >= CAPTURE_MAX {
+            lines.pop_front();
+        }
+        lines.push_back(line.0);
+    }
+}
+
+/// Formats an event as `LEVEL message key=value ...`.
+struct LineVisitor(String);
+
+impl Visit for LineVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            let _ = write!(self.0, " {}={value}", field.name());
+        }
+    }
+}
 
 /// A log file larger than this at start is moved to `NAME.1` (replacing an older one), so a
 /// drop box left running for months keeps at most two files of bounded size.
@@ -41,6 +109,7 @@ pub fn init(level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> 
         .with(filter)
         .with(stderr_layer)
         .with(file_layer)
+        .with(CaptureLayer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("could not initialise logging: {e}"))?;
     Ok(())

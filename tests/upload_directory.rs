@@ -482,3 +482,77 @@ fn poll_mode_alive_line_and_log_file() {
     let out = s.download("out");
     assert_eq!(tree(&out), tree(&w));
 }
+
+/// Every (key, value) on `topic`, read until `want` holds or 30 s pass.
+fn read_topic(
+    broker: &Broker,
+    topic: &str,
+    mut want: impl FnMut(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    use rdkafka::Message;
+    let consumer: BaseConsumer = consumer_config(broker, &unique_topic("read"))
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !want(&got) && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            got.push((key, value));
+        }
+    }
+    got
+}
+
+#[test]
+fn heartbeat_and_log_topics_in_the_reference_format() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    s.broker.create_topic("hb", 1);
+    s.broker.create_topic("lg", 1);
+    let up = s.start(&[
+        "--heartbeat-topic",
+        "hb",
+        "--log-topic",
+        "lg",
+        "--heartbeat-interval",
+        "1",
+        "--program-id",
+        "lab1",
+    ]);
+    write_random_file(&w.join("x.bin"), 12_345, 60);
+    wait_sent(&w, &["x.bin"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    up.quit();
+    let produced = |got: &[(String, serde_json::Value)]| {
+        got.iter()
+            .map(|(_, v)| {
+                (
+                    v["n_messages_produced"].as_u64().unwrap(),
+                    v["n_bytes_produced"].as_u64().unwrap(),
+                )
+            })
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    let beats = read_topic(&s.broker, "hb", |got| produced(got) == (1, 12_345));
+    assert_eq!(produced(&beats), (1, 12_345), "{beats:?}");
+    for (key, value) in &beats {
+        assert_eq!(key, "lab1_heartbeat");
+        let ts = value["timestamp"].as_str().unwrap();
+        assert!(ts.ends_with("+00:00") && ts.contains('T'), "{ts}");
+    }
+    let logs = read_topic(&s.broker, "lg", |got| {
+        got.iter().any(|(_, v)| v.to_string().contains("uploaded"))
+    });
+    assert!(
+        logs.iter()
+            .all(|(k, v)| k == "lab1_log" && v["timestamp"].is_f64() && v["messages"].is_array()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|(_, v)| v.to_string().contains("uploaded")),
+        "{logs:?}"
+    );
+}

@@ -6,6 +6,7 @@ pub mod client;
 pub mod context;
 pub mod partition;
 pub mod producer;
+pub mod telemetry;
 pub mod topic;
 
 pub use client::{client_config, KafkaSetupError};

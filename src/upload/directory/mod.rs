@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
 use crate::kafka::client::client_config;
+use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
 use crate::progress::mb_per_s;
 use crate::upload::send::{producer_defaults, SendOptions};
@@ -91,6 +92,8 @@ pub struct UploadDirectorySettings {
     pub delivery_timeout: Duration,
     /// Period of the "still alive" log line (None: off).
     pub update_every: Option<Duration>,
+    /// Heartbeat and log topics.
+    pub telemetry: TelemetrySettings,
 }
 
 /// Live counters, for `check` and the alive line.
@@ -199,6 +202,18 @@ pub fn upload_directory(
     let (producer, topic) =
         ChunkProducer::connect(&cfg, config, &settings.topic, settings.connect_timeout)?;
     let producer = Arc::new(producer);
+    // Stopped only after the last flush, so the final heartbeat counts everything.
+    let telemetry_stop = CancellationToken::new();
+    let totals_producer = Arc::clone(&producer);
+    let telemetry = telemetry::spawn(
+        config,
+        settings.telemetry.clone(),
+        Arc::new(move || {
+            let t = totals_producer.tracker();
+            (t.delivered(), t.delivered_bytes())
+        }),
+        telemetry_stop.clone(),
+    )?;
 
     let (tx, rx) = mpsc::sync_channel::<Msg>(EVENT_QUEUE);
     let watcher = if settings.poll {
@@ -279,6 +294,10 @@ pub fn upload_directory(
         &mut |_| {},
     );
     state.publish_stats(&producer);
+    telemetry_stop.cancel();
+    if let Some(handle) = telemetry {
+        let _ = handle.join();
+    }
     Ok(UploadDirectorySummary {
         files_sent: state.files_sent,
         files_failed: state.failed.len() as u64,

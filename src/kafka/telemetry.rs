@@ -1,0 +1,156 @@
+//! Optional heartbeat and log topics in OpenMSIStream's formats (DESIGN.md section 2), so
+//! existing OpenMSI dashboards keep working: every interval, a heartbeat (key
+//! `<program_id>_heartbeat`, JSON with an ISO-8601 UTC timestamp and the messages and bytes
+//! produced since the previous one) and the log lines since the previous send (key
+//! `<program_id>_log`, JSON with a Unix timestamp and the lines). Best effort: a failure to
+//! send is logged and never affects the data stream.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::client::{client_config, create_client};
+use crate::config::LoadedConfig;
+use crate::logging;
+
+/// Where and how often to send.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// Heartbeat topic, if any.
+    pub heartbeat_topic: Option<String>,
+    /// Log topic, if any.
+    pub log_topic: Option<String>,
+    /// Period of both.
+    pub interval: Duration,
+    /// Names this program in the keys.
+    pub program_id: String,
+}
+
+/// Running totals the heartbeat reports differences of: (messages, bytes) produced so far.
+pub type Totals = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
+
+/// Starts the sender thread (when a topic is set); it sends once more when `cancel` fires.
+pub fn spawn(
+    config: &LoadedConfig,
+    settings: TelemetrySettings,
+    totals: Totals,
+    cancel: CancellationToken,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if settings.heartbeat_topic.is_none() && settings.log_topic.is_none() {
+        return Ok(None);
+    }
+    if settings.log_topic.is_some() {
+        logging::capture_for_log_topic(true);
+    }
+    let cfg = client_config(&config.producer_properties(), &[], &[]);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        create_client(&cfg, DefaultProducerContext, config, "heartbeat producer")?;
+    Ok(Some(std::thread::spawn(move || {
+        let mut last = (0u64, 0u64);
+        loop {
+            let stopping = wait(&cancel, settings.interval);
+            let now = totals();
+            if let Some(topic) = &settings.heartbeat_topic {
+                let value = json!({
+                    "timestamp": iso8601_utc(SystemTime::now()),
+                    "n_messages_produced": now.0 - last.0.min(now.0),
+                    "n_bytes_produced": now.1 - last.1.min(now.1),
+                })
+                .to_string();
+                send(
+                    &producer,
+                    topic,
+                    &format!("{}_heartbeat", settings.program_id),
+                    &value,
+                );
+            }
+            last = now;
+            if let Some(topic) = &settings.log_topic {
+                let messages = logging::drain_captured();
+                if !messages.is_empty() {
+                    let value = json!({"timestamp": unix_now(), "messages": messages}).to_string();
+                    send(
+                        &producer,
+                        topic,
+                        &format!("{}_log", settings.program_id),
+                        &value,
+                    );
+                }
+            }
+            if stopping {
+                let _ = producer.flush(Duration::from_secs(5));
+                return;
+            }
+        }
+    })))
+}
+
+/// Sleeps `interval` or until cancelled; true when cancelled.
+fn wait(cancel: &CancellationToken, interval: Duration) -> bool {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while waited < interval {
+        if cancel.is_cancelled() {
+            return true;
+        }
+        std::thread::sleep(step.min(interval - waited));
+        waited += step;
+    }
+    cancel.is_cancelled()
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &str) {
+    if let Err((e, _)) = producer.send(BaseRecord::to(topic).key(key).payload(value)) {
+        warn!(topic, error = %e, "could not queue a heartbeat/log message");
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`, what Python's `datetime.now(timezone.utc).isoformat()`
+/// gives.
+pub fn iso8601_utc(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_matches_python() {
+        // datetime.fromtimestamp(1795359518.25, timezone.utc).isoformat()
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_359_518_250_000);
+        assert_eq!(iso8601_utc(t), "2026-11-22T14:58:38.250000+00:00");
+        assert_eq!(iso8601_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000000+00:00");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(iso8601_utc(leap), "2000-02-29T00:00:00.000000+00:00");
+    }
+}
