@@ -37,12 +37,25 @@ fn version_and_help_describe_every_flag() {
                 .and(predicate::str::contains("--download-regex"))
                 .and(predicate::str::contains("--exit-when-idle")),
         );
-    // Only working subcommands are listed.
     openmsi()
-        .arg("--help")
+        .args(["upload-directory", "--help"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("upload-directory").not());
+        .stdout(
+            predicate::str::contains("--upload-existing")
+                .and(predicate::str::contains("--upload-regex"))
+                .and(predicate::str::contains("--settle-seconds"))
+                .and(predicate::str::contains("--rescan-seconds"))
+                .and(predicate::str::contains("--poll"))
+                .and(predicate::str::contains("--update-seconds"))
+                .and(predicate::str::contains("--heartbeat-topic")),
+        );
+    // Only working subcommands are listed.
+    openmsi().arg("--help").assert().success().stdout(
+        predicate::str::contains("upload-directory")
+            .and(predicate::str::contains("provision-node").not())
+            .and(predicate::str::contains("manage-service").not()),
+    );
 }
 
 #[test]
