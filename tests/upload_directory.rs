@@ -256,8 +256,9 @@ fn files_dropped_while_running_arrive_nested_hidden_skipped_catalog_kept() {
 fn slowly_written_file_arrives_whole_and_once() {
     let s = Setup::new(1);
     let w = s.watched();
-    let up = s.start(&["--settle-seconds", "2", "--chunk-size", "65536"]);
-    // Six writes one second apart: each well within the 2 s settle time.
+    let up = s.start(&["--settle-seconds", "3", "--chunk-size", "65536"]);
+    // Six writes one second apart: each well within the 3 s settle time (the margin is for a
+    // loaded machine, where a 1 s sleep can last longer).
     let path = w.join("slow/acquisition.raw");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut file = File::create(&path).unwrap();
