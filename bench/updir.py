@@ -3,6 +3,8 @@
 
   python3 bench/updir.py --bin target/release/openmsi [--files 2000] [--file-kib 64]
                          [--latency-files 100] [--settle 3] [--reference-python PY]
+                         [--skip latency|openmsi|reference]...
+  (one 1 GiB file: --files 1 --file-kib 1048576 --skip latency)
 
 Starts one tansu broker (memory engine) on a free port through scripts/broker.sh, then:
 - latency: a running `openmsi download-directory` and `openmsi upload-directory`; files of 1 KiB
@@ -126,7 +128,11 @@ def make_files(folder, n, kib):
         sub = os.path.join(folder, f"d{i % 20}")
         os.makedirs(sub, exist_ok=True)
         with open(os.path.join(sub, f"f{i:05d}.bin"), "wb") as f:
-            f.write(os.urandom(kib * 1024))
+            left = kib * 1024
+            while left > 0:
+                n = min(left, 4 << 20)
+                f.write(os.urandom(n))
+                left -= n
 
 
 def verify(src, out):
