@@ -15,12 +15,13 @@ use crate::cli::{
 use crate::config::LoadedConfig;
 use crate::console;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
-use crate::kafka::telemetry::TelemetrySettings;
+use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::progress::mb_per_s;
 use crate::upload::directory::{
     summary_rate, upload_directory, DirectoryStats, UploadDirectorySettings,
 };
 use crate::upload::{upload_file, UploadFileSettings};
+use tokio_util::sync::CancellationToken;
 
 /// Runs the command. Errors are returned for `main` to print; per-item failures (a file that
 /// failed verification, a rejected message) are counted and give exit code 1.
@@ -189,10 +190,34 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     let stats = Arc::new(DownloadStats::default());
     let status_stats = Arc::clone(&stats);
     let cancel = console::spawn(Arc::new(move || status_stats.snapshot().to_string()));
-    let summary =
+    // Heartbeats count what this consumer read and wrote; stopped after the download returns.
+    let telemetry_stop = CancellationToken::new();
+    let heartbeat_stats = Arc::clone(&stats);
+    let telemetry = telemetry::spawn(
+        &config,
+        telemetry_settings(&args.telemetry)?,
+        Arc::new(move || {
+            let s = heartbeat_stats.snapshot();
+            vec![
+                ("n_messages_read", s.messages_read),
+                (
+                    "n_messages_processed",
+                    s.chunks_written + s.duplicate_chunks + s.skipped_messages,
+                ),
+                ("n_bytes_read", s.bytes_read),
+                ("n_bytes_processed", s.bytes_written),
+            ]
+        }),
+        telemetry_stop.clone(),
+    )?;
+    let outcome =
         tokio::task::spawn_blocking(move || download_directory(&config, &settings, stats, &cancel))
-            .await
-            .context("internal error: the download thread panicked")??;
+            .await;
+    telemetry_stop.cancel();
+    if let Some(handle) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+    let summary = outcome.context("internal error: the download thread panicked")??;
     let s = &summary.stats;
     println!(
         "downloaded: {} files completed, {} in progress, {} failed verification, {} messages rejected; \

@@ -153,6 +153,9 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub n_threads: u16,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 /// `openmsi upload-directory`.

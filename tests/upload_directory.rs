@@ -557,3 +557,33 @@ fn heartbeat_and_log_topics_in_the_reference_format() {
         "{logs:?}"
     );
 }
+
+#[test]
+fn download_directory_sends_heartbeats_too() {
+    let s = Setup::new(1);
+    s.broker.create_topic("hb", 1);
+    let file = s.tmp.path().join("one.bin");
+    write_random_file(&file, 70_000, 70);
+    common::upload(&s.cfg, &s.topic, None, &file, 65_536);
+    common::openmsi()
+        .arg("download-directory")
+        .arg(s.tmp.path().join("out"))
+        .arg("--config")
+        .arg(&s.cfg)
+        .args(["--topic", &s.topic, "--exit-when-idle", "2"])
+        .args(["--heartbeat-topic", "hb", "--heartbeat-interval", "1"])
+        .args(["--program-id", "dl1"])
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let total = |got: &[(String, serde_json::Value)], field: &str| -> u64 {
+        got.iter().map(|(_, v)| v[field].as_u64().unwrap()).sum()
+    };
+    let beats = read_topic(&s.broker, "hb", |got| {
+        total(got, "n_bytes_processed") == 70_000
+    });
+    assert!(beats.iter().all(|(k, _)| k == "dl1_heartbeat"), "{beats:?}");
+    assert_eq!(total(&beats, "n_messages_read"), 2, "{beats:?}");
+    assert_eq!(total(&beats, "n_messages_processed"), 2, "{beats:?}");
+    assert_eq!(total(&beats, "n_bytes_processed"), 70_000, "{beats:?}");
+}

@@ -30,8 +30,10 @@ pub struct TelemetrySettings {
     pub program_id: String,
 }
 
-/// Running totals the heartbeat reports differences of: (messages, bytes) produced so far.
-pub type Totals = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
+/// Running totals the heartbeat reports differences of, by their heartbeat field name
+/// (`n_messages_produced`, ... for uploaders; `n_messages_read`, ... for downloaders). Always
+/// the same names in the same order.
+pub type Totals = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
 
 /// Starts the sender thread (when a topic is set); it sends once more when `cancel` fires.
 pub fn spawn(
@@ -50,17 +52,18 @@ pub fn spawn(
     let producer: ThreadedProducer<DefaultProducerContext> =
         create_client(&cfg, DefaultProducerContext, config, "heartbeat producer")?;
     Ok(Some(std::thread::spawn(move || {
-        let mut last = (0u64, 0u64);
+        let mut last: Vec<(&'static str, u64)> = Vec::new();
         loop {
             let stopping = wait(&cancel, settings.interval);
             let now = totals();
             if let Some(topic) = &settings.heartbeat_topic {
-                let value = json!({
-                    "timestamp": iso8601_utc(SystemTime::now()),
-                    "n_messages_produced": now.0 - last.0.min(now.0),
-                    "n_bytes_produced": now.1 - last.1.min(now.1),
-                })
-                .to_string();
+                let mut value = serde_json::Map::new();
+                value.insert("timestamp".into(), iso8601_utc(SystemTime::now()).into());
+                for (i, (name, total)) in now.iter().enumerate() {
+                    let before = last.get(i).map_or(0, |(_, v)| *v);
+                    value.insert((*name).into(), total.saturating_sub(before).into());
+                }
+                let value = serde_json::Value::Object(value).to_string();
                 send(
                     &producer,
                     topic,

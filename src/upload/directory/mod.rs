@@ -210,7 +210,10 @@ pub fn upload_directory(
         settings.telemetry.clone(),
         Arc::new(move || {
             let t = totals_producer.tracker();
-            (t.delivered(), t.delivered_bytes())
+            vec![
+                ("n_messages_produced", t.delivered()),
+                ("n_bytes_produced", t.delivered_bytes()),
+            ]
         }),
         telemetry_stop.clone(),
     )?;
