@@ -296,7 +296,7 @@ pub fn upload_directory(
         &CancellationToken::new(),
         &mut |_| {},
     );
-    state.publish_stats(&producer);
+    state.publish_counts();
     telemetry_stop.cancel();
     if let Some(handle) = telemetry {
         let _ = handle.join();
@@ -607,10 +607,6 @@ impl LoopState {
         s.in_progress
             .store(self.in_flight.len() as u64, Ordering::Release);
         s.failed.store(self.failed.len() as u64, Ordering::Release);
-    }
-
-    fn publish_stats(&self, _producer: &ChunkProducer) {
-        self.publish_counts();
     }
 }
 
