@@ -1,0 +1,447 @@
+//! Fault injection on a real (sqlite) broker: the broker stopped and restarted mid-transfer, a
+//! broker outage longer than the uploader's timeouts, a full disk under the downloader, and one
+//! of two downloaders in a group killed with SIGKILL.
+//!
+//! Every wait is on observable state (bytes staged, the broker's database growing, a process
+//! exiting); the only sleeps are the outages themselves.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    openmsi_std, sha512_file, unique_topic, wait_for, write_config, write_random_file, Broker,
+    KillOnDrop, Storage,
+};
+
+/// How long the broker stays down in the "short outage" tests: several of librdkafka's
+/// reconnect backoffs, far below any client timeout.
+const SHORT_OUTAGE: Duration = Duration::from_secs(4);
+
+/// Source files: (relative path, size). Written under `src` with distinct seeds.
+fn make_files(src: &Path, files: &[(&str, u64)]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, (rel, len))| {
+            let p = src.join(rel);
+            write_random_file(&p, *len, 500 + i as u64);
+            (rel.to_string(), sha512_file(&p))
+        })
+        .collect()
+}
+
+/// Bytes staged or published under `out` (not counting state records, rejects or failures).
+fn progress(out: &Path) -> u64 {
+    fn size_under(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    if path.ends_with("rejected") || path.ends_with("failed") {
+                        0
+                    } else {
+                        size_under(&path)
+                    }
+                } else if path
+                    .extension()
+                    .is_some_and(|x| x == "chunks" || x == "jsonl")
+                {
+                    0
+                } else {
+                    e.metadata().map_or(0, |m| m.len())
+                }
+            })
+            .sum()
+    }
+    size_under(out)
+}
+
+/// True when every file is at its final path under `out` with the right content.
+fn all_present(out: &Path, files: &[(String, String)]) -> bool {
+    files.iter().all(|(rel, hash)| {
+        let p = out.join(rel);
+        p.is_file() && std::fs::metadata(&p).is_ok_and(|m| m.len() > 0) && &sha512_file(&p) == hash
+    })
+}
+
+/// `download-directory OUT` running until `quit`, its output in `log_dir/NAME.{out,err}`.
+fn spawn_downloader(
+    cfg: &Path,
+    topic: &str,
+    out: &Path,
+    group: &str,
+    log_dir: &Path,
+    name: &str,
+) -> KillOnDrop {
+    let child = openmsi_std()
+        .arg("download-directory")
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--topic", topic, "--group-id", group])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(log_dir.join(format!("{name}.out"))).unwrap())
+        .stderr(std::fs::File::create(log_dir.join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// Sends `quit` and waits (bounded) for a clean exit; returns the exit status.
+fn quit(child: &mut KillOnDrop) -> std::process::ExitStatus {
+    child
+        .0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"quit\n")
+        .unwrap();
+    let exited = wait_for(Duration::from_secs(30), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the downloader did not stop within 30 s of `quit`");
+    child.0.wait().unwrap()
+}
+
+/// Size of the broker's sqlite database (and its journal): grows as messages are stored.
+fn broker_db_bytes(broker: &Broker) -> u64 {
+    std::fs::read_dir(broker.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tansu.db"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn download_keeps_running_through_a_broker_restart_and_finishes_every_file() {
+    let mut broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("outage-down");
+    broker.create_topic(&topic, 2);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let src = work.path().join("src");
+    let files = make_files(
+        &src,
+        &[
+            ("run1/big.bin", 12 << 20),
+            ("run1/small.bin", 200_000),
+            ("run2/mid.bin", 6 << 20),
+        ],
+    );
+    for (rel, _) in &files {
+        common::upload(&cfg, &topic, Some(&src), &src.join(rel), 65536);
+    }
+    let total: u64 = [12u64 << 20, 200_000, 6 << 20].iter().sum();
+    let out = work.path().join("out");
+    let mut child = spawn_downloader(&cfg, &topic, &out, "outage-group", work.path(), "down");
+
+    assert!(
+        wait_for(Duration::from_secs(40), || progress(&out) > 0),
+        "the downloader wrote nothing: {}",
+        read(&work.path().join("down.err"))
+    );
+    broker.stop();
+    let at_stop = progress(&out);
+    assert!(
+        at_stop < total,
+        "the transfer finished before the broker stopped; use bigger files"
+    );
+    std::thread::sleep(SHORT_OUTAGE);
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the downloader exited during the outage: {}",
+        read(&work.path().join("down.err"))
+    );
+    broker.restart();
+
+    let started = Instant::now();
+    let done = wait_for(Duration::from_secs(60), || all_present(&out, &files));
+    assert!(
+        done,
+        "not every file arrived within 60 s of the restart (had {at_stop} of {total} bytes at \
+         the stop, now {}):\n{}",
+        progress(&out),
+        read(&work.path().join("down.err"))
+    );
+    eprintln!(
+        "finished {:.1} s after the broker came back ({at_stop} of {total} bytes before the stop)",
+        started.elapsed().as_secs_f64()
+    );
+    let status = quit(&mut child);
+    assert!(
+        status.success(),
+        "{status}: {}",
+        read(&work.path().join("down.err"))
+    );
+    assert_eq!(
+        std::fs::read_dir(out.join(".openmsi/staging"))
+            .unwrap()
+            .count(),
+        0,
+        "staging files left behind"
+    );
+}
+
+/// `upload-file FILE` as a child, output captured in `log_dir/upload.{out,err}`.
+fn spawn_upload(
+    cfg: &Path,
+    topic: &str,
+    file: &Path,
+    extra: &[&str],
+    log_dir: &Path,
+) -> KillOnDrop {
+    let mut cmd: Command = openmsi_std();
+    cmd.arg("upload-file")
+        .arg(file)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--topic", topic, "--chunk-size", "65536"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log_dir.join("upload.out")).unwrap())
+        .stderr(std::fs::File::create(log_dir.join("upload.err")).unwrap());
+    KillOnDrop(cmd.spawn().unwrap())
+}
+
+/// Waits until the broker's database grew by `bytes` since `base`, or the uploader exited.
+fn wait_for_broker_to_store(broker: &Broker, base: u64, bytes: u64, child: &mut KillOnDrop) {
+    let stored = wait_for(Duration::from_secs(40), || {
+        broker_db_bytes(broker) > base + bytes || child.0.try_wait().unwrap().is_some()
+    });
+    assert!(stored, "the broker stored nothing within 40 s");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the upload finished before the broker stopped; use a bigger file"
+    );
+}
+
+/// Uploads a 48 MiB file, takes the broker down (`stop`: SIGTERM; `kill`: SIGKILL) once it has
+/// stored at least 1 MiB, restarts it after [`SHORT_OUTAGE`], and returns the upload's exit
+/// status and stderr. A successful upload is checked by downloading the file.
+fn upload_through_outage(graceful: bool, seed: u64) -> (std::process::ExitStatus, String) {
+    let mut broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("outage-up");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let file = work.path().join("src").join("data.bin");
+    write_random_file(&file, 48 << 20, seed);
+    let want = sha512_file(&file);
+
+    let base = broker_db_bytes(&broker);
+    let mut child = spawn_upload(&cfg, &topic, &file, &[], work.path());
+    wait_for_broker_to_store(&broker, base, 1 << 20, &mut child);
+    if graceful {
+        broker.stop();
+    } else {
+        broker.kill();
+    }
+    std::thread::sleep(SHORT_OUTAGE);
+    broker.restart();
+
+    let exited = wait_for(Duration::from_secs(90), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(
+        exited,
+        "the upload did not finish within 90 s of the restart"
+    );
+    let status = child.0.wait().unwrap();
+    let stderr = read(&work.path().join("upload.err"));
+    if status.success() {
+        assert!(read(&work.path().join("upload.out")).contains("uploaded"));
+        // Every chunk made it: the file is whole.
+        let out = work.path().join("out");
+        common::download_until_idle(&cfg, &topic, &out, "outage-up-check")
+            .success()
+            .stdout(predicates::str::contains("1 files completed"));
+        assert_eq!(sha512_file(&out.join("data.bin")), want);
+    }
+    (status, stderr)
+}
+
+#[test]
+fn upload_survives_a_broker_crash_and_restart() {
+    let (status, stderr) = upload_through_outage(false, 77);
+    assert!(
+        status.success(),
+        "upload failed after a {} s outage: {stderr}",
+        SHORT_OUTAGE.as_secs()
+    );
+}
+
+/// A graceful tansu shutdown answers the produce requests in flight with an unknown server
+/// error, which librdkafka treats as final: the upload may then fail instead of retrying. It
+/// must never claim success for a file that did not arrive, and a failure must say which
+/// broker did not acknowledge how many chunks.
+#[test]
+fn upload_during_a_graceful_broker_restart_succeeds_or_fails_clearly() {
+    let (status, stderr) = upload_through_outage(true, 79);
+    eprintln!("upload through a graceful broker restart: {status}\n{stderr}");
+    if !status.success() {
+        assert!(
+            stderr.contains("were not acknowledged by 127.0.0.1:"),
+            "the error does not say what was lost where: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn upload_fails_clearly_when_the_broker_stays_down_past_its_timeouts() {
+    let mut broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("outage-long");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    // librdkafka's per-message timeout bounds the wait for queue room; the default (300 s)
+    // is right for users and too long for a test.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replace("[producer]\n", "[producer]\nmessage.timeout.ms = 8000\n");
+    std::fs::write(&cfg, text).unwrap();
+    let file = work.path().join("src").join("data.bin");
+    write_random_file(&file, 48 << 20, 78);
+
+    let base = broker_db_bytes(&broker);
+    let started = Instant::now();
+    let mut child = spawn_upload(
+        &cfg,
+        &topic,
+        &file,
+        &["--delivery-timeout", "5"],
+        work.path(),
+    );
+    wait_for_broker_to_store(&broker, base, 1 << 20, &mut child);
+    broker.kill();
+
+    let exited = wait_for(Duration::from_secs(45), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(
+        exited,
+        "the upload was still waiting 45 s after the broker went away for good"
+    );
+    let status = child.0.wait().unwrap();
+    let stderr = read(&work.path().join("upload.err"));
+    eprintln!(
+        "upload gave up after {:.1} s: {status}\n{stderr}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(!status.success(), "the upload claimed success: {stderr}");
+    assert!(
+        stderr.contains(&broker.bootstrap()),
+        "the error does not name the broker: {stderr}"
+    );
+    assert!(
+        stderr.contains("not acknowledged") || stderr.contains("unacknowledged"),
+        "the error does not say chunks were not delivered: {stderr}"
+    );
+    assert!(!read(&work.path().join("upload.out")).contains("uploaded"));
+}
+
+/// A tmpfs mounted for the test, unmounted on drop (even when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "8m") at `dir`; None when mounting is not permitted.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot resize the tmpfs at {}",
+            self.0.display()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("diskfull");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let src = work.path().join("src");
+    let files = make_files(
+        &src,
+        &[
+            ("a.bin", 3 << 20),
+            ("b.bin", 3 << 20),
+            ("sub/c.bin", 3 << 20),
+            ("sub/d.bin", 3 << 20),
+        ],
+    );
+    for (rel, _) in &files {
+        common::upload(&cfg, &topic, Some(&src), &src.join(rel), 65536);
+    }
+    let out = work.path().join("small-disk");
+    let Some(disk) = Tmpfs::mount(&out, "8m") else {
+        panic!("mounting a tmpfs is not permitted here (this test needs root)");
+    };
+
+    let assert = common::download_until_idle(&cfg, &topic, &out, "diskfull-group");
+    let output = assert.get_output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "12 MiB fit on an 8 MiB disk? {stderr}"
+    );
+    assert!(
+        stderr.contains(&out.display().to_string()),
+        "the error does not name the path: {stderr}"
+    );
+    assert!(
+        stderr.contains("free some space"),
+        "the error does not say what to do: {stderr}"
+    );
+    let present_before = files
+        .iter()
+        .filter(|(rel, _)| out.join(rel).exists())
+        .count();
+    assert!(present_before < files.len());
+    // Whatever is under a final name is whole.
+    for (rel, hash) in &files {
+        if out.join(rel).exists() {
+            assert_eq!(&sha512_file(&out.join(rel)), hash, "{rel}");
+        }
+    }
+
+    disk.resize("64m");
+    common::download_until_idle(&cfg, &topic, &out, "diskfull-group").success();
+    for (rel, hash) in &files {
+        assert_eq!(&sha512_file(&out.join(rel)), hash, "{rel}");
+    }
+    drop(disk);
+}
