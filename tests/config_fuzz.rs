@@ -124,7 +124,7 @@ fn config_text(rng: &mut Rng) -> Vec<u8> {
             4 => {
                 // A very long value.
                 text.extend_from_slice(b"bootstrap.servers = ");
-                text.extend(std::iter::repeat(b'x').take(rng.below(5_000)));
+                text.extend(std::iter::repeat_n(b'x', rng.below(5_000)));
             }
             _ => {
                 text.extend_from_slice(rng.pick(KEYS));
