@@ -288,7 +288,7 @@ fn wait_for_broker_to_store(broker: &Broker, base: u64, bytes: u64, child: &mut 
     );
 }
 
-/// Uploads a 48 MiB file, takes the broker down (`stop`: SIGTERM; `kill`: SIGKILL) once it has
+/// Uploads a 128 MiB file (about 2 s of uploading here), takes the broker down (`stop`: SIGTERM; `kill`: SIGKILL) once it has
 /// stored at least 1 MiB, restarts it after [`SHORT_OUTAGE`], and returns the upload's exit
 /// status and stderr. A successful upload is checked by downloading the file.
 fn upload_through_outage(graceful: bool, seed: u64) -> (std::process::ExitStatus, String) {
@@ -298,7 +298,7 @@ fn upload_through_outage(graceful: bool, seed: u64) -> (std::process::ExitStatus
     let work = tempfile::tempdir().unwrap();
     let cfg = write_config(work.path(), &broker);
     let file = work.path().join("src").join("data.bin");
-    write_random_file(&file, 48 << 20, seed);
+    write_random_file(&file, 128 << 20, seed);
     let want = sha512_file(&file);
 
     let base = broker_db_bytes(&broker);
@@ -372,7 +372,7 @@ fn upload_fails_clearly_when_the_broker_stays_down_past_its_timeouts() {
     text = text.replace("[producer]\n", "[producer]\nmessage.timeout.ms = 8000\n");
     std::fs::write(&cfg, text).unwrap();
     let file = work.path().join("src").join("data.bin");
-    write_random_file(&file, 48 << 20, 78);
+    write_random_file(&file, 256 << 20, 78);
 
     let base = broker_db_bytes(&broker);
     let started = Instant::now();
@@ -385,6 +385,10 @@ fn upload_fails_clearly_when_the_broker_stays_down_past_its_timeouts() {
     );
     wait_for_broker_to_store(&broker, base, 256 << 10, &mut child);
     broker.kill();
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the upload finished before the broker died; use a bigger file"
+    );
 
     let exited = wait_for(Duration::from_secs(45), || {
         child.0.try_wait().unwrap().is_some()
