@@ -586,6 +586,12 @@ fn second_downloader_in_the_group_takes_over_when_the_first_is_killed() {
     a.0.kill().unwrap(); // SIGKILL
     a.0.wait().unwrap();
     let killed_at = Instant::now();
+    eprintln!(
+        "A killed at {:?} (seconds since the epoch)",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    );
     let a_had = whole_in(&out_a, &files);
     assert!(
         a_had.len() < files.len(),
