@@ -450,6 +450,56 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `download-directory --exit-when-idle 2`, failing the test with the downloader's log (and
+/// its threads' stacks) if it has not exited within 40 s.
+fn download_bounded(
+    cfg: &Path,
+    topic: &str,
+    out: &Path,
+    group: &str,
+    log_dir: &Path,
+) -> (std::process::ExitStatus, String) {
+    let mut child = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(out)
+            .arg("--config")
+            .arg(cfg)
+            .args([
+                "--topic",
+                topic,
+                "--group-id",
+                group,
+                "--exit-when-idle",
+                "2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log_dir.join("bounded.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let exited = wait_for(Duration::from_secs(40), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    let stderr = read(&log_dir.join("bounded.err"));
+    if !exited {
+        let stacks = Command::new("gdb")
+            .args([
+                "-p",
+                &child.0.id().to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 8",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!("the downloader did not exit within 40 s:\n{stderr}\n{stacks}");
+    }
+    (child.0.wait().unwrap(), stderr)
+}
+
 #[test]
 fn disk_full_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
     let broker = Broker::start(Storage::Sqlite);
@@ -475,13 +525,8 @@ fn disk_full_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
         panic!("mounting a tmpfs is not permitted here (this test needs root)");
     };
 
-    let assert = common::download_until_idle(&cfg, &topic, &out, "diskfull-group");
-    let output = assert.get_output();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "12 MiB fit on an 8 MiB disk? {stderr}"
-    );
+    let (status, stderr) = download_bounded(&cfg, &topic, &out, "diskfull-group", work.path());
+    assert!(!status.success(), "12 MiB fit on an 8 MiB disk? {stderr}");
     assert!(
         stderr.contains(&out.display().to_string()),
         "the error does not name the path: {stderr}"
@@ -503,7 +548,8 @@ fn disk_full_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
     }
 
     disk.resize("64m");
-    common::download_until_idle(&cfg, &topic, &out, "diskfull-group").success();
+    let (status, stderr) = download_bounded(&cfg, &topic, &out, "diskfull-group", work.path());
+    assert!(status.success(), "{status} after space was freed: {stderr}");
     for (rel, hash) in &files {
         assert_eq!(&sha512_file(&out.join(rel)), hash, "{rel}");
     }
