@@ -111,6 +111,9 @@ pub fn run(
             scope.spawn(move || verify_worker(&in_rx, &out_tx, regex.as_ref()));
         }
         drop(out_tx);
+        // Only the workers may keep the receiver alive: when they all exit (the writer
+        // failed), the poll loop's blocked `send` must fail instead of waiting forever.
+        drop(in_rx);
         let writer = {
             let (stats, in_flight, writer_done) = (
                 Arc::clone(stats),

@@ -1,0 +1,797 @@
+//! Fault injection on a real (sqlite) broker: the broker stopped and restarted mid-transfer, a
+//! broker outage longer than the uploader's timeouts, a full disk under the downloader, and one
+//! of two downloaders in a group killed with SIGKILL.
+//!
+//! Every wait is on observable state (bytes staged, the broker's database growing, a process
+//! exiting); the only sleeps are the outages themselves.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    openmsi_std, sha512_file, unique_topic, wait_for, write_config, write_random_file, Broker,
+    KillOnDrop, Storage,
+};
+
+/// How long the broker stays down in the "short outage" tests: several of librdkafka's
+/// reconnect backoffs, far below any client timeout.
+const SHORT_OUTAGE: Duration = Duration::from_secs(4);
+
+/// Source files: (relative path, size). Written under `src` with distinct seeds.
+fn make_files(src: &Path, files: &[(&str, u64)]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, (rel, len))| {
+            let p = src.join(rel);
+            write_random_file(&p, *len, 500 + i as u64);
+            (rel.to_string(), sha512_file(&p))
+        })
+        .collect()
+}
+
+/// Bytes staged or published under `out` (not counting state records, rejects or failures).
+fn progress(out: &Path) -> u64 {
+    fn size_under(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    if path.ends_with("rejected") || path.ends_with("failed") {
+                        0
+                    } else {
+                        size_under(&path)
+                    }
+                } else if path
+                    .extension()
+                    .is_some_and(|x| x == "chunks" || x == "jsonl")
+                {
+                    0
+                } else {
+                    e.metadata().map_or(0, |m| m.len())
+                }
+            })
+            .sum()
+    }
+    size_under(out)
+}
+
+/// True when every file is at its final path under `out` with the right content.
+fn all_present(out: &Path, files: &[(String, String)]) -> bool {
+    files.iter().all(|(rel, hash)| {
+        let p = out.join(rel);
+        p.is_file() && std::fs::metadata(&p).is_ok_and(|m| m.len() > 0) && &sha512_file(&p) == hash
+    })
+}
+
+/// `download-directory OUT` running until `quit`, its output in `log_dir/NAME.{out,err}`.
+fn spawn_downloader(
+    cfg: &Path,
+    topic: &str,
+    out: &Path,
+    group: &str,
+    log_dir: &Path,
+    name: &str,
+) -> KillOnDrop {
+    let child = openmsi_std()
+        .arg("download-directory")
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--topic", topic, "--group-id", group])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(log_dir.join(format!("{name}.out"))).unwrap())
+        .stderr(std::fs::File::create(log_dir.join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// Sends `quit` and waits (bounded) for a clean exit; returns the exit status.
+fn quit(child: &mut KillOnDrop) -> std::process::ExitStatus {
+    child
+        .0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"quit\n")
+        .unwrap();
+    let exited = wait_for(Duration::from_secs(30), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the downloader did not stop within 30 s of `quit`");
+    child.0.wait().unwrap()
+}
+
+/// Size of the broker's sqlite database (and its journal): grows as messages are stored.
+fn broker_db_bytes(broker: &Broker) -> u64 {
+    std::fs::read_dir(broker.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tansu.db"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Encoded chunk `i` (0-based) of `content` cut in `chunk_size` pieces, as `relative` in the
+/// output folder.
+fn encoded_chunk(relative: &str, content: &[u8], chunk_size: usize, i: usize) -> Vec<u8> {
+    use openmsi::chunk::hash::sha512;
+    use openmsi::chunk::{encode_value, ChunkHeader, WireFields};
+    let (subdir, filename) = relative.rsplit_once('/').unwrap_or(("", relative));
+    let data = &content[i * chunk_size..((i + 1) * chunk_size).min(content.len())];
+    let (file_hash, chunk_hash) = (sha512(content), sha512(data));
+    let header = ChunkHeader {
+        filename,
+        file_hash: &file_hash,
+        chunk_hash: &chunk_hash,
+        offset: (i * chunk_size) as u64,
+        chunk_i: i as u64 + 1,
+        n_total_chunks: content.len().div_ceil(chunk_size) as u64,
+        subdir,
+        filename_append: "",
+        file_mtime: 0.0,
+    };
+    let mut out = Vec::new();
+    encode_value(&header, data, WireFields::Ten, &mut out);
+    out
+}
+
+/// Sends `values` to partition 0 of `topic` and waits until the broker acknowledged them.
+fn produce(broker: &Broker, topic: &str, values: &[Vec<u8>]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = common::producer_config(broker).create().unwrap();
+    for value in values {
+        producer
+            .send(BaseRecord::to(topic).partition(0).key("k").payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(producer.in_flight_count(), 0);
+}
+
+/// Lines of the staging records under `out` (one per durable chunk).
+fn staged_chunks(out: &Path) -> usize {
+    std::fs::read_dir(out.join(".openmsi/staging")).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "chunks"))
+            .map(|e| read(&e.path()).lines().count())
+            .sum()
+    })
+}
+
+/// The broker goes down while the downloader holds half of a file (staged and durable), stays
+/// down for [`SHORT_OUTAGE`], and comes back; the rest of that file and a new upload then
+/// arrive without anyone touching the downloader.
+#[test]
+fn download_keeps_running_through_a_broker_restart_and_finishes_every_file() {
+    let mut broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("outage-down");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let src = work.path().join("src");
+    let mut files = make_files(
+        &src,
+        &[
+            ("run1/before.bin", 3 << 20),
+            ("run1/mid.bin", 1 << 20),
+            ("run2/after.bin", 2 << 20),
+        ],
+    );
+    common::upload(
+        &cfg,
+        &topic,
+        Some(&src),
+        &src.join("run1/before.bin"),
+        65536,
+    );
+    // Half of mid.bin now, the other half after the outage.
+    let mid = std::fs::read(src.join("run1/mid.bin")).unwrap();
+    let chunks: Vec<Vec<u8>> = (0..16)
+        .map(|i| encoded_chunk("run1/mid.bin", &mid, 65536, i))
+        .collect();
+    produce(&broker, &topic, &chunks[..8]);
+
+    let out = work.path().join("out");
+    let mut child = spawn_downloader(&cfg, &topic, &out, "outage-group", work.path(), "down");
+    let holding_half = wait_for(Duration::from_secs(40), || {
+        all_present(&out, &files[..1]) && staged_chunks(&out) >= 8
+    });
+    assert!(
+        holding_half,
+        "the downloader did not stage the first half of mid.bin: {}",
+        read(&work.path().join("down.err"))
+    );
+    broker.stop();
+    std::thread::sleep(SHORT_OUTAGE);
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the downloader exited during the outage: {}",
+        read(&work.path().join("down.err"))
+    );
+    assert!(!out.join("run1/mid.bin").exists());
+    broker.restart();
+
+    let started = Instant::now();
+    produce(&broker, &topic, &chunks[8..]);
+    common::upload(&cfg, &topic, Some(&src), &src.join("run2/after.bin"), 65536);
+    let done = wait_for(Duration::from_secs(40), || all_present(&out, &files));
+    files.retain(|(rel, _)| !out.join(rel).exists());
+    assert!(
+        done,
+        "{files:?} did not arrive within 40 s of the restart:\n{}",
+        read(&work.path().join("down.err"))
+    );
+    eprintln!(
+        "everything arrived {:.1} s after the broker came back",
+        started.elapsed().as_secs_f64()
+    );
+    let status = quit(&mut child);
+    assert!(
+        status.success(),
+        "{status}: {}",
+        read(&work.path().join("down.err"))
+    );
+    assert_eq!(
+        std::fs::read_dir(out.join(".openmsi/staging"))
+            .unwrap()
+            .count(),
+        0,
+        "staging files left behind"
+    );
+}
+
+/// `upload-file FILE` as a child, output captured in `log_dir/upload.{out,err}`.
+fn spawn_upload(
+    cfg: &Path,
+    topic: &str,
+    file: &Path,
+    extra: &[&str],
+    log_dir: &Path,
+) -> KillOnDrop {
+    let mut cmd: Command = openmsi_std();
+    cmd.arg("upload-file")
+        .arg(file)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--topic", topic, "--chunk-size", "65536"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log_dir.join("upload.out")).unwrap())
+        .stderr(std::fs::File::create(log_dir.join("upload.err")).unwrap());
+    KillOnDrop(cmd.spawn().unwrap())
+}
+
+/// Waits until the broker's database grew by `bytes` since `base`, or the uploader exited.
+fn wait_for_broker_to_store(broker: &Broker, base: u64, bytes: u64, child: &mut KillOnDrop) {
+    let stored = wait_for(Duration::from_secs(40), || {
+        broker_db_bytes(broker) > base + bytes || child.0.try_wait().unwrap().is_some()
+    });
+    assert!(stored, "the broker stored nothing within 40 s");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the upload finished before the broker stopped; use a bigger file"
+    );
+}
+
+/// Uploads a 128 MiB file (about 2 s of uploading here), takes the broker down (`stop`: SIGTERM; `kill`: SIGKILL) once it has
+/// stored at least 1 MiB, restarts it after [`SHORT_OUTAGE`], and returns the upload's exit
+/// status and stderr. A successful upload is checked by downloading the file.
+fn upload_through_outage(graceful: bool, seed: u64) -> (std::process::ExitStatus, String) {
+    let mut broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("outage-up");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let file = work.path().join("src").join("data.bin");
+    write_random_file(&file, 128 << 20, seed);
+    let want = sha512_file(&file);
+
+    let base = broker_db_bytes(&broker);
+    let mut child = spawn_upload(&cfg, &topic, &file, &[], work.path());
+    wait_for_broker_to_store(&broker, base, 256 << 10, &mut child);
+    if graceful {
+        broker.stop();
+    } else {
+        broker.kill();
+    }
+    std::thread::sleep(SHORT_OUTAGE);
+    broker.restart();
+
+    let exited = wait_for(Duration::from_secs(90), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(
+        exited,
+        "the upload did not finish within 90 s of the restart"
+    );
+    let status = child.0.wait().unwrap();
+    let stderr = read(&work.path().join("upload.err"));
+    if status.success() {
+        assert!(read(&work.path().join("upload.out")).contains("uploaded"));
+        // Every chunk made it: the file is whole.
+        let out = work.path().join("out");
+        common::download_until_idle(&cfg, &topic, &out, "outage-up-check")
+            .success()
+            .stdout(predicates::str::contains("1 files completed"));
+        assert_eq!(sha512_file(&out.join("data.bin")), want);
+    }
+    (status, stderr)
+}
+
+#[test]
+fn upload_survives_a_broker_crash_and_restart() {
+    let (status, stderr) = upload_through_outage(false, 77);
+    assert!(
+        status.success(),
+        "upload failed after a {} s outage: {stderr}",
+        SHORT_OUTAGE.as_secs()
+    );
+}
+
+/// A graceful tansu shutdown answers the produce requests in flight with an unknown server
+/// error, which librdkafka treats as final: the upload may then fail instead of retrying. It
+/// must never claim success for a file that did not arrive, and a failure must say which
+/// broker did not acknowledge how many chunks.
+#[test]
+fn upload_during_a_graceful_broker_restart_succeeds_or_fails_clearly() {
+    let (status, stderr) = upload_through_outage(true, 79);
+    eprintln!("upload through a graceful broker restart: {status}\n{stderr}");
+    if !status.success() {
+        assert!(
+            stderr.contains("were not acknowledged by 127.0.0.1:"),
+            "the error does not say what was lost where: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn upload_fails_clearly_when_the_broker_stays_down_past_its_timeouts() {
+    let mut broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("outage-long");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    // librdkafka's per-message timeout bounds the wait for queue room; the default (300 s)
+    // is right for users and too long for a test.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replace("[producer]\n", "[producer]\nmessage.timeout.ms = 8000\n");
+    std::fs::write(&cfg, text).unwrap();
+    let file = work.path().join("src").join("data.bin");
+    write_random_file(&file, 256 << 20, 78);
+
+    let base = broker_db_bytes(&broker);
+    let started = Instant::now();
+    let mut child = spawn_upload(
+        &cfg,
+        &topic,
+        &file,
+        &["--delivery-timeout", "5"],
+        work.path(),
+    );
+    wait_for_broker_to_store(&broker, base, 256 << 10, &mut child);
+    broker.kill();
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the upload finished before the broker died; use a bigger file"
+    );
+
+    let exited = wait_for(Duration::from_secs(45), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    assert!(
+        exited,
+        "the upload was still waiting 45 s after the broker went away for good"
+    );
+    let status = child.0.wait().unwrap();
+    let stderr = read(&work.path().join("upload.err"));
+    eprintln!(
+        "upload gave up after {:.1} s: {status}\n{stderr}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(!status.success(), "the upload claimed success: {stderr}");
+    assert!(
+        stderr.contains(&broker.bootstrap()),
+        "the error does not name the broker: {stderr}"
+    );
+    assert!(
+        stderr.contains("not acknowledged") || stderr.contains("unacknowledged"),
+        "the error does not say chunks were not delivered: {stderr}"
+    );
+    assert!(!read(&work.path().join("upload.out")).contains("uploaded"));
+}
+
+/// A tmpfs mounted for the test, unmounted on drop (even when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "8m") at `dir`; None when mounting is not permitted.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot resize the tmpfs at {}",
+            self.0.display()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `download-directory --exit-when-idle 2`, failing the test with the downloader's log (and
+/// its threads' stacks) if it has not exited within 40 s.
+fn download_bounded(
+    cfg: &Path,
+    topic: &str,
+    out: &Path,
+    group: &str,
+    log_dir: &Path,
+) -> (std::process::ExitStatus, String) {
+    let mut child = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(out)
+            .arg("--config")
+            .arg(cfg)
+            .args([
+                "--topic",
+                topic,
+                "--group-id",
+                group,
+                "--exit-when-idle",
+                "2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log_dir.join("bounded.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let exited = wait_for(Duration::from_secs(40), || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    let stderr = read(&log_dir.join("bounded.err"));
+    if !exited {
+        let stacks = Command::new("gdb")
+            .args([
+                "-p",
+                &child.0.id().to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 8",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        panic!("the downloader did not exit within 40 s:\n{stderr}\n{stacks}");
+    }
+    (child.0.wait().unwrap(), stderr)
+}
+
+#[test]
+fn disk_full_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("diskfull");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let src = work.path().join("src");
+    let files = make_files(
+        &src,
+        &[
+            ("a.bin", 3 << 20),
+            ("b.bin", 3 << 20),
+            ("sub/c.bin", 3 << 20),
+            ("sub/d.bin", 3 << 20),
+        ],
+    );
+    for (rel, _) in &files {
+        common::upload(&cfg, &topic, Some(&src), &src.join(rel), 65536);
+    }
+    let out = work.path().join("small-disk");
+    let Some(disk) = Tmpfs::mount(&out, "8m") else {
+        panic!("mounting a tmpfs is not permitted here (this test needs root)");
+    };
+
+    let (status, stderr) = download_bounded(&cfg, &topic, &out, "diskfull-group", work.path());
+    assert!(!status.success(), "12 MiB fit on an 8 MiB disk? {stderr}");
+    assert!(
+        stderr.contains(&out.display().to_string()),
+        "the error does not name the path: {stderr}"
+    );
+    assert!(
+        stderr.contains("free some space"),
+        "the error does not say what to do: {stderr}"
+    );
+    let present_before = files
+        .iter()
+        .filter(|(rel, _)| out.join(rel).exists())
+        .count();
+    assert!(present_before < files.len());
+    // Whatever is under a final name is whole.
+    for (rel, hash) in &files {
+        if out.join(rel).exists() {
+            assert_eq!(&sha512_file(&out.join(rel)), hash, "{rel}");
+        }
+    }
+
+    disk.resize("64m");
+    let (status, stderr) = download_bounded(&cfg, &topic, &out, "diskfull-group", work.path());
+    assert!(status.success(), "{status} after space was freed: {stderr}");
+    for (rel, hash) in &files {
+        assert_eq!(&sha512_file(&out.join(rel)), hash, "{rel}");
+    }
+    drop(disk);
+}
+
+/// Which of `files` are whole under `out`.
+fn whole_in(out: &Path, files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(rel, hash)| out.join(rel).is_file() && &sha512_file(&out.join(rel)) == hash)
+        .map(|(rel, _)| rel.clone())
+        .collect()
+}
+
+/// Two downloaders of one group in separate processes with different output folders; the
+/// first is killed with SIGKILL mid-transfer. Every file must end up whole in one of the two
+/// folders.
+///
+/// Observed with tansu 0.6.0 (static membership, session.timeout.ms=10000): about 10 s after
+/// the kill the broker does start a rebalance (B's partitions are revoked), but B is then given
+/// back only its own two partitions; the dead member's two stay assigned to its
+/// `group.instance.id` and are never read, so their files never complete. Restarting the dead
+/// downloader on its own folder (same instance id) resumes them (tests/recovery.rs).
+/// Independently of the broker, openmsi commits offsets of chunks staged for files that are
+/// not complete yet, so a takeover by a member with another folder would start after chunks
+/// only the dead member holds (see `committed_offsets_never_pass_the_start_of_an_unfinished_file`).
+#[test]
+#[ignore = "tansu 0.6.0 keeps a dead static member's partitions assigned to it after its session expires"]
+fn second_downloader_in_the_group_takes_over_when_the_first_is_killed() {
+    const PARTITIONS: i32 = 4;
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("takeover");
+    broker.create_topic(&topic, PARTITIONS);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let src = work.path().join("src");
+    // Two files per partition (all chunks of a file go to the partition of its path).
+    let mut per_partition = [0; PARTITIONS as usize];
+    let specs: Vec<(String, u64)> = (0..)
+        .map(|i| format!("run/file{i}.bin"))
+        .filter(|rel| {
+            let p = openmsi::kafka::partition_for_path(rel, PARTITIONS) as usize;
+            per_partition[p] += 1;
+            per_partition[p] <= 2
+        })
+        .take(2 * PARTITIONS as usize)
+        .map(|rel| (rel, 3 << 20))
+        .collect();
+    let spec_refs: Vec<(&str, u64)> = specs.iter().map(|(r, l)| (r.as_str(), *l)).collect();
+    let files = make_files(&src, &spec_refs);
+    let used: std::collections::BTreeSet<i32> = files
+        .iter()
+        .map(|(rel, _)| openmsi::kafka::partition_for_path(rel, PARTITIONS))
+        .collect();
+    assert_eq!(
+        used.len(),
+        PARTITIONS as usize,
+        "files do not cover every partition"
+    );
+    for (rel, _) in &files {
+        common::upload(&cfg, &topic, Some(&src), &src.join(rel), 65536);
+    }
+
+    let (out_a, out_b) = (work.path().join("out-a"), work.path().join("out-b"));
+    let mut a = spawn_downloader(&cfg, &topic, &out_a, "takeover-group", work.path(), "a");
+    let mut b = spawn_downloader(&cfg, &topic, &out_b, "takeover-group", work.path(), "b");
+    // Both members have partitions once both write something.
+    let both = wait_for(Duration::from_secs(40), || {
+        progress(&out_a) > 0 && progress(&out_b) > 0
+    });
+    assert!(
+        both,
+        "the two downloaders did not both receive partitions: a={} b={}\n{}\n{}",
+        progress(&out_a),
+        progress(&out_b),
+        read(&work.path().join("a.err")),
+        read(&work.path().join("b.err"))
+    );
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
+    let killed_at = Instant::now();
+    eprintln!(
+        "A killed at {:?} (seconds since the epoch)",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    );
+    let a_had = whole_in(&out_a, &files);
+    assert!(
+        a_had.len() < files.len(),
+        "the first downloader finished before it was killed"
+    );
+
+    let done = wait_for(Duration::from_secs(40), || {
+        let b_has = whole_in(&out_b, &files);
+        files
+            .iter()
+            .all(|(rel, _)| a_had.contains(rel) || b_has.contains(rel))
+    });
+    let b_has = whole_in(&out_b, &files);
+    let missing: Vec<&String> = files
+        .iter()
+        .map(|(rel, _)| rel)
+        .filter(|rel| !a_had.contains(rel) && !b_has.contains(rel))
+        .collect();
+    let staged_in_a: Vec<String> = std::fs::read_dir(out_a.join(".openmsi/staging"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        done,
+        "{} s after killing A, missing in both folders: {missing:?}; A had {a_had:?}, B has \
+         {b_has:?}; A's staging: {staged_in_a:?}\n--- B ---\n{}",
+        killed_at.elapsed().as_secs(),
+        read(&work.path().join("b.err"))
+    );
+    eprintln!(
+        "B completed the group's files {:.1} s after A was killed (A had {} whole, B {})",
+        killed_at.elapsed().as_secs_f64(),
+        a_had.len(),
+        b_has.len()
+    );
+    let status = quit(&mut b);
+    assert!(status.success(), "{}", read(&work.path().join("b.err")));
+}
+
+/// What another member of the group would start from: the committed offset of `partition`.
+fn committed_offset(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .ok()?;
+    match got.find_partition(topic, partition)?.offset() {
+        rdkafka::Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// A member that dies (or is removed) hands its partitions to another member with its own
+/// output folder, which starts at the committed offset. So the committed offset must never
+/// pass the first chunk of a file that is not yet whole in the folder that has its earlier
+/// chunks; otherwise that file can never complete anywhere but in the dead member's folder.
+///
+/// Fails today: the downloader commits the offset of every chunk once it is durable in the
+/// staging area (DESIGN.md §4, "Durability on the consumer"), which is right for restarting
+/// the same folder but breaks the hand-over that "a consumer group can be spread over several
+/// processes or machines and every file still lands whole on one of them" promises.
+#[test]
+#[ignore = "bug: offsets of chunks staged for an unfinished file are committed, so another member taking over the partition can never complete that file"]
+fn committed_offsets_never_pass_the_start_of_an_unfinished_file() {
+    use openmsi::chunk::hash::sha512;
+    use openmsi::chunk::{encode_value, ChunkHeader, WireFields};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("commit-start");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    // A three-chunk file whose last chunk is sent only once the first two are durable.
+    let content: Vec<u8> = (0..3 * 4096u32).map(|i| (i * 7 % 253) as u8).collect();
+    let file_hash = sha512(&content);
+    let chunk = |i: usize| {
+        let data = &content[i * 4096..(i + 1) * 4096];
+        let chunk_hash = sha512(data);
+        let header = ChunkHeader {
+            filename: "half.bin",
+            file_hash: &file_hash,
+            chunk_hash: &chunk_hash,
+            offset: i as u64 * 4096,
+            chunk_i: i as u64 + 1,
+            n_total_chunks: 3,
+            subdir: "",
+            filename_append: "",
+            file_mtime: 0.0,
+        };
+        let mut out = Vec::new();
+        encode_value(&header, data, WireFields::Ten, &mut out);
+        out
+    };
+    let producer: BaseProducer = common::producer_config(&broker).create().unwrap();
+    let send = |i: usize| {
+        producer
+            .send(BaseRecord::to(&topic).key("half").payload(&chunk(i)))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    send(0);
+    send(1);
+
+    let group = "commit-start-group";
+    let observer: rdkafka::consumer::BaseConsumer =
+        common::consumer_config(&broker, group).create().unwrap();
+    let out = work.path().join("out");
+    let mut child = spawn_downloader(&cfg, &topic, &out, group, work.path(), "a");
+    // Durable: the staging record lists both chunks (written at a flush, before the commit).
+    let staged = wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir(out.join(".openmsi/staging")).is_ok_and(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                e.path().extension().is_some_and(|x| x == "chunks")
+                    && std::fs::read_to_string(e.path()).is_ok_and(|t| t.lines().count() >= 2)
+            })
+        })
+    });
+    assert!(staged, "the first two chunks were not staged within 30 s");
+    // Give a commit that should not happen every chance to show up.
+    let mut early = None;
+    let committed_early = wait_for(Duration::from_secs(3), || {
+        early = committed_offset(&observer, &topic, 0);
+        early.is_some_and(|o| o > 0)
+    });
+    send(2);
+    let whole = wait_for(Duration::from_secs(30), || {
+        std::fs::read(out.join("half.bin")).is_ok_and(|b| b == content)
+    });
+    let status = quit(&mut child);
+    assert!(
+        whole,
+        "half.bin did not complete once its last chunk arrived"
+    );
+    assert!(status.success());
+    assert_eq!(
+        committed_offset(&observer, &topic, 0),
+        Some(3),
+        "the observer does not see the group's final offset"
+    );
+    assert!(
+        !committed_early,
+        "the group committed offset {:?} while half.bin had 2 of 3 chunks: a member with \
+         another output folder taking over the partition would start after chunks only this \
+         folder holds, and never complete half.bin",
+        early
+    );
+}
