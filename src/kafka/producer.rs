@@ -27,10 +27,8 @@ pub struct DeliveryTracker {
     delivered: AtomicU64,
     /// Payload bytes the broker acknowledged (for progress and throughput).
     delivered_bytes: AtomicU64,
-    /// Messages that failed for good (after librdkafka's own retries).
-    failed: AtomicU64,
-    /// The first failure, kept for the final message.
-    first_error: Mutex<Option<KafkaError>>,
+    /// Messages that failed for good (after librdkafka's own retries), and the first reason.
+    failures: Failures,
     /// Largest payload queued, to say how big a rejected message was.
     largest_payload: AtomicU64,
 }
@@ -50,22 +48,38 @@ impl DeliveryTracker {
     }
     /// Messages that failed for good.
     pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Acquire)
+        self.failures.count()
     }
     /// The first delivery failure, if any.
     pub fn first_error(&self) -> Option<KafkaError> {
-        self.first_error
+        self.failures.first()
+    }
+}
+
+/// Failures for good of a set of messages: how many, and the first reason (what the user is
+/// told). Shared by the run-wide and the per-file accounting.
+#[derive(Debug, Default)]
+struct Failures {
+    count: AtomicU64,
+    first: Mutex<Option<KafkaError>>,
+}
+
+impl Failures {
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+    fn first(&self) -> Option<KafkaError> {
+        self.first
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
-    fn record_failure(&self, error: KafkaError) {
-        self.failed.fetch_add(1, Ordering::AcqRel);
-        let mut first = self
-            .first_error
+    fn record(&self, error: KafkaError) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        self.first
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        first.get_or_insert(error);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_or_insert(error);
     }
 }
 
@@ -77,10 +91,8 @@ pub struct FileDelivery {
     acked: AtomicU64,
     /// File bytes of this file the broker acknowledged.
     acked_bytes: AtomicU64,
-    /// Chunks of this file that failed for good.
-    failed: AtomicU64,
-    /// The first failure, for the message that says why the file was not sent.
-    first_error: Mutex<Option<KafkaError>>,
+    /// Chunks of this file that failed for good, and the first reason (why it was not sent).
+    failures: Failures,
 }
 
 impl FileDelivery {
@@ -98,22 +110,11 @@ impl FileDelivery {
     }
     /// Chunks that failed for good.
     pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Acquire)
+        self.failures.count()
     }
     /// The first delivery failure of this file, if any.
     pub fn first_error(&self) -> Option<KafkaError> {
-        self.first_error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-    fn record_failure(&self, error: KafkaError) {
-        self.failed.fetch_add(1, Ordering::AcqRel);
-        let mut first = self
-            .first_error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        first.get_or_insert(error);
+        self.failures.first()
     }
 }
 
@@ -156,8 +157,8 @@ impl ProducerContext for DeliveryContext {
                 self.tracker.delivered.fetch_add(1, Ordering::AcqRel);
             }
             Err((error, _message)) => {
-                tag.file.record_failure(error.clone());
-                self.tracker.record_failure(error.clone());
+                tag.file.failures.record(error.clone());
+                self.tracker.failures.record(error.clone());
             }
         }
     }
