@@ -144,23 +144,8 @@ fn bad_messages_are_skipped_kept_aside_and_never_reread() {
         std::fs::read(src.join("good.bin")).unwrap()
     );
     assert!(!out.join("wrong_file_hash.bin").exists());
-    let kept = std::fs::read_dir(out.join(".openmsi/rejected"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "txt")
-        })
-        .count();
-    assert_eq!(kept, bad.len());
-    assert_eq!(
-        std::fs::read_dir(out.join(".openmsi/failed"))
-            .unwrap()
-            .count(),
-        1
-    );
+    assert_eq!(common::rejected_kept(&out), bad.len());
+    assert_eq!(common::failed_kept(&out), 1);
     // Nothing escaped: the only thing next to `out` is `out`, and nothing in /tmp/escape.
     let siblings: Vec<_> = std::fs::read_dir(work.path().join("nest"))
         .unwrap()

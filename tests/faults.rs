@@ -34,36 +34,6 @@ fn make_files(src: &Path, files: &[(&str, u64)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Bytes staged or published under `out` (not counting state records, rejects or failures).
-fn progress(out: &Path) -> u64 {
-    fn size_under(dir: &Path) -> u64 {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        entries
-            .filter_map(Result::ok)
-            .map(|e| {
-                let path = e.path();
-                if path.is_dir() {
-                    if path.ends_with("rejected") || path.ends_with("failed") {
-                        0
-                    } else {
-                        size_under(&path)
-                    }
-                } else if path
-                    .extension()
-                    .is_some_and(|x| x == "chunks" || x == "jsonl")
-                {
-                    0
-                } else {
-                    e.metadata().map_or(0, |m| m.len())
-                }
-            })
-            .sum()
-    }
-    size_under(out)
-}
-
 /// True when every file is at its final path under `out` with the right content.
 fn all_present(out: &Path, files: &[(String, String)]) -> bool {
     files.iter().all(|(rel, hash)| {
@@ -619,13 +589,13 @@ fn second_downloader_in_the_group_takes_over_when_the_first_is_killed() {
     let mut b = spawn_downloader(&cfg, &topic, &out_b, "takeover-group", work.path(), "b");
     // Both members have partitions once both write something.
     let both = wait_for(Duration::from_secs(40), || {
-        progress(&out_a) > 0 && progress(&out_b) > 0
+        common::progress_bytes(&out_a) > 0 && common::progress_bytes(&out_b) > 0
     });
     assert!(
         both,
         "the two downloaders did not both receive partitions: a={} b={}\n{}\n{}",
-        progress(&out_a),
-        progress(&out_b),
+        common::progress_bytes(&out_a),
+        common::progress_bytes(&out_b),
         read(&work.path().join("a.err")),
         read(&work.path().join("b.err"))
     );

@@ -377,23 +377,8 @@ fn hostile_run(huge_keys: bool) {
         1
     );
     // Kept aside: one record per bad message; the 2-chunk version's bytes in failed/.
-    let kept = std::fs::read_dir(out.join(".openmsi/rejected"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "txt")
-        })
-        .count();
-    assert_eq!(kept, bad.len());
-    assert_eq!(
-        std::fs::read_dir(out.join(".openmsi/failed"))
-            .unwrap()
-            .count(),
-        1
-    );
+    assert_eq!(common::rejected_kept(&out), bad.len());
+    assert_eq!(common::failed_kept(&out), 1);
 
     // Offsets committed: nothing is read or reported again.
     let mut child = common::KillOnDrop(run());

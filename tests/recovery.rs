@@ -30,31 +30,6 @@ fn downloader(cfg: &Path, topic: &str, out: &Path, group: &str) -> KillOnDrop {
     KillOnDrop(child)
 }
 
-/// Bytes the downloader has staged or published so far.
-fn progress(out: &Path) -> u64 {
-    fn size_under(dir: &Path) -> u64 {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        entries
-            .filter_map(Result::ok)
-            .map(|e| {
-                let path = e.path();
-                if path.is_dir() {
-                    size_under(&path)
-                } else if path.extension().is_some_and(|x| x == "chunks") {
-                    0
-                } else {
-                    e.metadata().map_or(0, |m| m.len())
-                }
-            })
-            .sum()
-    }
-    size_under(out)
-        - size_under(&out.join(".openmsi/rejected"))
-        - size_under(&out.join(".openmsi/failed"))
-}
-
 /// Watches `paths` until stopped; records any moment a final path held wrong content.
 fn watch_final_paths(
     paths: Vec<(PathBuf, String)>,
@@ -119,11 +94,13 @@ fn kill_9_at_several_points_then_resume_completes_every_file() {
     // Each round waits until this instance has written something new (after a kill, the
     // group hands its partitions over only when the dead member's session expires), then
     // kills it at a different moment of its work.
-    let mut last = progress(&out);
+    let mut last = common::progress_bytes(&out);
     let mut kills_mid_transfer = 0;
     for (round, extra_ms) in [0u64, 100, 250, 50, 400].into_iter().enumerate() {
         let mut child = downloader(&cfg, &topic, &out, "crash-group");
-        let moved = common::wait_for(Duration::from_secs(40), || progress(&out) > last);
+        let moved = common::wait_for(Duration::from_secs(40), || {
+            common::progress_bytes(&out) > last
+        });
         assert!(
             moved,
             "round {round}: the restarted downloader made no progress"
@@ -131,7 +108,7 @@ fn kill_9_at_several_points_then_resume_completes_every_file() {
         std::thread::sleep(Duration::from_millis(extra_ms));
         child.0.kill().unwrap(); // SIGKILL
         child.0.wait().unwrap();
-        last = progress(&out);
+        last = common::progress_bytes(&out);
         if last >= total {
             break;
         }

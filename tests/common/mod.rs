@@ -507,3 +507,51 @@ pub fn download_until_idle(
         .timeout(Duration::from_secs(180))
         .assert()
 }
+
+/// Bytes the downloader has staged or published under `out`: file data only, not its chunk
+/// records, its completed log, rejected messages or failed files. Grows as a download advances.
+pub fn progress_bytes(out: &Path) -> u64 {
+    fn size_under(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    if path.ends_with("rejected") || path.ends_with("failed") {
+                        0
+                    } else {
+                        size_under(&path)
+                    }
+                } else if path
+                    .extension()
+                    .is_some_and(|x| x == "chunks" || x == "jsonl")
+                {
+                    0
+                } else {
+                    e.metadata().map_or(0, |m| m.len())
+                }
+            })
+            .sum()
+    }
+    size_under(out)
+}
+
+/// Messages the downloader kept aside in `out/.openmsi/rejected` (one `.txt` each).
+pub fn rejected_kept(out: &Path) -> usize {
+    std::fs::read_dir(out.join(".openmsi/rejected"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "txt"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Files that failed verification, kept in `out/.openmsi/failed`.
+pub fn failed_kept(out: &Path) -> usize {
+    std::fs::read_dir(out.join(".openmsi/failed")).map_or(0, |entries| entries.count())
+}
