@@ -673,12 +673,9 @@ fn committed_offset(
 /// pass the first chunk of a file that is not yet whole in the folder that has its earlier
 /// chunks; otherwise that file can never complete anywhere but in the dead member's folder.
 ///
-/// Fails today: the downloader commits the offset of every chunk once it is durable in the
-/// staging area (DESIGN.md §4, "Durability on the consumer"), which is right for restarting
-/// the same folder but breaks the hand-over that "a consumer group can be spread over several
-/// processes or machines and every file still lands whole on one of them" promises.
+/// (An earlier version committed the offset of every chunk once it was durable in staging, which
+/// is right for restarting the same folder but broke this hand-over; see src/download/offsets.rs.)
 #[test]
-#[ignore = "bug: offsets of chunks staged for an unfinished file are committed, so another member taking over the partition can never complete that file"]
 fn committed_offsets_never_pass_the_start_of_an_unfinished_file() {
     use openmsi::chunk::hash::sha512;
     use openmsi::chunk::{encode_value, ChunkHeader, WireFields};
@@ -763,5 +760,66 @@ fn committed_offsets_never_pass_the_start_of_an_unfinished_file() {
          another output folder taking over the partition would start after chunks only this \
          folder holds, and never complete half.bin",
         early
+    );
+}
+
+/// The hand-over end to end: member A holds the first two chunks of a file when it leaves the
+/// group (cleanly: tansu 0.6.0 never reassigns a killed member's partitions); member B, with its
+/// own output folder, takes the partition over and must still rebuild the whole file once the
+/// last chunk arrives, so it has to start at that file's first chunk.
+#[test]
+fn another_member_completes_a_file_the_leaving_member_had_half_of() {
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("handover");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    // Dynamic membership, so that A's `quit` is a LeaveGroup that hands the partition over.
+    let mut text = read(&cfg);
+    text.push_str("group.instance.id =\n");
+    std::fs::write(&cfg, text).unwrap();
+
+    let content: Vec<u8> = (0..3 * 4096u32).map(|i| (i * 13 % 251) as u8).collect();
+    let chunk = |i| encoded_chunk("sub/handover.bin", &content, 4096, i);
+    let small = b"complete before the hand-over".to_vec();
+    produce(
+        &broker,
+        &topic,
+        &[
+            encoded_chunk("before.txt", &small, 4096, 0),
+            chunk(0),
+            chunk(1),
+        ],
+    );
+    let group = "handover-group";
+    let (out_a, out_b) = (work.path().join("out-a"), work.path().join("out-b"));
+    let mut a = spawn_downloader(&cfg, &topic, &out_a, group, work.path(), "a");
+    let staged = wait_for(Duration::from_secs(30), || {
+        staged_chunks(&out_a) >= 3 && out_a.join("before.txt").is_file()
+    });
+    assert!(
+        staged,
+        "A did not stage the first two chunks\n{}",
+        read(&work.path().join("a.err"))
+    );
+    let mut b = spawn_downloader(&cfg, &topic, &out_b, group, work.path(), "b");
+    let a_status = quit(&mut a);
+    assert!(a_status.success(), "{}", read(&work.path().join("a.err")));
+    produce(&broker, &topic, &[chunk(2)]);
+
+    let target = out_b.join("sub/handover.bin");
+    let whole = wait_for(Duration::from_secs(60), || {
+        std::fs::read(&target).is_ok_and(|bytes| bytes == content)
+    });
+    let b_status = quit(&mut b);
+    assert!(
+        whole,
+        "B never rebuilt sub/handover.bin (A staged its first chunks, then left)\n--- B ---\n{}",
+        read(&work.path().join("b.err"))
+    );
+    assert!(b_status.success(), "{}", read(&work.path().join("b.err")));
+    assert!(
+        !out_a.join("sub/handover.bin").exists(),
+        "A could not have had the last chunk"
     );
 }

@@ -7,9 +7,11 @@
 //! - [`completed`]: the log of files already published.
 //! - [`rejects`]: bad messages kept aside.
 //! - [`pipeline`]: the poll → verify → write threads and the offset commits.
+//! - [`offsets`]: which offsets may be committed (never past an unfinished file's start).
 //! - [`stats`]: counters for `check` and the summary.
 
 pub mod completed;
+pub mod offsets;
 pub mod partial;
 pub mod pipeline;
 pub mod reassembler;

@@ -8,7 +8,8 @@
 //!
 //! The writer handles messages in the order they were polled (a small reorder buffer undoes
 //! the parallel verification), so "everything up to offset N of partition P is durable" is
-//! simply the last offset it handled before a flush. Only then are offsets stored and committed.
+//! simply the last offset it handled before a flush. Only then are offsets stored and committed,
+//! and never past the first chunk of a file that is not yet whole (see [`super::offsets`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use regex::Regex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::offsets::{ChunkFile, CommitTracker};
 use super::partial::FileVersion;
 use super::reassembler::{is_out_of_space, Accepted, Reassembler, VerifiedChunk};
 use super::rejects::{MessageRef, RejectStore};
@@ -359,7 +361,7 @@ fn write_loop(
 ) -> std::io::Result<()> {
     let mut reorder: BTreeMap<u64, Verified> = BTreeMap::new();
     let mut next_seq = 0u64;
-    let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut offsets = CommitTracker::default();
     let mut oldest_unflushed: Option<Instant> = None;
     loop {
         let received = match out_rx.recv_timeout(FLUSH_WHEN_IDLE) {
@@ -373,52 +375,70 @@ fn write_loop(
         }
         while let Some(v) = reorder.remove(&next_seq) {
             next_seq += 1;
-            handle(v.verdict, &v.at, &mut reassembler, &mut rejects, stats)?;
-            done.insert(v.at.partition, v.at.offset + 1);
+            let (partition, offset) = (v.at.partition, v.at.offset);
+            offsets.handled(partition, offset);
+            if let Some(file) = handle(v.verdict, &v.at, &mut reassembler, &mut rejects, stats)? {
+                if reassembler.is_in_progress(&file.id) {
+                    offsets.unfinished(&file, partition, offset);
+                } else {
+                    offsets.finished(&file.id);
+                }
+            }
             oldest_unflushed.get_or_insert_with(Instant::now);
             in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         let due = oldest_unflushed.is_some_and(|t| idle || t.elapsed() >= FLUSH_INTERVAL)
             || reassembler.unflushed_bytes() >= FLUSH_BYTES;
         if due {
-            flush(&mut reassembler, &mut done, commit_tx)?;
+            flush(&mut reassembler, &mut offsets, commit_tx)?;
             oldest_unflushed = None;
         }
     }
-    flush(&mut reassembler, &mut done, commit_tx)
+    flush(&mut reassembler, &mut offsets, commit_tx)
 }
 
+/// Makes everything handled durable, then hands the offsets that may now be committed to the
+/// poll thread.
 fn flush(
     reassembler: &mut Reassembler,
-    done: &mut HashMap<i32, i64>,
+    offsets: &mut CommitTracker,
     commit_tx: &Sender<HashMap<i32, i64>>,
 ) -> std::io::Result<()> {
     for path in reassembler.flush()? {
         info!(path = %path, "file rebuilt and verified");
     }
-    if !done.is_empty() {
-        let _ = commit_tx.send(std::mem::take(done));
+    let committable = offsets.committable();
+    if !committable.is_empty() {
+        let _ = commit_tx.send(committable);
     }
     Ok(())
 }
 
+/// Writes, skips or keeps aside one message; returns the file it is a chunk of.
 fn handle(
     verdict: Verdict,
     at: &MessageRef,
     reassembler: &mut Reassembler,
     rejects: &mut RejectStore,
     stats: &DownloadStats,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<ChunkFile>> {
     match verdict {
-        Verdict::Chunk(chunk) => match reassembler.accept(&chunk)? {
-            Accepted::Written | Accepted::Completed => {}
-            Accepted::Duplicate | Accepted::AlreadyComplete => {
-                DownloadStats::add(&stats.duplicate_chunks, 1)
+        Verdict::Chunk(chunk) => {
+            match reassembler.accept(&chunk)? {
+                Accepted::Written | Accepted::Completed => {}
+                Accepted::Duplicate | Accepted::AlreadyComplete => {
+                    DownloadStats::add(&stats.duplicate_chunks, 1)
+                }
+                Accepted::HashMismatch => {
+                    error!(topic = %at.topic, partition = at.partition, offset = at.offset, path = %chunk.version.relative, "file failed whole-file verification")
+                }
             }
-            Accepted::HashMismatch => {
-                error!(topic = %at.topic, partition = at.partition, offset = at.offset, path = %chunk.version.relative, "file failed whole-file verification")
-            }
-        },
+            let VerifiedChunk { id, version, .. } = *chunk;
+            return Ok(Some(ChunkFile {
+                id,
+                relative: version.relative,
+            }));
+        }
         Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
         Verdict::Reject { reason, key, value } => {
             DownloadStats::add(&stats.rejected_messages, 1);
@@ -426,5 +446,5 @@ fn handle(
             rejects.keep(at, key.as_deref(), value.as_deref(), &reason);
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -249,6 +249,11 @@ impl Reassembler {
         Ok(())
     }
 
+    /// True while the file version with staging id `id` has chunks staged but is not whole.
+    pub fn is_in_progress(&self, id: &str) -> bool {
+        self.partials.contains_key(id)
+    }
+
     /// Bytes written since the last flush.
     pub fn unflushed_bytes(&self) -> u64 {
         self.unflushed_bytes
