@@ -1,6 +1,8 @@
 //! Fault injection on a real (sqlite) broker: the broker stopped and restarted mid-transfer, a
 //! broker outage longer than the uploader's timeouts, a full disk under the downloader, and one
-//! of two downloaders in a group killed with SIGKILL.
+//! of two downloaders in a group killed with SIGKILL, and a group member leaving or killed while it
+//! holds half of a file. The SIGKILL takeover runs on librdkafka's mock cluster, because tansu
+//! 0.6.0 never evicts a dead member; everything else runs on tansu.
 //!
 //! Every wait is on observable state (bytes staged, the broker's database growing, a process
 //! exiting); the only sleeps are the outages themselves.
@@ -822,4 +824,95 @@ fn another_member_completes_a_file_the_leaving_member_had_half_of() {
         !out_a.join("sub/handover.bin").exists(),
         "A could not have had the last chunk"
     );
+}
+
+/// One of two members killed with SIGKILL while it holds half of a file: the survivor takes its
+/// partition over after the session timeout and rebuilds that file from its first chunk.
+///
+/// This runs on librdkafka's mock cluster (in this process, listening on 127.0.0.1; the real
+/// binaries talk to it) because tansu 0.6.0 never evicts a dead member (see
+/// `second_downloader_in_the_group_takes_over_when_the_first_is_killed`); the clean hand-over on
+/// the real broker is `another_member_completes_a_file_the_leaving_member_had_half_of`.
+#[test]
+fn survivor_completes_the_file_a_killed_member_had_half_of_mock_cluster() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let topic = "takeover";
+    cluster.create_topic(topic, 2, 1).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("mock.config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[broker]\nbootstrap.servers = {}\n\n[consumer]\ngroup.instance.id =\n\
+             session.timeout.ms = 6000\nheartbeat.interval.ms = 500\nfetch.wait.max.ms = 10\n",
+            cluster.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    // One three-chunk file per partition; the last chunks are sent after the kill.
+    let contents: Vec<Vec<u8>> = (0..2u32)
+        .map(|p| {
+            (0..3 * 4096u32)
+                .map(|i| (i * (p + 3) % 251) as u8)
+                .collect()
+        })
+        .collect();
+    let names = ["p0/first.bin", "p1/second.bin"];
+    let send = |partition: usize, i: usize| {
+        let value = encoded_chunk(names[partition], &contents[partition], 4096, i);
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(partition as i32)
+                    .key("k")
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    for partition in 0..2 {
+        send(partition, 0);
+        send(partition, 1);
+    }
+    let group = "mock-takeover";
+    let (out_a, out_b) = (work.path().join("out-a"), work.path().join("out-b"));
+    let mut a = spawn_downloader(&cfg, topic, &out_a, group, work.path(), "a");
+    let a_staged = wait_for(Duration::from_secs(30), || staged_chunks(&out_a) >= 4);
+    assert!(
+        a_staged,
+        "A did not stage both half files\n{}",
+        read(&work.path().join("a.err"))
+    );
+    // B joins; the rebalance gives it one partition, which it reads from that file's start.
+    let mut b = spawn_downloader(&cfg, topic, &out_b, group, work.path(), "b");
+    let b_staged = wait_for(Duration::from_secs(40), || staged_chunks(&out_b) >= 2);
+    assert!(
+        b_staged,
+        "B staged nothing: it got no partition, or started after the half file's first chunks\n{}",
+        read(&work.path().join("b.err"))
+    );
+    a.0.kill().unwrap(); // SIGKILL: no LeaveGroup, the session has to expire
+    a.0.wait().unwrap();
+    for partition in 0..2 {
+        send(partition, 2);
+    }
+    let whole = wait_for(Duration::from_secs(60), || {
+        names
+            .iter()
+            .zip(&contents)
+            .all(|(name, content)| std::fs::read(out_b.join(name)).is_ok_and(|b| &b == content))
+    });
+    let status = quit(&mut b);
+    assert!(
+        whole,
+        "B did not rebuild both files after A was killed\n--- B ---\n{}",
+        read(&work.path().join("b.err"))
+    );
+    assert!(status.success(), "{}", read(&work.path().join("b.err")));
 }
