@@ -440,6 +440,10 @@ fn handle(
             }));
         }
         Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
+        Verdict::Reject { .. } if rejects.already_kept(at) => {
+            debug!(topic = %at.topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
+            DownloadStats::add(&stats.skipped_messages, 1)
+        }
         Verdict::Reject { reason, key, value } => {
             DownloadStats::add(&stats.rejected_messages, 1);
             warn!(topic = %at.topic, partition = at.partition, offset = at.offset, %reason, "bad message skipped and kept in .openmsi/rejected");

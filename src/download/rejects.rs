@@ -39,6 +39,13 @@ impl RejectStore {
         })
     }
 
+    /// True when the message at `at` was kept aside by an earlier read. Offsets are never
+    /// committed past an unfinished file's first chunk, so a restart can read a bad message
+    /// again; it is then neither reported nor counted twice.
+    pub fn already_kept(&self, at: &MessageRef) -> bool {
+        self.dir.join(format!("{}.txt", stem(at))).is_file()
+    }
+
     /// Saves the message and the reason. Failing to save is logged, never fatal: the reject
     /// itself is already reported.
     pub fn keep(
@@ -52,7 +59,7 @@ impl RejectStore {
             warn!(limit = MAX_KEPT, "not keeping this rejected message: the rejected folder is full; inspect and clear it");
             return;
         }
-        let stem = format!("{}-{}-{}", at.topic, at.partition, at.offset);
+        let stem = stem(at);
         let result = (|| -> io::Result<()> {
             write_synced(
                 &self.dir.join(format!("{stem}.key")),
@@ -79,6 +86,11 @@ impl RejectStore {
             }
         }
     }
+}
+
+/// File name stem of a kept message: topic, partition and offset.
+fn stem(at: &MessageRef) -> String {
+    format!("{}-{}-{}", at.topic, at.partition, at.offset)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
