@@ -387,6 +387,85 @@ fn upload_fails_clearly_when_the_broker_stays_down_past_its_timeouts() {
     assert!(!read(&work.path().join("upload.out")).contains("uploaded"));
 }
 
+/// `upload-directory` is left running for months, so an outage longer than every timeout must
+/// not need an operator: the file that was being sent is reported as failed, retried once the
+/// broker is back (after the retry interval, 60 s), and arrives whole; the uploader keeps
+/// running and exits 0 on `quit`.
+#[test]
+fn upload_directory_retries_by_itself_after_an_outage_longer_than_its_timeouts() {
+    let mut broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("outage-updir");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    // Idempotence off: after an idempotent producer's messages timed out, librdkafka bumps its
+    // epoch, and the next produce makes tansu 0.6.0's sqlite engine panic ("more or less than
+    // one row", lite.rs:503) and stop serving; nothing a client can do about that.
+    let mut text = read(&cfg);
+    text = text.replace(
+        "[producer]\n",
+        "[producer]\nmessage.timeout.ms = 8000\nenable.idempotence = false\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let watched = work.path().join("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let log = work.path().join("updir.err");
+    let mut uploader = KillOnDrop(
+        openmsi_std()
+            .arg("upload-directory")
+            .arg(&watched)
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "--topic",
+                &topic,
+                "--settle-seconds",
+                "1",
+                "--delivery-timeout",
+                "5",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || read(&log).contains("watching")),
+        "{}",
+        read(&log)
+    );
+    let staging = work.path().join("staging.bin");
+    write_random_file(&staging, 96 << 20, 81);
+    let want = sha512_file(&staging);
+    let base = broker_db_bytes(&broker);
+    std::fs::rename(&staging, watched.join("data.bin")).unwrap();
+    wait_for_broker_to_store(&broker, base, 256 << 10, &mut uploader);
+    broker.kill();
+    // Longer than the delivery timeout and librdkafka's message timeout together.
+    let reported = wait_for(Duration::from_secs(30), || {
+        read(&log).contains("upload failed")
+    });
+    assert!(reported, "the failure was not reported:\n{}", read(&log));
+    std::thread::sleep(Duration::from_secs(5));
+    broker.restart();
+
+    let out = work.path().join("out");
+    let mut downloader = spawn_downloader(&cfg, &topic, &out, "outage-updir", work.path(), "down");
+    let whole = wait_for(Duration::from_secs(150), || {
+        std::fs::metadata(out.join("data.bin")).is_ok_and(|m| m.len() == 96 << 20)
+            && sha512_file(&out.join("data.bin")) == want
+    });
+    assert!(
+        whole,
+        "data.bin never arrived after the broker came back\n--- uploader ---\n{}\n--- downloader ---\n{}",
+        read(&log),
+        read(&work.path().join("down.err"))
+    );
+    assert!(quit(&mut downloader).success());
+    assert!(quit(&mut uploader).success(), "{}", read(&log));
+}
+
 /// A tmpfs mounted for the test, unmounted on drop (even when the test fails).
 struct Tmpfs(PathBuf);
 
