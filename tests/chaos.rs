@@ -66,7 +66,7 @@ impl Plan {
             medium: vec![3 << 20, 2 << 20],
             small: 60,
             new_versions: 4,
-            write_span: 24.0,
+            write_span: 32.0,
             kills: 5,
             fault_phase: Duration::from_secs(60),
             converge: Duration::from_secs(75),
@@ -157,15 +157,14 @@ fn workload(plan: &Plan, rng: &mut Rng) -> Vec<SourceWrite> {
             seed: rng.next(),
         });
     }
-    // New versions: every third choice a medium file, else a small one; the first one is a
-    // large file in the long mode.
+    // New versions: one large file in six, the rest medium and small files.
     let firsts = writes.clone();
     for v in 0..plan.new_versions {
         let pool: Vec<&SourceWrite> = firsts
             .iter()
-            .filter(|w| match v % 3 {
-                0 if plan.large.len() > 2 => w.relative.starts_with("large/"),
-                1 => w.relative.starts_with("medium/"),
+            .filter(|w| match v % 6 {
+                0 => w.relative.starts_with("large/"),
+                1 | 4 => w.relative.starts_with("medium/"),
                 _ => w.relative.starts_with("small/"),
             })
             .collect();
@@ -554,7 +553,11 @@ fn kill_9_of_uploader_and_downloader_during_a_mixed_workload_loses_and_corrupts_
     // Uploader kills at seeded moments over the write span and a little after it (spaced by
     // at least 1 s); the downloader is killed at a seeded delay after it has made progress
     // since its restart (a restarted static member needs several seconds to rejoin on tansu,
-    // so kills at fixed times would mostly hit an idle process).
+    // so kills at fixed times would mostly hit an idle process). A kill that is due waits up to
+    // `PREFER_BUSY` for the process to have work in hand (files not yet acknowledged, partial
+    // files staged), so that most kills interrupt a transfer.
+    const PREFER_BUSY: Duration = Duration::from_secs(3);
+    const PREFER_MID_FILE: Duration = Duration::from_secs(6);
     let mut up_kill_at: Vec<f64> = (0..plan.kills)
         .map(|_| rng.range_f64(1.0, plan.write_span + 4.0))
         .collect();
@@ -579,13 +582,22 @@ fn kill_9_of_uploader_and_downloader_during_a_mixed_workload_loses_and_corrupts_
     let mut down_restart_at: Option<Instant> = None;
     // Kills that hit work in hand: files not yet acknowledged, partial files staged.
     let (mut up_kills_busy, mut down_kills_mid_file) = (0, 0);
+    // The downloader is killed only after progress: once the workload is written and it has
+    // been idle for a while, its remaining kills would never come.
+    let (mut last_progress, mut last_progress_at) = (down_base, Instant::now());
     while start.elapsed() < plan.fault_phase
         && (up_kills.peek().is_some()
-            || downloader.kills < plan.kills
+            || !writer.is_finished()
             || up_restart_at.is_some()
-            || down_restart_at.is_some())
+            || down_restart_at.is_some()
+            || (downloader.kills < plan.kills
+                && last_progress_at.elapsed() < Duration::from_secs(5)))
     {
         let now = Instant::now();
+        let progress = download_progress(&out);
+        if progress != last_progress {
+            (last_progress, last_progress_at) = (progress, now);
+        }
         uploader.assert_alive();
         downloader.assert_alive();
         if up_restart_at.is_some_and(|t| now >= t) {
@@ -597,29 +609,34 @@ fn kill_9_of_uploader_and_downloader_during_a_mixed_workload_loses_and_corrupts_
             down_base = download_progress(&out);
             down_restart_at = None;
         }
-        if uploader.child.is_some()
-            && up_kills
-                .next_if(|&t| start.elapsed().as_secs_f64() >= t)
-                .is_some()
-        {
-            if uploads_pending(&src, &versions) > 0 {
-                up_kills_busy += 1;
+        if uploader.child.is_some() {
+            let due = up_kills
+                .peek()
+                .map(|&t| start.elapsed().as_secs_f64() - t)
+                .filter(|&late| late >= 0.0);
+            if let Some(late) = due {
+                let busy = uploads_pending(&src, &versions) > 0;
+                if busy || late >= PREFER_BUSY.as_secs_f64() {
+                    up_kills.next();
+                    up_kills_busy += usize::from(busy);
+                    uploader.kill();
+                    up_restart_at = Some(now + rng.millis(0, 500));
+                }
             }
-            uploader.kill();
-            up_restart_at = Some(now + rng.millis(0, 500));
         }
         if downloader.child.is_some() && downloader.kills < plan.kills {
             match down_kill_at {
-                None if download_progress(&out) > down_base => {
+                None if progress > down_base => {
                     down_kill_at = Some(now + rng.millis(0, 1500));
                 }
                 Some(t) if now >= t => {
-                    if staged_partials(&out) > 0 {
-                        down_kills_mid_file += 1;
+                    let busy = staged_partials(&out) > 0;
+                    if busy || now >= t + PREFER_MID_FILE {
+                        down_kills_mid_file += usize::from(busy);
+                        downloader.kill();
+                        down_kill_at = None;
+                        down_restart_at = Some(now + rng.millis(0, 500));
                     }
-                    downloader.kill();
-                    down_kill_at = None;
-                    down_restart_at = Some(now + rng.millis(0, 500));
                 }
                 _ => {}
             }
