@@ -186,6 +186,8 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         exit_when_idle,
         verify_threads: usize::from(args.n_threads),
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
+        discard_partials_after: (args.discard_partials_after_days > 0)
+            .then(|| Duration::from_secs(u64::from(args.discard_partials_after_days) * 86_400)),
     };
     let stats = Arc::new(DownloadStats::default());
     let status_stats = Arc::clone(&stats);

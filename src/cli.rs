@@ -154,6 +154,16 @@ pub struct DownloadDirectoryArgs {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub n_threads: u16,
 
+    /// At start, discard partial files (in `.openmsi/staging/`) not written to for this many
+    /// days: their missing chunks are not coming. 0 keeps them forever.
+    #[arg(
+        long,
+        alias = "discard_partials_after_days",
+        value_name = "DAYS",
+        default_value_t = 30
+    )]
+    pub discard_partials_after_days: u32,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

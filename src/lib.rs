@@ -10,6 +10,7 @@
 //! - [`download`]: `download-directory`: verify chunks, stage them durably, rename verified files.
 //! - [`console`]: `check`/`quit` on stdin and SIGINT/SIGTERM, fanned out as one cancellation token.
 //! - [`progress`]: progress bar on a terminal, periodic log lines otherwise.
+//! - [`lock`]: one process per folder (an advisory lock on `FOLDER/.openmsi/lock`).
 //! - [`logging`]: the `tracing` subscriber.
 
 pub mod app;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod console;
 pub mod download;
 pub mod kafka;
+pub mod lock;
 pub mod logging;
 pub mod progress;
 pub mod upload;

@@ -139,3 +139,70 @@ fn kill_9_at_several_points_then_resume_completes_every_file() {
         0
     );
 }
+
+/// Writes a staging pair for `relative` under `out` (as an earlier run would have left it),
+/// last written `age` ago; returns the `.part` path.
+fn abandoned_partial(out: &Path, id: &str, relative: &str, age: Duration) -> PathBuf {
+    let staging = out.join(".openmsi/staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let version = serde_json::json!({
+        "relative": relative,
+        "file_hash": "ab".repeat(64),
+        "n_total_chunks": 4,
+        "file_mtime": null,
+    });
+    let record = staging.join(format!("{id}.chunks"));
+    let data = staging.join(format!("{id}.part"));
+    std::fs::write(&record, format!("{version}\n")).unwrap();
+    std::fs::write(&data, vec![7u8; 1000]).unwrap();
+    for p in [&record, &data] {
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+    data
+}
+
+#[test]
+fn partial_files_abandoned_longer_than_the_limit_are_discarded_at_start() {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("stale");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let out = work.path().join("out");
+    let old = abandoned_partial(&out, "old", "run1/abandoned.bin", 3 * DAY);
+    let recent = abandoned_partial(&out, "recent", "run1/recent.bin", DAY / 2);
+
+    // 0 keeps everything.
+    common::openmsi()
+        .arg("download-directory")
+        .arg(&out)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--topic", &topic, "--exit-when-idle", "1"])
+        .args(["--discard-partials-after-days", "0"])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+    assert!(old.exists() && recent.exists());
+
+    let assert = common::openmsi()
+        .arg("download-directory")
+        .arg(&out)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--topic", &topic, "--exit-when-idle", "1"])
+        .args(["--discard-partials-after-days", "2"])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("run1/abandoned.bin") && stderr.contains("discarded a partial file"),
+        "the warning does not name the file: {stderr}"
+    );
+    assert!(!stderr.contains("run1/recent.bin"), "{stderr}");
+    assert!(!old.exists() && !old.with_extension("chunks").exists());
+    assert!(recent.exists() && recent.with_extension("chunks").exists());
+}

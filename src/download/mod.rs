@@ -6,6 +6,7 @@
 //! - [`reassembler`]: all staged files, publishing by atomic rename, crash recovery.
 //! - [`completed`]: the log of files already published.
 //! - [`rejects`]: bad messages kept aside.
+//! - [`stale`]: removal of partial files abandoned for too long, at start.
 //! - [`pipeline`]: the poll → verify → write threads and the offset commits.
 //! - [`offsets`]: which offsets may be committed (never past an unfinished file's start).
 //! - [`stats`]: counters for `check` and the summary.
@@ -16,12 +17,13 @@ pub mod partial;
 pub mod pipeline;
 pub mod reassembler;
 pub mod rejects;
+pub mod stale;
 pub mod stats;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -55,6 +57,8 @@ pub struct DownloadSettings {
     pub verify_threads: usize,
     /// Bound on waiting for the broker's first answer.
     pub connect_timeout: Duration,
+    /// Partial files untouched this long are discarded at start (None: never).
+    pub discard_partials_after: Option<Duration>,
 }
 
 /// What a run did.
@@ -112,6 +116,15 @@ pub fn download_directory(
     let started = Instant::now();
     let output = &settings.output_dir;
     // Local state first: a bad output folder fails before anything touches Kafka.
+    let state_dir = output.join(validate::STATE_DIR_NAME);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("preparing output folder {}", output.display()))?;
+    // Held until return: a second downloader on this folder would share its staging files.
+    let _lock = crate::lock::FolderLock::acquire(&state_dir, output, "download-directory")?;
+    if let Some(max_age) = settings.discard_partials_after {
+        stale::discard_stale_partials(&state_dir.join("staging"), max_age, SystemTime::now())
+            .with_context(|| format!("cleaning the staging area of {}", output.display()))?;
+    }
     let reassembler = Reassembler::open(output, Arc::clone(&stats))
         .with_context(|| format!("preparing output folder {}", output.display()))?;
     let rejects = RejectStore::open(&output.join(validate::STATE_DIR_NAME).join("rejected"))

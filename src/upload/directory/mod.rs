@@ -190,6 +190,8 @@ pub fn upload_directory(
     let state_dir = root.join(STATE_DIR);
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+    // Held until return: a second upload-directory on this folder would share the registry.
+    let _lock = crate::lock::FolderLock::acquire(&state_dir, &settings.dir, "upload-directory")?;
     let registry =
         Registry::open(&state_dir.join("uploaded.jsonl")).context("opening the upload registry")?;
 
