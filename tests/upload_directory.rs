@@ -587,3 +587,157 @@ fn download_directory_sends_heartbeats_too() {
     assert_eq!(total(&beats, "n_messages_processed"), 2, "{beats:?}");
     assert_eq!(total(&beats, "n_bytes_processed"), 70_000, "{beats:?}");
 }
+
+/// Chunks the uploader's progress file records as acknowledged for `path`.
+fn progress_acked(watched: &Path, path: &str) -> u64 {
+    let text =
+        std::fs::read_to_string(watched.join(".openmsi/in_progress.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["path"] == path)
+        .map(|v| {
+            v["acked"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[cfg(unix)]
+#[test]
+fn kill_9_mid_large_file_resends_only_the_unacknowledged_chunks() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    // One chunk per produce request slows the broker down enough (several seconds for this
+    // file) that the kill reliably lands mid-file, after a few saves of the progress file.
+    let cfg = std::fs::read_to_string(&s.cfg).unwrap();
+    std::fs::write(
+        &s.cfg,
+        cfg.replace("[producer]\n", "[producer]\nbatch.num.messages = 1\n"),
+    )
+    .unwrap();
+    let size: u64 = 128 << 20;
+    let chunk: u64 = 16 << 10;
+    let n = size / chunk;
+    write_random_file(&w.join("big/scan.raw"), size, 80);
+    let args = ["--upload-existing", "--chunk-size", "16384"];
+    let mut up = s.start(&args);
+    // Kill once the saved state shows a good part, but not all, of the file acknowledged.
+    assert!(
+        wait_for(Duration::from_secs(120), || progress_acked(
+            &w,
+            "big/scan.raw"
+        ) >= n / 4),
+        "no progress recorded: {}",
+        up.log_text()
+    );
+    up.child.0.kill().unwrap();
+    up.child.0.wait().unwrap();
+    let acked_before = progress_acked(&w, "big/scan.raw");
+    assert!(
+        acked_before < n && registry_sent(&w).is_empty(),
+        "the file was done before the kill"
+    );
+    let first_run = s.message_count() as u64;
+
+    let up = s.start(&args);
+    wait_sent(&w, &["big/scan.raw"], Duration::from_secs(180));
+    up.quit();
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert!(
+        log.contains(&format!("acknowledged_before={acked_before}")),
+        "{log}"
+    );
+    let total = s.message_count() as u64;
+    let second_run = total - first_run;
+    eprintln!(
+        "{n} chunks; killed after {first_run} were on the topic ({acked_before} recorded as \
+         acknowledged); the restart sent {second_run}; {total} in all"
+    );
+    // Exactly the chunks not recorded as acknowledged, so the file is whole, and well short of
+    // a second copy.
+    assert_eq!(second_run, n - acked_before);
+    assert!(total >= n && total < 2 * n - n / 8, "{total} of {n}");
+    let out = s.download("out");
+    assert_eq!(
+        sha512_file(&out.join("big/scan.raw")),
+        sha512_file(&w.join("big/scan.raw"))
+    );
+}
+
+#[test]
+fn kill_9_during_a_burst_every_file_arrives_once_and_whole() {
+    let s = Setup::new(2);
+    let w = s.watched();
+    let args = ["--n-threads", "4"];
+    let mut up = s.start(&args);
+    for i in 0..600u64 {
+        write_random_file(&w.join(format!("burst/f{i:03}.bin")), 3000 + i, 900 + i);
+    }
+    assert!(wait_for(Duration::from_secs(60), || registry_sent(&w)
+        .len()
+        >= 50));
+    up.child.0.kill().unwrap();
+    up.child.0.wait().unwrap();
+    assert!(registry_sent(&w).len() < 600, "all done before the kill");
+
+    let up = s.start(&args);
+    let mut all: Vec<String> = tree(&w).into_keys().collect();
+    all.sort();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_sent(&w, &refs, Duration::from_secs(120));
+    up.quit();
+    let messages = s.message_count();
+    // Each file is one chunk; at most the last second's acknowledgements before the kill can
+    // have been sent twice.
+    assert!((600..700).contains(&messages), "{messages}");
+    let out = s.download("out");
+    assert_eq!(tree(&out), tree(&w));
+    // The downloader published every file exactly once (duplicates of a finished version are
+    // ignored, so nothing appears twice or as a second version).
+    let completed = std::fs::read_to_string(out.join(".openmsi/completed.jsonl")).unwrap();
+    let mut per_path: HashMap<String, usize> = HashMap::new();
+    for line in completed.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *per_path
+            .entry(v["path"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_path.len(), 600);
+    assert!(per_path.values().all(|&c| c == 1), "{per_path:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_held_open_for_writing_waits_until_it_is_closed() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    let up = s.start(&[]);
+    let path = w.join("held/acquisition.raw");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut writer = File::create(&path).unwrap();
+    let part = tempfile::NamedTempFile::new().unwrap();
+    write_random_file(part.path(), 50_000, 90);
+    writer
+        .write_all(&std::fs::read(part.path()).unwrap())
+        .unwrap();
+    writer.flush().unwrap();
+    // A file next to it, closed, goes through meanwhile.
+    write_random_file(&w.join("held/closed.raw"), 1000, 91);
+    wait_sent(&w, &["held/closed.raw"], Duration::from_secs(30));
+    // Unchanged for four times the 1 s settle time, but still open for writing.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !registry_sent(&w).contains_key("held/acquisition.raw"),
+        "uploaded while another process held it open for writing"
+    );
+    drop(writer);
+    wait_sent(&w, &["held/acquisition.raw"], Duration::from_secs(30));
+    up.quit();
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert!(log.contains("holds it open for writing"), "{log}");
+    assert_eq!(s.message_count(), 2);
+}
