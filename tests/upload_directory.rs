@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{
-    consumer_config, download_until_idle, openmsi_std, sha512_file, unique_topic, wait_for,
-    write_config, write_random_file, Broker, KillOnDrop, Storage,
+    consumer_config, download_until_idle, openmsi_std, openmsi_std_through, sha512_file,
+    unique_topic, wait_for, write_config, write_random_file, Broker, KillOnDrop, Storage,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -48,6 +48,11 @@ impl Setup {
 
     /// Starts the uploader; waits until its first scan is done (the `watching` log line).
     fn start(&self, extra: &[&str]) -> Uploader {
+        self.start_command(openmsi_std(), extra)
+    }
+
+    /// As [`Setup::start`], with `openmsi` run by `cmd`.
+    fn start_command(&self, mut cmd: std::process::Command, extra: &[&str]) -> Uploader {
         let log = self.tmp.path().join(format!(
             "uploader-{}.log",
             std::time::SystemTime::now()
@@ -55,7 +60,7 @@ impl Setup {
                 .unwrap()
                 .as_nanos()
         ));
-        let child = openmsi_std()
+        let child = cmd
             .arg("upload-directory")
             .arg(self.watched())
             .arg("--config")
@@ -740,4 +745,53 @@ fn a_file_held_open_for_writing_waits_until_it_is_closed() {
     let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
     assert!(log.contains("holds it open for writing"), "{log}");
     assert_eq!(s.message_count(), 2);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_this_user_cannot_read_is_reported_skipped_and_sent_once_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new(1);
+    let w = s.watched();
+    // Root reads every file, so as root the uploader runs as `nobody` (setpriv, util-linux).
+    // The folders must let that user in, and the watched folder take its state folder.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let cmd = if as_root {
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(s.tmp.path(), 0o755);
+        mode(&w, 0o777);
+        openmsi_std_through(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+    } else {
+        openmsi_std()
+    };
+    let up = s.start_command(cmd, &["--rescan-seconds", "1"]);
+    let secret = w.join("run/secret.bin");
+    write_random_file(&secret, 5000, 95);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    write_random_file(&w.join("run/open.bin"), 6000, 96);
+    wait_sent(&w, &["run/open.bin"], Duration::from_secs(30));
+    // Several scans later it is still skipped, and was reported once, naming the file.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!registry_sent(&w).contains_key("run/secret.bin"));
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert_eq!(log.matches("permission denied").count(), 1, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("permission denied")
+            && l.contains("run/secret.bin")
+            && l.contains("chmod")),
+        "{log}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_sent(&w, &["run/secret.bin"], Duration::from_secs(30));
+    up.quit();
+    assert_eq!(s.message_count(), 2);
+    let out = s.download("out");
+    assert_eq!(tree(&out), tree(&w));
 }

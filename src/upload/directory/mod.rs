@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
@@ -286,6 +286,9 @@ pub fn upload_directory(
         writers_checked: None,
         in_flight: HashSet::new(),
         failed: HashMap::new(),
+        unreadable_reported: HashSet::new(),
+        rescan,
+        last_scan: Instant::now(),
         upload_existing: settings.upload_existing,
         stats: Arc::clone(&stats),
         files_sent: 0,
@@ -372,6 +375,12 @@ struct LoopState {
     in_flight: HashSet<String>,
     /// Failing files: the (size, mtime) that failed and when to try again.
     failed: HashMap<String, (u64, f64, Instant)>,
+    /// Unreadable files already warned about (warned once, not at every scan).
+    unreadable_reported: HashSet<String>,
+    /// Full-scan period.
+    rescan: Duration,
+    /// When the last full scan started.
+    last_scan: Instant,
     upload_existing: bool,
     stats: Arc<DirectoryStats>,
     files_sent: u64,
@@ -391,7 +400,8 @@ impl LoopState {
         // Logged after the first scan: from here on, every new file counts as new.
         info!(folder = %self.filter.root.display(), topic = %settings.topic, events, rescan_s = rescan.as_secs_f64(), settle_s = settings.settle.as_secs_f64(), registry_entries = self.registry.len(), "watching");
         let settle_check = settle_round(settings.settle);
-        let mut last_scan = Instant::now();
+        self.last_scan = Instant::now();
+        self.rescan = rescan;
         let mut last_settle_check = Instant::now() - settle_check;
         let mut last_alive = Instant::now();
         let mut last_save = Instant::now();
@@ -410,9 +420,9 @@ impl LoopState {
                 }
             }
             self.handle_batch(batch)?;
-            if rescan_requested || last_scan.elapsed() >= rescan {
+            if rescan_requested || Instant::now() >= self.next_scan() {
                 rescan_requested = false;
-                last_scan = Instant::now();
+                self.last_scan = Instant::now();
                 let now = Instant::now();
                 for seen in self.filter.scan(&self.filter.root.clone()) {
                     self.consider(seen, now);
@@ -592,13 +602,18 @@ impl LoopState {
             match d.outcome {
                 // Recorded above, or useless (the file changed).
                 Outcome::Sent { .. } | Outcome::Changed => progress.forget(&d.file.relative),
-                Outcome::Interrupted | Outcome::Failed(_) => progress.end(&d.file.relative),
+                Outcome::Interrupted | Outcome::Failed(_) | Outcome::PermissionDenied => {
+                    progress.end(&d.file.relative)
+                }
             }
         }
         for d in done {
             self.in_flight.remove(&d.file.relative);
             match d.outcome {
                 Outcome::Sent { .. } => {
+                    if self.unreadable_reported.remove(&d.file.relative) {
+                        info!(path = %d.file.relative, "readable again");
+                    }
                     self.files_sent += 1;
                     self.stats.done.fetch_add(1, Ordering::AcqRel);
                     self.stats
@@ -607,6 +622,19 @@ impl LoopState {
                     info!(path = %d.file.relative, bytes = d.file.size, "uploaded");
                 }
                 Outcome::Changed | Outcome::Interrupted => {}
+                Outcome::PermissionDenied => {
+                    let retry_in = self.next_scan().saturating_duration_since(now);
+                    let first = self.unreadable_reported.insert(d.file.relative.clone());
+                    if first {
+                        warn!(path = %d.file.path.display(), retry_in_s = retry_in.as_secs(), "permission denied: this user cannot read the file, so it is skipped (other files are not held up). Give the user running openmsi read access (e.g. `chmod o+r FILE`, or add the user to the file's group); it is tried again at every scan");
+                    } else {
+                        debug!(path = %d.file.relative, "still not readable");
+                    }
+                    self.failed.insert(
+                        d.file.relative.clone(),
+                        (d.file.size, d.file.mtime, now + retry_in),
+                    );
+                }
                 Outcome::Failed(reason) => {
                     warn!(path = %d.file.relative, %reason, retry_in_s = RETRY_FAILED_AFTER.as_secs(), "upload failed; skipped for now");
                     self.failed.insert(
@@ -661,6 +689,11 @@ impl LoopState {
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
             }
         }
+    }
+
+    /// When the next periodic full scan is due.
+    fn next_scan(&self) -> Instant {
+        self.last_scan + self.rescan
     }
 
     fn lock_progress(&self) -> std::sync::MutexGuard<'_, Progress> {

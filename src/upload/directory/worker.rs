@@ -30,8 +30,10 @@ pub enum Outcome {
     },
     /// The file changed before or during the upload: it settles again and is sent anew.
     Changed,
-    /// Could not be sent (unreadable, broker refused, ...): reported and retried later.
+    /// Could not be sent (broker refused, read error, ...): reported and retried later.
     Failed(String),
+    /// This user may not read the file: reported with what to do, retried at the next scan.
+    PermissionDenied,
     /// Stopped by `quit`/a signal before every chunk was acknowledged: sent again next run.
     Interrupted,
 }
@@ -183,6 +185,11 @@ fn open_failure(path: &Path, e: crate::upload::source::SourceError) -> Outcome {
         SourceError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             // Deleted before we got to it: nothing to send.
             Outcome::Changed
+        }
+        SourceError::Open { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Outcome::PermissionDenied
         }
         _ => Outcome::Failed(format!("{}: {e}", path.display())),
     }
