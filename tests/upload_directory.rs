@@ -795,3 +795,50 @@ fn a_file_this_user_cannot_read_is_reported_skipped_and_sent_once_readable() {
     let out = s.download("out");
     assert_eq!(tree(&out), tree(&w));
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn inotify_watch_limit_reached_later_is_explained_and_falls_back_to_polling() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    // The uploader runs in its own user namespace (unshare, util-linux) whose inotify watch
+    // limit is 2: enough for the watched folder and its state folder, not for folders created
+    // later. A real limit, reached for real; the machine's own limit is not touched.
+    let cmd = openmsi_std_through(&[
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        "echo 2 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
+    ]);
+    let up = s.start_command(cmd, &[]);
+    write_random_file(&w.join("top.bin"), 1000, 97);
+    wait_sent(&w, &["top.bin"], Duration::from_secs(30));
+    // A new folder cannot be watched. A file written into it once its creation was handled
+    // produces no event: without the fallback it would wait for the 30 s safety-net scan;
+    // polling finds it within seconds.
+    std::fs::create_dir_all(w.join("new/deeper")).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(w.join(".openmsi/upload-directory.log"))
+            .unwrap_or_default()
+            .contains("polling with full scans")
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    write_random_file(&w.join("new/deeper/x.bin"), 2000, 98);
+    wait_sent(&w, &["new/deeper/x.bin"], Duration::from_secs(15));
+    eprintln!(
+        "found by polling after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    up.quit();
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert!(
+        log.contains("fs.inotify.max_user_watches = ")
+            && log.contains("and 2 in this user namespace")
+            && log.contains("sudo sysctl fs.inotify.max_user_watches=")
+            && log.contains("polling with full scans"),
+        "{log}"
+    );
+}

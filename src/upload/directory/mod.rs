@@ -183,6 +183,8 @@ pub enum Msg {
     Paths(Vec<PathBuf>),
     /// Events were lost: scan everything.
     Rescan,
+    /// Events no longer cover the folder (an inotify limit was reached): poll instead.
+    EventsIncomplete,
     /// A worker finished a file.
     Done(Box<Done>),
 }
@@ -402,6 +404,7 @@ impl LoopState {
         let settle_check = settle_round(settings.settle);
         self.last_scan = Instant::now();
         self.rescan = rescan;
+        let poll_rescan = settings.rescan.unwrap_or(POLL_RESCAN);
         let mut last_settle_check = Instant::now() - settle_check;
         let mut last_alive = Instant::now();
         let mut last_save = Instant::now();
@@ -415,8 +418,14 @@ impl LoopState {
             }
             batch.extend(rx.try_iter().take(EVENT_QUEUE));
             for msg in &batch {
-                if matches!(msg, Msg::Rescan) {
-                    rescan_requested = true;
+                match msg {
+                    Msg::Rescan => rescan_requested = true,
+                    Msg::EventsIncomplete if self.rescan > poll_rescan => {
+                        self.rescan = poll_rescan;
+                        rescan_requested = true;
+                        warn!(rescan_s = poll_rescan.as_secs_f64(), "file events no longer cover the whole folder: polling with full scans from now on");
+                    }
+                    _ => {}
                 }
             }
             self.handle_batch(batch)?;
@@ -573,7 +582,7 @@ impl LoopState {
         for msg in batch {
             match msg {
                 Msg::Paths(p) => paths.extend(p),
-                Msg::Rescan => {}
+                Msg::Rescan | Msg::EventsIncomplete => {}
                 Msg::Done(d) => done.push(*d),
             }
         }
