@@ -47,6 +47,7 @@ pub struct Version {
 /// One line of the progress file.
 #[derive(Debug, Serialize, Deserialize)]
 struct Line {
+    /// Relative path, `/`-separated.
     path: String,
     #[serde(flatten)]
     version: Version,
@@ -66,6 +67,7 @@ pub struct ResumePoint {
 /// An unfinished file.
 #[derive(Debug)]
 struct Tracked {
+    /// The version being sent (a resume must be of the same version).
     version: Version,
     /// Chunks acknowledged in earlier attempts.
     acked: RangeSet,
@@ -86,7 +88,9 @@ impl Tracked {
 /// The unfinished files and their acknowledged chunks.
 #[derive(Debug)]
 pub struct Progress {
+    /// The progress file.
     path: PathBuf,
+    /// Unfinished files by relative path.
     files: HashMap<String, Tracked>,
     /// What the file on disk holds now (to skip writing an unchanged snapshot).
     saved: String,
