@@ -646,6 +646,8 @@ fn kill_9_mid_large_file_resends_only_the_unacknowledged_chunks() {
         acked_before < n && registry_sent(&w).is_empty(),
         "the file was done before the kill"
     );
+    // Requests the dead process had already written to its socket may still be stored.
+    std::thread::sleep(Duration::from_secs(1));
     let first_run = s.message_count() as u64;
 
     let up = s.start(&args);
@@ -696,8 +698,8 @@ fn kill_9_during_a_burst_every_file_arrives_once_and_whole() {
     wait_sent(&w, &refs, Duration::from_secs(120));
     up.quit();
     let messages = s.message_count();
-    // Each file is one chunk; at most the last second's acknowledgements before the kill can
-    // have been sent twice.
+    // Each file is one chunk. Only files acknowledged but not yet recorded when the process
+    // died (at most the few in flight) can have been sent twice.
     assert!((600..700).contains(&messages), "{messages}");
     let out = s.download("out");
     assert_eq!(tree(&out), tree(&w));
