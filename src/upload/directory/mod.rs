@@ -706,9 +706,7 @@ impl LoopState {
     }
 
     fn lock_progress(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.progress
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        progress::lock(&self.progress)
     }
 
     /// Saves the acknowledged chunks of unfinished files (when they changed).

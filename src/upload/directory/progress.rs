@@ -242,6 +242,14 @@ impl Progress {
     }
 }
 
+/// Locks the shared progress (a panicked holder left it consistent: every method leaves it
+/// whole).
+pub fn lock(shared: &std::sync::Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The version record of a file about to be sent.
 pub fn version(
     size: u64,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::progress::{self, Progress};
+use super::progress::{self, lock, Progress};
 use super::settle::Ready;
 use super::Msg;
 use crate::chunk::hash::to_hex;
@@ -198,10 +198,4 @@ fn open_failure(path: &Path, e: crate::upload::source::SourceError) -> Outcome {
 /// A failure of the hashing pass (reading the file).
 fn read_failure(path: &Path, e: anyhow::Error) -> Outcome {
     Outcome::Failed(format!("{}: {e:#}", path.display()))
-}
-
-fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    progress
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
