@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{
-    consumer_config, download_until_idle, openmsi_std, sha512_file, unique_topic, wait_for,
-    write_config, write_random_file, Broker, KillOnDrop, Storage,
+    consumer_config, download_until_idle, openmsi_std, openmsi_std_through, sha512_file,
+    unique_topic, wait_for, write_config, write_random_file, Broker, KillOnDrop, Storage,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -48,6 +48,11 @@ impl Setup {
 
     /// Starts the uploader; waits until its first scan is done (the `watching` log line).
     fn start(&self, extra: &[&str]) -> Uploader {
+        self.start_command(openmsi_std(), extra)
+    }
+
+    /// As [`Setup::start`], with `openmsi` run by `cmd`.
+    fn start_command(&self, mut cmd: std::process::Command, extra: &[&str]) -> Uploader {
         let log = self.tmp.path().join(format!(
             "uploader-{}.log",
             std::time::SystemTime::now()
@@ -55,7 +60,7 @@ impl Setup {
                 .unwrap()
                 .as_nanos()
         ));
-        let child = openmsi_std()
+        let child = cmd
             .arg("upload-directory")
             .arg(self.watched())
             .arg("--config")
@@ -586,4 +591,256 @@ fn download_directory_sends_heartbeats_too() {
     assert_eq!(total(&beats, "n_messages_read"), 2, "{beats:?}");
     assert_eq!(total(&beats, "n_messages_processed"), 2, "{beats:?}");
     assert_eq!(total(&beats, "n_bytes_processed"), 70_000, "{beats:?}");
+}
+
+/// Chunks the uploader's progress file records as acknowledged for `path`.
+fn progress_acked(watched: &Path, path: &str) -> u64 {
+    let text =
+        std::fs::read_to_string(watched.join(".openmsi/in_progress.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["path"] == path)
+        .map(|v| {
+            v["acked"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[cfg(unix)]
+#[test]
+fn kill_9_mid_large_file_resends_only_the_unacknowledged_chunks() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    // One chunk per produce request slows the broker down enough (several seconds for this
+    // file) that the kill reliably lands mid-file, after a few saves of the progress file.
+    let cfg = std::fs::read_to_string(&s.cfg).unwrap();
+    std::fs::write(
+        &s.cfg,
+        cfg.replace("[producer]\n", "[producer]\nbatch.num.messages = 1\n"),
+    )
+    .unwrap();
+    let size: u64 = 128 << 20;
+    let chunk: u64 = 16 << 10;
+    let n = size / chunk;
+    write_random_file(&w.join("big/scan.raw"), size, 80);
+    let args = ["--upload-existing", "--chunk-size", "16384"];
+    let mut up = s.start(&args);
+    // Kill once the saved state shows a good part, but not all, of the file acknowledged.
+    assert!(
+        wait_for(Duration::from_secs(120), || progress_acked(
+            &w,
+            "big/scan.raw"
+        ) >= n / 4),
+        "no progress recorded: {}",
+        up.log_text()
+    );
+    up.child.0.kill().unwrap();
+    up.child.0.wait().unwrap();
+    let acked_before = progress_acked(&w, "big/scan.raw");
+    assert!(
+        acked_before < n && registry_sent(&w).is_empty(),
+        "the file was done before the kill"
+    );
+    // Requests the dead process had already written to its socket may still be stored.
+    std::thread::sleep(Duration::from_secs(1));
+    let first_run = s.message_count() as u64;
+
+    let up = s.start(&args);
+    wait_sent(&w, &["big/scan.raw"], Duration::from_secs(180));
+    up.quit();
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert!(
+        log.contains(&format!("acknowledged_before={acked_before}")),
+        "{log}"
+    );
+    let total = s.message_count() as u64;
+    let second_run = total - first_run;
+    eprintln!(
+        "{n} chunks; killed after {first_run} were on the topic ({acked_before} recorded as \
+         acknowledged); the restart sent {second_run}; {total} in all"
+    );
+    // Exactly the chunks not recorded as acknowledged, so the file is whole, and well short of
+    // a second copy.
+    assert_eq!(second_run, n - acked_before);
+    assert!(total >= n && total < 2 * n - n / 8, "{total} of {n}");
+    let out = s.download("out");
+    assert_eq!(
+        sha512_file(&out.join("big/scan.raw")),
+        sha512_file(&w.join("big/scan.raw"))
+    );
+}
+
+#[test]
+fn kill_9_during_a_burst_every_file_arrives_once_and_whole() {
+    let s = Setup::new(2);
+    let w = s.watched();
+    let args = ["--n-threads", "4"];
+    let mut up = s.start(&args);
+    for i in 0..600u64 {
+        write_random_file(&w.join(format!("burst/f{i:03}.bin")), 3000 + i, 900 + i);
+    }
+    assert!(wait_for(Duration::from_secs(60), || registry_sent(&w)
+        .len()
+        >= 50));
+    up.child.0.kill().unwrap();
+    up.child.0.wait().unwrap();
+    assert!(registry_sent(&w).len() < 600, "all done before the kill");
+
+    let up = s.start(&args);
+    let mut all: Vec<String> = tree(&w).into_keys().collect();
+    all.sort();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_sent(&w, &refs, Duration::from_secs(120));
+    up.quit();
+    let messages = s.message_count();
+    // Each file is one chunk. Only files acknowledged but not yet recorded when the process
+    // died (at most the few in flight) can have been sent twice.
+    assert!((600..700).contains(&messages), "{messages}");
+    let out = s.download("out");
+    assert_eq!(tree(&out), tree(&w));
+    // The downloader published every file exactly once (duplicates of a finished version are
+    // ignored, so nothing appears twice or as a second version).
+    let completed = std::fs::read_to_string(out.join(".openmsi/completed.jsonl")).unwrap();
+    let mut per_path: HashMap<String, usize> = HashMap::new();
+    for line in completed.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *per_path
+            .entry(v["path"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_path.len(), 600);
+    assert!(per_path.values().all(|&c| c == 1), "{per_path:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_held_open_for_writing_waits_until_it_is_closed() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    let up = s.start(&[]);
+    let path = w.join("held/acquisition.raw");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut writer = File::create(&path).unwrap();
+    let part = tempfile::NamedTempFile::new().unwrap();
+    write_random_file(part.path(), 50_000, 90);
+    writer
+        .write_all(&std::fs::read(part.path()).unwrap())
+        .unwrap();
+    writer.flush().unwrap();
+    // A file next to it, closed, goes through meanwhile.
+    write_random_file(&w.join("held/closed.raw"), 1000, 91);
+    wait_sent(&w, &["held/closed.raw"], Duration::from_secs(30));
+    // Unchanged for four times the 1 s settle time, but still open for writing.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !registry_sent(&w).contains_key("held/acquisition.raw"),
+        "uploaded while another process held it open for writing"
+    );
+    drop(writer);
+    wait_sent(&w, &["held/acquisition.raw"], Duration::from_secs(30));
+    up.quit();
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert!(log.contains("holds it open for writing"), "{log}");
+    assert_eq!(s.message_count(), 2);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_this_user_cannot_read_is_reported_skipped_and_sent_once_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new(1);
+    let w = s.watched();
+    // Root reads every file, so as root the uploader runs as `nobody` (setpriv, util-linux).
+    // The folders must let that user in, and the watched folder take its state folder.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let cmd = if as_root {
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(s.tmp.path(), 0o755);
+        mode(&w, 0o777);
+        openmsi_std_through(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+    } else {
+        openmsi_std()
+    };
+    let up = s.start_command(cmd, &["--rescan-seconds", "1"]);
+    let secret = w.join("run/secret.bin");
+    write_random_file(&secret, 5000, 95);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    write_random_file(&w.join("run/open.bin"), 6000, 96);
+    wait_sent(&w, &["run/open.bin"], Duration::from_secs(30));
+    // Several scans later it is still skipped, and was reported once, naming the file.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!registry_sent(&w).contains_key("run/secret.bin"));
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert_eq!(log.matches("permission denied").count(), 1, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("permission denied")
+            && l.contains("run/secret.bin")
+            && l.contains("chmod")),
+        "{log}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_sent(&w, &["run/secret.bin"], Duration::from_secs(30));
+    up.quit();
+    assert_eq!(s.message_count(), 2);
+    let out = s.download("out");
+    assert_eq!(tree(&out), tree(&w));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn inotify_watch_limit_reached_later_is_explained_and_falls_back_to_polling() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    // The uploader runs in its own user namespace (unshare, util-linux) whose inotify watch
+    // limit is 2: enough for the watched folder and its state folder, not for folders created
+    // later. A real limit, reached for real; the machine's own limit is not touched.
+    let cmd = openmsi_std_through(&[
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        "echo 2 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"",
+    ]);
+    let up = s.start_command(cmd, &[]);
+    write_random_file(&w.join("top.bin"), 1000, 97);
+    wait_sent(&w, &["top.bin"], Duration::from_secs(30));
+    // A new folder cannot be watched. A file written into it once its creation was handled
+    // produces no event: without the fallback it would wait for the 30 s safety-net scan;
+    // polling finds it within seconds.
+    std::fs::create_dir_all(w.join("new/deeper")).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(w.join(".openmsi/upload-directory.log"))
+            .unwrap_or_default()
+            .contains("polling with full scans")
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    write_random_file(&w.join("new/deeper/x.bin"), 2000, 98);
+    wait_sent(&w, &["new/deeper/x.bin"], Duration::from_secs(15));
+    eprintln!(
+        "found by polling after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    up.quit();
+    let log = std::fs::read_to_string(w.join(".openmsi/upload-directory.log")).unwrap();
+    assert!(
+        log.contains("fs.inotify.max_user_watches = ")
+            && log.contains("and 2 in this user namespace")
+            && log.contains("sudo sysctl fs.inotify.max_user_watches=")
+            && log.contains("polling with full scans"),
+        "{log}"
+    );
 }

@@ -4,6 +4,7 @@
 //! - [`hash`]: SHA-512 (one-shot and streaming), the only hash on the wire.
 //! - [`key`]: the message key string, `<subdir with / as _>_<filename>_chunk_<i>_of_<n>`.
 //! - [`codec`]: [`encode_value`] / [`decode_value`] of the 9- or 10-element msgpack array.
+//! - [`ranges`]: sets of chunk indices as compact ranges (which chunks were acknowledged).
 //!
 //! What this module does not do: it checks *structure* (msgpack types, field count, hash
 //! lengths, UTF-8), not *meaning*. Whether `chunk_i` is in `1..=n_total_chunks`, whether
@@ -22,6 +23,7 @@
 pub mod codec;
 pub mod hash;
 pub mod key;
+pub mod ranges;
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +33,7 @@ pub use codec::{
 };
 pub use hash::{sha512, Sha512Stream};
 pub use key::message_key;
+pub use ranges::RangeSet;
 
 /// SHA-512 digest length in bytes.
 pub const HASH_LEN: usize = 64;

@@ -12,5 +12,5 @@ pub mod topic;
 pub use client::{client_config, KafkaSetupError};
 pub use context::{ConsumerLogContext, LogContext};
 pub use partition::partition_for_path;
-pub use producer::{ChunkProducer, DeliveryTracker, FileDelivery};
+pub use producer::{ChunkOf, ChunkProducer, DeliveryTracker, FileDelivery};
 pub use topic::{check_topic, TopicInfo};

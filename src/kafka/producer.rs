@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{bootstrap_servers, create_client, KafkaSetupError};
 use super::context::{log_client_error, log_librdkafka};
 use super::topic::{check_topic, TopicError, TopicInfo};
+use crate::chunk::RangeSet;
 use crate::config::LoadedConfig;
 
 /// Counts of what was handed to librdkafka and what the broker acknowledged.
@@ -93,6 +94,9 @@ pub struct FileDelivery {
     acked_bytes: AtomicU64,
     /// Chunks of this file that failed for good, and the first reason (why it was not sent).
     failures: Failures,
+    /// Indices of the acknowledged chunks (compact ranges), so an interrupted upload can be
+    /// resumed with only the chunks the broker does not have.
+    acked_chunks: Mutex<RangeSet>,
 }
 
 impl FileDelivery {
@@ -116,12 +120,33 @@ impl FileDelivery {
     pub fn first_error(&self) -> Option<KafkaError> {
         self.failures.first()
     }
+    /// Indices (0-based) of the chunks acknowledged so far.
+    pub fn acked_chunks(&self) -> RangeSet {
+        self.acked_chunks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Which chunk of which file a message is, for [`ChunkProducer::send`].
+#[derive(Clone, Copy)]
+pub struct ChunkOf<'a> {
+    /// The file's delivery tracker.
+    pub file: &'a Arc<FileDelivery>,
+    /// The chunk's 0-based index (recorded as acknowledged, for resuming).
+    pub index: u64,
+    /// File bytes the chunk carries: what its acknowledgement adds to the file's and the global
+    /// acknowledged bytes (data, not envelope bytes).
+    pub bytes: usize,
 }
 
 /// What a delivery report is credited to: the file the chunk belongs to, and the file bytes it
 /// carried (not envelope bytes, so progress and throughput count data).
 pub struct ChunkTag {
     file: Arc<FileDelivery>,
+    /// The chunk's 0-based index in its file.
+    index: u64,
     bytes: usize,
 }
 
@@ -145,6 +170,11 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<ChunkTag>) {
         match result {
             Ok(_) => {
+                tag.file
+                    .acked_chunks
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(tag.index);
                 // The file's counters first: the global count reaching `sent` must imply every
                 // file's own count is final.
                 tag.file
@@ -234,9 +264,7 @@ impl ChunkProducer {
         &self.tracker
     }
 
-    /// Queues one chunk of `file` for `partition`; `counted_bytes` is what its acknowledgement
-    /// adds to the file's and the global acknowledged bytes (callers count file bytes, not
-    /// envelope bytes). Waits while librdkafka's queue is full (that is the back-pressure that
+    /// Queues one message, a chunk of `chunk.file`, for `partition`. Waits while librdkafka's queue is full (that is the back-pressure that
     /// bounds memory), and stops early once an earlier chunk of the same file has failed for
     /// good, since that file can no longer arrive whole (other files are not affected).
     pub fn send(
@@ -244,17 +272,18 @@ impl ChunkProducer {
         partition: i32,
         key: &str,
         value: &[u8],
-        counted_bytes: usize,
-        file: &Arc<FileDelivery>,
+        chunk: ChunkOf<'_>,
         cancel: &CancellationToken,
     ) -> Result<(), ProduceError> {
+        let file = chunk.file;
         loop {
             if file.failed() > 0 {
                 return Err(self.file_failure(file));
             }
             let tag = Box::new(ChunkTag {
                 file: Arc::clone(file),
-                bytes: counted_bytes,
+                index: chunk.index,
+                bytes: chunk.bytes,
             });
             let record = BaseRecord::with_opaque_to(&self.topic, tag)
                 .partition(partition)

@@ -10,10 +10,11 @@ use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::hash::sha512;
+use crate::chunk::RangeSet;
 use crate::chunk::{
     encode_value, encoded_len, message_key, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
 };
-use crate::kafka::{partition_for_path, ChunkProducer, FileDelivery};
+use crate::kafka::{partition_for_path, ChunkOf, ChunkProducer, FileDelivery};
 use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
 use crate::upload::source::SourceFile;
 
@@ -38,8 +39,10 @@ pub struct SendOptions {
 pub struct QueuedFile {
     /// SHA-512 of the whole file, as sent in every chunk.
     pub file_hash: Sha512Digest,
-    /// Chunks queued (all of the file's chunks).
+    /// Chunks the file has.
     pub n_chunks: u64,
+    /// Chunks queued this time (fewer than `n_chunks` when resuming).
+    pub n_queued: u64,
     /// Partition all chunks went to.
     pub partition: i32,
 }
@@ -75,31 +78,82 @@ pub fn queue_file(
     on_progress: &mut dyn FnMut(u64),
     cancel: &CancellationToken,
 ) -> anyhow::Result<QueuedFile> {
-    let chunk_size = options.chunk_size.get();
-    let n_chunks = chunk_count(source.size, chunk_size);
-    let partition = partition_for_path(&source.relative_path(), partitions);
+    let hashes = hash_source(source, options, cancel)?;
+    let target = Target {
+        producer,
+        partitions,
+        delivery,
+    };
+    queue_chunks(
+        &target,
+        source,
+        options,
+        &hashes,
+        &RangeSet::new(),
+        on_progress,
+        cancel,
+    )
+}
+
+/// The hashing pass: the whole file's SHA-512 (needed in every chunk) and, for files of at
+/// most [`crate::upload::hashing::MAX_KEPT_CHUNK_HASHES`] chunks, every chunk's.
+pub fn hash_source(
+    source: &SourceFile,
+    options: &SendOptions,
+    cancel: &CancellationToken,
+) -> anyhow::Result<FileHashes> {
     let mut file: &File = &source.file;
     file.seek(SeekFrom::Start(0))?;
-    let hashes = hash_file(
+    hash_file(
         &source.file,
         source.size,
-        chunk_size,
+        options.chunk_size.get(),
         options.hash_threads,
         cancel,
     )
-    .with_context(|| format!("reading {}", source.path.display()))?;
+    .with_context(|| format!("reading {}", source.path.display()))
+}
+
+/// Where chunks go: the producer, the topic's partition count, and the file's own
+/// delivery tracker.
+pub struct Target<'a> {
+    /// The shared producer.
+    pub producer: &'a ChunkProducer,
+    /// Partitions of the topic (the file's partition is chosen among them by its path).
+    pub partitions: i32,
+    /// Acknowledgements of this file are credited here.
+    pub delivery: &'a Arc<FileDelivery>,
+}
+
+/// Queues the chunks of `source` that are not in `skip` (0-based indices already acknowledged
+/// in an earlier, interrupted run), with `hashes.file_hash` as the whole-file hash. Chunk
+/// hashes not in `hashes` are computed as the chunks are read, so a resumed file is read once,
+/// and only where chunks are missing.
+pub fn queue_chunks(
+    target: &Target<'_>,
+    source: &SourceFile,
+    options: &SendOptions,
+    hashes: &FileHashes,
+    skip: &RangeSet,
+    on_progress: &mut dyn FnMut(u64),
+    cancel: &CancellationToken,
+) -> anyhow::Result<QueuedFile> {
+    let chunk_size = options.chunk_size.get();
+    let n_chunks = chunk_count(source.size, chunk_size);
+    let partition = partition_for_path(&source.relative_path(), target.partitions);
     let plan = ChunkPlan {
         source,
-        hashes: &hashes,
+        hashes,
         chunk_size,
         n_chunks,
         fields: options.wire_fields,
         partition,
     };
-    produce_chunks(&plan, producer, delivery, on_progress, cancel)?;
+    let n_queued = produce_chunks(&plan, target, &skip.missing(n_chunks), on_progress, cancel)?;
     Ok(QueuedFile {
         file_hash: hashes.file_hash,
         n_chunks,
+        n_queued,
         partition,
     })
 }
@@ -132,56 +186,66 @@ struct ChunkPlan<'a> {
     partition: i32,
 }
 
-/// The producing pass: read each chunk, encode it, queue it. Buffers are reused, so memory is
-/// two chunks plus librdkafka's bounded queue.
+/// The producing pass: read each chunk of the `wanted` ranges, encode it, queue it. Buffers
+/// are reused, so memory is two chunks plus librdkafka's bounded queue. Returns the number of
+/// chunks queued.
 fn produce_chunks(
     plan: &ChunkPlan<'_>,
-    producer: &ChunkProducer,
-    delivery: &Arc<FileDelivery>,
+    target: &Target<'_>,
+    wanted: &[(u64, u64)],
     on_progress: &mut dyn FnMut(u64),
     cancel: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let source = plan.source;
     let mut file: &File = &source.file;
-    file.seek(SeekFrom::Start(0))?;
     let mut data = vec![0u8; plan.chunk_size.min(source.size as usize)];
     let mut value = Vec::new();
-    for index in 0..plan.n_chunks {
-        if cancel.is_cancelled() {
-            bail!(
-                "interrupted after queueing {} of {} chunks; nothing is recorded as uploaded",
-                index,
-                plan.n_chunks
-            );
-        }
-        let offset = index * plan.chunk_size as u64;
-        let len = (source.size - offset).min(plan.chunk_size as u64) as usize;
-        let data = &mut data[..len];
-        file.read_exact(data)
-            .context("the file became shorter while it was being uploaded")?;
-        let computed;
-        let chunk_hash = match &plan.hashes.chunk_hashes {
-            Some(kept) => &kept[index as usize],
-            None => {
-                computed = sha512(data);
-                &computed
+    let mut queued = 0u64;
+    for &(first, end) in wanted {
+        file.seek(SeekFrom::Start(first * plan.chunk_size as u64))?;
+        for index in first..end {
+            if cancel.is_cancelled() {
+                bail!(
+                    "interrupted after queueing {queued} chunks; nothing more is recorded as uploaded than the broker acknowledged"
+                );
             }
-        };
-        let header = ChunkHeader {
-            filename: &source.filename,
-            file_hash: &plan.hashes.file_hash,
-            chunk_hash,
-            offset,
-            chunk_i: index + 1,
-            n_total_chunks: plan.n_chunks,
-            subdir: &source.subdir,
-            filename_append: "",
-            file_mtime: source.mtime,
-        };
-        encode_value(&header, data, plan.fields, &mut value);
-        let key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks);
-        producer.send(plan.partition, &key, &value, len, delivery, cancel)?;
-        on_progress(delivery.acked_bytes());
+            let offset = index * plan.chunk_size as u64;
+            let len = (source.size - offset).min(plan.chunk_size as u64) as usize;
+            let data = &mut data[..len];
+            file.read_exact(data)
+                .context("the file became shorter while it was being uploaded")?;
+            let computed;
+            let chunk_hash = match &plan.hashes.chunk_hashes {
+                Some(kept) => &kept[index as usize],
+                None => {
+                    computed = sha512(data);
+                    &computed
+                }
+            };
+            let header = ChunkHeader {
+                filename: &source.filename,
+                file_hash: &plan.hashes.file_hash,
+                chunk_hash,
+                offset,
+                chunk_i: index + 1,
+                n_total_chunks: plan.n_chunks,
+                subdir: &source.subdir,
+                filename_append: "",
+                file_mtime: source.mtime,
+            };
+            encode_value(&header, data, plan.fields, &mut value);
+            let key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks);
+            let chunk = ChunkOf {
+                file: target.delivery,
+                index,
+                bytes: len,
+            };
+            target
+                .producer
+                .send(plan.partition, &key, &value, chunk, cancel)?;
+            queued += 1;
+            on_progress(target.delivery.acked_bytes());
+        }
     }
-    Ok(())
+    Ok(queued)
 }

@@ -328,6 +328,15 @@ pub fn openmsi_std() -> Command {
     cmd
 }
 
+/// `openmsi` started through `wrapper` (a program and its arguments, such as `setpriv
+/// --reuid=65534 ...` to run it as another user), with the same clean environment.
+pub fn openmsi_std_through(wrapper: &[&str]) -> Command {
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_openmsi"));
+    clean_env(&mut cmd);
+    cmd
+}
+
 /// `openmsi` as an `assert_cmd::Command`, for runs that finish: `.assert().success()`.
 pub fn openmsi() -> assert_cmd::Command {
     assert_cmd::Command::from_std(openmsi_std())

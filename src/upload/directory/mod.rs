@@ -6,9 +6,13 @@
 //! scans ([`scan`], the source of truth), applies the settle rule ([`settle`]), hands settled
 //! files to a few upload workers through a bounded queue ([`worker`]), and records each file
 //! version the broker fully acknowledged in the registry ([`registry`]), which a restart reads
-//! so nothing complete is sent twice and nothing unacknowledged is lost.
+//! so nothing complete is sent twice and nothing unacknowledged is lost. The acknowledged
+//! chunks of unfinished files are saved about once a second ([`progress`]), so a restart after
+//! a crash sends only the chunks the broker does not have.
 
 pub mod migrate;
+pub mod open_files;
+pub mod progress;
 pub mod registry;
 pub mod scan;
 pub mod settle;
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
@@ -34,6 +38,7 @@ use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
 use crate::progress::mb_per_s;
 use crate::upload::send::{producer_defaults, SendOptions};
+use progress::{Progress, PROGRESS_FILE};
 use registry::{Entry, EntryState, Registry};
 use scan::{Filter, Seen};
 use settle::{Ready, Settler};
@@ -48,6 +53,10 @@ const EVENT_QUEUE: usize = 8192;
 
 /// Longest wait for a message before the loop does its periodic work.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How often the acknowledged chunks of unfinished files are saved: what a crash can cost is
+/// re-sending about this long's worth of chunks; one small fsynced rewrite per period.
+const SAVE_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// A file that could not be sent is tried again after this long (or as soon as it changes).
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(60);
@@ -174,6 +183,8 @@ pub enum Msg {
     Paths(Vec<PathBuf>),
     /// Events were lost: scan everything.
     Rescan,
+    /// Events no longer cover the folder (an inotify limit was reached): poll instead.
+    EventsIncomplete,
     /// A worker finished a file.
     Done(Box<Done>),
 }
@@ -194,6 +205,20 @@ pub fn upload_directory(
     let _lock = crate::lock::FolderLock::acquire(&state_dir, &settings.dir, "upload-directory")?;
     let registry =
         Registry::open(&state_dir.join("uploaded.jsonl")).context("opening the upload registry")?;
+    let mut progress =
+        Progress::open(&state_dir.join(PROGRESS_FILE)).context("opening the progress file")?;
+    // Entries the registry already covers (a crash between the two writes) or whose file is
+    // gone are of no use.
+    progress.retain(|relative, size, mtime| {
+        let done = registry
+            .get(relative)
+            .is_some_and(|e| e.state == EntryState::Sent && e.size == size && e.mtime == mtime);
+        !done && root.join(relative).exists()
+    });
+    if !progress.is_empty() {
+        info!(files = progress.len(), "unfinished uploads from the previous run: chunks the broker acknowledged are not sent again");
+    }
+    let progress = Arc::new(Mutex::new(progress));
 
     let max_message = settings.chunk_size.get() + MESSAGE_OVERHEAD;
     let cfg = client_config(
@@ -242,6 +267,7 @@ pub fn upload_directory(
             hash_threads: 1,
         },
         delivery_timeout: settings.delivery_timeout,
+        progress: Arc::clone(&progress),
     };
     let workers = settings.concurrent_uploads.max(1);
     // Two ready files per worker: enough that a worker never waits for the loop, few enough
@@ -258,9 +284,15 @@ pub fn upload_directory(
                 .then(|| migrate::REFERENCE_LOG_DIR.to_string()),
         },
         registry,
+        progress,
         settler: Settler::default(),
+        open_for_writing: HashSet::new(),
+        writers_checked: None,
         in_flight: HashSet::new(),
         failed: HashMap::new(),
+        unreadable_reported: HashSet::new(),
+        rescan,
+        last_scan: Instant::now(),
         upload_existing: settings.upload_existing,
         stats: Arc::clone(&stats),
         files_sent: 0,
@@ -290,6 +322,7 @@ pub fn upload_directory(
         }
         let rest: Vec<Msg> = rx.try_iter().collect();
         state.handle_batch(rest)?;
+        state.save_progress()?;
         result
     })?;
     // Every file was waited for individually; this only settles librdkafka's bookkeeping.
@@ -335,11 +368,23 @@ fn open_root(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
 struct LoopState {
     filter: Filter,
     registry: Registry,
+    /// Acknowledged chunks of unfinished files (shared with the workers).
+    progress: Arc<Mutex<Progress>>,
     settler: Settler,
+    /// Files some process held open for writing at the last check (not ready while open).
+    open_for_writing: HashSet<open_files::FileId>,
+    /// When `open_for_writing` was listed.
+    writers_checked: Option<Instant>,
     /// Files handed to workers and not yet reported back.
     in_flight: HashSet<String>,
     /// Failing files: the (size, mtime) that failed and when to try again.
     failed: HashMap<String, (u64, f64, Instant)>,
+    /// Unreadable files already warned about (warned once, not at every scan).
+    unreadable_reported: HashSet<String>,
+    /// Full-scan period.
+    rescan: Duration,
+    /// When the last full scan started.
+    last_scan: Instant,
     upload_existing: bool,
     stats: Arc<DirectoryStats>,
     files_sent: u64,
@@ -358,11 +403,13 @@ impl LoopState {
         self.initial_scan()?;
         // Logged after the first scan: from here on, every new file counts as new.
         info!(folder = %self.filter.root.display(), topic = %settings.topic, events, rescan_s = rescan.as_secs_f64(), settle_s = settings.settle.as_secs_f64(), registry_entries = self.registry.len(), "watching");
-        let settle_check =
-            (settings.settle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let mut last_scan = Instant::now();
+        let settle_check = settle_round(settings.settle);
+        self.last_scan = Instant::now();
+        self.rescan = rescan;
+        let poll_rescan = settings.rescan.unwrap_or(POLL_RESCAN);
         let mut last_settle_check = Instant::now() - settle_check;
         let mut last_alive = Instant::now();
+        let mut last_save = Instant::now();
         let mut rescan_requested = false;
         while !cancel.is_cancelled() {
             let mut batch = Vec::new();
@@ -373,14 +420,20 @@ impl LoopState {
             }
             batch.extend(rx.try_iter().take(EVENT_QUEUE));
             for msg in &batch {
-                if matches!(msg, Msg::Rescan) {
-                    rescan_requested = true;
+                match msg {
+                    Msg::Rescan => rescan_requested = true,
+                    Msg::EventsIncomplete if self.rescan > poll_rescan => {
+                        self.rescan = poll_rescan;
+                        rescan_requested = true;
+                        warn!(rescan_s = poll_rescan.as_secs_f64(), "file events no longer cover the whole folder: polling with full scans from now on");
+                    }
+                    _ => {}
                 }
             }
             self.handle_batch(batch)?;
-            if rescan_requested || last_scan.elapsed() >= rescan {
+            if rescan_requested || Instant::now() >= self.next_scan() {
                 rescan_requested = false;
-                last_scan = Instant::now();
+                self.last_scan = Instant::now();
                 let now = Instant::now();
                 for seen in self.filter.scan(&self.filter.root.clone()) {
                     self.consider(seen, now);
@@ -394,6 +447,10 @@ impl LoopState {
             // (a message woke us) should get the next settled file at once.
             self.dispatch(jobs, settings.settle);
             self.publish_counts();
+            if last_save.elapsed() >= SAVE_PROGRESS_EVERY {
+                last_save = Instant::now();
+                self.save_progress()?;
+            }
             if let Some(every) = settings.update_every {
                 if last_alive.elapsed() >= every {
                     last_alive = Instant::now();
@@ -495,8 +552,7 @@ impl LoopState {
             }
             self.failed.remove(&seen.relative);
         }
-        self.settler
-            .observe(&seen.relative, seen.path, seen.size, seen.mtime, now);
+        self.settler.observe(seen, now);
     }
 
     /// Looks at one path again (after an event or a finished upload).
@@ -528,7 +584,7 @@ impl LoopState {
         for msg in batch {
             match msg {
                 Msg::Paths(p) => paths.extend(p),
-                Msg::Rescan => {}
+                Msg::Rescan | Msg::EventsIncomplete => {}
                 Msg::Done(d) => done.push(*d),
             }
         }
@@ -552,10 +608,23 @@ impl LoopState {
         self.registry
             .append(entries)
             .context("recording uploaded files in the registry")?;
+        for d in &done {
+            let mut progress = self.lock_progress();
+            match d.outcome {
+                // Recorded above, or useless (the file changed).
+                Outcome::Sent { .. } | Outcome::Changed => progress.forget(&d.file.relative),
+                Outcome::Interrupted | Outcome::Failed(_) | Outcome::PermissionDenied => {
+                    progress.end(&d.file.relative)
+                }
+            }
+        }
         for d in done {
             self.in_flight.remove(&d.file.relative);
             match d.outcome {
                 Outcome::Sent { .. } => {
+                    if self.unreadable_reported.remove(&d.file.relative) {
+                        info!(path = %d.file.relative, "readable again");
+                    }
                     self.files_sent += 1;
                     self.stats.done.fetch_add(1, Ordering::AcqRel);
                     self.stats
@@ -564,6 +633,19 @@ impl LoopState {
                     info!(path = %d.file.relative, bytes = d.file.size, "uploaded");
                 }
                 Outcome::Changed | Outcome::Interrupted => {}
+                Outcome::PermissionDenied => {
+                    let retry_in = self.next_scan().saturating_duration_since(now);
+                    let first = self.unreadable_reported.insert(d.file.relative.clone());
+                    if first {
+                        warn!(path = %d.file.path.display(), retry_in_s = retry_in.as_secs(), "permission denied: this user cannot read the file, so it is skipped (other files are not held up). Give the user running openmsi read access (e.g. `chmod o+r FILE`, or add the user to the file's group); it is tried again at every scan");
+                    } else {
+                        debug!(path = %d.file.relative, "still not readable");
+                    }
+                    self.failed.insert(
+                        d.file.relative.clone(),
+                        (d.file.size, d.file.mtime, now + retry_in),
+                    );
+                }
                 Outcome::Failed(reason) => {
                     warn!(path = %d.file.relative, %reason, retry_in_s = RETRY_FAILED_AFTER.as_secs(), "upload failed; skipped for now");
                     self.failed.insert(
@@ -590,7 +672,25 @@ impl LoopState {
 
     /// Hands settled files to the workers while the bounded queue has room.
     fn dispatch(&mut self, jobs: &SyncSender<Ready>, settle: Duration) {
-        for ready in self.settler.settled(settle, Instant::now()) {
+        let ready = self.settler.settled(settle, Instant::now());
+        if ready.is_empty() {
+            return;
+        }
+        // One pass over /proc per settle round, however many files are ready.
+        if self
+            .writers_checked
+            .is_none_or(|at| at.elapsed() >= settle_round(settle))
+        {
+            self.open_for_writing = open_files::open_for_writing(&self.filter.root);
+            self.writers_checked = Some(Instant::now());
+        }
+        for ready in ready {
+            if self.open_for_writing.contains(&ready.id) {
+                if self.settler.note_open(&ready.relative) {
+                    info!(path = %ready.relative, "unchanged, but another process holds it open for writing: uploaded once it is closed");
+                }
+                continue;
+            }
             let relative = ready.relative.clone();
             match jobs.try_send(ready) {
                 Ok(()) => {
@@ -602,6 +702,22 @@ impl LoopState {
         }
     }
 
+    /// When the next periodic full scan is due.
+    fn next_scan(&self) -> Instant {
+        self.last_scan + self.rescan
+    }
+
+    fn lock_progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        progress::lock(&self.progress)
+    }
+
+    /// Saves the acknowledged chunks of unfinished files (when they changed).
+    fn save_progress(&self) -> anyhow::Result<()> {
+        self.lock_progress()
+            .save()
+            .context("saving the progress of unfinished uploads")
+    }
+
     fn publish_counts(&self) {
         let s = &self.stats;
         s.waiting
@@ -610,6 +726,11 @@ impl LoopState {
             .store(self.in_flight.len() as u64, Ordering::Release);
         s.failed.store(self.failed.len() as u64, Ordering::Release);
     }
+}
+
+/// How often waiting files are looked at again (and, when some are ready, open files listed).
+fn settle_round(settle: Duration) -> Duration {
+    (settle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 fn unix_now() -> f64 {

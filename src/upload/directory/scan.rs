@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use regex::Regex;
 use tracing::warn;
 
+use super::open_files::{file_id, FileId};
 use crate::upload::source::mtime_seconds;
 
 /// A regular file seen under the watched folder.
@@ -20,6 +21,8 @@ pub struct Seen {
     pub size: u64,
     /// Modification time, Unix seconds.
     pub mtime: f64,
+    /// (device, inode): which open files are this one.
+    pub id: FileId,
 }
 
 /// The selection rules: hidden names (a component starting with `.`, which also covers the
@@ -78,6 +81,7 @@ impl Filter {
             path: path.to_path_buf(),
             size: meta.len(),
             mtime: mtime_seconds(meta),
+            id: file_id(meta),
         })
     }
 

@@ -1,9 +1,13 @@
 //! The settle rule: a file is ready once its size and mtime have stayed the same for the
-//! settle time, so a file an instrument is still writing is not sent early.
+//! settle time (and, see [`super::open_files`], no process holds it open for writing), so a
+//! file an instrument is still writing is not sent early.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use super::open_files::FileId;
+use super::scan::Seen;
 
 /// A file waiting to settle.
 #[derive(Debug, Clone)]
@@ -11,8 +15,11 @@ struct Candidate {
     path: PathBuf,
     size: u64,
     mtime: f64,
-    /// When (size, mtime) last changed, as far as we observed.
+    id: FileId,
+    /// When (size, mtime, identity) last changed, as far as we observed.
     stable_since: Instant,
+    /// Whether "held open for writing" was already reported for it.
+    reported_open: bool,
 }
 
 /// A settled file, ready to upload.
@@ -26,6 +33,8 @@ pub struct Ready {
     pub size: u64,
     /// Mtime when it settled.
     pub mtime: f64,
+    /// (device, inode).
+    pub id: FileId,
 }
 
 /// Files seen changing, by relative path.
@@ -35,28 +44,38 @@ pub struct Settler {
 }
 
 impl Settler {
-    /// Records an observation of `relative` at `now`. A changed size or mtime restarts its
-    /// settle clock.
-    pub fn observe(&mut self, relative: &str, path: PathBuf, size: u64, mtime: f64, now: Instant) {
-        match self.candidates.get_mut(relative) {
-            Some(c) if c.size == size && c.mtime == mtime => {}
+    /// Records an observation at `now`. A changed size, mtime or identity (replaced by a
+    /// rename) restarts its settle clock.
+    pub fn observe(&mut self, seen: Seen, now: Instant) {
+        match self.candidates.get_mut(&seen.relative) {
+            Some(c) if c.size == seen.size && c.mtime == seen.mtime && c.id == seen.id => {}
             Some(c) => {
-                c.size = size;
-                c.mtime = mtime;
+                c.size = seen.size;
+                c.mtime = seen.mtime;
+                c.id = seen.id;
                 c.stable_since = now;
             }
             None => {
                 self.candidates.insert(
-                    relative.to_string(),
+                    seen.relative,
                     Candidate {
-                        path,
-                        size,
-                        mtime,
+                        path: seen.path,
+                        size: seen.size,
+                        mtime: seen.mtime,
+                        id: seen.id,
                         stable_since: now,
+                        reported_open: false,
                     },
                 );
             }
         }
+    }
+
+    /// Notes that `relative` is held open for writing; true the first time (to report it once).
+    pub fn note_open(&mut self, relative: &str) -> bool {
+        self.candidates
+            .get_mut(relative)
+            .is_some_and(|c| !std::mem::replace(&mut c.reported_open, true))
     }
 
     /// Forgets `relative` (deleted, sent, or no longer wanted).
@@ -98,6 +117,7 @@ impl Settler {
                 path: c.path.clone(),
                 size: c.size,
                 mtime: c.mtime,
+                id: c.id,
             })
             .collect()
     }
@@ -107,16 +127,26 @@ impl Settler {
 mod tests {
     use super::*;
 
+    fn seen(size: u64) -> Seen {
+        Seen {
+            relative: "a".into(),
+            path: "a".into(),
+            size,
+            mtime: 1.0,
+            id: (1, 1),
+        }
+    }
+
     #[test]
     fn a_change_restarts_the_clock() {
         let t0 = Instant::now();
         let settle = Duration::from_secs(3);
         let mut s = Settler::default();
-        s.observe("a", "a".into(), 1, 1.0, t0);
+        s.observe(seen(1), t0);
         assert!(s.settled(settle, t0 + Duration::from_secs(2)).is_empty());
-        s.observe("a", "a".into(), 2, 1.0, t0 + Duration::from_secs(2));
+        s.observe(seen(2), t0 + Duration::from_secs(2));
         assert!(s.settled(settle, t0 + Duration::from_secs(4)).is_empty());
-        s.observe("a", "a".into(), 2, 1.0, t0 + Duration::from_secs(4));
+        s.observe(seen(2), t0 + Duration::from_secs(4));
         let ready = s.settled(settle, t0 + Duration::from_secs(5));
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].size, 2);

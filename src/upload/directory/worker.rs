@@ -8,13 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::progress::{self, lock, Progress};
 use super::settle::Ready;
 use super::Msg;
 use crate::chunk::hash::to_hex;
+use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
-use crate::upload::send::{queue_file, SendOptions};
+use crate::upload::hashing::{chunk_count, FileHashes};
+use crate::upload::send::{hash_source, queue_chunks, SendOptions, Target};
 use crate::upload::source::SourceFile;
 
 /// What happened to one file.
@@ -27,8 +30,10 @@ pub enum Outcome {
     },
     /// The file changed before or during the upload: it settles again and is sent anew.
     Changed,
-    /// Could not be sent (unreadable, broker refused, ...): reported and retried later.
+    /// Could not be sent (broker refused, read error, ...): reported and retried later.
     Failed(String),
+    /// This user may not read the file: reported with what to do, retried at the next scan.
+    PermissionDenied,
     /// Stopped by `quit`/a signal before every chunk was acknowledged: sent again next run.
     Interrupted,
 }
@@ -54,6 +59,8 @@ pub struct WorkerContext {
     pub options: SendOptions,
     /// Bound on waiting for one file's acknowledgements.
     pub delivery_timeout: Duration,
+    /// Acknowledged chunks of unfinished files (shared with the loop, which saves it).
+    pub progress: Arc<Mutex<Progress>>,
 }
 
 /// A worker thread's loop: runs until the ready queue is closed.
@@ -95,13 +102,49 @@ fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> O
     if source.size != job.size || source.mtime != job.mtime {
         return Outcome::Changed;
     }
+    let chunk_size = ctx.options.chunk_size.get() as u64;
+    let resume =
+        lock(&ctx.progress).resume_point(&job.relative, source.size, source.mtime, chunk_size);
+    let n_chunks = chunk_count(source.size, chunk_size as usize);
+    let (hashes, skip) = match resume {
+        Some(point) => {
+            info!(path = %job.relative, acknowledged_before = point.acked.count(), n_chunks, "resuming an interrupted upload: sending only the chunks the broker did not acknowledge");
+            let hashes = FileHashes {
+                file_hash: point.file_hash,
+                chunk_hashes: None,
+            };
+            (hashes, point.acked)
+        }
+        None => match hash_source(&source, &ctx.options, cancel) {
+            Ok(h) => (h, RangeSet::new()),
+            Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
+            Err(e) => return read_failure(&job.path, e),
+        },
+    };
     let delivery = FileDelivery::new();
-    let queued = queue_file(
-        &ctx.producer,
-        ctx.partitions,
+    lock(&ctx.progress).begin(
+        &job.relative,
+        progress::version(
+            source.size,
+            source.mtime,
+            &hashes.file_hash,
+            chunk_size,
+            n_chunks,
+        ),
+        skip.clone(),
+        Arc::clone(&delivery),
+    );
+    let target = Target {
+        producer: &ctx.producer,
+        partitions: ctx.partitions,
+        delivery: &delivery,
+    };
+    let queued = queue_chunks(
+        &target,
         &source,
         &ctx.options,
-        &delivery,
+        &hashes,
+        &skip,
         &mut |_| {},
         cancel,
     );
@@ -112,7 +155,7 @@ fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> O
     };
     match ctx
         .producer
-        .wait_for_file(&delivery, queued.n_chunks, ctx.delivery_timeout, cancel)
+        .wait_for_file(&delivery, queued.n_queued, ctx.delivery_timeout, cancel)
     {
         Ok(()) => {}
         Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
@@ -120,7 +163,7 @@ fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> O
     }
     match source.unchanged() {
         Ok(true) => {
-            debug!(path = %job.relative, chunks = queued.n_chunks, partition = queued.partition, "acknowledged");
+            debug!(path = %job.relative, chunks = queued.n_chunks, sent_now = queued.n_queued, partition = queued.partition, "acknowledged");
             Outcome::Sent {
                 sha512: to_hex(&queued.file_hash),
             }
@@ -143,6 +186,16 @@ fn open_failure(path: &Path, e: crate::upload::source::SourceError) -> Outcome {
             // Deleted before we got to it: nothing to send.
             Outcome::Changed
         }
+        SourceError::Open { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Outcome::PermissionDenied
+        }
         _ => Outcome::Failed(format!("{}: {e}", path.display())),
     }
+}
+
+/// A failure of the hashing pass (reading the file).
+fn read_failure(path: &Path, e: anyhow::Error) -> Outcome {
+    Outcome::Failed(format!("{}: {e:#}", path.display()))
 }
