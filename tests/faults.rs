@@ -995,3 +995,60 @@ fn survivor_completes_the_file_a_killed_member_had_half_of_mock_cluster() {
     );
     assert!(status.success(), "{}", read(&work.path().join("b.err")));
 }
+
+/// Offsets wait at the first chunk of an unfinished file, so a restart reads everything after
+/// it again, including older versions of files that were replaced since. Those must not
+/// replace the newer version, even for a moment, nor be recorded as completed again.
+#[test]
+fn a_restart_reading_an_old_version_again_keeps_the_newer_one() {
+    let broker = Broker::start(Storage::Sqlite);
+    let topic = unique_topic("reread-version");
+    broker.create_topic(&topic, 1);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_config(work.path(), &broker);
+    let unfinished: Vec<u8> = vec![7; 2 * 4096];
+    let (v1, v2) = (vec![1u8; 5000], vec![2u8; 3000]);
+    produce(
+        &broker,
+        &topic,
+        &[
+            encoded_chunk("unfinished.bin", &unfinished, 4096, 0),
+            encoded_chunk("x.bin", &v1, 4096, 0),
+            encoded_chunk("x.bin", &v1, 4096, 1),
+            encoded_chunk("x.bin", &v2, 4096, 0),
+        ],
+    );
+    let out = work.path().join("out");
+    let completed_lines = || {
+        read(&out.join(".openmsi/completed.jsonl"))
+            .lines()
+            .filter(|l| l.contains("\"x.bin\""))
+            .count()
+    };
+    for run in 1..=2 {
+        common::download_until_idle(&cfg, &topic, &out, "reread-version-group")
+            .success()
+            .stdout(predicates::str::contains(if run == 1 {
+                "2 files completed, 1 in progress"
+            } else {
+                "0 files completed, 1 in progress"
+            }));
+        assert_eq!(std::fs::read(out.join("x.bin")).unwrap(), v2, "run {run}");
+        assert_eq!(completed_lines(), 2, "run {run}: x.bin recorded again");
+    }
+    produce(
+        &broker,
+        &topic,
+        &[encoded_chunk("unfinished.bin", &unfinished, 4096, 1)],
+    );
+    common::download_until_idle(&cfg, &topic, &out, "reread-version-group")
+        .success()
+        .stdout(predicates::str::contains(
+            "1 files completed, 0 in progress",
+        ));
+    assert_eq!(
+        std::fs::read(out.join("unfinished.bin")).unwrap(),
+        unfinished
+    );
+    assert_eq!(std::fs::read(out.join("x.bin")).unwrap(), v2);
+}

@@ -25,6 +25,7 @@ use regex::Regex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::completed::MessagePosition;
 use super::offsets::{ChunkFile, CommitTracker};
 use super::partial::FileVersion;
 use super::reassembler::{is_out_of_space, Accepted, Reassembler, VerifiedChunk};
@@ -285,7 +286,11 @@ fn verify_worker(
                 Err(_) => return,
             }
         };
-        let verdict = verify(incoming.key, incoming.value, regex);
+        let message = MessagePosition {
+            partition: incoming.at.partition,
+            offset: incoming.at.offset,
+        };
+        let verdict = verify(incoming.key, incoming.value, message, regex);
         let verified = Verified {
             seq: incoming.seq,
             at: incoming.at,
@@ -298,7 +303,12 @@ fn verify_worker(
 }
 
 /// Decodes, validates and hash-checks one message.
-fn verify(key: Option<Vec<u8>>, value: Option<Vec<u8>>, regex: Option<&Regex>) -> Verdict {
+fn verify(
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    message: MessagePosition,
+    regex: Option<&Regex>,
+) -> Verdict {
     let reject = |reason: String, key, value| Verdict::Reject { reason, key, value };
     let Some(payload) = value else {
         return reject("message has no value".into(), key, None);
@@ -347,6 +357,7 @@ fn verify(key: Option<Vec<u8>>, value: Option<Vec<u8>>, regex: Option<&Regex>) -
         offset,
         payload,
         data,
+        message,
     }))
 }
 
@@ -426,7 +437,7 @@ fn handle(
         Verdict::Chunk(chunk) => {
             match reassembler.accept(&chunk)? {
                 Accepted::Written | Accepted::Completed => {}
-                Accepted::Duplicate | Accepted::AlreadyComplete => {
+                Accepted::Duplicate | Accepted::AlreadyComplete | Accepted::Superseded => {
                     DownloadStats::add(&stats.duplicate_chunks, 1)
                 }
                 Accepted::HashMismatch => {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info};
 
-use super::completed::{CompletedEntry, CompletedLog};
+use super::completed::{CompletedEntry, CompletedLog, MessagePosition};
 use super::partial::{annotate, FileVersion, PartialFile, Recovered};
 use super::stats::DownloadStats;
 use super::validate::STATE_DIR_NAME;
@@ -40,6 +40,8 @@ pub struct VerifiedChunk {
     pub payload: Vec<u8>,
     /// Where the chunk data sits in `payload`.
     pub data: Range<usize>,
+    /// The Kafka message it came in.
+    pub message: MessagePosition,
 }
 
 /// What happened to one chunk.
@@ -55,12 +57,17 @@ pub enum Accepted {
     Completed,
     /// Written, the file is complete, and its whole-file hash does not match.
     HashMismatch,
+    /// Written and complete, but an older version than the one in place (read again after a
+    /// restart): discarded.
+    Superseded,
 }
 
 /// A verified file waiting for the next flush to be renamed into place.
 struct ReadyFile {
     partial: PartialFile,
     path: PathBuf,
+    /// The message that completed it (None when completed from staging at start-up).
+    completed_by: Option<MessagePosition>,
 }
 
 /// Folders inside the output folder's `.openmsi/`.
@@ -134,7 +141,7 @@ impl Reassembler {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let id = partial.version.id();
                     if partial.is_complete() {
-                        self.finish(id, partial)?;
+                        self.finish(id, partial, None)?;
                     } else {
                         self.partials.insert(id, partial);
                     }
@@ -143,7 +150,7 @@ impl Reassembler {
                     // Renamed into place just before a crash: make sure the log knows.
                     if let Some(hash) = from_hex(&version.file_hash) {
                         if !self.completed.is_latest(&version.relative, &hash) {
-                            republished.push((entry_for(&version, 0), hash));
+                            republished.push((entry_for(&version, 0, None), hash));
                         }
                     }
                     let _ = fs::remove_file(&record);
@@ -208,23 +215,45 @@ impl Reassembler {
         let Some(partial) = self.partials.remove(&chunk.id) else {
             return Ok(Accepted::Written);
         };
-        self.finish(chunk.id.clone(), partial)
+        self.finish(chunk.id.clone(), partial, Some(chunk.message))
     }
 
     /// A complete file: verify it and queue it for publishing, or set it aside.
-    fn finish(&mut self, id: String, mut partial: PartialFile) -> io::Result<Accepted> {
+    fn finish(
+        &mut self,
+        id: String,
+        mut partial: PartialFile,
+        completed_by: Option<MessagePosition>,
+    ) -> io::Result<Accepted> {
         self.stats
             .files_in_progress
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.unflushed = true;
+        let relative = &partial.version.relative;
+        if completed_by.is_some_and(|at| self.completed.is_superseded(relative, at)) {
+            info!(path = %relative, "an older version of this file was read again; the newer one in place is kept");
+            partial.close();
+            // Record first: a data file without its record is deleted at start-up, while a
+            // record without data means "renamed into place".
+            let _ = fs::remove_file(partial.record_path());
+            let _ = fs::remove_file(partial.data_path());
+            return Ok(Accepted::Superseded);
+        }
         if partial.verify()? {
             let path: PathBuf = partial.version.relative.split('/').collect();
             self.ready_ids.insert(id);
-            self.ready.push(ReadyFile { partial, path });
+            self.ready.push(ReadyFile {
+                partial,
+                path,
+                completed_by,
+            });
             return Ok(Accepted::Completed);
         }
         DownloadStats::add(&self.stats.files_failed, 1);
         partial.close();
+        // Record first (see above), so a crash in between cannot make this failed version
+        // look published at the next start.
+        let _ = fs::remove_file(partial.record_path());
         let kept = self.dirs.failed.join(format!(
             "{}-{}",
             id,
@@ -236,7 +265,6 @@ impl Reassembler {
             "whole-file SHA-512 does not match: the file is NOT written to its final path; the received bytes are kept aside"
         );
         fs::rename(partial.data_path(), &kept).map_err(|e| annotate(e, partial.data_path()))?;
-        let _ = fs::remove_file(partial.record_path());
         Ok(Accepted::HashMismatch)
     }
 
@@ -283,7 +311,11 @@ impl Reassembler {
                     dirs.insert(parent);
                     let hash = from_hex(&ready.partial.version.file_hash).unwrap_or([0; 64]);
                     entries.push((
-                        entry_for(&ready.partial.version, ready.partial.size()),
+                        entry_for(
+                            &ready.partial.version,
+                            ready.partial.size(),
+                            ready.completed_by,
+                        ),
                         hash,
                     ));
                     published.push(ready.partial.version.relative.clone());
@@ -296,8 +328,8 @@ impl Reassembler {
                     DownloadStats::add(&self.stats.files_failed, 1);
                     error!(path = %ready.partial.version.relative, error = %e, "could not put the rebuilt file in place; it is kept in .openmsi/failed");
                     let kept = self.dirs.failed.join(ready.partial.version.id());
-                    let _ = fs::rename(ready.partial.data_path(), kept);
                     let _ = fs::remove_file(ready.partial.record_path());
+                    let _ = fs::rename(ready.partial.data_path(), kept);
                 }
             }
         }
@@ -345,8 +377,13 @@ impl Reassembler {
     }
 }
 
-fn entry_for(version: &FileVersion, size: u64) -> CompletedEntry {
+fn entry_for(
+    version: &FileVersion,
+    size: u64,
+    completed_by: Option<MessagePosition>,
+) -> CompletedEntry {
     CompletedEntry {
+        completed_by,
         path: version.relative.clone(),
         file_hash: version.file_hash.clone(),
         size,
@@ -408,8 +445,20 @@ mod tests {
                 offset: (i * size) as u64,
                 payload: piece.to_vec(),
                 data: 0..piece.len(),
+                message: MessagePosition {
+                    partition: 0,
+                    offset: i as i64,
+                },
             })
             .collect()
+    }
+
+    /// The same chunks as if they came at `first_offset` onwards in partition 0.
+    fn at_offset(mut chunks: Vec<VerifiedChunk>, first_offset: i64) -> Vec<VerifiedChunk> {
+        for (i, c) in chunks.iter_mut().enumerate() {
+            c.message.offset = first_offset + i as i64;
+        }
+        chunks
     }
 
     fn open(dir: &Path) -> Reassembler {
@@ -450,15 +499,16 @@ mod tests {
         assert_eq!(r.accept(&empty[0]).unwrap(), Accepted::Completed);
         r.flush().unwrap();
         assert_eq!(fs::read(out.path().join("e")).unwrap(), b"");
-        for content in [&b"first version, long"[..], b"second"] {
-            for c in chunks_of("v.txt", content, 4) {
+        // Each upload later in the partition than the one before.
+        for (content, first_offset) in [(&b"first version, long"[..], 10), (b"second", 20)] {
+            for c in at_offset(chunks_of("v.txt", content, 4), first_offset) {
                 r.accept(&c).unwrap();
             }
             r.flush().unwrap();
             assert_eq!(fs::read(out.path().join("v.txt")).unwrap(), content);
         }
         // Going back to the first content is a new version again and is rebuilt.
-        for c in chunks_of("v.txt", b"first version, long", 4) {
+        for c in at_offset(chunks_of("v.txt", b"first version, long", 4), 30) {
             r.accept(&c).unwrap();
         }
         r.flush().unwrap();
@@ -466,6 +516,42 @@ mod tests {
             fs::read(out.path().join("v.txt")).unwrap(),
             b"first version, long"
         );
+    }
+
+    #[test]
+    fn an_older_version_read_again_does_not_replace_the_newer_one() {
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        let (v1, v2) = (&b"version one, long"[..], &b"version two"[..]);
+        let target = out.path().join("v.txt");
+        for c in at_offset(chunks_of("v.txt", v1, 4), 0) {
+            r.accept(&c).unwrap();
+        }
+        r.flush().unwrap();
+        for c in at_offset(chunks_of("v.txt", v2, 4), 10) {
+            r.accept(&c).unwrap();
+        }
+        r.flush().unwrap();
+        drop(r);
+        // A restart reads v1 again (offsets waited at an unfinished file before it).
+        let mut r = open(out.path());
+        let again = at_offset(chunks_of("v.txt", v1, 4), 0);
+        let outcomes: Vec<Accepted> = again.iter().map(|c| r.accept(c).unwrap()).collect();
+        assert_eq!(outcomes.last(), Some(&Accepted::Superseded));
+        r.flush().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), v2);
+        assert_eq!(
+            fs::read_dir(out.path().join(".openmsi/staging"))
+                .unwrap()
+                .count(),
+            0
+        );
+        // The same old content uploaded again later is a new version: it replaces v2.
+        for c in at_offset(chunks_of("v.txt", v1, 4), 20) {
+            r.accept(&c).unwrap();
+        }
+        r.flush().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), v1);
     }
 
     #[test]
