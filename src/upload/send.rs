@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::hash::sha512;
 use crate::chunk::{
-    encode_value, encoded_len, message_key, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
+    encoded_len, finish_value, message_key, value_data_slot, ChunkHeader, ChunkSize, Sha512Digest,
+    WireFields,
 };
 use crate::kafka::{partition_for_path, ChunkProducer, FileDelivery};
 use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
@@ -132,8 +133,10 @@ struct ChunkPlan<'a> {
     partition: i32,
 }
 
-/// The producing pass: read each chunk, encode it, queue it. Buffers are reused, so memory is
-/// two chunks plus librdkafka's bounded queue.
+/// The producing pass: read each chunk straight into its message (after room left for the
+/// header, which is written once the chunk hash is known), queue it. The one buffer is reused,
+/// so memory is one message plus librdkafka's bounded queue, and the data is copied once (by
+/// librdkafka) between the read and the socket.
 fn produce_chunks(
     plan: &ChunkPlan<'_>,
     producer: &ChunkProducer,
@@ -144,7 +147,6 @@ fn produce_chunks(
     let source = plan.source;
     let mut file: &File = &source.file;
     file.seek(SeekFrom::Start(0))?;
-    let mut data = vec![0u8; plan.chunk_size.min(source.size as usize)];
     let mut value = Vec::new();
     for index in 0..plan.n_chunks {
         if cancel.is_cancelled() {
@@ -156,21 +158,11 @@ fn produce_chunks(
         }
         let offset = index * plan.chunk_size as u64;
         let len = (source.size - offset).min(plan.chunk_size as u64) as usize;
-        let data = &mut data[..len];
-        file.read_exact(data)
-            .context("the file became shorter while it was being uploaded")?;
-        let computed;
-        let chunk_hash = match &plan.hashes.chunk_hashes {
-            Some(kept) => &kept[index as usize],
-            None => {
-                computed = sha512(data);
-                &computed
-            }
-        };
-        let header = ChunkHeader {
+        let mut header = ChunkHeader {
             filename: &source.filename,
             file_hash: &plan.hashes.file_hash,
-            chunk_hash,
+            // A placeholder of the right length until the data is read, when not kept.
+            chunk_hash: &plan.hashes.file_hash,
             offset,
             chunk_i: index + 1,
             n_total_chunks: plan.n_chunks,
@@ -178,7 +170,18 @@ fn produce_chunks(
             filename_append: "",
             file_mtime: source.mtime,
         };
-        encode_value(&header, data, plan.fields, &mut value);
+        let data = value_data_slot(&header, len, plan.fields, &mut value);
+        file.read_exact(data)
+            .context("the file became shorter while it was being uploaded")?;
+        let computed;
+        header.chunk_hash = match &plan.hashes.chunk_hashes {
+            Some(kept) => &kept[index as usize],
+            None => {
+                computed = sha512(data);
+                &computed
+            }
+        };
+        finish_value(&header, len, plan.fields, &mut value);
         let key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks);
         producer.send(plan.partition, &key, &value, len, delivery, cancel)?;
         on_progress(delivery.acked_bytes());
