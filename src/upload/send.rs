@@ -79,6 +79,22 @@ pub fn queue_file(
     let chunk_size = options.chunk_size.get();
     let n_chunks = chunk_count(source.size, chunk_size);
     let partition = partition_for_path(&source.relative_path(), partitions);
+    if n_chunks == 1 {
+        let file_hash = queue_single_chunk(
+            producer,
+            partition,
+            source,
+            options.wire_fields,
+            delivery,
+            cancel,
+        )?;
+        on_progress(delivery.acked_bytes());
+        return Ok(QueuedFile {
+            file_hash,
+            n_chunks,
+            partition,
+        });
+    }
     let mut file: &File = &source.file;
     file.seek(SeekFrom::Start(0))?;
     let hashes = hash_file(
@@ -103,6 +119,67 @@ pub fn queue_file(
         n_chunks,
         partition,
     })
+}
+
+/// A file of one chunk (most files in a drop box): its chunk's hash is the file's hash, so it
+/// is read once, straight into its message, and hashed once, instead of a hashing pass (with
+/// its worker thread), a second read and a second hash. Nothing is sent when the file changed
+/// while it was read (a torn read would otherwise hash consistently and be accepted by the
+/// receivers); the caller reports the error and the file is sent again once it settles.
+fn queue_single_chunk(
+    producer: &ChunkProducer,
+    partition: i32,
+    source: &SourceFile,
+    fields: WireFields,
+    delivery: &Arc<FileDelivery>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Sha512Digest> {
+    if cancel.is_cancelled() {
+        bail!("interrupted before queueing the file's only chunk; nothing is recorded as uploaded");
+    }
+    let len = usize::try_from(source.size).context("file too large for one chunk")?;
+    let placeholder = [0u8; 64];
+    let mut header = ChunkHeader {
+        filename: &source.filename,
+        file_hash: &placeholder,
+        chunk_hash: &placeholder,
+        offset: 0,
+        chunk_i: 1,
+        n_total_chunks: 1,
+        subdir: &source.subdir,
+        filename_append: "",
+        file_mtime: source.mtime,
+    };
+    let mut value = Vec::new();
+    let data = value_data_slot(&header, len, fields, &mut value);
+    let mut file: &File = &source.file;
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(data)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => anyhow::anyhow!(
+                "the file became shorter while it was being read; upload it again once it is \
+                 completely written"
+            ),
+            _ => anyhow::Error::new(e),
+        })
+        .with_context(|| format!("reading {}", source.path.display()))?;
+    if !source
+        .unchanged()
+        .with_context(|| format!("checking {}", source.path.display()))?
+    {
+        bail!(
+            "{} changed while it was being read; nothing was sent. Upload it again once it is \
+             completely written",
+            source.path.display()
+        );
+    }
+    let hash = sha512(data);
+    header.file_hash = &hash;
+    header.chunk_hash = &hash;
+    finish_value(&header, len, fields, &mut value);
+    let key = message_key(&source.subdir, &source.filename, 1, 1);
+    producer.send(partition, &key, &value, len, delivery, cancel)?;
+    Ok(hash)
 }
 
 /// The largest message (value plus key) this file's chunks encode to.
