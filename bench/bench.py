@@ -960,6 +960,9 @@ def main() -> int:
                    help="before each process, wait up to this many seconds for the machine to "
                         "be idle (default 30, 0 with --quick)")
     args = p.parse_args()
+    if not __debug__:
+        # updir.verify (the small case's byte-for-byte check) is written with assert.
+        p.error("run without python -O: the output checks would be skipped")
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if args.settle is None:
