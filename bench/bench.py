@@ -39,6 +39,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# The small-files data set and its checks are updir.py's (bench/ is on sys.path: this script's
+# folder), so both benchmarks build and verify the same tree.
+from updir import count_files, make_files, verify as verify_tree
+
 CHUNK_SIZE = 512 * 1024
 MIB = 1 << 20
 GIB = 1 << 30
@@ -51,6 +55,13 @@ OPENMSI_IDLE_SECS = 1.0
 PYTHON_ONLY_KEYS = {"key.serializer", "value.serializer", "key.deserializer", "value.deserializer"}
 REFERENCE_DONE = re.compile(r"File (.+) successfully reconstructed from stream")
 REFERENCE_BAD = re.compile(r"hashes for file .* not matched|Traceback|ERROR")
+# Each small-files downloader says when its consumer group gave it the partition; the uploader
+# starts only then (see Bench.run_small). The reference logs nothing then: READY_SECS after its
+# first log line instead (its group join on tansu takes ~1-3 s).
+READY_LINE = {"openmsi": "partitions assigned", "raw": "raw_kafka: partitions assigned"}
+REFERENCE_READY_SECS = 5.0
+# How often the small-files case looks at the output (a walk of 2,000 files costs ~3 ms).
+SMALL_POLL_SECS = 0.02
 
 
 def log(msg: str) -> None:
@@ -68,6 +79,10 @@ class Case:
     name: str
     size: int
     tools: list[str]
+    # Non-zero for the small-files case: `files` files of `file_kib` KiB each (size is the
+    # total), moved end to end through the directory commands.
+    files: int = 0
+    file_kib: int = 0
 
 
 @dataclass
@@ -171,6 +186,17 @@ def reap(proc: subprocess.Popen, deadline: float, what: str, logpath: Path) -> F
             proc.returncode = -9
             raise BenchError(f"{what} did not finish in time and was killed; see {logpath}")
         time.sleep(0.005)
+
+
+def try_reap(proc: subprocess.Popen) -> Finished | None:
+    """Finished if `proc` has exited (reaped with its rusage), None if it still runs. Unlike
+    Popen.poll(), which reaps without keeping the rusage, so it must not be used on a process
+    that is measured."""
+    pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+    if not pid:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Finished(proc.returncode, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, time.monotonic())
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -487,8 +513,241 @@ value.deserializer = DataFileChunkDeserializer
                 # Let the broker release the topic before the next timing starts.
                 time.sleep(0.5)
 
+    # -- the small-files case -----------------------------------------------------------------
+
+    def generate_small(self, case: Case) -> tuple[Path, Path]:
+        """The tree of small files (updir.py's layout: 20 folders d0..d19) and, for the raw
+        client, the same bytes concatenated in the order it sends them."""
+        src = self.work / "data" / "small-src"
+        concat = self.work / "data" / "small-concat.bin"
+        shutil.rmtree(src, ignore_errors=True)
+        started = time.monotonic()
+        make_files(str(src), case.files, case.file_kib)
+        with open(concat, "wb") as out:
+            for rel in small_paths(case.files):
+                out.write((src / rel).read_bytes())
+        if concat.stat().st_size != case.size:
+            raise BenchError(f"generating {src} gave {concat.stat().st_size} bytes, not {case.size}")
+        log(f"generated {case.files} files of {case.file_kib} KiB in "
+            f"{time.monotonic() - started:.1f} s")
+        return src, concat
+
+    def small_commands(self, case: Case, tool: str, tag: str, topic: str, src: Path,
+                       concat: Path, out_dir: Path) -> tuple[list[str], list[str]]:
+        """(uploader, downloader) for one tool. Both directory tools get the files already in
+        the folder at start (--upload-existing / --upload_existing), which the reference uploads
+        at once; openmsi gets --settle-seconds 0 for the same (its default waits 3 s for a file
+        to stop changing, which these complete files need not)."""
+        chunk = str(CHUNK_SIZE)
+        if tool == "openmsi":
+            up = [self.args.openmsi, "upload-directory", str(src), "--config", str(self.config),
+                  "--topic", topic, "--upload-existing", "--settle-seconds", "0",
+                  "--chunk-size", chunk]
+            down = [self.args.openmsi, "download-directory", str(out_dir), "--config",
+                    str(self.config), "--topic", topic, "--group-id", f"g-{tag}"]
+        elif tool == "reference":
+            up = [str(self.reference_bin / "DataFileUploadDirectory"), str(src), "--config",
+                  str(self.config), "--topic_name", topic, "--upload_existing",
+                  "--chunk_size", chunk]
+            down = [str(self.reference_bin / "DataFileDownloadDirectory"), str(out_dir),
+                    "--config", str(self.config), "--topic_name", topic,
+                    "--consumer_group_id", f"g-{tag}", "--logger_stream_level", "debug"]
+        elif tool == "raw":
+            out_dir.mkdir(parents=True)
+            up = [self.args.raw, "produce", str(concat), "--brokers", self.bootstrap,
+                  "--topic", topic, "--chunk-size", str(case.file_kib * 1024),
+                  *self.producer_props]
+            down = [self.args.raw, "consume", str(out_dir / concat.name), "--brokers",
+                    self.bootstrap, "--topic", topic, "--group", f"g-{tag}",
+                    "--bytes", str(case.size), *self.consumer_props]
+        else:
+            raise BenchError(f"unknown tool {tool}")
+        return up, down
+
+    def run_small(self, case: Case, tool: str, run: int, src: Path, concat: Path) -> None:
+        """End to end: the downloader runs and has its partition; then the uploader starts with
+        the files already in its folder (t0) and the clock stops when the last file is rebuilt
+        (openmsi: the last of the files has appeared under its final name, which happens only
+        after its SHA-512 matched; reference: its last 'successfully reconstructed' line, which
+        comes after its own hash check; raw: all bytes consumed). Then both are stopped and
+        every file is compared with its source."""
+        tag = f"small-{tool}-{run}-{uuid.uuid4().hex[:8]}"
+        topic = f"bench-{tag}"
+        out_dir = self.work / "out" / tag
+        up_log = self.logs / f"small-{tool}-upload-{run}.log"
+        down_log = self.logs / f"small-{tool}-download-{run}.log"
+        up_cmd, down_cmd = self.small_commands(case, tool, tag, topic, src, concat, out_dir)
+        deadline_secs = 120 + case.files * 0.25 + case.size / 5e6
+        self.create_topic(topic)
+        interrupted = False
+        try:
+            self.settle()
+            done: list[float] = []  # the reference's completion lines, timestamped
+            failed: list[str] = []
+            first_line: list[float] = []
+            piped = subprocess.PIPE if tool != "raw" else subprocess.DEVNULL
+            if tool == "reference":
+                down = self.spawn(down_cmd, down_log, stdin=piped, stderr=subprocess.PIPE)
+
+                def follow() -> None:
+                    with open(down_log, "ab") as out:
+                        for raw in down.stderr:
+                            now = time.monotonic()
+                            out.write(raw)
+                            out.flush()
+                            first_line[:] = first_line or [now]
+                            line = raw.decode(errors="replace")
+                            if REFERENCE_DONE.search(line):
+                                done.append(now)
+                            elif REFERENCE_BAD.search(line):
+                                failed.append(line.strip())
+
+                threading.Thread(target=follow, daemon=True).start()
+            else:
+                down = self.spawn(down_cmd, down_log, stdin=piped)
+            # Wait until the downloader is ready, so the clock measures the transfer and not
+            # its start-up and group join.
+            ready_by = time.monotonic() + 120
+            while True:
+                if try_reap(down):
+                    raise BenchError(f"{tool} downloader exited with {down.returncode} before it "
+                                     f"was ready; last lines of {down_log}:\n{tail(down_log)}")
+                if time.monotonic() > ready_by:
+                    raise BenchError(f"{tool} downloader not ready after 120 s; see {down_log}")
+                if tool == "reference":
+                    if first_line and time.monotonic() - first_line[0] >= REFERENCE_READY_SECS:
+                        break
+                elif READY_LINE[tool] in down_log.read_text(errors="replace"):
+                    break
+                time.sleep(0.05)
+            down_cpu0 = proc_cpu_s(down.pid)
+            broker0, machine0 = self.broker.seconds(), machine_busy_s()
+            started = time.monotonic()
+            up = self.spawn(up_cmd, up_log, stdin=piped)
+            up_fin: Finished | None = None
+            down_fin: Finished | None = None
+            raw_out = out_dir / concat.name
+
+            def complete() -> bool:
+                if tool == "reference":
+                    return len(done) >= case.files
+                if tool == "openmsi":
+                    return count_files(str(out_dir)) >= case.files
+                return raw_out.exists() and raw_out.stat().st_size >= case.size
+
+            while True:
+                now = time.monotonic()
+                if down_fin is None:
+                    # The raw consumer leaves by itself after its last byte; the others only
+                    # on quit. Reaped here (keeping its rusage), checked after `complete`.
+                    down_fin = try_reap(down)
+                if complete():
+                    finished_at = done[-1] if tool == "reference" else now
+                    if down_fin is not None and tool == "raw":
+                        finished_at = min(finished_at, down_fin.ended)
+                    break
+                if failed:
+                    raise BenchError(f"reference download reported: {failed[0]}; see {down_log}")
+                if down_fin is not None:
+                    raise BenchError(f"{tool} downloader exited with {down_fin.returncode} "
+                                     f"before the last file; last lines of {down_log}:\n"
+                                     f"{tail(down_log)}")
+                if up_fin is None:
+                    up_fin = try_reap(up)
+                    if up_fin is not None:
+                        # Only the raw producer leaves by itself (after every acknowledgement).
+                        check_exit(up_fin, f"{tool} uploader", up_log)
+                        if tool != "raw":
+                            raise BenchError(f"{tool} uploader exited early; see {up_log}")
+                if now > started + deadline_secs:
+                    have = (len(done) if tool == "reference" else
+                            count_files(str(out_dir)) if tool == "openmsi" else
+                            raw_out.stat().st_size if raw_out.exists() else 0)
+                    raise BenchError(f"{tool}: only {have} of {case.files} files (raw: bytes) "
+                                     f"after {deadline_secs:.0f} s; see {up_log}, {down_log}")
+                time.sleep(SMALL_POLL_SECS)
+            broker1, machine1 = self.broker.seconds(), machine_busy_s()
+            # Now let both go: the directory tools on a quit command (the reference reads
+            # `q`), the raw consumer after its last byte.
+            quit_word = b"q\n" if tool == "reference" else b"quit\n"
+            for proc in (up, down):
+                if proc.stdin and proc.returncode is None:
+                    try:
+                        proc.stdin.write(quit_word)
+                        proc.stdin.flush()
+                    except BrokenPipeError:
+                        pass
+            if up_fin is None:
+                up_fin = reap(up, time.monotonic() + 60, f"{tool} uploader shutdown", up_log)
+            if down_fin is None:
+                down_fin = reap(down, time.monotonic() + 60, f"{tool} downloader shutdown",
+                                down_log)
+            self.children.discard(up)
+            self.children.discard(down)
+            check_exit(up_fin, f"{tool} uploader", up_log)
+            check_exit(down_fin, f"{tool} downloader", down_log)
+            if tool == "reference":
+                text = up_log.read_text(errors="replace")
+                if REFERENCE_BAD.search(text):
+                    raise BenchError(f"reference uploader logged an error; see {up_log}")
+            wall = finished_at - started
+            down_during = max(down_fin.cpu_s - down_cpu0, 0.0) if down_cpu0 == down_cpu0 else 0.0
+            others = machine1 - machine0 - up_fin.cpu_s - down_during - (broker1 - broker0)
+            for step, fin in (("e2e: uploader", up_fin), ("e2e: downloader", down_fin)):
+                m = Measurement(case.name, tool, step, run, case.size, wall, fin.cpu_s,
+                                fin.max_rss_kib, broker1 - broker0, fin.ended - started,
+                                max(others, 0.0), {"end_to_end": True, "files": case.files})
+                self.measurements.append(m)
+            log(f"{case.name} run {run} {tool:9} end to end: {case.size / 1e6 / wall:7.1f} MB/s "
+                f"({wall:.2f} s, {case.files / wall:.0f} files/s), CPU up {up_fin.cpu_s:.2f} s "
+                f"down {down_fin.cpu_s:.2f} s, peak RSS up {up_fin.max_rss_kib / 1024:.0f} MiB "
+                f"down {down_fin.max_rss_kib / 1024:.0f} MiB, broker CPU "
+                f"{broker1 - broker0:.2f} s, others {max(others, 0.0) / wall:.2f} cores")
+            self.verify_small(case, tool, src, concat, out_dir)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            self.kill_children()
+            shutil.rmtree(out_dir, ignore_errors=True)
+            # The uploaders' state (openmsi's .openmsi/, the reference's LOGS/) goes, so the
+            # next run starts from the same folder as this one did.
+            shutil.rmtree(src / ".openmsi", ignore_errors=True)
+            shutil.rmtree(src / "LOGS", ignore_errors=True)
+            for stray in src.glob("*.log"):
+                stray.unlink()
+            if not interrupted:
+                self.delete_topic(topic)
+                time.sleep(0.5)
+
+    def verify_small(self, case: Case, tool: str, src: Path, concat: Path, out_dir: Path) -> None:
+        if tool == "raw":
+            if not same_bytes(concat, out_dir / concat.name):
+                raise BenchError(f"raw: {out_dir / concat.name} differs from {concat}")
+            return
+        try:
+            n = verify_tree(str(src), str(out_dir))
+        except (AssertionError, FileNotFoundError) as e:
+            raise BenchError(f"{tool}: rebuilt file differs from or missing in {out_dir}: {e}")
+        got = rebuilt_files(out_dir)
+        expected = set(small_paths(case.files))
+        if n != case.files or got != expected:
+            raise BenchError(
+                f"{tool}: {n} source files verified, {len(got)} files in {out_dir}, expected "
+                f"{case.files}; unexpected: {sorted(got - expected)[:5]}, missing: "
+                f"{sorted(expected - got)[:5]}")
+
     def run(self) -> None:
         for case in self.cases():
+            if case.files:
+                src, concat = self.generate_small(case)
+                for run in range(1, self.args.runs + 1):
+                    for tool in case.tools:
+                        self.run_small(case, tool, run, src, concat)
+                if not self.args.keep_data:
+                    shutil.rmtree(src)
+                    concat.unlink()
+                continue
             data = self.generate(case.size)
             for run in range(1, self.args.runs + 1):
                 for tool in case.tools:
@@ -508,6 +767,10 @@ value.deserializer = DataFileChunkDeserializer
             out.append(Case(size_name(small), small, tools))
         if "memory" in self.args.cases and "openmsi" in tools:
             out.append(Case(size_name(big), big, ["openmsi"]))
+        if "small" in self.args.cases:
+            n = self.args.small_files or (200 if self.args.quick else 2000)
+            kib = self.args.small_kib
+            out.append(Case(f"{n} x {kib} KiB", n * kib * 1024, tools, n, kib))
         return out
 
     def kill_children(self) -> None:
@@ -518,6 +781,28 @@ value.deserializer = DataFileChunkDeserializer
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     pass
+
+
+def small_paths(n: int) -> list[str]:
+    """The relative paths updir.make_files writes, in the order it writes them."""
+    return [f"d{i % 20}/f{i:05d}.bin" for i in range(n)]
+
+
+def rebuilt_files(out: Path) -> set[str]:
+    """Relative paths of the files a downloader rebuilt under `out`: its own state (openmsi's
+    .openmsi/, the reference's LOGS/ folder and DataFileDownloadDirectory.log) is not counted."""
+    found = set()
+    for root, dirs, files in os.walk(out):
+        top = Path(root) == out
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not (top and d == "LOGS")]
+        found.update(os.path.relpath(os.path.join(root, f), out) for f in files
+                     if not (top and f == "DataFileDownloadDirectory.log"))
+    return found
+
+
+def proc_cpu_s(pid: int) -> float:
+    """user + sys a running process has used so far (nan once it is gone)."""
+    return BrokerCpu(pid).seconds()
 
 
 def same_bytes(a: Path, b: Path) -> bool:
@@ -593,6 +878,13 @@ def table(rows: list[dict], meta: dict) -> str:
         "all bytes written), excluding idle/shutdown time. CPU = user+sys of the whole process.\n"
         "others' cores = CPU used by other processes on the machine during the run (0 = the "
         "machine was ours); a row with a high value is noise, not the tool.\n"
+        "Small-files case (N x K KiB, one message per file): end to end, both rows of a tool "
+        "share one MB/s: from the uploader's start (files already in its folder; openmsi "
+        "upload-directory --upload-existing --settle-seconds 0, reference "
+        "DataFileUploadDirectory --upload_existing; raw: the same bytes as N messages) to the last "
+        "file rebuilt by the already running, already assigned downloader (openmsi "
+        "download-directory, reference DataFileDownloadDirectory, raw consumer); CPU and peak "
+        "RSS are each process's own, whole life.\n"
     )
     return "\n".join(lines) + "\n" + notes
 
@@ -655,7 +947,10 @@ def main() -> int:
     p.add_argument("--work-dir", required=True)
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--cases", default="speed,memory")
+    p.add_argument("--cases", default="speed,memory,small")
+    p.add_argument("--small-files", type=int, default=None,
+                   help="files in the small-files case (default 2000, 200 with --quick)")
+    p.add_argument("--small-kib", type=int, default=64, help="KiB per small file (default 64)")
     p.add_argument("--tools", default="openmsi,reference,raw")
     p.add_argument("--file-size", type=parse_size)
     p.add_argument("--memory-size", type=parse_size)
@@ -665,6 +960,9 @@ def main() -> int:
                    help="before each process, wait up to this many seconds for the machine to "
                         "be idle (default 30, 0 with --quick)")
     args = p.parse_args()
+    if not __debug__:
+        # updir.verify (the small case's byte-for-byte check) is written with assert.
+        p.error("run without python -O: the output checks would be skipped")
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if args.settle is None:

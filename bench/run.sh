@@ -2,9 +2,10 @@
 # The openmsi benchmark, in one command: openmsi vs the Python reference (OpenMSIStream 1.8.8)
 # vs a raw librdkafka client (examples/raw_kafka.rs), on one fresh tansu memory-engine broker.
 #
-#   bench/run.sh                 full: 1 GiB speed case (3 tools) + 4 GiB memory case (openmsi),
-#                                3 runs each, medians (~6-10 minutes on 2 cores)
-#   bench/run.sh --quick         64 MiB + 256 MiB, 1 run (a couple of minutes; for CI)
+#   bench/run.sh                 full: 1 GiB speed case (3 tools) + 4 GiB memory case (openmsi)
+#                                + 2,000 x 64 KiB files end to end through the directory
+#                                commands (3 tools), 3 runs each, medians (~15 minutes on 2 cores)
+#   bench/run.sh --quick         64 MiB + 256 MiB + 200 small files, 1 run (a few minutes; CI)
 #   bench/run.sh --runs 5 --results out/bench.json --results out/bench.md
 #
 # What it does: builds openmsi and the raw client (cargo build --release), makes sure tansu and
@@ -32,15 +33,21 @@ usage() {
 Usage: bench/run.sh [OPTIONS]
 
 Options:
-  --quick             Small sizes (64 MiB speed case, 256 MiB memory case), 1 run by default.
+  --quick             Small sizes (64 MiB speed case, 256 MiB memory case, 200 small files),
+                      1 run by default.
   --runs N            Runs per case; the table shows the median (default 3, or 1 with --quick).
   --results FILE      Also write the results to FILE: markdown if it ends in .md, else JSON
                       (every run, the medians and the environment). Repeatable.
-  --cases LIST        speed,memory (default both): speed = the 1 GiB file through every tool;
-                      memory = openmsi's peak RSS on a 4 GiB file.
+  --cases LIST        speed,memory,small (default all): speed = the 1 GiB file through every
+                      tool; memory = openmsi's peak RSS on a 4 GiB file; small = 2,000 x 64 KiB
+                      files end to end through the directory commands (upload-directory +
+                      download-directory; the reference's DataFileUploadDirectory +
+                      DataFileDownloadDirectory; raw: the same bytes as 2,000 messages).
   --tools LIST        openmsi,reference,raw (default all).
   --file-size SIZE    Size of the speed case (default 1GiB; e.g. 256MiB).
   --memory-size SIZE  Size of the memory case (default 4GiB).
+  --small-files N     Files in the small case (default 2000; 200 with --quick).
+  --small-kib K       KiB per file in the small case (default 64).
   --settle SECS       Before each measured process, wait up to SECS for the machine to be idle
                       (others using < 0.25 core) (default 30; 0 with --quick).
   --work-dir DIR      Where data, outputs, logs and the broker live (default: a new /tmp folder).
@@ -59,7 +66,7 @@ while (($#)); do
     case $1 in
     -h | --help) usage; exit 0 ;;
     --quick) bench_args+=(--quick); shift ;;
-    --runs | --cases | --tools | --file-size | --memory-size | --settle)
+    --runs | --cases | --tools | --file-size | --memory-size | --settle | --small-files | --small-kib)
         (($# >= 2)) || die "$1 needs a value"
         bench_args+=("$1" "$2"); shift 2 ;;
     --results)

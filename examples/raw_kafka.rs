@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -222,6 +222,20 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// Says on stderr when the group gave this consumer its partitions: the benchmark's end-to-end
+/// case starts the producer only once the consumer is ready, as it does for the other tools.
+struct AssignLogger;
+
+impl ClientContext for AssignLogger {}
+
+impl ConsumerContext for AssignLogger {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            eprintln!("raw_kafka: partitions assigned");
+        }
+    }
+}
+
 fn consume(args: &ConsumeArgs) -> BoxResult<()> {
     let started = Instant::now();
     // openmsi's consumer defaults (src/download/mod.rs) and the benchmark's fetch wait.
@@ -231,7 +245,8 @@ fn consume(args: &ConsumeArgs) -> BoxResult<()> {
         ("enable.auto.commit", "false".to_string()),
         ("max.partition.fetch.bytes", (16u32 << 20).to_string()),
     ];
-    let consumer: BaseConsumer = config(&args.common, &defaults).create()?;
+    let consumer: BaseConsumer<AssignLogger> =
+        config(&args.common, &defaults).create_with_context(AssignLogger)?;
     consumer.subscribe(&[&args.common.topic])?;
     let mut out = File::create(&args.out)?;
     let stall = Duration::from_secs(args.common.stall_timeout);

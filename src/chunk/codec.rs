@@ -282,10 +282,7 @@ pub fn encoded_len(header: &ChunkHeader<'_>, data_len: usize, fields: WireFields
     n += str_header_len(header.subdir.len()) + header.subdir.len();
     n += str_header_len(header.filename_append.len()) + header.filename_append.len();
     n += bin_header_len(data_len) + data_len;
-    if fields == WireFields::Ten {
-        n += 9; // 0xcb + 8 bytes
-    }
-    n
+    n + tail_len(fields)
 }
 
 /// msgpack lengths are 32-bit. A longer string or chunk cannot be represented at all, and
@@ -302,37 +299,107 @@ fn len_u32(len: usize, what: &str) -> u32 {
 /// what the reference's `DataFileChunkSerializer` writes for the same inputs (with
 /// [`WireFields::Nine`], what OpenMSIStream <= 1.8.6 wrote).
 ///
-/// The header is written in place and `data` is copied once, straight into `out`.
+/// The header is written in place and `data` is copied once, straight into `out`. To avoid
+/// even that copy (read the data straight into the message), use [`value_data_slot`] and
+/// [`finish_value`].
 ///
 /// # Panics
 ///
 /// If `data` or a string is 4 GiB or longer, which msgpack cannot represent; [`super::ChunkSize`]
 /// keeps data far below that.
 pub fn encode_value(header: &ChunkHeader<'_>, data: &[u8], fields: WireFields, out: &mut Vec<u8>) {
+    use rmp::encode::RmpWrite;
+
     let total = encoded_len(header, data.len(), fields);
     // ByteBuf wraps the Vec without copying and makes rmp's writes infallible (its error type
     // is Infallible), so there is no error to unwrap.
     let mut buf = ByteBuf::from_vec(std::mem::take(out));
     buf.as_mut_vec().clear();
     buf.as_mut_vec().reserve(total);
-    match write_value(&mut buf, header, data, fields) {
+    infallible(write_head(&mut buf, header, data.len(), fields));
+    infallible(
+        buf.write_bytes(data)
+            .map_err(ValueWriteError::InvalidDataWrite),
+    );
+    infallible(write_tail(&mut buf, header, fields));
+    *out = buf.into_vec();
+    debug_assert_eq!(out.len(), total, "encoded_len must be exact");
+}
+
+/// First half of encoding a value without copying its data: sizes `out` for a value with
+/// `data_len` bytes of data and returns the slot where the data goes, so the caller can read
+/// the chunk from the file straight into the message. Fill all of it, then call
+/// [`finish_value`] with a header of the same lengths (the hashes, which only [`finish_value`]
+/// writes, may be computed from the slot in between). `out`'s allocation is reused; when it
+/// already has the right length (every full chunk after the first) nothing is initialised.
+///
+/// # Panics
+///
+/// As [`encode_value`].
+pub fn value_data_slot<'o>(
+    header: &ChunkHeader<'_>,
+    data_len: usize,
+    fields: WireFields,
+    out: &'o mut Vec<u8>,
+) -> &'o mut [u8] {
+    let total = encoded_len(header, data_len, fields);
+    let start = total - data_len - tail_len(fields);
+    out.resize(total, 0);
+    &mut out[start..start + data_len]
+}
+
+/// Second half of [`value_data_slot`]: writes the header fields before the data and the mtime
+/// after it. `out` then holds exactly what [`encode_value`] writes for this header and the
+/// data in the slot.
+///
+/// # Panics
+///
+/// If `out` was not laid out by [`value_data_slot`] for the same lengths (a caller bug).
+pub fn finish_value(header: &ChunkHeader<'_>, data_len: usize, fields: WireFields, out: &mut [u8]) {
+    let total = encoded_len(header, data_len, fields);
+    assert_eq!(
+        out.len(),
+        total,
+        "invariant violated: finish_value needs the layout value_data_slot made for the same lengths"
+    );
+    let start = total - data_len - tail_len(fields);
+    // The header is ~100-300 bytes: assembling it apart and copying it is cheap next to the
+    // data it saves copying.
+    let mut head = ByteBuf::with_capacity(start);
+    infallible(write_head(&mut head, header, data_len, fields));
+    out[..start].copy_from_slice(head.as_slice());
+    let mut tail = ByteBuf::with_capacity(tail_len(fields));
+    infallible(write_tail(&mut tail, header, fields));
+    out[start + data_len..].copy_from_slice(tail.as_slice());
+}
+
+/// Bytes after the data: the float64 mtime in 10-field values.
+fn tail_len(fields: WireFields) -> usize {
+    match fields {
+        WireFields::Ten => 9, // 0xcb + 8 bytes
+        WireFields::Nine => 0,
+    }
+}
+
+/// rmp's writes into a [`ByteBuf`] cannot fail (the error type is uninhabited).
+fn infallible(result: Result<(), ValueWriteError<Infallible>>) {
+    match result {
         Ok(()) => {}
         Err(
             ValueWriteError::InvalidMarkerWrite(never) | ValueWriteError::InvalidDataWrite(never),
         ) => match never {},
     }
-    *out = buf.into_vec();
-    debug_assert_eq!(out.len(), total, "encoded_len must be exact");
 }
 
-fn write_value(
+/// Everything before the data's bytes: the array header, fields 0-7 and the data's bin header.
+fn write_head(
     buf: &mut ByteBuf,
     header: &ChunkHeader<'_>,
-    data: &[u8],
+    data_len: usize,
     fields: WireFields,
 ) -> Result<(), ValueWriteError<Infallible>> {
     use rmp::encode::RmpWrite;
-    use rmp::encode::{write_array_len, write_bin_len, write_f64, write_str_len, write_uint};
+    use rmp::encode::{write_array_len, write_bin_len, write_str_len, write_uint};
 
     fn write_str(
         buf: &mut ByteBuf,
@@ -362,9 +429,18 @@ fn write_value(
     write_uint(buf, header.n_total_chunks)?;
     write_str(buf, header.subdir, "subdir")?;
     write_str(buf, header.filename_append, "filename_append")?;
-    write_bin(buf, data, "data")?;
+    write_bin_len(buf, len_u32(data_len, "data"))?;
+    Ok(())
+}
+
+/// Everything after the data's bytes.
+fn write_tail(
+    buf: &mut ByteBuf,
+    header: &ChunkHeader<'_>,
+    fields: WireFields,
+) -> Result<(), ValueWriteError<Infallible>> {
     if fields == WireFields::Ten {
-        write_f64(buf, header.file_mtime)?;
+        rmp::encode::write_f64(buf, header.file_mtime)?;
     }
     Ok(())
 }
@@ -790,6 +866,11 @@ mod tests {
                     let golden = read_fixture(rel);
                     encode_value(&header, &data, fields, &mut out);
                     assert!(out == golden, "{name}: encode != golden {rel}");
+                    // The copy-free path (data read straight into the message) too, into a
+                    // buffer holding the previous value's bytes.
+                    value_data_slot(&header, data.len(), fields, &mut out).copy_from_slice(&data);
+                    finish_value(&header, data.len(), fields, &mut out);
+                    assert!(out == golden, "{name}: in-place encode != golden {rel}");
                     assert_eq!(
                         encoded_len(&header, data.len(), fields),
                         golden.len(),
@@ -857,6 +938,35 @@ mod tests {
         encode_value(&header, d.data, WireFields::Ten, &mut out);
         assert_eq!(out, golden);
         assert_eq!(out.as_ptr(), ptr, "allocation was not reused");
+    }
+
+    #[test]
+    fn chunk_encode_in_place_equals_encode_value_at_every_length_boundary() {
+        let file_hash = sha512(b"file");
+        let mut value = Vec::new();
+        let mut expected = Vec::new();
+        // bin8 / bin16 / bin32 boundaries, and shrinking and growing between calls.
+        for len in [0usize, 1, 255, 256, 65_535, 65_536, 70_000, 3, 524_288, 100] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let chunk_hash = sha512(&data);
+            let header = ChunkHeader {
+                filename: "f.dat",
+                file_hash: &file_hash,
+                chunk_hash: &chunk_hash,
+                offset: len as u64 * 3,
+                chunk_i: 2,
+                n_total_chunks: 300,
+                subdir: "a/b",
+                filename_append: "",
+                file_mtime: 1_700_000_000.25,
+            };
+            for fields in [WireFields::Ten, WireFields::Nine] {
+                encode_value(&header, &data, fields, &mut expected);
+                value_data_slot(&header, len, fields, &mut value).copy_from_slice(&data);
+                finish_value(&header, len, fields, &mut value);
+                assert!(value == expected, "len {len}, {fields:?}");
+            }
+        }
     }
 
     // ---- decode errors --------------------------------------------------------------------

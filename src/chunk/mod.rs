@@ -29,7 +29,8 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use codec::{
-    decode_value, encode_value, encoded_len, ChunkHeader, DecodeError, DecodedChunk, Field,
+    decode_value, encode_value, encoded_len, finish_value, value_data_slot, ChunkHeader,
+    DecodeError, DecodedChunk, Field,
 };
 pub use hash::{sha512, Sha512Stream};
 pub use key::message_key;

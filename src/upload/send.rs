@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::hash::sha512;
 use crate::chunk::RangeSet;
 use crate::chunk::{
-    encode_value, encoded_len, message_key, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
+    encoded_len, finish_value, message_key, value_data_slot, ChunkHeader, ChunkSize, Sha512Digest,
+    WireFields,
 };
 use crate::kafka::{partition_for_path, ChunkOf, ChunkProducer, FileDelivery};
 use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
@@ -78,12 +79,17 @@ pub fn queue_file(
     on_progress: &mut dyn FnMut(u64),
     cancel: &CancellationToken,
 ) -> anyhow::Result<QueuedFile> {
-    let hashes = hash_source(source, options, cancel)?;
     let target = Target {
         producer,
         partitions,
         delivery,
     };
+    if chunk_count(source.size, options.chunk_size.get()) == 1 {
+        let queued = queue_single_chunk(&target, source, options.wire_fields, cancel)?;
+        on_progress(delivery.acked_bytes());
+        return Ok(queued);
+    }
+    let hashes = hash_source(source, options, cancel)?;
     queue_chunks(
         &target,
         source,
@@ -158,6 +164,78 @@ pub fn queue_chunks(
     })
 }
 
+/// A file of one chunk (most files in a drop box): its chunk's hash is the file's hash, so it
+/// is read once, straight into its message, and hashed once, instead of a hashing pass (with
+/// its worker thread), a second read and a second hash. Nothing is sent when the file changed
+/// while it was read (a torn read would otherwise hash consistently and be accepted by the
+/// receivers); the caller reports the error and the file is sent again once it settles.
+pub fn queue_single_chunk(
+    target: &Target<'_>,
+    source: &SourceFile,
+    fields: WireFields,
+    cancel: &CancellationToken,
+) -> anyhow::Result<QueuedFile> {
+    if cancel.is_cancelled() {
+        bail!("interrupted before queueing the file's only chunk; nothing is recorded as uploaded");
+    }
+    let len = usize::try_from(source.size).context("file too large for one chunk")?;
+    let partition = partition_for_path(&source.relative_path(), target.partitions);
+    let placeholder = [0u8; 64];
+    let mut header = ChunkHeader {
+        filename: &source.filename,
+        file_hash: &placeholder,
+        chunk_hash: &placeholder,
+        offset: 0,
+        chunk_i: 1,
+        n_total_chunks: 1,
+        subdir: &source.subdir,
+        filename_append: "",
+        file_mtime: source.mtime,
+    };
+    let mut value = Vec::new();
+    let data = value_data_slot(&header, len, fields, &mut value);
+    let mut file: &File = &source.file;
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(data)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => anyhow::anyhow!(
+                "the file became shorter while it was being read; upload it again once it is \
+                 completely written"
+            ),
+            _ => anyhow::Error::new(e),
+        })
+        .with_context(|| format!("reading {}", source.path.display()))?;
+    if !source
+        .unchanged()
+        .with_context(|| format!("checking {}", source.path.display()))?
+    {
+        bail!(
+            "{} changed while it was being read; nothing was sent. Upload it again once it is \
+             completely written",
+            source.path.display()
+        );
+    }
+    let hash = sha512(data);
+    header.file_hash = &hash;
+    header.chunk_hash = &hash;
+    finish_value(&header, len, fields, &mut value);
+    let key = message_key(&source.subdir, &source.filename, 1, 1);
+    let chunk = ChunkOf {
+        file: target.delivery,
+        index: 0,
+        bytes: len,
+    };
+    target
+        .producer
+        .send(partition, &key, &value, chunk, cancel)?;
+    Ok(QueuedFile {
+        file_hash: hash,
+        n_chunks: 1,
+        n_queued: 1,
+        partition,
+    })
+}
+
 /// The largest message (value plus key) this file's chunks encode to.
 pub fn max_message_len(source: &SourceFile, chunk_size: usize, fields: WireFields) -> usize {
     let zero = [0u8; 64];
@@ -186,9 +264,11 @@ struct ChunkPlan<'a> {
     partition: i32,
 }
 
-/// The producing pass: read each chunk of the `wanted` ranges, encode it, queue it. Buffers
-/// are reused, so memory is two chunks plus librdkafka's bounded queue. Returns the number of
-/// chunks queued.
+/// The producing pass: read each chunk of the `wanted` ranges straight into its message (after
+/// room left for the header, which is written once the chunk hash is known), queue it. The one
+/// buffer is reused, so memory is one message plus librdkafka's bounded queue, and the data is
+/// copied once (by librdkafka) between the read and the socket. Returns the number of chunks
+/// queued.
 fn produce_chunks(
     plan: &ChunkPlan<'_>,
     target: &Target<'_>,
@@ -198,7 +278,6 @@ fn produce_chunks(
 ) -> anyhow::Result<u64> {
     let source = plan.source;
     let mut file: &File = &source.file;
-    let mut data = vec![0u8; plan.chunk_size.min(source.size as usize)];
     let mut value = Vec::new();
     let mut queued = 0u64;
     for &(first, end) in wanted {
@@ -211,21 +290,11 @@ fn produce_chunks(
             }
             let offset = index * plan.chunk_size as u64;
             let len = (source.size - offset).min(plan.chunk_size as u64) as usize;
-            let data = &mut data[..len];
-            file.read_exact(data)
-                .context("the file became shorter while it was being uploaded")?;
-            let computed;
-            let chunk_hash = match &plan.hashes.chunk_hashes {
-                Some(kept) => &kept[index as usize],
-                None => {
-                    computed = sha512(data);
-                    &computed
-                }
-            };
-            let header = ChunkHeader {
+            let mut header = ChunkHeader {
                 filename: &source.filename,
                 file_hash: &plan.hashes.file_hash,
-                chunk_hash,
+                // A placeholder of the right length until the data is read, when not kept.
+                chunk_hash: &plan.hashes.file_hash,
                 offset,
                 chunk_i: index + 1,
                 n_total_chunks: plan.n_chunks,
@@ -233,7 +302,18 @@ fn produce_chunks(
                 filename_append: "",
                 file_mtime: source.mtime,
             };
-            encode_value(&header, data, plan.fields, &mut value);
+            let data = value_data_slot(&header, len, plan.fields, &mut value);
+            file.read_exact(data)
+                .context("the file became shorter while it was being uploaded")?;
+            let computed;
+            header.chunk_hash = match &plan.hashes.chunk_hashes {
+                Some(kept) => &kept[index as usize],
+                None => {
+                    computed = sha512(data);
+                    &computed
+                }
+            };
+            finish_value(&header, len, plan.fields, &mut value);
             let key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks);
             let chunk = ChunkOf {
                 file: target.delivery,

@@ -17,7 +17,7 @@ use crate::chunk::hash::to_hex;
 use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
 use crate::upload::hashing::{chunk_count, FileHashes};
-use crate::upload::send::{hash_source, queue_chunks, SendOptions, Target};
+use crate::upload::send::{hash_source, queue_chunks, queue_single_chunk, SendOptions, Target};
 use crate::upload::source::SourceFile;
 
 /// What happened to one file.
@@ -106,48 +106,53 @@ fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> O
     let resume =
         lock(&ctx.progress).resume_point(&job.relative, source.size, source.mtime, chunk_size);
     let n_chunks = chunk_count(source.size, chunk_size as usize);
-    let (hashes, skip) = match resume {
-        Some(point) => {
-            info!(path = %job.relative, acknowledged_before = point.acked.count(), n_chunks, "resuming an interrupted upload: sending only the chunks the broker did not acknowledge");
-            let hashes = FileHashes {
-                file_hash: point.file_hash,
-                chunk_hashes: None,
-            };
-            (hashes, point.acked)
-        }
-        None => match hash_source(&source, &ctx.options, cancel) {
-            Ok(h) => (h, RangeSet::new()),
-            Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
-            Err(e) => return read_failure(&job.path, e),
-        },
-    };
     let delivery = FileDelivery::new();
-    lock(&ctx.progress).begin(
-        &job.relative,
-        progress::version(
-            source.size,
-            source.mtime,
-            &hashes.file_hash,
-            chunk_size,
-            n_chunks,
-        ),
-        skip.clone(),
-        Arc::clone(&delivery),
-    );
     let target = Target {
         producer: &ctx.producer,
         partitions: ctx.partitions,
         delivery: &delivery,
     };
-    let queued = queue_chunks(
-        &target,
-        &source,
-        &ctx.options,
-        &hashes,
-        &skip,
-        &mut |_| {},
-        cancel,
-    );
+    let queued = if resume.is_none() && n_chunks == 1 {
+        // One chunk: nothing to resume, and its hash (the file's) is computed as it is read.
+        queue_single_chunk(&target, &source, ctx.options.wire_fields, cancel)
+    } else {
+        let (hashes, skip) = match resume {
+            Some(point) => {
+                info!(path = %job.relative, acknowledged_before = point.acked.count(), n_chunks, "resuming an interrupted upload: sending only the chunks the broker did not acknowledge");
+                let hashes = FileHashes {
+                    file_hash: point.file_hash,
+                    chunk_hashes: None,
+                };
+                (hashes, point.acked)
+            }
+            None => match hash_source(&source, &ctx.options, cancel) {
+                Ok(h) => (h, RangeSet::new()),
+                Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
+                Err(e) => return read_failure(&job.path, e),
+            },
+        };
+        lock(&ctx.progress).begin(
+            &job.relative,
+            progress::version(
+                source.size,
+                source.mtime,
+                &hashes.file_hash,
+                chunk_size,
+                n_chunks,
+            ),
+            skip.clone(),
+            Arc::clone(&delivery),
+        );
+        queue_chunks(
+            &target,
+            &source,
+            &ctx.options,
+            &hashes,
+            &skip,
+            &mut |_| {},
+            cancel,
+        )
+    };
     let queued = match queued {
         Ok(q) => q,
         Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
