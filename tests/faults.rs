@@ -846,7 +846,7 @@ fn committed_offsets_never_pass_the_start_of_an_unfinished_file() {
 
 /// The hand-over end to end: member A holds the first two chunks of a file when it leaves the
 /// group (cleanly: tansu 0.6.0 never reassigns a killed member's partitions); member B, with its
-/// own output folder, takes the partition over and must still rebuild the whole file once the
+/// own output folder, then gets the partition and must still rebuild the whole file once the
 /// last chunk arrives, so it has to start at that file's first chunk.
 #[test]
 fn another_member_completes_a_file_the_leaving_member_had_half_of() {
@@ -883,9 +883,11 @@ fn another_member_completes_a_file_the_leaving_member_had_half_of() {
         "A did not stage the first two chunks\n{}",
         read(&work.path().join("a.err"))
     );
-    let mut b = spawn_downloader(&cfg, &topic, &out_b, group, work.path(), "b");
     let a_status = quit(&mut a);
     assert!(a_status.success(), "{}", read(&work.path().join("a.err")));
+    // B joins once A has left: a join while A leaves can leave tansu 0.6.0's group stuck in a
+    // rebalance that never completes (the live SIGKILL takeover is tested on the mock cluster).
+    let mut b = spawn_downloader(&cfg, &topic, &out_b, group, work.path(), "b");
     produce(&broker, &topic, &[chunk(2)]);
 
     let target = out_b.join("sub/handover.bin");
