@@ -117,23 +117,20 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 #[test]
 fn wrong_types_long_names_and_conflicting_counts() {
-    hostile_run(false);
+    hostile_run(false, Storage::Sqlite);
 }
 
-/// Observed with tansu 0.6.0 (sqlite): the downloader reads every message before the first
-/// 10 MB-key record, then receives nothing more and never reaches the end of the partition (no
-/// error, no warning; `--exit-when-idle` never fires), although the broker's high watermark is
-/// past it. A plain rdkafka consumer (max.partition.fetch.bytes 16 MiB, fetch.max.bytes 64 MiB)
-/// gets the same nothing for any record of 5 MB or more, key or value, and reads 4 MB records
-/// fine: the broker does not serve such records, so this cannot pass on tansu.
+/// On tansu's memory engine: its sqlite engine never serves a record of 5 MB or more to any
+/// consumer (a plain rdkafka consumer gets nothing either, while 4 MB records are fine), so the
+/// downloader would wait at the first one for ever. The memory engine serves them; its
+/// mid-batch fetch bug is avoided by one message per batch (the harness sets it).
 #[test]
-#[ignore = "tansu 0.6.0 never delivers a record of 5 MB or more to any consumer; the downloader then stalls silently"]
 fn ten_mb_keys_do_not_stall_the_downloader() {
-    hostile_run(true);
+    hostile_run(true, Storage::Memory);
 }
 
-fn hostile_run(huge_keys: bool) {
-    let broker = Broker::start(Storage::Sqlite);
+fn hostile_run(huge_keys: bool, storage: Storage) {
+    let broker = Broker::start(storage);
     let topic = unique_topic("hostile2");
     broker.create_topic(&topic, 1);
     let work = tempfile::tempdir().unwrap();
