@@ -6,9 +6,11 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{openmsi_std, unique_topic, wait_for, write_config, Broker, KillOnDrop, Storage};
+use common::{
+    openmsi_std, unique_topic, wait_exit, wait_for, write_config, Broker, KillOnDrop, Storage,
+};
 
 fn start(broker: &Broker, dir: &std::path::Path) -> KillOnDrop {
     let topic = unique_topic("console");
@@ -26,17 +28,6 @@ fn start(broker: &Broker, dir: &std::path::Path) -> KillOnDrop {
         .spawn()
         .unwrap();
     KillOnDrop(child)
-}
-
-fn wait_exit(child: &mut KillOnDrop, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,18 +68,7 @@ fn spawn_downloader(
 
 /// Sends `quit` and waits (bounded) for a clean exit; returns the exit status.
 fn quit(child: &mut KillOnDrop) -> std::process::ExitStatus {
-    child
-        .0
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"quit\n")
-        .unwrap();
-    let exited = wait_for(Duration::from_secs(30), || {
-        child.0.try_wait().unwrap().is_some()
-    });
-    assert!(exited, "the downloader did not stop within 30 s of `quit`");
-    child.0.wait().unwrap()
+    common::quit_and_wait(child, Duration::from_secs(30))
 }
 
 /// Size of the broker's sqlite database (and its journal): grows as messages are stored.

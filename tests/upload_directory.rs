@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     consumer_config, download_until_idle, openmsi_std, openmsi_std_through, sha512_file,
-    unique_topic, wait_for, write_config, write_random_file, Broker, KillOnDrop, Storage,
+    unique_topic, wait_exit, wait_for, write_config, write_random_file, Broker, KillOnDrop,
+    Storage,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -150,17 +151,6 @@ impl Uploader {
         let status = wait_exit(&mut self.child, Duration::from_secs(60));
         assert!(status.success(), "{status:?}\n{}", self.log_text());
         self.stdout.try_iter().collect()
-    }
-}
-
-fn wait_exit(child: &mut KillOnDrop, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -342,6 +342,31 @@ pub fn openmsi() -> assert_cmd::Command {
     assert_cmd::Command::from_std(openmsi_std())
 }
 
+/// Waits (polling) until `child` exits; fails the test after `timeout`.
+pub fn wait_exit(child: &mut KillOnDrop, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Types `quit` on an openmsi command's stdin (it must be piped) and waits for it to exit;
+/// fails the test after `timeout`.
+pub fn quit_and_wait(child: &mut KillOnDrop, timeout: Duration) -> std::process::ExitStatus {
+    use std::io::Write;
+    let stdin = child.0.stdin.as_mut().expect("stdin is not piped");
+    stdin.write_all(b"quit\n").unwrap();
+    stdin.flush().unwrap();
+    wait_exit(child, timeout)
+}
+
 /// A child process that is killed (and reaped) when dropped.
 pub struct KillOnDrop(pub Child);
 
