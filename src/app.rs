@@ -86,22 +86,8 @@ fn telemetry_settings(args: &TelemetryArgs) -> anyhow::Result<TelemetrySettings>
         program_id: args
             .program_id
             .clone()
-            .unwrap_or_else(|| format!("openmsi_{}", hostname())),
+            .unwrap_or_else(|| format!("openmsi_{}", crate::host::name())),
     })
-}
-
-/// This machine's name, for default program ids.
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on
-    // success (and we stop at the first NUL or the end either way).
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    if ok && len > 0 {
-        String::from_utf8_lossy(&buf[..len]).into_owned()
-    } else {
-        "unknown-host".to_string()
-    }
 }
 
 /// Seconds from a flag, with an error naming the flag when negative or not finite.

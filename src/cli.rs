@@ -27,11 +27,9 @@ impl Cli {
     /// command itself).
     pub fn log_file(&self) -> Option<PathBuf> {
         match &self.command {
-            Command::UploadDirectory(args) if args.dir.is_dir() => Some(
-                args.dir
-                    .join(crate::upload::directory::STATE_DIR)
-                    .join("upload-directory.log"),
-            ),
+            Command::UploadDirectory(args) if args.dir.is_dir() => {
+                Some(crate::state::StateDir::of(&args.dir).log_file("upload-directory"))
+            }
             _ => None,
         }
     }

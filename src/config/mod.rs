@@ -520,43 +520,9 @@ fn fresh_group_id() -> String {
         })
         .unwrap_or(0);
     let nanos = now.max(prev + 1);
-    format!("openmsi-{}-{nanos}-{}", host_name(), std::process::id())
-}
-
-/// This machine's name, reduced to characters safe in Kafka ids (`host` when unknown).
-pub fn host_name() -> String {
-    let raw = raw_host_name().unwrap_or_default();
-    let safe: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if safe.is_empty() {
-        "host".to_string()
-    } else {
-        safe
-    }
-}
-
-#[cfg(unix)]
-fn raw_host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the pointer and length describe `buf`, which outlives the call; gethostname
-    // writes at most `len` bytes into it.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-}
-
-#[cfg(not(unix))]
-fn raw_host_name() -> Option<String> {
-    std::env::var("COMPUTERNAME").ok()
+    format!(
+        "openmsi-{}-{nanos}-{}",
+        crate::host::id_safe_name(),
+        std::process::id()
+    )
 }

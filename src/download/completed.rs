@@ -10,16 +10,14 @@
 //! ([`CompletedLog::is_superseded`]). A later upload of the same old content completes at a
 //! later message, so it still replaces the file.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
 use crate::chunk::hash::from_hex;
 use crate::chunk::Sha512Digest;
+use crate::state::{Keyed, LatestLog};
 
 /// One line of the log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,106 +36,54 @@ pub struct CompletedEntry {
     pub completed_by: Option<MessagePosition>,
 }
 
-/// Where a message sits in the topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessagePosition {
-    pub partition: i32,
-    pub offset: i64,
+pub use crate::kafka::MessagePosition;
+
+impl Keyed for CompletedEntry {
+    const LOG_NAME: &'static str = "the completed-file log";
+    const IF_UNREADABLE: &'static str = "chunks of those files read again are rebuilt again";
+    fn key(&self) -> &str {
+        &self.path
+    }
+    fn is_usable(&self) -> bool {
+        from_hex(&self.file_hash).is_some()
+    }
 }
 
-/// What the log remembers of the latest version of a path.
-#[derive(Debug, Clone, Copy)]
-struct Latest {
-    hash: Sha512Digest,
-    completed_by: Option<MessagePosition>,
-}
-
-/// The log, plus the latest version per path in memory.
+/// The log, plus the latest version per path in memory. Opening it compacts it to the latest
+/// entry per path (see [`crate::state::jsonl`]), so it does not grow for ever.
 pub struct CompletedLog {
-    path: PathBuf,
-    file: File,
-    latest: HashMap<String, Latest>,
+    log: LatestLog<CompletedEntry>,
 }
 
 impl CompletedLog {
-    /// Opens (creating) the log and loads it. A torn last line from a crash is ignored.
+    /// Opens (creating) the log, loads and compacts it. A torn last line from a crash is
+    /// dropped.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let mut latest = HashMap::new();
-        if let Ok(existing) = File::open(path) {
-            let mut bad_lines = 0usize;
-            for line in BufReader::new(existing).lines() {
-                let line = line?;
-                let parsed = serde_json::from_str::<CompletedEntry>(&line)
-                    .ok()
-                    .and_then(|e| {
-                        let hash = from_hex(&e.file_hash)?;
-                        Some((
-                            e.path,
-                            Latest {
-                                hash,
-                                completed_by: e.completed_by,
-                            },
-                        ))
-                    });
-                match parsed {
-                    Some((p, entry)) => {
-                        latest.insert(p, entry);
-                    }
-                    None if line.trim().is_empty() => {}
-                    None => bad_lines += 1,
-                }
-            }
-            if bad_lines > 0 {
-                warn!(path = %path.display(), bad_lines, "ignored unreadable lines in the completed-file log (a crash can leave one torn line)");
-            }
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            latest,
+            log: LatestLog::open(path)?,
         })
     }
 
     /// True when the latest version published at `relative` has `file_hash`.
     pub fn is_latest(&self, relative: &str, file_hash: &Sha512Digest) -> bool {
-        self.latest
+        self.log
             .get(relative)
-            .is_some_and(|l| &l.hash == file_hash)
+            .is_some_and(|l| from_hex(&l.file_hash).as_ref() == Some(file_hash))
     }
 
     /// True when a version of `relative` completed by the message at `at` is older than the one
     /// in place: that one was completed by a later message of the same partition. (Versions
     /// completed in different partitions cannot be ordered; the last to complete wins.)
     pub fn is_superseded(&self, relative: &str, at: MessagePosition) -> bool {
-        self.latest
+        self.log
             .get(relative)
             .and_then(|l| l.completed_by)
             .is_some_and(|by| by.partition == at.partition && by.offset > at.offset)
     }
 
     /// Appends entries and makes them durable with one fsync.
-    pub fn append(&mut self, entries: &[(CompletedEntry, Sha512Digest)]) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut text = String::new();
-        for (entry, _) in entries {
-            text.push_str(&serde_json::to_string(entry).map_err(io::Error::other)?);
-            text.push('\n');
-        }
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
-        for (entry, hash) in entries {
-            let latest = Latest {
-                hash: *hash,
-                completed_by: entry.completed_by,
-            };
-            self.latest.insert(entry.path.clone(), latest);
-        }
-        Ok(())
+    pub fn append(&mut self, entries: Vec<CompletedEntry>) -> io::Result<()> {
+        self.log.append(entries)
     }
 }
 
@@ -145,30 +91,26 @@ impl CompletedLog {
 mod tests {
     use super::*;
     use crate::chunk::hash::to_hex;
+    use std::io::Write;
 
     #[test]
     fn latest_version_wins_and_torn_lines_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("completed.jsonl");
-        let entry = |hash: &Sha512Digest, offset: i64| {
-            (
-                CompletedEntry {
-                    path: "a/x".into(),
-                    file_hash: to_hex(hash),
-                    size: 1,
-                    completed_at: 0.0,
-                    completed_by: Some(MessagePosition {
-                        partition: 0,
-                        offset,
-                    }),
-                },
-                *hash,
-            )
+        let entry = |hash: &Sha512Digest, offset: i64| CompletedEntry {
+            path: "a/x".into(),
+            file_hash: to_hex(hash),
+            size: 1,
+            completed_at: 0.0,
+            completed_by: Some(MessagePosition {
+                partition: 0,
+                offset,
+            }),
         };
         {
             let mut log = CompletedLog::open(&path).unwrap();
-            log.append(&[entry(&[1; 64], 3)]).unwrap();
-            log.append(&[entry(&[2; 64], 7)]).unwrap();
+            log.append(vec![entry(&[1; 64], 3)]).unwrap();
+            log.append(vec![entry(&[2; 64], 7)]).unwrap();
         }
         std::fs::OpenOptions::new()
             .append(true)
@@ -177,6 +119,8 @@ mod tests {
             .write_all(b"{\"path\": \"tor")
             .unwrap();
         let log = CompletedLog::open(&path).unwrap();
+        // Compacted at open: one line per path.
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
         assert!(log.is_latest("a/x", &[2; 64]));
         assert!(!log.is_latest("a/x", &[1; 64]));
         assert!(!log.is_latest("b", &[2; 64]));

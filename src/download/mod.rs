@@ -35,6 +35,7 @@ use crate::chunk::hash::{sha512, to_hex};
 use crate::config::LoadedConfig;
 use crate::kafka::client::{bootstrap_servers, client_config, create_client};
 use crate::kafka::{check_topic, ConsumerLogContext};
+use crate::state::StateDir;
 use pipeline::{PipelineOptions, StopReason};
 use reassembler::Reassembler;
 use rejects::RejectStore;
@@ -101,7 +102,7 @@ fn instance_id(output_dir: &Path) -> String {
     let digest = sha512(absolute.to_string_lossy().as_bytes());
     format!(
         "openmsi-{}-{}",
-        crate::config::host_name(),
+        crate::host::id_safe_name(),
         to_hex(&digest[..8])
     )
 }
@@ -116,18 +117,17 @@ pub fn download_directory(
     let started = Instant::now();
     let output = &settings.output_dir;
     // Local state first: a bad output folder fails before anything touches Kafka.
-    let state_dir = output.join(validate::STATE_DIR_NAME);
-    std::fs::create_dir_all(&state_dir)
+    let state_dir = StateDir::create(output)
         .with_context(|| format!("preparing output folder {}", output.display()))?;
     // Held until return: a second downloader on this folder would share its staging files.
-    let _lock = crate::lock::FolderLock::acquire(&state_dir, output, "download-directory")?;
+    let _lock = state_dir.lock(output, "download-directory")?;
     if let Some(max_age) = settings.discard_partials_after {
-        stale::discard_stale_partials(&state_dir.join("staging"), max_age, SystemTime::now())
+        stale::discard_stale_partials(&state_dir.staging(), max_age, SystemTime::now())
             .with_context(|| format!("cleaning the staging area of {}", output.display()))?;
     }
     let reassembler = Reassembler::open(output, Arc::clone(&stats))
         .with_context(|| format!("preparing output folder {}", output.display()))?;
-    let rejects = RejectStore::open(&output.join(validate::STATE_DIR_NAME).join("rejected"))
+    let rejects = RejectStore::open(&state_dir.rejected())
         .with_context(|| format!("preparing {}", output.display()))?;
 
     let properties = config.consumer_properties(settings.group_id.as_deref(), true);

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::hash::{from_hex, sha512, to_hex, Sha512Stream};
 use crate::chunk::Sha512Digest;
+use crate::state::annotate;
 
 #[cfg(unix)]
 use std::os::unix::fs::FileExt;
@@ -329,11 +330,6 @@ pub enum Recovered {
     AlreadyPublished(FileVersion),
     /// The record is unreadable (torn before its first sync): discard.
     Unusable,
-}
-
-/// Adds the path to an I/O error so the user sees which file failed.
-pub fn annotate(e: io::Error, path: &Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 #[cfg(unix)]

@@ -14,10 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info};
 
 use super::completed::{CompletedEntry, CompletedLog, MessagePosition};
-use super::partial::{annotate, FileVersion, PartialFile, Recovered};
+use super::partial::{FileVersion, PartialFile, Recovered};
 use super::stats::DownloadStats;
-use super::validate::STATE_DIR_NAME;
 use crate::chunk::hash::from_hex;
+pub use crate::state::is_out_of_space;
+use crate::state::{annotate, sync_dir, StateDir};
 
 /// Above this many files in progress, idle staging files are closed so that a stream
 /// interleaving thousands of files cannot exhaust file descriptors.
@@ -95,15 +96,15 @@ impl Reassembler {
     /// Opens the state of `output_dir` (creating it) and resumes staged files.
     pub fn open(output_dir: &Path, stats: Arc<DownloadStats>) -> io::Result<Self> {
         fs::create_dir_all(output_dir).map_err(|e| annotate(e, output_dir))?;
-        let state = output_dir.join(STATE_DIR_NAME);
+        let state = StateDir::of(output_dir);
         let dirs = StateDirs {
-            staging: state.join("staging"),
-            failed: state.join("failed"),
+            staging: state.staging(),
+            failed: state.failed(),
         };
         for d in [&dirs.staging, &dirs.failed] {
             fs::create_dir_all(d).map_err(|e| annotate(e, d))?;
         }
-        let completed = CompletedLog::open(&state.join("completed.jsonl"))?;
+        let completed = CompletedLog::open(&state.completed_log())?;
         let mut me = Self {
             output_dir: output_dir.to_path_buf(),
             dirs,
@@ -150,7 +151,7 @@ impl Reassembler {
                     // Renamed into place just before a crash: make sure the log knows.
                     if let Some(hash) = from_hex(&version.file_hash) {
                         if !self.completed.is_latest(&version.relative, &hash) {
-                            republished.push((entry_for(&version, 0, None), hash));
+                            republished.push(entry_for(&version, 0, None));
                         }
                     }
                     let _ = fs::remove_file(&record);
@@ -161,7 +162,7 @@ impl Reassembler {
                 }
             }
         }
-        self.completed.append(&republished)?;
+        self.completed.append(republished)?;
         // Data without a record was never recorded as durable: Kafka delivers it again.
         for data in datas {
             if !data.with_extension("chunks").exists() {
@@ -309,14 +310,10 @@ impl Reassembler {
             match self.publish(&mut ready) {
                 Ok(parent) => {
                     dirs.insert(parent);
-                    let hash = from_hex(&ready.partial.version.file_hash).unwrap_or([0; 64]);
-                    entries.push((
-                        entry_for(
-                            &ready.partial.version,
-                            ready.partial.size(),
-                            ready.completed_by,
-                        ),
-                        hash,
+                    entries.push(entry_for(
+                        &ready.partial.version,
+                        ready.partial.size(),
+                        ready.completed_by,
                     ));
                     published.push(ready.partial.version.relative.clone());
                     records.push(ready.partial.record_path().to_path_buf());
@@ -338,7 +335,7 @@ impl Reassembler {
         for dir in &dirs {
             sync_dir(dir)?;
         }
-        self.completed.append(&entries)?;
+        self.completed.append(entries)?;
         DownloadStats::add(&self.stats.files_completed, published.len() as u64);
         for r in records {
             let _ = fs::remove_file(r);
@@ -390,29 +387,6 @@ fn entry_for(
         completed_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
-    }
-}
-
-/// Disk-full errors stop the downloader (nothing can progress); other per-file errors do not.
-pub fn is_out_of_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || e.raw_os_error() == Some(28)
-}
-
-/// fsync a directory so renames and creations in it are durable (a no-op where unsupported).
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| annotate(e, dir))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
     }
 }
 

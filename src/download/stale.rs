@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use tracing::warn;
 
 use super::partial::FileVersion;
+use crate::state::annotate;
 
 /// One partial file removed.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,10 +85,6 @@ pub fn discard_stale_partials(
 
 fn modified(path: &Path) -> Option<SystemTime> {
     fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn annotate(e: io::Error, path: &Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

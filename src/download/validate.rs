@@ -16,7 +16,7 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Longest relative path accepted.
 pub const MAX_PATH_BYTES: usize = 4096;
 /// openmsi's own state folder inside the output folder; no message may write into it.
-pub const STATE_DIR_NAME: &str = ".openmsi";
+pub use crate::state::STATE_DIR_NAME;
 
 /// Why a chunk was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod context;
+pub mod message;
 pub mod partition;
 pub mod producer;
 pub mod telemetry;
@@ -11,6 +12,7 @@ pub mod topic;
 
 pub use client::{client_config, KafkaSetupError};
 pub use context::{ConsumerLogContext, LogContext};
+pub use message::MessagePosition;
 pub use partition::partition_for_path;
 pub use producer::{ChunkOf, ChunkProducer, DeliveryTracker, FileDelivery};
 pub use topic::{check_topic, TopicInfo};

@@ -37,15 +37,13 @@ use crate::kafka::client::client_config;
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
 use crate::progress::mb_per_s;
+use crate::state::StateDir;
 use crate::upload::send::{producer_defaults, SendOptions};
-use progress::{Progress, PROGRESS_FILE};
+use progress::Progress;
 use registry::{Entry, EntryState, Registry};
 use scan::{Filter, Seen};
 use settle::{Ready, Settler};
 use worker::{Done, Outcome, WorkerContext};
-
-/// Name of the state folder inside the watched folder (hidden, so never uploaded).
-pub const STATE_DIR: &str = ".openmsi";
 
 /// Room for events between loop iterations; when it is full the watcher asks for a full scan
 /// instead of blocking (see `watch`).
@@ -198,15 +196,13 @@ pub fn upload_directory(
 ) -> anyhow::Result<UploadDirectorySummary> {
     let started = Instant::now();
     let root = open_root(&settings.dir)?;
-    let state_dir = root.join(STATE_DIR);
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+    let state_dir = StateDir::create(&root).context("creating the state folder")?;
     // Held until return: a second upload-directory on this folder would share the registry.
-    let _lock = crate::lock::FolderLock::acquire(&state_dir, &settings.dir, "upload-directory")?;
+    let _lock = state_dir.lock(&settings.dir, "upload-directory")?;
     let registry =
-        Registry::open(&state_dir.join("uploaded.jsonl")).context("opening the upload registry")?;
+        Registry::open(&state_dir.upload_registry()).context("opening the upload registry")?;
     let mut progress =
-        Progress::open(&state_dir.join(PROGRESS_FILE)).context("opening the progress file")?;
+        Progress::open(&state_dir.upload_progress()).context("opening the progress file")?;
     // Entries the registry already covers (a crash between the two writes) or whose file is
     // gone are of no use.
     progress.retain(|relative, size, mtime| {

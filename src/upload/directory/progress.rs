@@ -14,20 +14,17 @@
 //! again (downloaders ignore duplicates). Size: one line per unfinished file.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
 use crate::chunk::hash::{from_hex, to_hex};
 use crate::chunk::{RangeSet, Sha512Digest};
 use crate::kafka::FileDelivery;
-
-/// Name of the progress file in the state folder.
-pub const PROGRESS_FILE: &str = "in_progress.jsonl";
+use crate::state::atomic::{tmp_path, write_atomically};
+use crate::state::jsonl::{self, Keyed};
 
 /// One file version being uploaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +50,17 @@ struct Line {
     version: Version,
     /// 0-based indices of acknowledged chunks, as `[start, end)` ranges.
     acked: RangeSet,
+}
+
+impl Keyed for Line {
+    const LOG_NAME: &'static str = "the progress file";
+    const IF_UNREADABLE: &'static str = "those files are sent whole";
+    fn key(&self) -> &str {
+        &self.path
+    }
+    fn is_usable(&self) -> bool {
+        self.acked.is_valid() && from_hex(&self.version.sha512).is_some()
+    }
 }
 
 /// Where a resumed upload starts from.
@@ -97,47 +105,31 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Loads `path` (missing: nothing in progress). Malformed lines are skipped: those files
+    /// Loads `path` (missing: nothing in progress). Unreadable lines are skipped: those files
     /// are simply sent whole.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let (lines, _) = jsonl::load::<Line>(path)?;
         let mut files = HashMap::new();
-        let mut saved = String::new();
-        match File::open(path) {
-            Ok(file) => {
-                let mut bad = 0usize;
-                for line in BufReader::new(file).lines() {
-                    let line = line.map_err(with_path)?;
-                    saved.push_str(&line);
-                    saved.push('\n');
-                    match serde_json::from_str::<Line>(&line) {
-                        Ok(l) if l.acked.is_valid() && from_hex(&l.version.sha512).is_some() => {
-                            files.insert(
-                                l.path,
-                                Tracked {
-                                    version: l.version,
-                                    acked: l.acked,
-                                    live: None,
-                                },
-                            );
-                        }
-                        _ => bad += 1,
-                    }
-                }
-                if bad > 0 {
-                    warn!(path = %path.display(), bad_lines = bad, "ignored unreadable lines in the progress file; those files are sent whole");
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(with_path(e)),
+        for (path, line) in lines {
+            files.insert(
+                path,
+                Tracked {
+                    version: line.version,
+                    acked: line.acked,
+                    live: None,
+                },
+            );
         }
-        // A leftover temporary file is an unfinished save: the previous snapshot is whole.
-        let _ = std::fs::remove_file(tmp_path(path));
-        Ok(Self {
+        let mut me = Self {
             path: path.to_path_buf(),
             files,
-            saved,
-        })
+            saved: String::new(),
+        };
+        // What is on disk now, so an unchanged snapshot is not written again.
+        me.saved = me.snapshot();
+        // A leftover temporary file is an unfinished save: the previous snapshot is whole.
+        let _ = std::fs::remove_file(tmp_path(path));
+        Ok(me)
     }
 
     /// Where `relative` can resume from: only when the recorded version has this size, mtime
@@ -235,8 +227,7 @@ impl Progress {
         if text == self.saved {
             return Ok(());
         }
-        write_atomically(&self.path, text.as_bytes())
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        write_atomically(&self.path, text.as_bytes())?;
         self.saved = text;
         Ok(())
     }
@@ -267,29 +258,12 @@ pub fn version(
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    path.with_extension("jsonl.tmp")
-}
-
-/// Temporary file, fsync, rename, folder fsync: a crash leaves the old or the new content.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::chunk::sha512;
+
+    const PROGRESS_FILE: &str = "in_progress.jsonl";
 
     #[test]
     fn acknowledged_ranges_survive_a_reopen_and_only_matching_versions_resume() {

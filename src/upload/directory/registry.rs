@@ -9,13 +9,9 @@
 //! and renamed over the log, then the folder is fsynced: a crash at any point leaves either
 //! the old or the new log whole. A torn last line from a crash is dropped by that rewrite.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+
+use crate::state::{Keyed, LatestLog};
 
 /// Why a path is in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,114 +41,23 @@ pub struct Entry {
     pub at: f64,
 }
 
-/// The registry: the log file plus the latest entry per path in memory.
-pub struct Registry {
-    path: PathBuf,
-    file: File,
-    latest: HashMap<String, Entry>,
-    /// False when the log did not exist before this run (a first start).
-    existed: bool,
-}
-
-impl Registry {
-    /// Opens `path`, loading and compacting it (creating it when missing).
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        let mut latest: HashMap<String, Entry> = HashMap::new();
-        let existed = path.exists();
-        if existed {
-            let mut bad_lines = 0usize;
-            for line in BufReader::new(File::open(path).map_err(with_path)?).lines() {
-                let line = line.map_err(with_path)?;
-                match serde_json::from_str::<Entry>(&line) {
-                    Ok(entry) => {
-                        latest.insert(entry.path.clone(), entry);
-                    }
-                    Err(_) if line.trim().is_empty() => {}
-                    Err(_) => bad_lines += 1,
-                }
-            }
-            if bad_lines > 0 {
-                warn!(path = %path.display(), bad_lines, "ignored unreadable lines in the upload registry (a crash can leave one torn line); those files are uploaded again");
-            }
-        }
-        rewrite_atomically(path, latest.values()).map_err(with_path)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(with_path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            latest,
-            existed,
-        })
-    }
-
-    /// True when the registry existed before this run.
-    pub fn existed(&self) -> bool {
-        self.existed
-    }
-
-    /// The latest entry for `relative`.
-    pub fn get(&self, relative: &str) -> Option<&Entry> {
-        self.latest.get(relative)
-    }
-
-    /// Number of paths recorded.
-    pub fn len(&self) -> usize {
-        self.latest.len()
-    }
-
-    /// True when nothing is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.latest.is_empty()
-    }
-
-    /// Appends entries and makes them durable with one fsync (callers batch).
-    pub fn append(&mut self, entries: Vec<Entry>) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut text = String::new();
-        for entry in &entries {
-            text.push_str(&serde_json::to_string(entry).map_err(io::Error::other)?);
-            text.push('\n');
-        }
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
-        for entry in entries {
-            self.latest.insert(entry.path.clone(), entry);
-        }
-        Ok(())
+impl Keyed for Entry {
+    const LOG_NAME: &'static str = "the upload registry";
+    const IF_UNREADABLE: &'static str = "those files are uploaded again";
+    fn key(&self) -> &str {
+        &self.path
     }
 }
 
-/// Writes `entries` to `path` via a fsynced temporary file and a rename, then fsyncs the folder
-/// so the rename itself survives power loss.
-fn rewrite_atomically<'a>(path: &Path, entries: impl Iterator<Item = &'a Entry>) -> io::Result<()> {
-    let tmp = path.with_extension("jsonl.tmp");
-    {
-        let mut out = io::BufWriter::new(File::create(&tmp)?);
-        for entry in entries {
-            serde_json::to_writer(&mut out, entry).map_err(io::Error::other)?;
-            out.write_all(b"\n")?;
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
+/// The registry: the log file plus the latest entry per path in memory (opening it compacts
+/// it; see [`crate::state::jsonl`]).
+pub type Registry = LatestLog<Entry>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn entry(path: &str, size: u64) -> Entry {
         Entry {

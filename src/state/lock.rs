@@ -90,7 +90,7 @@ impl FolderLock {
         let text = format!(
             "{command}, pid {} on {}\n",
             std::process::id(),
-            crate::config::host_name()
+            crate::host::id_safe_name()
         );
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))

@@ -1,0 +1,86 @@
+//! Crash-safe replacement of a whole file: write a temporary file beside it, fsync it, rename
+//! it over the target, fsync the folder. After a crash at any point the target holds either the
+//! old or the new content, never a mix; a leftover temporary file is an unfinished write and is
+//! simply ignored (and overwritten by the next one).
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::annotate;
+
+/// The temporary file a write of `path` goes through (`NAME.tmp` beside it).
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Replaces `path` with what `write` produces, atomically (see the module docs). Errors name
+/// the file that failed.
+pub fn write_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut out = io::BufWriter::new(File::create(&tmp).map_err(|e| annotate(e, &tmp))?);
+        write(&mut out).map_err(|e| annotate(e, &tmp))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| annotate(e.into_error(), &tmp))?;
+        file.sync_all().map_err(|e| annotate(e, &tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| annotate(e, path))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Replaces `path` with `bytes`, atomically.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, |out| out.write_all(bytes))
+}
+
+/// fsyncs a folder so renames and creations in it survive power loss (a no-op where the
+/// platform has no such thing).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| annotate(e, dir))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.jsonl");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::write(tmp_path(&path), "half a save from a crash").unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert!(!tmp_path(&path).exists());
+        assert_eq!(tmp_path(&path), dir.path().join("state.jsonl.tmp"));
+    }
+
+    #[test]
+    fn an_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no such folder").join("x.jsonl");
+        let e = write_atomically(&path, b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("no such folder"), "{e}");
+    }
+}

@@ -1,0 +1,127 @@
+//! The state a long-running command keeps in `FOLDER/.openmsi/`, in one place: the folder's
+//! layout ([`StateDir`]), the one-process-per-folder lock ([`lock`]), crash-safe whole-file
+//! writes ([`atomic`]), the "latest entry per key" JSONL logs the upload registry, the resume
+//! state and the download completed log are built on ([`jsonl`]), and I/O errors that name
+//! the path they happened on ([`PathError`], [`annotate`]).
+//!
+//! See `docs/ARCHITECTURE.md` for what each file in the folder is for.
+
+pub mod atomic;
+pub mod jsonl;
+pub mod lock;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use atomic::{sync_dir, write_atomically};
+pub use jsonl::{Keyed, LatestLog};
+pub use lock::{FolderLock, LockError};
+
+/// Name of the state folder inside a watched or output folder. Hidden, so upload-directory
+/// never uploads it, and download-directory refuses chunks that would write into it.
+pub const STATE_DIR_NAME: &str = ".openmsi";
+
+/// The layout of one folder's `.openmsi/`: every file and sub-folder name is spelled here and
+/// nowhere else.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    /// `FOLDER/.openmsi`.
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The state folder of `folder` (not created).
+    pub fn of(folder: &Path) -> Self {
+        Self {
+            root: folder.join(STATE_DIR_NAME),
+        }
+    }
+
+    /// Creates the state folder (and `folder` itself) when missing.
+    pub fn create(folder: &Path) -> io::Result<Self> {
+        let me = Self::of(folder);
+        std::fs::create_dir_all(&me.root).map_err(|e| annotate(e, &me.root))?;
+        Ok(me)
+    }
+
+    /// `FOLDER/.openmsi`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the folder's lock for `command` (see [`lock`]); `folder` is named in errors.
+    pub fn lock(&self, folder: &Path, command: &str) -> Result<FolderLock, LockError> {
+        FolderLock::acquire(&self.root, folder, command)
+    }
+
+    /// The lock file.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(lock::LOCK_FILE)
+    }
+
+    /// upload-directory: file versions the broker fully acknowledged.
+    pub fn upload_registry(&self) -> PathBuf {
+        self.root.join("uploaded.jsonl")
+    }
+
+    /// upload-directory: acknowledged chunks of unfinished files (the resume state).
+    pub fn upload_progress(&self) -> PathBuf {
+        self.root.join("in_progress.jsonl")
+    }
+
+    /// The long-running command's own log file (`upload-directory.log`, ...).
+    pub fn log_file(&self, command: &str) -> PathBuf {
+        self.root.join(format!("{command}.log"))
+    }
+
+    /// download-directory: partial files and their durable chunk records.
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    /// download-directory: files that failed verification or could not be put in place.
+    pub fn failed(&self) -> PathBuf {
+        self.root.join("failed")
+    }
+
+    /// download-directory: bad messages kept for inspection.
+    pub fn rejected(&self) -> PathBuf {
+        self.root.join("rejected")
+    }
+
+    /// download-directory: files published, latest version per path.
+    pub fn completed_log(&self) -> PathBuf {
+        self.root.join("completed.jsonl")
+    }
+}
+
+/// An I/O error with the path it happened on, so a message a user reads says which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct PathError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// What failed.
+    #[source]
+    pub source: io::Error,
+}
+
+/// `e` as an `io::Error` of the same kind whose message starts with `path` (callers that keep
+/// `io::Result` use this; the kind survives, so "disk full" is still recognised).
+pub fn annotate(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        PathError {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    )
+}
+
+/// Disk-full errors stop a command (nothing can progress); most other per-file errors do not.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(28)
+}
