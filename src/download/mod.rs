@@ -1,9 +1,12 @@
 //! `openmsi download-directory`: consume a topic in a consumer group and rebuild files under
 //! an output folder, verified by SHA-512, atomically visible, resumable after any crash.
 //!
+//! - [`verify`]: the verify stage: open (decryption/selection seam), decode, validate, hash.
 //! - [`validate`]: semantic and path-safety checks on decoded chunks.
 //! - [`partial`]: one staged file (data + durable chunk record + incremental hash).
-//! - [`reassembler`]: all staged files, publishing by atomic rename, crash recovery.
+//! - [`sink`]: the seam where verified chunks go ([`sink::ChunkSink`]: accept, flush).
+//! - [`reassembler`]: the output folder's sink: staging files, crash recovery.
+//! - [`publish`]: putting a verified file in place (atomic rename), the failed area.
 //! - [`completed`]: the log of files already published.
 //! - [`rejects`]: bad messages kept aside.
 //! - [`stale`]: removal of partial files abandoned for too long, at start.
@@ -15,11 +18,14 @@ pub mod completed;
 pub mod offsets;
 pub mod partial;
 pub mod pipeline;
+pub mod publish;
 pub mod reassembler;
 pub mod rejects;
+pub mod sink;
 pub mod stale;
 pub mod stats;
 pub mod validate;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,10 +42,11 @@ use crate::config::LoadedConfig;
 use crate::kafka::client::{bootstrap_servers, client_config, create_client};
 use crate::kafka::{check_topic, ConsumerLogContext};
 use crate::state::StateDir;
-use pipeline::{PipelineOptions, StopReason};
+use pipeline::{KeptAside, PipelineOptions, StopReason};
 use reassembler::Reassembler;
 use rejects::RejectStore;
 pub use stats::{DownloadStats, StatsSnapshot};
+use verify::Plaintext;
 
 /// Validated settings for a download run.
 #[derive(Debug, Clone)]
@@ -127,8 +134,12 @@ pub fn download_directory(
     }
     let reassembler = Reassembler::open(output, Arc::clone(&stats))
         .with_context(|| format!("preparing output folder {}", output.display()))?;
-    let rejects = RejectStore::open(&state_dir.rejected())
-        .with_context(|| format!("preparing {}", output.display()))?;
+    let kept = KeptAside {
+        rejected: RejectStore::open(&state_dir.rejected())
+            .with_context(|| format!("preparing {}", output.display()))?,
+        deferred: RejectStore::open(&state_dir.deferred())
+            .with_context(|| format!("preparing {}", output.display()))?,
+    };
 
     let properties = config.consumer_properties(settings.group_id.as_deref(), true);
     let group_id = properties
@@ -170,8 +181,9 @@ pub fn download_directory(
         download_regex: settings.download_regex.clone(),
         verify_threads: settings.verify_threads,
         exit_when_idle: settings.exit_when_idle,
+        opener: Arc::new(Plaintext),
     };
-    let stop = pipeline::run(&consumer, reassembler, rejects, &options, &stats, cancel)?;
+    let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel)?;
     Ok(DownloadSummary {
         stats: stats.snapshot(),
         elapsed: started.elapsed(),

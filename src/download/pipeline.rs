@@ -25,16 +25,13 @@ use regex::Regex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::completed::MessagePosition;
 use super::offsets::{ChunkFile, CommitTracker};
-use super::partial::FileVersion;
-use super::reassembler::{is_out_of_space, Accepted, Reassembler, VerifiedChunk};
-use super::rejects::{MessageRef, RejectStore};
+use super::rejects::RejectStore;
+use super::sink::{Accepted, ChunkSink, VerifiedChunk};
 use super::stats::DownloadStats;
-use super::validate::validate;
-use crate::chunk::decode_value;
-use crate::chunk::hash::{sha512, to_hex};
-use crate::kafka::ConsumerLogContext;
+use super::verify::{verify, Opener, RawMessage, Verdict};
+use crate::kafka::{ConsumerLogContext, MessagePosition};
+use crate::state::is_out_of_space;
 
 /// Messages between stages. 32 chunks of 512 KiB is 16 MiB per queue: enough to keep both
 /// cores busy, small enough that memory does not depend on the data.
@@ -48,39 +45,40 @@ const FLUSH_WHEN_IDLE: Duration = Duration::from_millis(50);
 /// How often the idle-exit condition looks at the assignment.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
-/// A message as polled.
+/// A message as polled, numbered in poll order.
 struct Incoming {
     seq: u64,
-    at: MessageRef,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+    at: MessagePosition,
+    message: RawMessage,
 }
 
-/// What verification decided.
-enum Verdict {
-    Chunk(Box<VerifiedChunk>),
-    /// Valid, but not wanted (--download-regex).
-    Skip,
-    /// Not a valid chunk: kept aside with the reason.
-    Reject {
-        reason: String,
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
-    },
-}
-
+/// A message after the verify stage, still numbered in poll order.
 struct Verified {
     seq: u64,
-    at: MessageRef,
+    at: MessagePosition,
     verdict: Verdict,
 }
 
 /// Run-time options of the pipeline.
 pub struct PipelineOptions {
+    /// The topic read (for logs and the names of messages kept aside).
     pub topic: String,
+    /// Only files whose relative path matches are rebuilt.
     pub download_regex: Option<Regex>,
+    /// Verify-stage threads.
     pub verify_threads: usize,
+    /// Stop after reading everything and this much quiet.
     pub exit_when_idle: Option<Duration>,
+    /// The step before decoding ([`super::verify::Plaintext`] for plaintext topics).
+    pub opener: Arc<dyn Opener>,
+}
+
+/// Where messages that are not chunks for the sink are kept.
+pub struct KeptAside {
+    /// Bad messages (`.openmsi/rejected/`).
+    pub rejected: RejectStore,
+    /// Messages that cannot be opened yet (`.openmsi/deferred/`).
+    pub deferred: RejectStore,
 }
 
 /// Why the pipeline stopped.
@@ -93,10 +91,10 @@ pub enum StopReason {
 }
 
 /// Runs until cancelled, idle (when asked), or a fatal local error (disk full, permissions).
-pub fn run(
+pub fn run<S: ChunkSink + Send>(
     consumer: &BaseConsumer<ConsumerLogContext>,
-    reassembler: Reassembler,
-    rejects: RejectStore,
+    sink: S,
+    kept: KeptAside,
     options: &PipelineOptions,
     stats: &Arc<DownloadStats>,
     cancel: &CancellationToken,
@@ -111,7 +109,8 @@ pub fn run(
         for _ in 0..options.verify_threads.max(1) {
             let (in_rx, out_tx) = (Arc::clone(&in_rx), out_tx.clone());
             let regex = options.download_regex.clone();
-            scope.spawn(move || verify_worker(&in_rx, &out_tx, regex.as_ref()));
+            let opener = Arc::clone(&options.opener);
+            scope.spawn(move || verify_worker(&in_rx, &out_tx, opener.as_ref(), regex.as_ref()));
         }
         drop(out_tx);
         // Only the workers may keep the receiver alive: when they all exit (the writer
@@ -123,9 +122,14 @@ pub fn run(
                 Arc::clone(&in_flight),
                 Arc::clone(&writer_done),
             );
+            let topic = options.topic.as_str();
             scope.spawn(move || {
-                let result =
-                    write_loop(out_rx, reassembler, rejects, &commit_tx, &stats, &in_flight);
+                let writer = Writer {
+                    topic,
+                    stats: &stats,
+                    kept,
+                };
+                let result = writer.run(out_rx, sink, &commit_tx, &in_flight);
                 writer_done.store(true, Ordering::Release);
                 result
             })
@@ -193,22 +197,24 @@ fn poll_loop(
             Some(Ok(message)) => {
                 at_end.remove(&message.partition());
                 last_message = Instant::now();
-                let key = message.key().map(<[u8]>::to_vec);
-                let value = message.payload().map(<[u8]>::to_vec);
+                let raw = RawMessage {
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                    headers: headers_of(&message),
+                };
                 DownloadStats::add(&stats.messages_read, 1);
                 DownloadStats::add(
                     &stats.bytes_read,
-                    (key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len)) as u64,
+                    (raw.key.as_ref().map_or(0, Vec::len) + raw.value.as_ref().map_or(0, Vec::len))
+                        as u64,
                 );
                 let incoming = Incoming {
                     seq,
-                    at: MessageRef {
-                        topic: message.topic().to_string(),
+                    at: MessagePosition {
                         partition: message.partition(),
                         offset: message.offset(),
                     },
-                    key,
-                    value,
+                    message: raw,
                 };
                 seq += 1;
                 in_flight.fetch_add(1, Ordering::AcqRel);
@@ -272,10 +278,27 @@ fn store_offsets(
     }
 }
 
+/// The headers of a message (empty for most: openmsi's own chunks need none).
+fn headers_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::Headers;
+    message.headers().map_or_else(Vec::new, |headers| {
+        headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                )
+            })
+            .collect()
+    })
+}
+
 /// A verification worker: CPU-heavy and stateless.
 fn verify_worker(
     in_rx: &Mutex<Receiver<Incoming>>,
     out_tx: &SyncSender<Verified>,
+    opener: &dyn Opener,
     regex: Option<&Regex>,
 ) {
     loop {
@@ -286,11 +309,7 @@ fn verify_worker(
                 Err(_) => return,
             }
         };
-        let message = MessagePosition {
-            partition: incoming.at.partition,
-            offset: incoming.at.offset,
-        };
-        let verdict = verify(incoming.key, incoming.value, message, regex);
+        let verdict = verify(incoming.message, incoming.at, opener, regex);
         let verified = Verified {
             seq: incoming.seq,
             at: incoming.at,
@@ -302,121 +321,145 @@ fn verify_worker(
     }
 }
 
-/// Decodes, validates and hash-checks one message.
-fn verify(
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    message: MessagePosition,
-    regex: Option<&Regex>,
-) -> Verdict {
-    let reject = |reason: String, key, value| Verdict::Reject { reason, key, value };
-    let Some(payload) = value else {
-        return reject("message has no value".into(), key, None);
-    };
-    let decoded = match decode_value(&payload) {
-        Ok(d) => d,
-        Err(e) => {
-            return reject(
-                format!("not an OpenMSIStream file chunk: {e}"),
-                key,
-                Some(payload),
-            )
-        }
-    };
-    let destination = match validate(&decoded) {
-        Ok(d) => d,
-        Err(e) => return reject(format!("invalid chunk: {e}"), key, Some(payload)),
-    };
-    if regex.is_some_and(|re| !re.is_match(&destination.relative)) {
-        return Verdict::Skip;
-    }
-    if sha512(decoded.data) != decoded.chunk_hash {
-        return reject(
-            format!(
-                "chunk {} of {} of {} fails its SHA-512 check (corrupted in transit or by the producer)",
-                decoded.chunk_i, decoded.n_total_chunks, destination.relative
-            ),
-            key,
-            Some(payload),
-        );
-    }
-    let start = decoded.data.as_ptr() as usize - payload.as_ptr() as usize;
-    let data = start..start + decoded.data.len();
-    let version = FileVersion {
-        relative: destination.relative,
-        file_hash: to_hex(&decoded.file_hash),
-        n_total_chunks: decoded.n_total_chunks,
-        file_mtime: decoded.file_mtime,
-    };
-    let (chunk_i, offset) = (decoded.chunk_i, decoded.offset);
-    Verdict::Chunk(Box::new(VerifiedChunk {
-        id: version.id(),
-        version,
-        path: destination.path,
-        chunk_i,
-        offset,
-        payload,
-        data,
-        message,
-    }))
+/// The writer stage: what it needs besides the sink.
+struct Writer<'a> {
+    /// The topic read, for logs and kept messages.
+    topic: &'a str,
+    stats: &'a DownloadStats,
+    /// Where bad and not-yet-openable messages go.
+    kept: KeptAside,
 }
 
-/// The writer: handles verified messages in poll order, flushes, reports durable offsets.
-fn write_loop(
-    out_rx: Receiver<Verified>,
-    mut reassembler: Reassembler,
-    mut rejects: RejectStore,
-    commit_tx: &Sender<HashMap<i32, i64>>,
-    stats: &DownloadStats,
-    in_flight: &AtomicU64,
-) -> std::io::Result<()> {
-    let mut reorder: BTreeMap<u64, Verified> = BTreeMap::new();
-    let mut next_seq = 0u64;
-    let mut offsets = CommitTracker::default();
-    let mut oldest_unflushed: Option<Instant> = None;
-    loop {
-        let received = match out_rx.recv_timeout(FLUSH_WHEN_IDLE) {
-            Ok(v) => Some(v),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let idle = received.is_none();
-        if let Some(v) = received {
-            reorder.insert(v.seq, v);
-        }
-        while let Some(v) = reorder.remove(&next_seq) {
-            next_seq += 1;
-            let (partition, offset) = (v.at.partition, v.at.offset);
-            offsets.handled(partition, offset);
-            if let Some(file) = handle(v.verdict, &v.at, &mut reassembler, &mut rejects, stats)? {
-                if reassembler.is_in_progress(&file.id) {
-                    offsets.unfinished(&file, partition, offset);
-                } else {
-                    offsets.finished(&file.id);
-                }
+impl Writer<'_> {
+    /// Handles verified messages in poll order, flushes, reports durable offsets.
+    fn run<S: ChunkSink>(
+        mut self,
+        out_rx: Receiver<Verified>,
+        mut sink: S,
+        commit_tx: &Sender<HashMap<i32, i64>>,
+        in_flight: &AtomicU64,
+    ) -> std::io::Result<()> {
+        let mut reorder: BTreeMap<u64, Verified> = BTreeMap::new();
+        let mut next_seq = 0u64;
+        let mut offsets = CommitTracker::default();
+        let mut oldest_unflushed: Option<Instant> = None;
+        loop {
+            let received = match out_rx.recv_timeout(FLUSH_WHEN_IDLE) {
+                Ok(v) => Some(v),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let idle = received.is_none();
+            if let Some(v) = received {
+                reorder.insert(v.seq, v);
             }
-            oldest_unflushed.get_or_insert_with(Instant::now);
-            in_flight.fetch_sub(1, Ordering::AcqRel);
+            while let Some(v) = reorder.remove(&next_seq) {
+                next_seq += 1;
+                let MessagePosition { partition, offset } = v.at;
+                offsets.handled(partition, offset);
+                if let Some(file) = self.handle(v.verdict, v.at, &mut sink)? {
+                    if sink.is_in_progress(&file.id) {
+                        offsets.unfinished(&file, partition, offset);
+                    } else {
+                        offsets.finished(&file.id);
+                    }
+                }
+                oldest_unflushed.get_or_insert_with(Instant::now);
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            let due = oldest_unflushed.is_some_and(|t| idle || t.elapsed() >= FLUSH_INTERVAL)
+                || sink.unflushed_bytes() >= FLUSH_BYTES;
+            if due {
+                flush(&mut sink, &mut offsets, commit_tx)?;
+                oldest_unflushed = None;
+            }
         }
-        let due = oldest_unflushed.is_some_and(|t| idle || t.elapsed() >= FLUSH_INTERVAL)
-            || reassembler.unflushed_bytes() >= FLUSH_BYTES;
-        if due {
-            flush(&mut reassembler, &mut offsets, commit_tx)?;
-            oldest_unflushed = None;
+        flush(&mut sink, &mut offsets, commit_tx)
+    }
+
+    /// Writes, skips or keeps aside one message; returns the file it is a chunk of.
+    fn handle(
+        &mut self,
+        verdict: Verdict,
+        at: MessagePosition,
+        sink: &mut impl ChunkSink,
+    ) -> std::io::Result<Option<ChunkFile>> {
+        let (topic, stats) = (self.topic, self.stats);
+        match verdict {
+            Verdict::Chunk(chunk) => return accept(*chunk, topic, at, sink, stats).map(Some),
+            Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
+            Verdict::Defer { .. } if self.kept.deferred.already_kept(topic, at) => {
+                debug!(
+                    topic,
+                    partition = at.partition,
+                    offset = at.offset,
+                    "message read again; already kept until it can be opened"
+                );
+            }
+            Verdict::Defer { reason, message } => {
+                DownloadStats::add(&stats.deferred_messages, 1);
+                info!(topic, partition = at.partition, offset = at.offset, %reason, "message cannot be opened yet; kept in .openmsi/deferred");
+                self.kept.deferred.keep(
+                    topic,
+                    at,
+                    message.key.as_deref(),
+                    message.value.as_deref(),
+                    &reason,
+                );
+            }
+            Verdict::Reject { .. } if self.kept.rejected.already_kept(topic, at) => {
+                debug!(topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
+                DownloadStats::add(&stats.skipped_messages, 1)
+            }
+            Verdict::Reject { reason, message } => {
+                DownloadStats::add(&stats.rejected_messages, 1);
+                warn!(topic, partition = at.partition, offset = at.offset, %reason, "bad message skipped and kept in .openmsi/rejected");
+                self.kept.rejected.keep(
+                    topic,
+                    at,
+                    message.key.as_deref(),
+                    message.value.as_deref(),
+                    &reason,
+                );
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Hands one verified chunk to the sink; returns the file it is a chunk of.
+fn accept(
+    chunk: VerifiedChunk,
+    topic: &str,
+    at: MessagePosition,
+    sink: &mut impl ChunkSink,
+    stats: &DownloadStats,
+) -> std::io::Result<ChunkFile> {
+    match sink.accept(&chunk)? {
+        Accepted::Written | Accepted::Completed => {}
+        Accepted::Duplicate | Accepted::AlreadyComplete | Accepted::Superseded => {
+            DownloadStats::add(&stats.duplicate_chunks, 1)
+        }
+        Accepted::HashMismatch => {
+            error!(topic, partition = at.partition, offset = at.offset, path = %chunk.version.relative, "file failed whole-file verification")
         }
     }
-    flush(&mut reassembler, &mut offsets, commit_tx)
+    Ok(ChunkFile {
+        id: chunk.id,
+        relative: chunk.version.relative,
+    })
 }
 
 /// Makes everything handled durable, then hands the offsets that may now be committed to the
-/// poll thread.
+/// poll thread. This is where a post-publish step belongs: after the files and their log are
+/// durable, outside the sink.
 fn flush(
-    reassembler: &mut Reassembler,
+    sink: &mut impl ChunkSink,
     offsets: &mut CommitTracker,
     commit_tx: &Sender<HashMap<i32, i64>>,
 ) -> std::io::Result<()> {
-    for path in reassembler.flush()? {
-        info!(path = %path, "file rebuilt and verified");
+    for file in sink.flush()? {
+        info!(path = %file.relative, "file rebuilt and verified");
     }
     let committable = offsets.committable();
     if !committable.is_empty() {
@@ -425,41 +468,64 @@ fn flush(
     Ok(())
 }
 
-/// Writes, skips or keeps aside one message; returns the file it is a chunk of.
-fn handle(
-    verdict: Verdict,
-    at: &MessageRef,
-    reassembler: &mut Reassembler,
-    rejects: &mut RejectStore,
-    stats: &DownloadStats,
-) -> std::io::Result<Option<ChunkFile>> {
-    match verdict {
-        Verdict::Chunk(chunk) => {
-            match reassembler.accept(&chunk)? {
-                Accepted::Written | Accepted::Completed => {}
-                Accepted::Duplicate | Accepted::AlreadyComplete | Accepted::Superseded => {
-                    DownloadStats::add(&stats.duplicate_chunks, 1)
-                }
-                Accepted::HashMismatch => {
-                    error!(topic = %at.topic, partition = at.partition, offset = at.offset, path = %chunk.version.relative, "file failed whole-file verification")
-                }
-            }
-            let VerifiedChunk { id, version, .. } = *chunk;
-            return Ok(Some(ChunkFile {
-                id,
-                relative: version.relative,
-            }));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::sink::PublishedFile;
+
+    /// A sink that must never be reached.
+    struct NoSink;
+
+    impl ChunkSink for NoSink {
+        fn accept(&mut self, _: &VerifiedChunk) -> std::io::Result<Accepted> {
+            unreachable!("no chunk in this test")
         }
-        Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
-        Verdict::Reject { .. } if rejects.already_kept(at) => {
-            debug!(topic = %at.topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
-            DownloadStats::add(&stats.skipped_messages, 1)
+        fn is_in_progress(&self, _: &str) -> bool {
+            false
         }
-        Verdict::Reject { reason, key, value } => {
-            DownloadStats::add(&stats.rejected_messages, 1);
-            warn!(topic = %at.topic, partition = at.partition, offset = at.offset, %reason, "bad message skipped and kept in .openmsi/rejected");
-            rejects.keep(at, key.as_deref(), value.as_deref(), &reason);
+        fn unflushed_bytes(&self) -> u64 {
+            0
+        }
+        fn flush(&mut self) -> std::io::Result<Vec<PublishedFile>> {
+            Ok(Vec::new())
         }
     }
-    Ok(None)
+
+    #[test]
+    fn a_message_that_cannot_be_opened_yet_is_kept_once_and_counted_apart_from_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = DownloadStats::default();
+        let mut writer = Writer {
+            topic: "t",
+            stats: &stats,
+            kept: KeptAside {
+                rejected: RejectStore::open(&dir.path().join("rejected")).unwrap(),
+                deferred: RejectStore::open(&dir.path().join("deferred")).unwrap(),
+            },
+        };
+        let at = MessagePosition {
+            partition: 2,
+            offset: 9,
+        };
+        let defer = || Verdict::Defer {
+            reason: "key 17 not received yet".into(),
+            message: RawMessage {
+                key: Some(b"k".to_vec()),
+                value: Some(b"ciphertext".to_vec()),
+                headers: Vec::new(),
+            },
+        };
+        assert!(writer.handle(defer(), at, &mut NoSink).unwrap().is_none());
+        // Read again after a restart: kept already, not counted twice.
+        assert!(writer.handle(defer(), at, &mut NoSink).unwrap().is_none());
+        let snap = stats.snapshot();
+        assert_eq!((snap.deferred_messages, snap.rejected_messages), (1, 0));
+        let kept = dir.path().join("deferred/t-2-9");
+        assert_eq!(
+            std::fs::read(kept.with_extension("value")).unwrap(),
+            b"ciphertext"
+        );
+        let why = std::fs::read_to_string(kept.with_extension("txt")).unwrap();
+        assert!(why.contains("key 17 not received yet"), "{why}");
+    }
 }

@@ -1,90 +1,41 @@
-//! Turns verified chunks into files. Chunks go into staging files under `.openmsi/staging/`;
-//! a complete file whose whole-file SHA-512 matches is renamed into place at the next
-//! [`Reassembler::flush`], which also makes everything written so far durable. Only after a
-//! flush may the caller commit the offsets of the chunks it handed in.
+//! Staging: turns verified chunks into complete, verified files. Chunks go into staging files
+//! under `.openmsi/staging/` ([`super::partial`]); a complete file whose whole-file SHA-512
+//! matches is handed to the [`Publisher`] at the next [`ChunkSink::flush`], which first makes
+//! everything written so far durable. Only after a flush may the pipeline commit the offsets of
+//! the chunks it handed in. This is the output folder's [`ChunkSink`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{self, File};
+use std::collections::{HashMap, HashSet};
+use std::fs;
 use std::io;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::{error, info};
+use tracing::info;
 
-use super::completed::{CompletedEntry, CompletedLog, MessagePosition};
-use super::partial::{FileVersion, PartialFile, Recovered};
+use super::partial::{PartialFile, Recovered};
+use super::publish::{Publisher, ReadyFile};
+use super::sink::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use super::stats::DownloadStats;
 use crate::chunk::hash::from_hex;
-pub use crate::state::is_out_of_space;
-use crate::state::{annotate, sync_dir, StateDir};
+use crate::kafka::MessagePosition;
+use crate::state::{annotate, StateDir};
 
 /// Above this many files in progress, idle staging files are closed so that a stream
 /// interleaving thousands of files cannot exhaust file descriptors.
 const MAX_OPEN_STAGING_FILES: usize = 256;
 
-/// A chunk that passed decoding, validation and its hash check.
-#[derive(Debug)]
-pub struct VerifiedChunk {
-    /// Staging id of the file version ([`FileVersion::id`]).
-    pub id: String,
-    /// The file version the chunk belongs to.
-    pub version: FileVersion,
-    /// Relative native path of the rebuilt file.
-    pub path: PathBuf,
-    /// 1-based chunk index.
-    pub chunk_i: u64,
-    /// Byte offset in the file.
-    pub offset: u64,
-    /// The whole message value (kept to avoid copying the data out of it).
-    pub payload: Vec<u8>,
-    /// Where the chunk data sits in `payload`.
-    pub data: Range<usize>,
-    /// The Kafka message it came in.
-    pub message: MessagePosition,
-}
-
-/// What happened to one chunk.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Accepted {
-    /// Written to its staging file.
-    Written,
-    /// Already staged (redelivery or duplicate upload).
-    Duplicate,
-    /// The file was already rebuilt with this content.
-    AlreadyComplete,
-    /// Written, and the file is complete and verified; it appears at the next flush.
-    Completed,
-    /// Written, the file is complete, and its whole-file hash does not match.
-    HashMismatch,
-    /// Written and complete, but an older version than the one in place (read again after a
-    /// restart): discarded.
-    Superseded,
-}
-
-/// A verified file waiting for the next flush to be renamed into place.
-struct ReadyFile {
-    partial: PartialFile,
-    path: PathBuf,
-    /// The message that completed it (None when completed from staging at start-up).
-    completed_by: Option<MessagePosition>,
-}
-
-/// Folders inside the output folder's `.openmsi/`.
-struct StateDirs {
-    staging: PathBuf,
-    failed: PathBuf,
-}
-
 /// The reassembly state of one output folder.
 pub struct Reassembler {
-    output_dir: PathBuf,
-    dirs: StateDirs,
+    /// `.openmsi/staging/`.
+    staging_dir: PathBuf,
+    /// Files with chunks staged, not yet whole, by staging id.
     partials: HashMap<String, PartialFile>,
+    /// Whole and verified, waiting for the next flush to be published.
     ready: Vec<ReadyFile>,
+    /// Staging ids of `ready` (a late duplicate chunk of one of them is a duplicate).
     ready_ids: HashSet<String>,
-    completed: CompletedLog,
+    /// Puts verified files in place and remembers what was published.
+    publisher: Publisher,
     stats: Arc<DownloadStats>,
     /// Chunk bytes written since the last flush.
     unflushed_bytes: u64,
@@ -97,21 +48,15 @@ impl Reassembler {
     pub fn open(output_dir: &Path, stats: Arc<DownloadStats>) -> io::Result<Self> {
         fs::create_dir_all(output_dir).map_err(|e| annotate(e, output_dir))?;
         let state = StateDir::of(output_dir);
-        let dirs = StateDirs {
-            staging: state.staging(),
-            failed: state.failed(),
-        };
-        for d in [&dirs.staging, &dirs.failed] {
-            fs::create_dir_all(d).map_err(|e| annotate(e, d))?;
-        }
-        let completed = CompletedLog::open(&state.completed_log())?;
+        let staging_dir = state.staging();
+        fs::create_dir_all(&staging_dir).map_err(|e| annotate(e, &staging_dir))?;
+        let publisher = Publisher::open(output_dir, &state, Arc::clone(&stats))?;
         let mut me = Self {
-            output_dir: output_dir.to_path_buf(),
-            dirs,
+            staging_dir,
             partials: HashMap::new(),
             ready: Vec::new(),
             ready_ids: HashSet::new(),
-            completed,
+            publisher,
             stats,
             unflushed_bytes: 0,
             unflushed: false,
@@ -124,7 +69,7 @@ impl Reassembler {
     fn recover(&mut self) -> io::Result<()> {
         let mut records = Vec::new();
         let mut datas = Vec::new();
-        for entry in fs::read_dir(&self.dirs.staging)? {
+        for entry in fs::read_dir(&self.staging_dir).map_err(|e| annotate(e, &self.staging_dir))? {
             let path = entry?.path();
             match path.extension().and_then(|e| e.to_str()) {
                 Some("chunks") => records.push(path),
@@ -132,7 +77,7 @@ impl Reassembler {
                 _ => {}
             }
         }
-        let mut republished = Vec::new();
+        let mut published_before_crash = Vec::new();
         for record in records {
             match PartialFile::recover(&record)? {
                 Recovered::Partial(partial) => {
@@ -149,11 +94,7 @@ impl Reassembler {
                 }
                 Recovered::AlreadyPublished(version) => {
                     // Renamed into place just before a crash: make sure the log knows.
-                    if let Some(hash) = from_hex(&version.file_hash) {
-                        if !self.completed.is_latest(&version.relative, &hash) {
-                            republished.push(entry_for(&version, 0, None));
-                        }
-                    }
+                    published_before_crash.push(version);
                     let _ = fs::remove_file(&record);
                 }
                 Recovered::Unusable => {
@@ -162,7 +103,8 @@ impl Reassembler {
                 }
             }
         }
-        self.completed.append(republished)?;
+        self.publisher
+            .note_published_before_crash(&published_before_crash)?;
         // Data without a record was never recorded as durable: Kafka delivers it again.
         for data in datas {
             if !data.with_extension("chunks").exists() {
@@ -178,8 +120,53 @@ impl Reassembler {
         Ok(())
     }
 
-    /// Handles one verified chunk.
-    pub fn accept(&mut self, chunk: &VerifiedChunk) -> io::Result<Accepted> {
+    /// A complete file: verify it and queue it for publishing, or set it aside.
+    fn finish(
+        &mut self,
+        id: String,
+        mut partial: PartialFile,
+        completed_by: Option<MessagePosition>,
+    ) -> io::Result<Accepted> {
+        self.stats
+            .files_in_progress
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.unflushed = true;
+        let relative = &partial.version.relative;
+        if completed_by.is_some_and(|at| self.publisher.is_superseded(relative, at)) {
+            self.publisher.discard_superseded(partial);
+            return Ok(Accepted::Superseded);
+        }
+        if !partial.verify()? {
+            self.publisher.set_aside_mismatch(&id, partial)?;
+            return Ok(Accepted::HashMismatch);
+        }
+        let path: PathBuf = partial.version.relative.split('/').collect();
+        self.ready_ids.insert(id);
+        self.ready.push(ReadyFile {
+            partial,
+            path,
+            completed_by,
+        });
+        Ok(Accepted::Completed)
+    }
+
+    /// Syncs and closes every staging file's descriptor (they reopen on demand).
+    fn close_staging_files(&mut self) -> io::Result<()> {
+        for p in self.partials.values_mut() {
+            p.sync_data()?;
+            p.close();
+        }
+        Ok(())
+    }
+
+    /// True when a flush has work to do.
+    pub fn needs_flush(&self) -> bool {
+        self.unflushed
+    }
+}
+
+impl ChunkSink for Reassembler {
+    fn accept(&mut self, chunk: &VerifiedChunk) -> io::Result<Accepted> {
         if self.ready_ids.contains(&chunk.id) {
             return Ok(Accepted::Duplicate);
         }
@@ -190,15 +177,16 @@ impl Reassembler {
             None => {
                 let hash = from_hex(&chunk.version.file_hash)
                     .ok_or_else(|| io::Error::other("internal: bad hex hash"))?;
-                if self.completed.is_latest(&chunk.version.relative, &hash)
-                    && self.output_dir.join(&chunk.path).is_file()
+                if self
+                    .publisher
+                    .is_published(&chunk.version.relative, &hash, &chunk.path)
                 {
                     return Ok(Accepted::AlreadyComplete);
                 }
                 if self.partials.len() >= MAX_OPEN_STAGING_FILES {
                     self.close_staging_files()?;
                 }
-                let p = PartialFile::create(&self.dirs.staging, chunk.version.clone())?;
+                let p = PartialFile::create(&self.staging_dir, chunk.version.clone())?;
                 self.stats
                     .files_in_progress
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -219,174 +207,30 @@ impl Reassembler {
         self.finish(chunk.id.clone(), partial, Some(chunk.message))
     }
 
-    /// A complete file: verify it and queue it for publishing, or set it aside.
-    fn finish(
-        &mut self,
-        id: String,
-        mut partial: PartialFile,
-        completed_by: Option<MessagePosition>,
-    ) -> io::Result<Accepted> {
-        self.stats
-            .files_in_progress
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.unflushed = true;
-        let relative = &partial.version.relative;
-        if completed_by.is_some_and(|at| self.completed.is_superseded(relative, at)) {
-            info!(path = %relative, "an older version of this file was read again; the newer one in place is kept");
-            partial.close();
-            // Record first: a data file without its record is deleted at start-up, while a
-            // record without data means "renamed into place".
-            let _ = fs::remove_file(partial.record_path());
-            let _ = fs::remove_file(partial.data_path());
-            return Ok(Accepted::Superseded);
-        }
-        if partial.verify()? {
-            let path: PathBuf = partial.version.relative.split('/').collect();
-            self.ready_ids.insert(id);
-            self.ready.push(ReadyFile {
-                partial,
-                path,
-                completed_by,
-            });
-            return Ok(Accepted::Completed);
-        }
-        DownloadStats::add(&self.stats.files_failed, 1);
-        partial.close();
-        // Record first (see above), so a crash in between cannot make this failed version
-        // look published at the next start.
-        let _ = fs::remove_file(partial.record_path());
-        let kept = self.dirs.failed.join(format!(
-            "{}-{}",
-            id,
-            partial.version.relative.replace('/', "_")
-        ));
-        error!(
-            path = %partial.version.relative,
-            kept = %kept.display(),
-            "whole-file SHA-512 does not match: the file is NOT written to its final path; the received bytes are kept aside"
-        );
-        fs::rename(partial.data_path(), &kept).map_err(|e| annotate(e, partial.data_path()))?;
-        Ok(Accepted::HashMismatch)
-    }
-
-    /// Syncs and closes every staging file's descriptor (they reopen on demand).
-    fn close_staging_files(&mut self) -> io::Result<()> {
-        for p in self.partials.values_mut() {
-            p.sync_data()?;
-            p.close();
-        }
-        Ok(())
-    }
-
-    /// True while the file version with staging id `id` has chunks staged but is not whole.
-    pub fn is_in_progress(&self, id: &str) -> bool {
+    fn is_in_progress(&self, id: &str) -> bool {
         self.partials.contains_key(id)
     }
 
-    /// Bytes written since the last flush.
-    pub fn unflushed_bytes(&self) -> u64 {
+    fn unflushed_bytes(&self) -> u64 {
         self.unflushed_bytes
     }
 
-    /// True when a flush has work to do.
-    pub fn needs_flush(&self) -> bool {
-        self.unflushed
-    }
-
-    /// Makes everything handed in so far durable and publishes verified files. Returns the
-    /// relative paths published. After it returns Ok, those chunks' offsets may be committed.
-    pub fn flush(&mut self) -> io::Result<Vec<String>> {
+    fn flush(&mut self) -> io::Result<Vec<PublishedFile>> {
         if !self.unflushed {
             return Ok(Vec::new());
         }
         for p in self.partials.values_mut() {
             p.sync_data()?;
         }
-        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-        let mut entries = Vec::new();
-        let mut published = Vec::new();
-        let mut records = Vec::new();
-        for mut ready in std::mem::take(&mut self.ready) {
-            match self.publish(&mut ready) {
-                Ok(parent) => {
-                    dirs.insert(parent);
-                    entries.push(entry_for(
-                        &ready.partial.version,
-                        ready.partial.size(),
-                        ready.completed_by,
-                    ));
-                    published.push(ready.partial.version.relative.clone());
-                    records.push(ready.partial.record_path().to_path_buf());
-                }
-                Err(e) if is_out_of_space(&e) => return Err(e),
-                Err(e) => {
-                    // One file that cannot be placed (a folder in the way, permissions) must
-                    // not stop the stream; it is kept aside.
-                    DownloadStats::add(&self.stats.files_failed, 1);
-                    error!(path = %ready.partial.version.relative, error = %e, "could not put the rebuilt file in place; it is kept in .openmsi/failed");
-                    let kept = self.dirs.failed.join(ready.partial.version.id());
-                    let _ = fs::remove_file(ready.partial.record_path());
-                    let _ = fs::rename(ready.partial.data_path(), kept);
-                }
-            }
-        }
+        let ready = std::mem::take(&mut self.ready);
         self.ready_ids.clear();
-        dirs.insert(self.dirs.staging.clone());
-        for dir in &dirs {
-            sync_dir(dir)?;
-        }
-        self.completed.append(entries)?;
-        DownloadStats::add(&self.stats.files_completed, published.len() as u64);
-        for r in records {
-            let _ = fs::remove_file(r);
-        }
+        let published = self.publisher.publish_all(ready, &self.staging_dir)?;
         for p in self.partials.values_mut() {
             p.record_synced_chunks()?;
         }
         self.unflushed_bytes = 0;
         self.unflushed = false;
         Ok(published)
-    }
-
-    /// Syncs, stamps and renames one verified file into place; returns its folder.
-    fn publish(&self, ready: &mut ReadyFile) -> io::Result<PathBuf> {
-        let final_path = self.output_dir.join(&ready.path);
-        let parent = final_path
-            .parent()
-            .unwrap_or(&self.output_dir)
-            .to_path_buf();
-        fs::create_dir_all(&parent).map_err(|e| annotate(e, &parent))?;
-        if let Some(mtime) = ready
-            .partial
-            .version
-            .file_mtime
-            .filter(|t| t.is_finite() && *t > 0.0)
-        {
-            let f = File::options()
-                .write(true)
-                .open(ready.partial.data_path())?;
-            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs_f64(mtime));
-        }
-        ready.partial.sync_data()?;
-        ready.partial.close();
-        fs::rename(ready.partial.data_path(), &final_path).map_err(|e| annotate(e, &final_path))?;
-        Ok(parent)
-    }
-}
-
-fn entry_for(
-    version: &FileVersion,
-    size: u64,
-    completed_by: Option<MessagePosition>,
-) -> CompletedEntry {
-    CompletedEntry {
-        completed_by,
-        path: version.relative.clone(),
-        file_hash: version.file_hash.clone(),
-        size,
-        completed_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
     }
 }
 
@@ -395,6 +239,12 @@ mod tests {
     use super::*;
     use crate::chunk::hash::sha512;
     use crate::chunk::hash::to_hex;
+    use crate::download::partial::FileVersion;
+    use std::time::UNIX_EPOCH;
+
+    fn relatives(published: Vec<PublishedFile>) -> Vec<String> {
+        published.into_iter().map(|p| p.relative).collect()
+    }
 
     fn chunks_of(relative: &str, content: &[u8], size: usize) -> Vec<VerifiedChunk> {
         let pieces: Vec<&[u8]> = if content.is_empty() {
@@ -451,7 +301,10 @@ mod tests {
         assert_eq!(r.accept(&chunks[0]).unwrap(), Accepted::Duplicate);
         assert_eq!(r.accept(&chunks[1]).unwrap(), Accepted::Completed);
         assert!(!target.exists(), "visible before flush");
-        assert_eq!(r.flush().unwrap(), vec!["a/b/x y.dat".to_string()]);
+        assert_eq!(
+            relatives(r.flush().unwrap()),
+            vec!["a/b/x y.dat".to_string()]
+        );
         assert_eq!(fs::read(&target).unwrap(), content);
         let mtime = fs::metadata(&target).unwrap().modified().unwrap();
         assert_eq!(

@@ -1,11 +1,14 @@
-//! Bad messages are kept aside for inspection in `.openmsi/rejected/`, one `.key`/`.value`
-//! pair plus a `.txt` saying why, named by topic, partition and offset.
+//! Messages kept aside, one `.key`/`.value` pair plus a `.txt` saying why, named by topic,
+//! partition and offset: bad messages for inspection (`.openmsi/rejected/`), and messages that
+//! cannot be opened yet (`.openmsi/deferred/`, e.g. their decryption key has not arrived).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
+
+use crate::kafka::MessagePosition;
 
 /// Keep at most this many rejected messages on disk: a flood of garbage must not fill the disk.
 /// Beyond it, rejects are still logged and counted.
@@ -15,14 +18,6 @@ pub const MAX_KEPT: u64 = 10_000;
 pub struct RejectStore {
     dir: PathBuf,
     kept: u64,
-}
-
-/// Identity of a Kafka message, for names and logs.
-#[derive(Debug, Clone)]
-pub struct MessageRef {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
 }
 
 impl RejectStore {
@@ -42,15 +37,16 @@ impl RejectStore {
     /// True when the message at `at` was kept aside by an earlier read. Offsets are never
     /// committed past an unfinished file's first chunk, so a restart can read a bad message
     /// again; it is then neither reported nor counted twice.
-    pub fn already_kept(&self, at: &MessageRef) -> bool {
-        self.dir.join(format!("{}.txt", stem(at))).is_file()
+    pub fn already_kept(&self, topic: &str, at: MessagePosition) -> bool {
+        self.dir.join(format!("{}.txt", stem(topic, at))).is_file()
     }
 
     /// Saves the message and the reason. Failing to save is logged, never fatal: the reject
     /// itself is already reported.
     pub fn keep(
         &mut self,
-        at: &MessageRef,
+        topic: &str,
+        at: MessagePosition,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         reason: &str,
@@ -59,7 +55,7 @@ impl RejectStore {
             warn!(limit = MAX_KEPT, "not keeping this rejected message: the rejected folder is full; inspect and clear it");
             return;
         }
-        let stem = stem(at);
+        let stem = stem(topic, at);
         let result = (|| -> io::Result<()> {
             write_synced(
                 &self.dir.join(format!("{stem}.key")),
@@ -71,7 +67,7 @@ impl RejectStore {
             )?;
             let text = format!(
                 "topic: {}\npartition: {}\noffset: {}\nkey bytes: {}\nvalue bytes: {}\nreason: {reason}\n",
-                at.topic,
+                topic,
                 at.partition,
                 at.offset,
                 key.map_or(0, <[u8]>::len),
@@ -89,8 +85,8 @@ impl RejectStore {
 }
 
 /// File name stem of a kept message: topic, partition and offset.
-fn stem(at: &MessageRef) -> String {
-    format!("{}-{}-{}", at.topic, at.partition, at.offset)
+fn stem(topic: &str, at: MessagePosition) -> String {
+    format!("{topic}-{}-{}", at.partition, at.offset)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -19,6 +19,8 @@ pub struct DownloadStats {
     pub skipped_messages: AtomicU64,
     /// Messages that were not valid chunks (kept aside in .openmsi/rejected).
     pub rejected_messages: AtomicU64,
+    /// Messages that could not be opened yet (kept in .openmsi/deferred until they can).
+    pub deferred_messages: AtomicU64,
     /// Files verified and renamed into place.
     pub files_completed: AtomicU64,
     /// Files whose whole-file hash did not match (kept aside in .openmsi/failed).
@@ -37,6 +39,7 @@ pub struct StatsSnapshot {
     pub duplicate_chunks: u64,
     pub skipped_messages: u64,
     pub rejected_messages: u64,
+    pub deferred_messages: u64,
     pub files_completed: u64,
     pub files_failed: u64,
     pub files_in_progress: u64,
@@ -59,6 +62,7 @@ impl DownloadStats {
             duplicate_chunks: get(&self.duplicate_chunks),
             skipped_messages: get(&self.skipped_messages),
             rejected_messages: get(&self.rejected_messages),
+            deferred_messages: get(&self.deferred_messages),
             files_completed: get(&self.files_completed),
             files_failed: get(&self.files_failed),
             files_in_progress: get(&self.files_in_progress),
@@ -81,6 +85,14 @@ impl std::fmt::Display for StatsSnapshot {
             self.skipped_messages,
             self.rejected_messages,
             self.files_failed,
-        )
+        )?;
+        if self.deferred_messages > 0 {
+            write!(
+                f,
+                "; {} messages waiting to be opened",
+                self.deferred_messages
+            )?;
+        }
+        Ok(())
     }
 }

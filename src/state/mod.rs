@@ -89,6 +89,12 @@ impl StateDir {
         self.root.join("rejected")
     }
 
+    /// download-directory: messages that cannot be opened yet (e.g. their decryption key has
+    /// not arrived), kept until they can.
+    pub fn deferred(&self) -> PathBuf {
+        self.root.join("deferred")
+    }
+
     /// download-directory: files published, latest version per path.
     pub fn completed_log(&self) -> PathBuf {
         self.root.join("completed.jsonl")

@@ -1,0 +1,212 @@
+//! Publishing verified files: the one unit that puts a rebuilt file under its final name
+//! (stamp the source mtime, fsync, atomic rename, fsync the folders), records it in the
+//! completed log, and sets aside what cannot be published (`.openmsi/failed/`).
+//!
+//! Staging ([`super::reassembler`]) decides *when* a file is complete and verified; this module
+//! decides *how* it appears. A post-publish step (hooks, notifications) gets the
+//! [`PublishedFile`]s a flush returns, after the files and the log are durable, from the
+//! pipeline's flush (see [`super::pipeline`]): it never runs inside the fsync/commit path.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{error, info};
+
+use super::completed::{CompletedEntry, CompletedLog};
+use super::partial::{FileVersion, PartialFile};
+use super::sink::PublishedFile;
+use super::stats::DownloadStats;
+use crate::chunk::Sha512Digest;
+use crate::kafka::MessagePosition;
+use crate::state::{annotate, is_out_of_space, sync_dir, StateDir};
+
+/// A verified file waiting for the next flush to be renamed into place.
+pub struct ReadyFile {
+    /// Its staging file, complete and verified.
+    pub partial: PartialFile,
+    /// Relative native path it is published at.
+    pub path: PathBuf,
+    /// The message that completed it (None when completed from staging at start-up).
+    pub completed_by: Option<MessagePosition>,
+}
+
+/// Puts verified files into the output folder.
+pub struct Publisher {
+    /// The output folder.
+    output_dir: PathBuf,
+    /// `.openmsi/failed/`: versions that failed verification or could not be put in place.
+    failed_dir: PathBuf,
+    /// Files published, latest version per path.
+    completed: CompletedLog,
+    /// Counters for `check` and the summary.
+    stats: Arc<DownloadStats>,
+}
+
+impl Publisher {
+    /// Opens the completed log of `output_dir` and prepares its failed area.
+    pub fn open(
+        output_dir: &Path,
+        state: &StateDir,
+        stats: Arc<DownloadStats>,
+    ) -> io::Result<Self> {
+        let failed_dir = state.failed();
+        fs::create_dir_all(&failed_dir).map_err(|e| annotate(e, &failed_dir))?;
+        Ok(Self {
+            output_dir: output_dir.to_path_buf(),
+            failed_dir,
+            completed: CompletedLog::open(&state.completed_log())?,
+            stats,
+        })
+    }
+
+    /// True when this version of `relative` is the one published and its file is in place.
+    pub fn is_published(&self, relative: &str, hash: &Sha512Digest, path: &Path) -> bool {
+        self.completed.is_latest(relative, hash) && self.output_dir.join(path).is_file()
+    }
+
+    /// True when a version of `relative` completed by the message at `at` is older than the
+    /// one in place (see [`CompletedLog::is_superseded`]).
+    pub fn is_superseded(&self, relative: &str, at: MessagePosition) -> bool {
+        self.completed.is_superseded(relative, at)
+    }
+
+    /// Makes sure the completed log knows the versions that were renamed into place just
+    /// before a crash (their staging record survived, their data did not).
+    pub fn note_published_before_crash(&mut self, versions: &[FileVersion]) -> io::Result<()> {
+        let entries = versions
+            .iter()
+            .filter(|v| {
+                crate::chunk::hash::from_hex(&v.file_hash)
+                    .is_some_and(|hash| !self.completed.is_latest(&v.relative, &hash))
+            })
+            .map(|v| entry_for(v, 0, None))
+            .collect();
+        self.completed.append(entries)
+    }
+
+    /// A complete version whose whole-file hash does not match: its bytes go to the failed
+    /// area and the final path stays untouched.
+    pub fn set_aside_mismatch(&self, id: &str, mut partial: PartialFile) -> io::Result<()> {
+        DownloadStats::add(&self.stats.files_failed, 1);
+        partial.close();
+        // Record first: a data file without its record is deleted at start-up, while a record
+        // without data means "renamed into place", so a crash in between cannot make this
+        // failed version look published.
+        let _ = fs::remove_file(partial.record_path());
+        let kept = self.failed_dir.join(format!(
+            "{}-{}",
+            id,
+            partial.version.relative.replace('/', "_")
+        ));
+        error!(
+            path = %partial.version.relative,
+            kept = %kept.display(),
+            "whole-file SHA-512 does not match: the file is NOT written to its final path; the received bytes are kept aside"
+        );
+        fs::rename(partial.data_path(), &kept).map_err(|e| annotate(e, partial.data_path()))
+    }
+
+    /// An older version read again: dropped without touching the newer one in place.
+    pub fn discard_superseded(&self, mut partial: PartialFile) {
+        info!(path = %partial.version.relative, "an older version of this file was read again; the newer one in place is kept");
+        partial.close();
+        // Record first (see `set_aside_mismatch`).
+        let _ = fs::remove_file(partial.record_path());
+        let _ = fs::remove_file(partial.data_path());
+    }
+
+    /// Publishes `ready` files: each is renamed into place (or, when that fails for a reason
+    /// other than a full disk, set aside), then the folders involved and `staging_dir` (the
+    /// renames left it) are fsynced, the completed log records them with one fsync, and their
+    /// staging records are removed.
+    pub fn publish_all(
+        &mut self,
+        ready: Vec<ReadyFile>,
+        staging_dir: &Path,
+    ) -> io::Result<Vec<PublishedFile>> {
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut entries = Vec::new();
+        let mut published = Vec::new();
+        let mut records = Vec::new();
+        for mut file in ready {
+            match self.publish(&mut file) {
+                Ok(final_path) => {
+                    let version = &file.partial.version;
+                    if let Some(parent) = final_path.parent() {
+                        dirs.insert(parent.to_path_buf());
+                    }
+                    entries.push(entry_for(version, file.partial.size(), file.completed_by));
+                    published.push(PublishedFile {
+                        relative: version.relative.clone(),
+                        path: final_path,
+                        size: file.partial.size(),
+                        file_hash: version.file_hash.clone(),
+                    });
+                    records.push(file.partial.record_path().to_path_buf());
+                }
+                Err(e) if is_out_of_space(&e) => return Err(e),
+                Err(e) => {
+                    // One file that cannot be placed (a folder in the way, permissions) must
+                    // not stop the stream; it is kept aside.
+                    DownloadStats::add(&self.stats.files_failed, 1);
+                    error!(path = %file.partial.version.relative, error = %e, "could not put the rebuilt file in place; it is kept in .openmsi/failed");
+                    let kept = self.failed_dir.join(file.partial.version.id());
+                    let _ = fs::remove_file(file.partial.record_path());
+                    let _ = fs::rename(file.partial.data_path(), kept);
+                }
+            }
+        }
+        dirs.insert(staging_dir.to_path_buf());
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        self.completed.append(entries)?;
+        DownloadStats::add(&self.stats.files_completed, published.len() as u64);
+        for r in records {
+            let _ = fs::remove_file(r);
+        }
+        Ok(published)
+    }
+
+    /// Syncs, stamps and renames one verified file into place; returns its final path.
+    fn publish(&self, ready: &mut ReadyFile) -> io::Result<PathBuf> {
+        let final_path = self.output_dir.join(&ready.path);
+        let parent = final_path.parent().unwrap_or(&self.output_dir);
+        fs::create_dir_all(parent).map_err(|e| annotate(e, parent))?;
+        if let Some(mtime) = ready
+            .partial
+            .version
+            .file_mtime
+            .filter(|t| t.is_finite() && *t > 0.0)
+        {
+            let f = File::options()
+                .write(true)
+                .open(ready.partial.data_path())?;
+            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs_f64(mtime));
+        }
+        ready.partial.sync_data()?;
+        ready.partial.close();
+        fs::rename(ready.partial.data_path(), &final_path).map_err(|e| annotate(e, &final_path))?;
+        Ok(final_path)
+    }
+}
+
+fn entry_for(
+    version: &FileVersion,
+    size: u64,
+    completed_by: Option<MessagePosition>,
+) -> CompletedEntry {
+    CompletedEntry {
+        completed_by,
+        path: version.relative.clone(),
+        file_hash: version.file_hash.clone(),
+        size,
+        completed_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    }
+}

@@ -1,0 +1,87 @@
+//! Where verified chunks go: the seam between the download pipeline (poll, open, verify, keep
+//! poll order, commit) and what is done with the data.
+//!
+//! The pipeline only needs four things of a sink: take a chunk, say whether a file is still
+//! unfinished (its first offset then pins the partition's committed offset, see
+//! [`super::offsets`]), say how much is waiting for a flush, and flush. *Durable* is whatever
+//! the sink means by it: for [`super::reassembler::Reassembler`] (the output folder) the bytes
+//! are fsynced in staging files; for a sink that re-publishes files to another topic it would
+//! mean acknowledged by that broker. Either way the pipeline commits an offset only after the
+//! flush that made its chunk durable returned, so [`super::offsets::CommitTracker`] works
+//! unchanged for every sink.
+
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use super::partial::FileVersion;
+use crate::kafka::MessagePosition;
+
+/// A chunk that passed opening, decoding, validation and its hash check.
+#[derive(Debug)]
+pub struct VerifiedChunk {
+    /// Staging id of the file version ([`FileVersion::id`]).
+    pub id: String,
+    /// The file version the chunk belongs to.
+    pub version: FileVersion,
+    /// Relative native path of the rebuilt file.
+    pub path: PathBuf,
+    /// 1-based chunk index.
+    pub chunk_i: u64,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// The whole message value (kept to avoid copying the data out of it).
+    pub payload: Vec<u8>,
+    /// Where the chunk data sits in `payload`.
+    pub data: Range<usize>,
+    /// The Kafka message it came in.
+    pub message: MessagePosition,
+}
+
+/// What happened to one chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Taken (written to its staging file).
+    Written,
+    /// Already taken (redelivery or duplicate upload).
+    Duplicate,
+    /// The file was already published with this content.
+    AlreadyComplete,
+    /// Taken, and the file is complete and verified; it is published at the next flush.
+    Completed,
+    /// Taken, the file is complete, and its whole-file hash does not match.
+    HashMismatch,
+    /// Taken and complete, but an older version than the one in place (read again after a
+    /// restart): discarded.
+    Superseded,
+}
+
+/// A file published by a flush: what a post-publish step (hooks, notifications) is told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedFile {
+    /// Relative path, `/`-separated.
+    pub relative: String,
+    /// Where it now is.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-512 of its content (verified).
+    pub file_hash: String,
+}
+
+/// Where verified chunks go, with accept/flush semantics (see the module docs).
+pub trait ChunkSink {
+    /// Takes one verified chunk. An error stops the pipeline (nothing after the last flush is
+    /// committed); per-file problems are reported through [`Accepted`] instead.
+    fn accept(&mut self, chunk: &VerifiedChunk) -> io::Result<Accepted>;
+
+    /// True while the file version with staging id `id` has chunks taken but is not whole.
+    fn is_in_progress(&self, id: &str) -> bool;
+
+    /// Chunk bytes taken since the last flush.
+    fn unflushed_bytes(&self) -> u64;
+
+    /// Makes everything taken so far durable and publishes the files completed; returns them.
+    /// After it returns Ok, the offsets of every chunk taken before it may be committed.
+    fn flush(&mut self) -> io::Result<Vec<PublishedFile>>;
+}
