@@ -11,7 +11,7 @@ use tracing::info;
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Byte progress of one task.
-pub struct Progress {
+pub struct ByteProgress {
     label: String,
     total: u64,
     started: Instant,
@@ -19,7 +19,7 @@ pub struct Progress {
     last_log: Instant,
 }
 
-impl Progress {
+impl ByteProgress {
     /// Starts tracking `total` bytes of work described by `label`.
     pub fn new(label: &str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {

@@ -27,20 +27,17 @@ pub mod stats;
 pub mod validate;
 pub mod verify;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::chunk::hash::{sha512, to_hex};
 use crate::config::LoadedConfig;
-use crate::kafka::client::{bootstrap_servers, client_config, create_client};
-use crate::kafka::{check_topic, ConsumerLogContext};
+use crate::kafka::consumer::{self, ConsumerSpec};
 use crate::state::StateDir;
 use pipeline::{KeptAside, PipelineOptions, StopReason};
 use reassembler::Reassembler;
@@ -82,38 +79,6 @@ pub struct DownloadSummary {
     pub stopped_idle: bool,
 }
 
-/// Consumer settings openmsi picks when the config file is silent.
-fn consumer_defaults(output_dir: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        // Static group membership, one identity per machine and output folder: a downloader
-        // restarted after a crash takes its partitions back at once instead of waiting for the
-        // dead member's session to expire (which tansu never does).
-        ("group.instance.id", instance_id(output_dir)),
-        // A new group starts at the beginning of the topic, as OpenMSIStream's configs do.
-        ("auto.offset.reset", "earliest".into()),
-        // Whole 512 KiB chunks per fetch per partition instead of librdkafka's 1 MiB, which
-        // caps each fetch at one or two chunks.
-        ("max.partition.fetch.bytes", (16u32 << 20).to_string()),
-        // A downloader that crashed keeps its partitions until its session times out; 10 s
-        // (librdkafka: 45 s) lets a restarted one resume sooner. Brokers accept >= 6 s.
-        ("session.timeout.ms", "10000".into()),
-    ]
-}
-
-/// `openmsi-<host>-<digest of the output folder's absolute path>`: stable across restarts,
-/// different for every folder, so two downloaders never share an identity by accident.
-fn instance_id(output_dir: &Path) -> String {
-    let absolute = output_dir
-        .canonicalize()
-        .unwrap_or_else(|_| output_dir.to_path_buf());
-    let digest = sha512(absolute.to_string_lossy().as_bytes());
-    format!(
-        "openmsi-{}-{}",
-        crate::host::id_safe_name(),
-        to_hex(&digest[..8])
-    )
-}
-
 /// Runs the downloader until `cancel`, idle exit, or a fatal error.
 pub fn download_directory(
     config: &LoadedConfig,
@@ -148,27 +113,16 @@ pub fn download_directory(
         .find(|(k, _)| k == "group.id")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let overrides = [
-        ("enable.auto.commit", "false".to_string()),
-        ("enable.auto.offset.store", "false".to_string()),
-        (
-            "enable.partition.eof",
-            settings.exit_when_idle.is_some().to_string(),
-        ),
-    ];
-    let cfg = client_config(&properties, &consumer_defaults(output), &overrides);
-    let consumer: BaseConsumer<ConsumerLogContext> =
-        create_client(&cfg, ConsumerLogContext, config, "consumer")?;
-    let brokers = bootstrap_servers(&cfg);
-    check_topic(
-        consumer.client(),
-        &settings.topic,
-        &brokers,
-        settings.connect_timeout,
+    let consumer = consumer::subscribe(
+        config,
+        &ConsumerSpec {
+            properties: &properties,
+            output_dir: output,
+            topic: &settings.topic,
+            partition_eof: settings.exit_when_idle.is_some(),
+            connect_timeout: settings.connect_timeout,
+        },
     )?;
-    consumer
-        .subscribe(&[&settings.topic])
-        .with_context(|| format!("subscribing to topic {}", settings.topic))?;
     info!(
         topic = %settings.topic,
         group = %group_id,

@@ -81,6 +81,28 @@ pub struct KeptAside {
     pub deferred: RejectStore,
 }
 
+/// Why the pipeline failed. (A requested stop is not a failure: it is
+/// [`StopReason::Requested`], after everything read was written, flushed and committed.)
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The sink could not write (disk full, permissions): nothing after the last durable chunk
+    /// was committed, so a restart resumes from there.
+    #[error(
+        "stopped: could not write to the output folder: {source}. Nothing after the last durable \
+         chunk was committed; fix the problem{} and start again with the same --group-id to \
+         resume",
+        if is_out_of_space(source) { " (free some space)" } else { "" }
+    )]
+    Write {
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bug: the writer thread panicked.
+    #[error("internal error: the writer thread panicked")]
+    WriterPanicked,
+}
+
 /// Why the pipeline stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -98,7 +120,7 @@ pub fn run<S: ChunkSink + Send>(
     options: &PipelineOptions,
     stats: &Arc<DownloadStats>,
     cancel: &CancellationToken,
-) -> anyhow::Result<StopReason> {
+) -> Result<StopReason, PipelineError> {
     let in_flight = Arc::new(AtomicU64::new(0));
     let writer_done = Arc::new(AtomicBool::new(false));
     std::thread::scope(|scope| {
@@ -149,21 +171,14 @@ pub fn run<S: ChunkSink + Send>(
         for offsets in commit_rx.iter() {
             store_offsets(consumer, &options.topic, &offsets);
         }
-        let written = writer
-            .join()
-            .map_err(|_| anyhow::anyhow!("internal error: the writer thread panicked"))?;
+        let written = writer.join().map_err(|_| PipelineError::WriterPanicked)?;
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
                 warn!(error = %e, "final offset commit failed; some chunks will be read again (and skipped as duplicates) next time")
             }
         }
-        written.map_err(|e| {
-            anyhow::anyhow!(
-                "stopped: could not write to the output folder: {e}. Nothing after the last durable chunk was committed; fix the problem{} and start again with the same --group-id to resume",
-                if is_out_of_space(&e) { " (free some space)" } else { "" }
-            )
-        })?;
+        written.map_err(|source| PipelineError::Write { source })?;
         Ok(stop)
     })
 }

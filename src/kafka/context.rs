@@ -59,6 +59,12 @@ impl ClientContext for LogContext {
     }
 }
 
+/// Producers that need no delivery accounting (heartbeats, logs) log through the same context.
+impl rdkafka::producer::ProducerContext for LogContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 /// Consumer context: logging, plus rebalances and commit results, which are the events a user
 /// needs to understand who reads which partition and whether progress is being saved.
 #[derive(Clone, Default)]

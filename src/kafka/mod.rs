@@ -1,8 +1,10 @@
 //! The one rdkafka layer: client construction from a loaded config (with errors that name the
 //! property and where it came from), logging contexts, the topic check every command does before
-//! moving data, the chunk producer with delivery tracking, and the stable file→partition choice.
+//! moving data, both clients with their defaults (the chunk producer with delivery tracking,
+//! the chunk consumer), heartbeats, and the stable file→partition choice.
 
 pub mod client;
+pub mod consumer;
 pub mod context;
 pub mod message;
 pub mod partition;
@@ -14,5 +16,7 @@ pub use client::{client_config, KafkaSetupError};
 pub use context::{ConsumerLogContext, LogContext};
 pub use message::MessagePosition;
 pub use partition::partition_for_path;
-pub use producer::{ChunkOf, ChunkProducer, DeliveryTracker, FileDelivery};
+pub use producer::{
+    producer_defaults, ChunkProducer, ChunkTag, DeliveryTracker, FileDelivery, QUEUE_MAX_KBYTES,
+};
 pub use topic::{check_topic, TopicInfo};

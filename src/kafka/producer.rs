@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,30 @@ use super::context::{log_client_error, log_librdkafka};
 use super::topic::{check_topic, TopicError, TopicInfo};
 use crate::chunk::RangeSet;
 use crate::config::LoadedConfig;
+
+/// librdkafka's queue is capped at this many KiB: it is the back-pressure that keeps memory
+/// flat however large the file (or however many files), and 32 MiB (64 chunks of 512 KiB)
+/// keeps the broker busy.
+pub const QUEUE_MAX_KBYTES: u64 = 32 * 1024;
+
+/// Producer settings openmsi picks when the config file is silent, and why. `max_message_bytes`
+/// is the largest message the command will produce.
+pub fn producer_defaults(max_message_bytes: usize) -> Vec<(&'static str, String)> {
+    vec![
+        // A chunk is only "sent" when every in-sync replica has it.
+        ("acks", "all".into()),
+        // No duplicates or reordering from librdkafka's own retries.
+        ("enable.idempotence", "true".into()),
+        ("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string()),
+        // Chunks bigger than librdkafka's 1 MB default must still be accepted client-side;
+        // the broker's own limit is reported clearly if it is lower.
+        (
+            "message.max.bytes",
+            max_message_bytes.max(1_000_000).to_string(),
+        ),
+        ("batch.size", max_message_bytes.max(1_000_000).to_string()),
+    ]
+}
 
 /// Counts of what was handed to librdkafka and what the broker acknowledged.
 #[derive(Debug, Default)]
@@ -88,6 +112,8 @@ impl Failures {
 /// flight at once, and each must know on its own whether all its chunks were acknowledged.
 #[derive(Debug, Default)]
 pub struct FileDelivery {
+    /// Chunks of this file handed to librdkafka (this attempt).
+    queued: AtomicU64,
     /// Chunks of this file the broker acknowledged.
     acked: AtomicU64,
     /// File bytes of this file the broker acknowledged.
@@ -103,6 +129,10 @@ impl FileDelivery {
     /// A fresh tracker, shared between the sender and the delivery callback.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+    /// Chunks handed to librdkafka so far (this attempt).
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
     }
     /// Chunks acknowledged so far.
     pub fn acked(&self) -> u64 {
@@ -129,25 +159,16 @@ impl FileDelivery {
     }
 }
 
-/// Which chunk of which file a message is, for [`ChunkProducer::send`].
-#[derive(Clone, Copy)]
-pub struct ChunkOf<'a> {
+/// Which chunk of which file a message is: what its delivery report is credited to.
+#[derive(Clone)]
+pub struct ChunkTag {
     /// The file's delivery tracker.
-    pub file: &'a Arc<FileDelivery>,
+    pub file: Arc<FileDelivery>,
     /// The chunk's 0-based index (recorded as acknowledged, for resuming).
     pub index: u64,
     /// File bytes the chunk carries: what its acknowledgement adds to the file's and the global
-    /// acknowledged bytes (data, not envelope bytes).
+    /// acknowledged bytes (data, not envelope bytes, so progress and throughput count data).
     pub bytes: usize,
-}
-
-/// What a delivery report is credited to: the file the chunk belongs to, and the file bytes it
-/// carried (not envelope bytes, so progress and throughput count data).
-pub struct ChunkTag {
-    file: Arc<FileDelivery>,
-    /// The chunk's 0-based index in its file.
-    index: u64,
-    bytes: usize,
 }
 
 /// Producer context: logging plus delivery accounting, globally and per file.
@@ -264,33 +285,43 @@ impl ChunkProducer {
         &self.tracker
     }
 
-    /// Queues one message, a chunk of `chunk.file`, for `partition`. Waits while librdkafka's queue is full (that is the back-pressure that
-    /// bounds memory), and stops early once an earlier chunk of the same file has failed for
-    /// good, since that file can no longer arrive whole (other files are not affected).
+    /// Queues one message, chunk `chunk` of its file, for `partition`, with `headers` (none for
+    /// openmsi's own plaintext chunks). Waits while librdkafka's queue is full (that is the
+    /// back-pressure that bounds memory), and stops early once an earlier chunk of the same
+    /// file has failed for good, since that file can no longer arrive whole (other files are
+    /// not affected).
     pub fn send(
         &self,
         partition: i32,
-        key: &str,
+        key: &[u8],
         value: &[u8],
-        chunk: ChunkOf<'_>,
+        headers: &[(String, Vec<u8>)],
+        chunk: &ChunkTag,
         cancel: &CancellationToken,
     ) -> Result<(), ProduceError> {
-        let file = chunk.file;
+        let file = &chunk.file;
         loop {
             if file.failed() > 0 {
                 return Err(self.file_failure(file));
             }
-            let tag = Box::new(ChunkTag {
-                file: Arc::clone(file),
-                index: chunk.index,
-                bytes: chunk.bytes,
-            });
-            let record = BaseRecord::with_opaque_to(&self.topic, tag)
+            let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(chunk.clone()))
                 .partition(partition)
                 .key(key)
                 .payload(value);
+            if !headers.is_empty() {
+                let owned = headers
+                    .iter()
+                    .fold(OwnedHeaders::new(), |h, (name, value)| {
+                        h.insert(Header {
+                            key: name,
+                            value: Some(value),
+                        })
+                    });
+                record = record.headers(owned);
+            }
             match self.inner.send(record) {
                 Ok(()) => {
+                    file.queued.fetch_add(1, Ordering::AcqRel);
                     self.tracker.sent.fetch_add(1, Ordering::AcqRel);
                     self.tracker
                         .largest_payload
@@ -411,9 +442,10 @@ impl ChunkProducer {
                     bytes: self.tracker.largest_payload.load(Ordering::Acquire) as usize,
                 }
             }
+            // This file's own counts: other files share the producer.
             first => ProduceError::NotDelivered {
                 failed: file.failed(),
-                sent: self.tracker.sent(),
+                sent: file.queued(),
                 brokers: self.brokers.clone(),
                 first: first.map_or_else(|| "unknown error".to_string(), |e| e.to_string()),
             },

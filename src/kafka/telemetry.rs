@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::client::{client_config, create_client};
+use super::context::LogContext;
 use crate::config::LoadedConfig;
 use crate::logging;
 
@@ -49,8 +50,8 @@ pub fn spawn(
         logging::capture_for_log_topic(true);
     }
     let cfg = client_config(&config.producer_properties(), &[], &[]);
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        create_client(&cfg, DefaultProducerContext, config, "heartbeat producer")?;
+    let producer: ThreadedProducer<LogContext> =
+        create_client(&cfg, LogContext, config, "heartbeat producer")?;
     Ok(Some(std::thread::spawn(move || {
         let mut last: Vec<(&'static str, u64)> = Vec::new();
         loop {
@@ -106,7 +107,7 @@ fn wait(cancel: &CancellationToken, interval: Duration) -> bool {
     cancel.is_cancelled()
 }
 
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &str) {
+fn send(producer: &ThreadedProducer<LogContext>, topic: &str, key: &str, value: &str) {
     if let Err((e, _)) = producer.send(BaseRecord::to(topic).key(key).payload(value)) {
         warn!(topic, error = %e, "could not queue a heartbeat/log message");
     }

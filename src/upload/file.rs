@@ -4,16 +4,17 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
 use crate::kafka::client::client_config;
-use crate::kafka::{partition_for_path, ChunkProducer, FileDelivery};
-use crate::progress::Progress;
-use crate::upload::send::{max_message_len, producer_defaults, queue_file, SendOptions};
+use crate::kafka::producer::ProduceError;
+use crate::kafka::{partition_for_path, producer_defaults, ChunkProducer, FileDelivery};
+use crate::progress::ByteProgress;
+use crate::upload::error::UploadError;
+use crate::upload::send::{max_message_bytes, queue_file, SendOptions, Target};
 use crate::upload::source::SourceFile;
 
 /// How long an interrupted or failed upload waits to flush chunks already queued.
@@ -55,42 +56,88 @@ pub struct UploadSummary {
     pub elapsed: Duration,
 }
 
+/// Why upload-file failed: before any chunk was queued (the producer or the topic), or while
+/// the file was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadFileError {
+    /// The file could not be opened, or the producer could not be set up.
+    #[error(transparent)]
+    Setup(Box<UploadError>),
+    /// Sending failed; says which file and topic.
+    #[error("uploading {path} to topic {topic}: {source}")]
+    Send {
+        /// The file, as given.
+        path: PathBuf,
+        /// The topic.
+        topic: String,
+        /// What failed.
+        #[source]
+        source: Box<UploadError>,
+    },
+}
+
+impl From<UploadError> for UploadFileError {
+    fn from(e: UploadError) -> Self {
+        Self::Setup(Box::new(e))
+    }
+}
+
+impl UploadFileError {
+    /// True when the upload stopped because a stop was requested.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            Self::Setup(e) | Self::Send { source: e, .. } => e.is_cancelled(),
+        }
+    }
+}
+
 /// Uploads one file. Returns only when every chunk is acknowledged; any other outcome is an
 /// error that says what was not delivered and why.
 pub fn upload_file(
     config: &LoadedConfig,
     settings: &UploadFileSettings,
     cancel: &CancellationToken,
-) -> anyhow::Result<UploadSummary> {
-    let source = SourceFile::open(&settings.file, settings.root_dir.as_deref())?;
-    let chunk_size = settings.chunk_size.get();
+) -> Result<UploadSummary, UploadFileError> {
+    let source = SourceFile::open(&settings.file, settings.root_dir.as_deref())
+        .map_err(UploadError::from)?;
     let relative_path = source.relative_path();
 
-    let max_message = max_message_len(&source, chunk_size, settings.wire_fields);
     let cfg = client_config(
         &config.producer_properties(),
-        &producer_defaults(max_message + 1024),
+        &producer_defaults(max_message_bytes(settings.chunk_size.get(), None)),
         &[],
     );
     let (producer, topic) =
-        ChunkProducer::connect(&cfg, config, &settings.topic, settings.connect_timeout)?;
+        ChunkProducer::connect(&cfg, config, &settings.topic, settings.connect_timeout)
+            .map_err(UploadError::Produce)?;
     let partition = partition_for_path(&relative_path, topic.partitions);
     debug!(path = %relative_path, partition, "uploading");
 
     let started = Instant::now();
-    let mut progress = Progress::new(&relative_path, source.size);
+    let mut progress = ByteProgress::new(&relative_path, source.size);
     let options = SendOptions {
         chunk_size: settings.chunk_size,
         wire_fields: settings.wire_fields,
         hash_threads: settings.hash_threads,
     };
     let delivery = FileDelivery::new();
+    let target = Target {
+        producer: &producer,
+        partitions: topic.partitions,
+        delivery: &delivery,
+        envelope: None,
+    };
+    let send_error = |source: UploadError| UploadFileError::Send {
+        path: settings.file.clone(),
+        topic: settings.topic.clone(),
+        source: Box::new(source),
+    };
     let queued = queue_file(
-        &producer,
-        topic.partitions,
+        &target,
         &source,
         &options,
-        &delivery,
+        None,
+        &mut |_, _| {},
         &mut |done| progress.set(done),
         cancel,
     );
@@ -100,34 +147,22 @@ pub fn upload_file(
         let _ =
             producer.wait_for_deliveries(FLUSH_ON_ERROR, &CancellationToken::new(), &mut |_| {});
         progress.finish();
-        return Err(e.context(format!(
-            "uploading {} to topic {}",
-            source.path.display(),
-            settings.topic
-        )));
+        return Err(send_error(e));
     }
     producer
         .wait_for_deliveries(settings.delivery_timeout, cancel, &mut |done| {
             progress.set(done)
         })
-        .with_context(|| {
-            format!(
-                "uploading {} to topic {}",
-                source.path.display(),
-                settings.topic
-            )
-        })?;
+        .map_err(|e: ProduceError| send_error(e.into()))?;
     progress.finish();
 
-    if !source
+    let unchanged = source
         .unchanged()
-        .with_context(|| format!("checking {} after upload", source.path.display()))?
-    {
-        bail!(
-            "{} changed while it was being uploaded; the receivers will reject this copy because \
-             its hash will not match. Upload it again once it is completely written",
-            source.path.display()
-        );
+        .map_err(|e| send_error(UploadError::read(&source.path, e)))?;
+    if !unchanged {
+        return Err(send_error(UploadError::ChangedWhileSent {
+            path: source.path.clone(),
+        }));
     }
     let summary = UploadSummary {
         relative_path,

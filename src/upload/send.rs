@@ -1,28 +1,30 @@
-//! The one upload path both commands share: hash an already-opened file in one read pass, then
-//! queue its chunks on a shared producer, every chunk tagged with the file's own delivery
-//! tracker so the caller can tell when exactly this file is acknowledged.
+//! The one upload path both commands share: hash an already-opened file in one read pass (or
+//! take the hash recorded by an interrupted upload), then queue its chunks on a shared
+//! producer, every chunk tagged with the file's own delivery tracker so the caller can tell
+//! when exactly this file is acknowledged.
+//!
+//! Every chunk message passes through one place, [`emit`], where an optional [`Envelope`]
+//! (encryption, extra headers) transforms it before the producer sees it.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::hash::sha512;
 use crate::chunk::RangeSet;
 use crate::chunk::{
-    encoded_len, finish_value, message_key, value_data_slot, ChunkHeader, ChunkSize, Sha512Digest,
-    WireFields,
+    finish_value, message_key, value_data_slot, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
 };
-use crate::kafka::{partition_for_path, ChunkOf, ChunkProducer, FileDelivery};
+use crate::kafka::{partition_for_path, ChunkProducer, ChunkTag, FileDelivery};
+use crate::upload::error::UploadError;
 use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
 use crate::upload::source::SourceFile;
 
-/// librdkafka's queue is capped at this many KiB: it is the back-pressure that keeps memory
-/// flat however large the file (or however many files), and 32 MiB (64 chunks of 512 KiB)
-/// keeps the broker busy.
-pub const QUEUE_MAX_KBYTES: u64 = 32 * 1024;
+/// Message size allowance beyond a chunk's data: the key and the header carry the subdir and
+/// file name twice (each at most a few KiB on any filesystem) plus two hashes.
+const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 /// How chunks are cut and encoded.
 #[derive(Debug, Clone, Copy)]
@@ -48,80 +50,37 @@ pub struct QueuedFile {
     pub partition: i32,
 }
 
-/// Producer settings openmsi picks when the config file is silent, and why.
-pub fn producer_defaults(max_message_bytes: usize) -> Vec<(&'static str, String)> {
-    vec![
-        // A chunk is only "sent" when every in-sync replica has it.
-        ("acks", "all".into()),
-        // No duplicates or reordering from librdkafka's own retries.
-        ("enable.idempotence", "true".into()),
-        ("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string()),
-        // Chunks bigger than librdkafka's 1 MB default must still be accepted client-side;
-        // the broker's own limit is reported clearly if it is lower.
-        (
-            "message.max.bytes",
-            max_message_bytes.max(1_000_000).to_string(),
-        ),
-        ("batch.size", max_message_bytes.max(1_000_000).to_string()),
-    ]
+/// A finished chunk message on its way to the producer.
+#[derive(Debug, Default)]
+pub struct ChunkMessage {
+    /// Partition (chosen by the file's path).
+    pub partition: i32,
+    /// Message key bytes.
+    pub key: Vec<u8>,
+    /// Message value bytes.
+    pub value: Vec<u8>,
+    /// Message headers (none for openmsi's own plaintext chunks).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Hashes `source` and queues all its chunks on `producer` (to the partition chosen by its
-/// relative path among `partitions`), crediting acknowledgements to `delivery`. Returns once
-/// every chunk is queued, not acknowledged: the caller waits on `delivery`. `on_progress` gets
-/// the acknowledged byte count after each chunk. On error, chunks already queued stay queued.
-pub fn queue_file(
-    producer: &ChunkProducer,
-    partitions: i32,
-    source: &SourceFile,
-    options: &SendOptions,
-    delivery: &Arc<FileDelivery>,
-    on_progress: &mut dyn FnMut(u64),
-    cancel: &CancellationToken,
-) -> anyhow::Result<QueuedFile> {
-    let target = Target {
-        producer,
-        partitions,
-        delivery,
-    };
-    if chunk_count(source.size, options.chunk_size.get()) == 1 {
-        let queued = queue_single_chunk(&target, source, options.wire_fields, cancel)?;
-        on_progress(delivery.acked_bytes());
-        return Ok(queued);
-    }
-    let hashes = hash_source(source, options, cancel)?;
-    queue_chunks(
-        &target,
-        source,
-        options,
-        &hashes,
-        &RangeSet::new(),
-        on_progress,
-        cancel,
-    )
+/// A transform every chunk message passes through before it is produced (encryption, extra
+/// headers). It may replace the key and value and add headers; it must not change the
+/// partition, so a file's chunks stay together.
+pub trait Envelope: Send + Sync {
+    /// Transforms `message` in place; an error fails the file with the reason.
+    fn seal(&self, message: &mut ChunkMessage) -> Result<(), String>;
+    /// The most bytes the transform adds to a message's key, value and headers together.
+    fn overhead(&self) -> usize;
 }
 
-/// The hashing pass: the whole file's SHA-512 (needed in every chunk) and, for files of at
-/// most [`crate::upload::hashing::MAX_KEPT_CHUNK_HASHES`] chunks, every chunk's.
-pub fn hash_source(
-    source: &SourceFile,
-    options: &SendOptions,
-    cancel: &CancellationToken,
-) -> anyhow::Result<FileHashes> {
-    let mut file: &File = &source.file;
-    file.seek(SeekFrom::Start(0))?;
-    hash_file(
-        &source.file,
-        source.size,
-        options.chunk_size.get(),
-        options.hash_threads,
-        cancel,
-    )
-    .with_context(|| format!("reading {}", source.path.display()))
+/// The largest message a chunk of `chunk_size` bytes can become, envelope included: what the
+/// producer must accept.
+pub fn max_message_bytes(chunk_size: usize, envelope: Option<&dyn Envelope>) -> usize {
+    chunk_size + MESSAGE_OVERHEAD + envelope.map_or(0, Envelope::overhead)
 }
 
-/// Where chunks go: the producer, the topic's partition count, and the file's own
-/// delivery tracker.
+/// Where chunks go: the producer, the topic's partition count, the file's own delivery
+/// tracker, and the envelope every message passes through.
 pub struct Target<'a> {
     /// The shared producer.
     pub producer: &'a ChunkProducer,
@@ -129,13 +88,80 @@ pub struct Target<'a> {
     pub partitions: i32,
     /// Acknowledgements of this file are credited here.
     pub delivery: &'a Arc<FileDelivery>,
+    /// Applied to every message before it is produced.
+    pub envelope: Option<&'a dyn Envelope>,
+}
+
+/// Where an interrupted upload of an unchanged file starts again.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The whole-file hash recorded when the version started (the file is not hashed again).
+    pub file_hash: Sha512Digest,
+    /// Chunks (0-based) the broker already acknowledged.
+    pub acked: RangeSet,
+}
+
+/// Queues every chunk of `source` the broker does not have yet: all of them, or with `resume`
+/// only those not acknowledged in an earlier attempt. A file of one chunk is read once and
+/// hashed once; a larger one is hashed first (unless resumed), then `on_start(file_hash,
+/// already_acked)` is called before its first chunk is queued (upload-directory records the
+/// version there, for a later resume). Returns once every chunk is queued, not acknowledged:
+/// the caller waits on `target.delivery`. `on_progress` gets the acknowledged byte count after
+/// each chunk. On error, chunks already queued stay queued.
+pub fn queue_file(
+    target: &Target<'_>,
+    source: &SourceFile,
+    options: &SendOptions,
+    resume: Option<Resume>,
+    on_start: &mut dyn FnMut(&Sha512Digest, &RangeSet),
+    on_progress: &mut dyn FnMut(u64),
+    cancel: &CancellationToken,
+) -> Result<QueuedFile, UploadError> {
+    let n_chunks = chunk_count(source.size, options.chunk_size.get());
+    if resume.is_none() && n_chunks == 1 {
+        let queued = queue_single_chunk(target, source, options.wire_fields, cancel)?;
+        on_progress(target.delivery.acked_bytes());
+        return Ok(queued);
+    }
+    let (hashes, skip) = match resume {
+        Some(point) => {
+            let hashes = FileHashes {
+                file_hash: point.file_hash,
+                chunk_hashes: None,
+            };
+            (hashes, point.acked)
+        }
+        None => (hash_source(source, options, cancel)?, RangeSet::new()),
+    };
+    on_start(&hashes.file_hash, &skip);
+    queue_chunks(target, source, options, &hashes, &skip, on_progress, cancel)
+}
+
+/// The hashing pass: the whole file's SHA-512 (needed in every chunk) and, for files of at
+/// most [`crate::upload::hashing::MAX_KEPT_CHUNK_HASHES`] chunks, every chunk's.
+fn hash_source(
+    source: &SourceFile,
+    options: &SendOptions,
+    cancel: &CancellationToken,
+) -> Result<FileHashes, UploadError> {
+    let mut file: &File = &source.file;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| UploadError::read(&source.path, e))?;
+    hash_file(
+        &source.file,
+        source.size,
+        options.chunk_size.get(),
+        options.hash_threads,
+        cancel,
+    )
+    .map_err(|e| UploadError::read(&source.path, e))
 }
 
 /// Queues the chunks of `source` that are not in `skip` (0-based indices already acknowledged
 /// in an earlier, interrupted run), with `hashes.file_hash` as the whole-file hash. Chunk
 /// hashes not in `hashes` are computed as the chunks are read, so a resumed file is read once,
 /// and only where chunks are missing.
-pub fn queue_chunks(
+fn queue_chunks(
     target: &Target<'_>,
     source: &SourceFile,
     options: &SendOptions,
@@ -143,7 +169,7 @@ pub fn queue_chunks(
     skip: &RangeSet,
     on_progress: &mut dyn FnMut(u64),
     cancel: &CancellationToken,
-) -> anyhow::Result<QueuedFile> {
+) -> Result<QueuedFile, UploadError> {
     let chunk_size = options.chunk_size.get();
     let n_chunks = chunk_count(source.size, chunk_size);
     let partition = partition_for_path(&source.relative_path(), target.partitions);
@@ -164,21 +190,50 @@ pub fn queue_chunks(
     })
 }
 
+/// The one place a chunk message goes to the producer: through the envelope, if any, then
+/// queued with its delivery tag.
+fn emit(
+    target: &Target<'_>,
+    message: &mut ChunkMessage,
+    tag: &ChunkTag,
+    source: &SourceFile,
+    cancel: &CancellationToken,
+) -> Result<(), UploadError> {
+    if let Some(envelope) = target.envelope {
+        envelope
+            .seal(message)
+            .map_err(|reason| UploadError::Envelope {
+                path: source.path.clone(),
+                reason,
+            })?;
+    }
+    target.producer.send(
+        message.partition,
+        &message.key,
+        &message.value,
+        &message.headers,
+        tag,
+        cancel,
+    )?;
+    Ok(())
+}
+
 /// A file of one chunk (most files in a drop box): its chunk's hash is the file's hash, so it
 /// is read once, straight into its message, and hashed once, instead of a hashing pass (with
 /// its worker thread), a second read and a second hash. Nothing is sent when the file changed
 /// while it was read (a torn read would otherwise hash consistently and be accepted by the
 /// receivers); the caller reports the error and the file is sent again once it settles.
-pub fn queue_single_chunk(
+fn queue_single_chunk(
     target: &Target<'_>,
     source: &SourceFile,
     fields: WireFields,
     cancel: &CancellationToken,
-) -> anyhow::Result<QueuedFile> {
+) -> Result<QueuedFile, UploadError> {
     if cancel.is_cancelled() {
-        bail!("interrupted before queueing the file's only chunk; nothing is recorded as uploaded");
+        return Err(UploadError::Cancelled);
     }
-    let len = usize::try_from(source.size).context("file too large for one chunk")?;
+    // One chunk is at most a chunk size, which is a usize.
+    let len = source.size as usize;
     let partition = partition_for_path(&source.relative_path(), target.partitions);
     let placeholder = [0u8; 64];
     let mut header = ChunkHeader {
@@ -195,63 +250,39 @@ pub fn queue_single_chunk(
     let mut value = Vec::new();
     let data = value_data_slot(&header, len, fields, &mut value);
     let mut file: &File = &source.file;
-    file.seek(SeekFrom::Start(0))?;
-    file.read_exact(data)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => anyhow::anyhow!(
-                "the file became shorter while it was being read; upload it again once it is \
-                 completely written"
-            ),
-            _ => anyhow::Error::new(e),
-        })
-        .with_context(|| format!("reading {}", source.path.display()))?;
-    if !source
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(data))
+        .map_err(|e| UploadError::read(&source.path, e))?;
+    let unchanged = source
         .unchanged()
-        .with_context(|| format!("checking {}", source.path.display()))?
-    {
-        bail!(
-            "{} changed while it was being read; nothing was sent. Upload it again once it is \
-             completely written",
-            source.path.display()
-        );
+        .map_err(|e| UploadError::read(&source.path, e))?;
+    if !unchanged {
+        return Err(UploadError::ChangedWhileRead {
+            path: source.path.clone(),
+        });
     }
     let hash = sha512(data);
     header.file_hash = &hash;
     header.chunk_hash = &hash;
     finish_value(&header, len, fields, &mut value);
-    let key = message_key(&source.subdir, &source.filename, 1, 1);
-    let chunk = ChunkOf {
-        file: target.delivery,
+    let mut message = ChunkMessage {
+        partition,
+        key: message_key(&source.subdir, &source.filename, 1, 1).into_bytes(),
+        value,
+        headers: Vec::new(),
+    };
+    let tag = ChunkTag {
+        file: Arc::clone(target.delivery),
         index: 0,
         bytes: len,
     };
-    target
-        .producer
-        .send(partition, &key, &value, chunk, cancel)?;
+    emit(target, &mut message, &tag, source, cancel)?;
     Ok(QueuedFile {
         file_hash: hash,
         n_chunks: 1,
         n_queued: 1,
         partition,
     })
-}
-
-/// The largest message (value plus key) this file's chunks encode to.
-pub fn max_message_len(source: &SourceFile, chunk_size: usize, fields: WireFields) -> usize {
-    let zero = [0u8; 64];
-    let header = ChunkHeader {
-        filename: &source.filename,
-        file_hash: &zero,
-        chunk_hash: &zero,
-        offset: source.size,
-        chunk_i: u64::MAX,
-        n_total_chunks: u64::MAX,
-        subdir: &source.subdir,
-        filename_append: "",
-        file_mtime: source.mtime,
-    };
-    encoded_len(&header, chunk_size, fields)
-        + message_key(&source.subdir, &source.filename, u64::MAX, u64::MAX).len()
 }
 
 /// Everything the producing pass needs.
@@ -275,18 +306,21 @@ fn produce_chunks(
     wanted: &[(u64, u64)],
     on_progress: &mut dyn FnMut(u64),
     cancel: &CancellationToken,
-) -> anyhow::Result<u64> {
+) -> Result<u64, UploadError> {
     let source = plan.source;
     let mut file: &File = &source.file;
-    let mut value = Vec::new();
+    // One message, its value buffer reused for every chunk.
+    let mut message = ChunkMessage {
+        partition: plan.partition,
+        ..ChunkMessage::default()
+    };
     let mut queued = 0u64;
     for &(first, end) in wanted {
-        file.seek(SeekFrom::Start(first * plan.chunk_size as u64))?;
+        file.seek(SeekFrom::Start(first * plan.chunk_size as u64))
+            .map_err(|e| UploadError::read(&source.path, e))?;
         for index in first..end {
             if cancel.is_cancelled() {
-                bail!(
-                    "interrupted after queueing {queued} chunks; nothing more is recorded as uploaded than the broker acknowledged"
-                );
+                return Err(UploadError::Cancelled);
             }
             let offset = index * plan.chunk_size as u64;
             let len = (source.size - offset).min(plan.chunk_size as u64) as usize;
@@ -302,9 +336,9 @@ fn produce_chunks(
                 filename_append: "",
                 file_mtime: source.mtime,
             };
-            let data = value_data_slot(&header, len, plan.fields, &mut value);
+            let data = value_data_slot(&header, len, plan.fields, &mut message.value);
             file.read_exact(data)
-                .context("the file became shorter while it was being uploaded")?;
+                .map_err(|e| UploadError::read(&source.path, e))?;
             let computed;
             header.chunk_hash = match &plan.hashes.chunk_hashes {
                 Some(kept) => &kept[index as usize],
@@ -313,16 +347,16 @@ fn produce_chunks(
                     &computed
                 }
             };
-            finish_value(&header, len, plan.fields, &mut value);
-            let key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks);
-            let chunk = ChunkOf {
-                file: target.delivery,
+            finish_value(&header, len, plan.fields, &mut message.value);
+            message.key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks)
+                .into_bytes();
+            message.headers.clear();
+            let tag = ChunkTag {
+                file: Arc::clone(target.delivery),
                 index,
                 bytes: len,
             };
-            target
-                .producer
-                .send(plan.partition, &key, &value, chunk, cancel)?;
+            emit(target, &mut message, &tag, source, cancel)?;
             queued += 1;
             on_progress(target.delivery.acked_bytes());
         }

@@ -7,13 +7,13 @@
 //! files to a few upload workers through a bounded queue ([`worker`]), and records each file
 //! version the broker fully acknowledged in the registry ([`registry`]), which a restart reads
 //! so nothing complete is sent twice and nothing unacknowledged is lost. The acknowledged
-//! chunks of unfinished files are saved about once a second ([`progress`]), so a restart after
+//! chunks of unfinished files are saved about once a second ([`resume`]), so a restart after
 //! a crash sends only the chunks the broker does not have.
 
 pub mod migrate;
 pub mod open_files;
-pub mod progress;
 pub mod registry;
+pub mod resume;
 pub mod scan;
 pub mod settle;
 pub mod watch;
@@ -34,13 +34,14 @@ use tracing::{debug, info, warn};
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
 use crate::kafka::client::client_config;
+use crate::kafka::producer_defaults;
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
 use crate::progress::mb_per_s;
 use crate::state::StateDir;
-use crate::upload::send::{producer_defaults, SendOptions};
-use progress::Progress;
+use crate::upload::send::{max_message_bytes, SendOptions};
 use registry::{Entry, EntryState, Registry};
+use resume::ResumeState;
 use scan::{Filter, Seen};
 use settle::{Ready, Settler};
 use worker::{Done, Outcome, WorkerContext};
@@ -65,10 +66,6 @@ const POLL_RESCAN: Duration = Duration::from_secs(2);
 
 /// Scan period with events when `--rescan-seconds` is not given: only a safety net.
 const EVENT_RESCAN: Duration = Duration::from_secs(30);
-
-/// Message size allowance beyond a chunk's data: key and header carry the subdir and file
-/// name twice (each at most a few KiB on any filesystem) plus two hashes.
-const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -202,7 +199,7 @@ pub fn upload_directory(
     let registry =
         Registry::open(&state_dir.upload_registry()).context("opening the upload registry")?;
     let mut progress =
-        Progress::open(&state_dir.upload_progress()).context("opening the progress file")?;
+        ResumeState::open(&state_dir.upload_progress()).context("opening the progress file")?;
     // Entries the registry already covers (a crash between the two writes) or whose file is
     // gone are of no use.
     progress.retain(|relative, size, mtime| {
@@ -216,10 +213,9 @@ pub fn upload_directory(
     }
     let progress = Arc::new(Mutex::new(progress));
 
-    let max_message = settings.chunk_size.get() + MESSAGE_OVERHEAD;
     let cfg = client_config(
         &config.producer_properties(),
-        &producer_defaults(max_message),
+        &producer_defaults(max_message_bytes(settings.chunk_size.get(), None)),
         &[],
     );
     let (producer, topic) =
@@ -263,7 +259,7 @@ pub fn upload_directory(
             hash_threads: 1,
         },
         delivery_timeout: settings.delivery_timeout,
-        progress: Arc::clone(&progress),
+        resume: Arc::clone(&progress),
     };
     let workers = settings.concurrent_uploads.max(1);
     // Two ready files per worker: enough that a worker never waits for the loop, few enough
@@ -365,7 +361,7 @@ struct LoopState {
     filter: Filter,
     registry: Registry,
     /// Acknowledged chunks of unfinished files (shared with the workers).
-    progress: Arc<Mutex<Progress>>,
+    progress: Arc<Mutex<ResumeState>>,
     settler: Settler,
     /// Files some process held open for writing at the last check (not ready while open).
     open_for_writing: HashSet<open_files::FileId>,
@@ -703,8 +699,8 @@ impl LoopState {
         self.last_scan + self.rescan
     }
 
-    fn lock_progress(&self) -> std::sync::MutexGuard<'_, Progress> {
-        progress::lock(&self.progress)
+    fn lock_progress(&self) -> std::sync::MutexGuard<'_, ResumeState> {
+        resume::lock(&self.progress)
     }
 
     /// Saves the acknowledged chunks of unfinished files (when they changed).

@@ -2,7 +2,6 @@
 //! shared producer (the same path as `upload-file`), waits until the broker acknowledged every
 //! chunk of it, and reports the outcome to the loop, which alone writes the registry.
 
-use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,15 +9,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::progress::{self, lock, Progress};
+use super::resume::{self, lock, ResumeState};
 use super::settle::Ready;
 use super::Msg;
 use crate::chunk::hash::to_hex;
 use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
-use crate::upload::hashing::{chunk_count, FileHashes};
-use crate::upload::send::{hash_source, queue_chunks, queue_single_chunk, SendOptions, Target};
-use crate::upload::source::SourceFile;
+use crate::upload::error::UploadError;
+use crate::upload::hashing::chunk_count;
+use crate::upload::send::{queue_file, SendOptions, Target};
+use crate::upload::source::{SourceError, SourceFile};
 
 /// What happened to one file.
 #[derive(Debug)]
@@ -31,11 +31,23 @@ pub enum Outcome {
     /// The file changed before or during the upload: it settles again and is sent anew.
     Changed,
     /// Could not be sent (broker refused, read error, ...): reported and retried later.
-    Failed(String),
+    Failed(UploadError),
     /// This user may not read the file: reported with what to do, retried at the next scan.
     PermissionDenied,
     /// Stopped by `quit`/a signal before every chunk was acknowledged: sent again next run.
     Interrupted,
+}
+
+impl Outcome {
+    /// The outcome of an attempt that ended with `e`: interrupted when a stop was requested
+    /// (whatever error the stop caused), failed otherwise.
+    fn from_error(e: UploadError, cancel: &CancellationToken) -> Self {
+        if e.is_cancelled() || cancel.is_cancelled() {
+            Self::Interrupted
+        } else {
+            Self::Failed(e)
+        }
+    }
 }
 
 /// A finished job, reported to the loop.
@@ -60,7 +72,7 @@ pub struct WorkerContext {
     /// Bound on waiting for one file's acknowledgements.
     pub delivery_timeout: Duration,
     /// Acknowledged chunks of unfinished files (shared with the loop, which saves it).
-    pub progress: Arc<Mutex<Progress>>,
+    pub resume: Arc<Mutex<ResumeState>>,
 }
 
 /// A worker thread's loop: runs until the ready queue is closed.
@@ -96,7 +108,7 @@ pub fn run(
 fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> Outcome {
     let source = match SourceFile::open(&job.path, Some(&ctx.root)) {
         Ok(s) => s,
-        Err(e) => return open_failure(&job.path, e),
+        Err(e) => return open_failure(e),
     };
     // The settle rule was judged on (size, mtime); a file that moved on since is judged again.
     if source.size != job.size || source.mtime != job.mtime {
@@ -104,67 +116,42 @@ fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> O
     }
     let chunk_size = ctx.options.chunk_size.get() as u64;
     let resume =
-        lock(&ctx.progress).resume_point(&job.relative, source.size, source.mtime, chunk_size);
+        lock(&ctx.resume).resume_point(&job.relative, source.size, source.mtime, chunk_size);
     let n_chunks = chunk_count(source.size, chunk_size as usize);
+    if let Some(point) = &resume {
+        info!(path = %job.relative, acknowledged_before = point.acked.count(), n_chunks, "resuming an interrupted upload: sending only the chunks the broker did not acknowledge");
+    }
     let delivery = FileDelivery::new();
     let target = Target {
         producer: &ctx.producer,
         partitions: ctx.partitions,
         delivery: &delivery,
+        envelope: None,
     };
-    let queued = if resume.is_none() && n_chunks == 1 {
-        // One chunk: nothing to resume, and its hash (the file's) is computed as it is read.
-        queue_single_chunk(&target, &source, ctx.options.wire_fields, cancel)
-    } else {
-        let (hashes, skip) = match resume {
-            Some(point) => {
-                info!(path = %job.relative, acknowledged_before = point.acked.count(), n_chunks, "resuming an interrupted upload: sending only the chunks the broker did not acknowledge");
-                let hashes = FileHashes {
-                    file_hash: point.file_hash,
-                    chunk_hashes: None,
-                };
-                (hashes, point.acked)
-            }
-            None => match hash_source(&source, &ctx.options, cancel) {
-                Ok(h) => (h, RangeSet::new()),
-                Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
-                Err(e) => return read_failure(&job.path, e),
-            },
-        };
-        lock(&ctx.progress).begin(
-            &job.relative,
-            progress::version(
-                source.size,
-                source.mtime,
-                &hashes.file_hash,
-                chunk_size,
-                n_chunks,
-            ),
-            skip.clone(),
-            Arc::clone(&delivery),
-        );
-        queue_chunks(
-            &target,
-            &source,
-            &ctx.options,
-            &hashes,
-            &skip,
-            &mut |_| {},
-            cancel,
-        )
+    // Before the first chunk of a multi-chunk file: record its version, so a crash from here
+    // on resumes it instead of re-sending it whole.
+    let mut record_start = |file_hash: &_, acked: &RangeSet| {
+        let version = resume::version(source.size, source.mtime, file_hash, chunk_size, n_chunks);
+        lock(&ctx.resume).begin(&job.relative, version, acked.clone(), Arc::clone(&delivery));
     };
+    let queued = queue_file(
+        &target,
+        &source,
+        &ctx.options,
+        resume,
+        &mut record_start,
+        &mut |_| {},
+        cancel,
+    );
     let queued = match queued {
         Ok(q) => q,
-        Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
-        Err(e) => return Outcome::Failed(format!("{e:#}")),
+        Err(e) => return Outcome::from_error(e, cancel),
     };
-    match ctx
-        .producer
-        .wait_for_file(&delivery, queued.n_queued, ctx.delivery_timeout, cancel)
+    if let Err(e) =
+        ctx.producer
+            .wait_for_file(&delivery, queued.n_queued, ctx.delivery_timeout, cancel)
     {
-        Ok(()) => {}
-        Err(_) if cancel.is_cancelled() => return Outcome::Interrupted,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        return Outcome::from_error(e.into(), cancel);
     }
     match source.unchanged() {
         Ok(true) => {
@@ -184,8 +171,7 @@ fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> O
     }
 }
 
-fn open_failure(path: &Path, e: crate::upload::source::SourceError) -> Outcome {
-    use crate::upload::source::SourceError;
+fn open_failure(e: SourceError) -> Outcome {
     match &e {
         SourceError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             // Deleted before we got to it: nothing to send.
@@ -196,11 +182,6 @@ fn open_failure(path: &Path, e: crate::upload::source::SourceError) -> Outcome {
         {
             Outcome::PermissionDenied
         }
-        _ => Outcome::Failed(format!("{}: {e}", path.display())),
+        _ => Outcome::Failed(UploadError::Source(e)),
     }
-}
-
-/// A failure of the hashing pass (reading the file).
-fn read_failure(path: &Path, e: anyhow::Error) -> Outcome {
-    Outcome::Failed(format!("{}: {e:#}", path.display()))
 }

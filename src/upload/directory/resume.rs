@@ -25,6 +25,7 @@ use crate::chunk::{RangeSet, Sha512Digest};
 use crate::kafka::FileDelivery;
 use crate::state::atomic::{tmp_path, write_atomically};
 use crate::state::jsonl::{self, Keyed};
+use crate::upload::send::Resume;
 
 /// One file version being uploaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,15 +64,6 @@ impl Keyed for Line {
     }
 }
 
-/// Where a resumed upload starts from.
-#[derive(Debug, Clone)]
-pub struct ResumePoint {
-    /// The whole-file hash recorded when the version started.
-    pub file_hash: Sha512Digest,
-    /// Chunks already acknowledged.
-    pub acked: RangeSet,
-}
-
 /// An unfinished file.
 #[derive(Debug)]
 struct Tracked {
@@ -95,7 +87,7 @@ impl Tracked {
 
 /// The unfinished files and their acknowledged chunks.
 #[derive(Debug)]
-pub struct Progress {
+pub struct ResumeState {
     /// The progress file.
     path: PathBuf,
     /// Unfinished files by relative path.
@@ -104,7 +96,7 @@ pub struct Progress {
     saved: String,
 }
 
-impl Progress {
+impl ResumeState {
     /// Loads `path` (missing: nothing in progress). Unreadable lines are skipped: those files
     /// are simply sent whole.
     pub fn open(path: &Path) -> io::Result<Self> {
@@ -140,13 +132,13 @@ impl Progress {
         size: u64,
         mtime: f64,
         chunk_size: u64,
-    ) -> Option<ResumePoint> {
+    ) -> Option<Resume> {
         let t = self.files.get(relative)?;
         let v = &t.version;
         if v.size != size || v.mtime != mtime || v.chunk_size != chunk_size {
             return None;
         }
-        Some(ResumePoint {
+        Some(Resume {
             file_hash: from_hex(&v.sha512)?,
             acked: t.acked_now(),
         })
@@ -235,7 +227,7 @@ impl Progress {
 
 /// Locks the shared progress (a panicked holder left it consistent: every method leaves it
 /// whole).
-pub fn lock(shared: &std::sync::Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+pub fn lock(shared: &std::sync::Mutex<ResumeState>) -> std::sync::MutexGuard<'_, ResumeState> {
     shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -270,7 +262,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(PROGRESS_FILE);
         let hash = sha512(b"content");
-        let mut progress = Progress::open(&path).unwrap();
+        let mut progress = ResumeState::open(&path).unwrap();
         let delivery = FileDelivery::new();
         let mut earlier = RangeSet::new();
         earlier.insert_range(0, 10);
@@ -289,7 +281,7 @@ mod tests {
         progress.save().unwrap();
         drop(progress);
 
-        let mut progress = Progress::open(&path).unwrap();
+        let mut progress = ResumeState::open(&path).unwrap();
         assert_eq!(progress.len(), 2);
         let point = progress.resume_point("a/big.raw", 1000, 1.5, 16).unwrap();
         assert_eq!(point.file_hash, hash);
@@ -315,7 +307,7 @@ mod tests {
         );
         std::fs::write(&path, format!("{good}{{\"path\":\"y\",\"si")).unwrap();
         std::fs::write(tmp_path(&path), "half a save").unwrap();
-        let progress = Progress::open(&path).unwrap();
+        let progress = ResumeState::open(&path).unwrap();
         assert_eq!(progress.len(), 1);
         assert!(progress.resume_point("x", 5, 1.0, 4).is_some());
         assert!(!tmp_path(&path).exists());
