@@ -13,7 +13,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use notify::{ErrorKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{error, warn};
 
-use super::Msg;
+use super::message::Msg;
 
 /// An inotify limit that stops events from covering the folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
