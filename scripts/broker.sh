@@ -3,7 +3,7 @@
 # quickstart. The integration-test harness (tests/common/mod.rs) drives brokers through this
 # script, so what a developer runs by hand and what the tests run are the same code.
 #
-# Facts about tansu 0.6.0 this script relies on (see DESIGN.md section 5):
+# Facts about tansu 0.6.0 this script relies on (see `docs/TEST_BROKER.md`):
 # - the default cargo features store nothing durable: build with `dynostore,libsql`;
 # - `--storage-engine sqlite://FILE` is relative to the working directory, so the broker runs
 #   inside its state directory;

@@ -1,5 +1,5 @@
-//! Command-line arguments: the raw layer close to the flags. `main` turns these into the
-//! validated settings each command runs with. OpenMSIStream's underscore spellings are accepted
+//! Command-line arguments: the raw layer close to the flags. [`crate::app`] resolves these into
+//! the validated settings each command runs with (the only thing the rest of the program sees). OpenMSIStream's underscore spellings are accepted
 //! as aliases so existing scripts keep working.
 
 use std::path::PathBuf;

@@ -3,53 +3,29 @@
 
 mod common;
 
+use common::{ChunkSpec, TopicFixture};
+
 use std::time::Duration;
 
-use common::{producer_config, unique_topic, write_config, write_random_file, Broker, Storage};
-use openmsi::chunk::hash::sha512;
-use openmsi::chunk::{encode_value, ChunkHeader, WireFields};
+use common::{producer_config, write_random_file, Storage};
 use predicates::prelude::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-/// Knobs for breaking an otherwise valid chunk.
-#[derive(Default)]
-struct Break {
-    file_hash: Option<[u8; 64]>,
-    chunk_hash: Option<[u8; 64]>,
-    offset: Option<u64>,
-    chunk_i: Option<u64>,
-    n_total_chunks: Option<u64>,
-}
-
 /// A well-formed single-chunk value for `data`, broken as `tweak` says.
-fn value(subdir: &str, filename: &str, data: &[u8], tweak: impl FnOnce(&mut Break)) -> Vec<u8> {
-    let hash = sha512(data);
-    let mut b = Break::default();
-    tweak(&mut b);
-    let (file_hash, chunk_hash) = (b.file_hash.unwrap_or(hash), b.chunk_hash.unwrap_or(hash));
-    let header = ChunkHeader {
-        filename,
-        file_hash: &file_hash,
-        chunk_hash: &chunk_hash,
-        offset: b.offset.unwrap_or(0),
-        chunk_i: b.chunk_i.unwrap_or(1),
-        n_total_chunks: b.n_total_chunks.unwrap_or(1),
-        subdir,
-        filename_append: "",
-        file_mtime: 0.0,
-    };
-    let mut out = Vec::new();
-    encode_value(&header, data, WireFields::Ten, &mut out);
-    out
+fn value(subdir: &str, filename: &str, data: &[u8], tweak: impl FnOnce(&mut ChunkSpec)) -> Vec<u8> {
+    let mut spec = ChunkSpec::single(subdir, filename, data);
+    tweak(&mut spec);
+    spec.encode()
 }
 
 #[test]
 fn bad_messages_are_skipped_kept_aside_and_never_reread() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("hostile");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "hostile", 1);
 
     let wrong = [7u8; 64];
     let eight_fields = {
@@ -69,7 +45,7 @@ fn bad_messages_are_skipped_kept_aside_and_never_reread() {
         ("eight fields", Some(eight_fields)),
         (
             "chunk hash",
-            Some(value("", "c.bin", b"abc", |h| h.chunk_hash = Some(wrong))),
+            Some(value("", "c.bin", b"abc", |h| h.chunk_hash = wrong)),
         ),
         (
             "dotdot",
@@ -82,19 +58,15 @@ fn bad_messages_are_skipped_kept_aside_and_never_reread() {
         ("nul", Some(value("", "x\0.bin", b"abc", |_| {}))),
         (
             "huge count",
-            Some(value("", "h.bin", b"abc", |h| {
-                h.n_total_chunks = Some(1 << 40)
-            })),
+            Some(value("", "h.bin", b"abc", |h| h.n_total_chunks = 1 << 40)),
         ),
         (
             "index beyond",
-            Some(value("", "i.bin", b"abc", |h| h.chunk_i = Some(5))),
+            Some(value("", "i.bin", b"abc", |h| h.chunk_i = 5)),
         ),
         (
             "huge offset",
-            Some(value("", "o.bin", b"abc", |h| {
-                h.offset = Some(u64::MAX - 1)
-            })),
+            Some(value("", "o.bin", b"abc", |h| h.offset = u64::MAX - 1)),
         ),
         (
             "state folder",
@@ -111,9 +83,7 @@ fn bad_messages_are_skipped_kept_aside_and_never_reread() {
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
     // Valid chunk hashes, wrong whole-file hash: fails verification, final path untouched.
-    let file_hash_wrong = value("", "wrong_file_hash.bin", b"abc", |h| {
-        h.file_hash = Some(wrong)
-    });
+    let file_hash_wrong = value("", "wrong_file_hash.bin", b"abc", |h| h.file_hash = wrong);
     producer
         .send(BaseRecord::to(&topic).key("fh").payload(&file_hash_wrong))
         .map_err(|(e, _)| e)
@@ -166,22 +136,14 @@ fn bad_messages_are_skipped_kept_aside_and_never_reread() {
 /// comes.
 #[test]
 fn bad_message_read_again_behind_an_unfinished_file_is_reported_once() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("reread");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "reread", 1);
     let content: Vec<u8> = (0..2 * 4096u32).map(|i| (i * 5 % 249) as u8).collect();
-    let file_hash = sha512(&content);
-    let chunk = |i: usize| {
-        let data = &content[i * 4096..(i + 1) * 4096];
-        value("", "later.bin", data, |b| {
-            b.file_hash = Some(file_hash);
-            b.offset = Some(i as u64 * 4096);
-            b.chunk_i = Some(i as u64 + 1);
-            b.n_total_chunks = Some(2);
-        })
-    };
+    let chunk = |i: usize| ChunkSpec::of_file("later.bin", &content, 4096, i).encode();
     let producer: BaseProducer = producer_config(&broker).create().unwrap();
     let send = |v: &[u8]| {
         producer

@@ -20,6 +20,8 @@
 
 mod common;
 
+use common::TopicFixture;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -30,10 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{
-    openmsi_std, sha512_file, unique_topic, wait_for, write_config, write_random_file, Broker,
-    KillOnDrop, Storage,
-};
+use common::{openmsi_std, sha512_file, wait_for, write_random_file, KillOnDrop, Storage};
 use sha2::{Digest, Sha512};
 
 /// Chunk size for the run: small, so a large file takes hundreds of messages and a kill lands
@@ -503,11 +502,12 @@ fn kill_9_of_uploader_and_downloader_during_a_mixed_workload_loses_and_corrupts_
     );
     let mut rng = Rng(seed);
 
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("chaos");
-    broker.create_topic(&topic, 2);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "chaos", 2);
     let src = work.path().join("watched");
     let out = work.path().join("out");
     let logs = work.path().join("logs");

@@ -4,11 +4,13 @@
 
 mod common;
 
+use common::TopicFixture;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{openmsi_std, unique_topic, wait_for, write_config, Broker, KillOnDrop, Storage};
+use common::{openmsi_std, wait_for, KillOnDrop, Storage};
 
 /// `openmsi <command> FOLDER --config CFG --topic T [extra]`, running until killed.
 fn spawn(command: &str, folder: &Path, cfg: &Path, topic: &str, extra: &[&str]) -> KillOnDrop {
@@ -69,11 +71,12 @@ fn assert_refused(command: &str, folder: &Path, cfg: &Path, topic: &str, extra: 
 
 #[test]
 fn a_second_downloader_on_one_output_folder_is_refused() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("lock-down");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "lock-down", 1);
     let out = work.path().join("out");
 
     let mut first = spawn("download-directory", &out, &cfg, &topic, &[]);
@@ -100,11 +103,12 @@ fn a_second_downloader_on_one_output_folder_is_refused() {
 
 #[test]
 fn a_second_uploader_on_one_watched_folder_is_refused() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("lock-up");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "lock-up", 1);
     let watched = work.path().join("watched");
     std::fs::create_dir_all(&watched).unwrap();
 

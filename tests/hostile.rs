@@ -8,9 +8,10 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{openmsi_std, producer_config, unique_topic, wait_for, write_config, Broker, Storage};
+use common::{
+    openmsi_std, producer_config, unique_topic, wait_for, write_config, Broker, ChunkSpec, Storage,
+};
 use openmsi::chunk::hash::sha512;
-use openmsi::chunk::{encode_value, ChunkHeader, WireFields};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 /// One msgpack value of a hand-built message.
@@ -76,7 +77,6 @@ fn valid_fields(filename: &str, data: &[u8]) -> Vec<V> {
 }
 
 /// A valid chunk built by openmsi's own encoder.
-#[allow(clippy::too_many_arguments)]
 fn chunk(
     subdir: &str,
     filename: &str,
@@ -86,21 +86,14 @@ fn chunk(
     n_total_chunks: u64,
     data: &[u8],
 ) -> Vec<u8> {
-    let chunk_hash = sha512(data);
-    let header = ChunkHeader {
-        filename,
-        file_hash,
-        chunk_hash: &chunk_hash,
+    ChunkSpec {
+        file_hash: *file_hash,
         offset,
         chunk_i,
         n_total_chunks,
-        subdir,
-        filename_append: "",
-        file_mtime: 0.0,
-    };
-    let mut out = Vec::new();
-    encode_value(&header, data, WireFields::Ten, &mut out);
-    out
+        ..ChunkSpec::single(subdir, filename, data)
+    }
+    .encode()
 }
 
 /// Peak resident memory (VmHWM) of `pid` in KiB, if it is still running.

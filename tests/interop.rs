@@ -718,37 +718,39 @@ fn reference_upload_is_rebuilt_by_openmsi_download() {
     }
 }
 
-#[test]
-fn openmsi_upload_is_rebuilt_by_reference_download() {
+/// `openmsi upload-file` with `--wire-fields wire_fields` of `files` (relative path, length,
+/// chunk size) to a topic of `partitions` partitions: every message has that many fields, and
+/// the reference's `DataFileDownloadDirectory` rebuilds every file byte for byte.
+fn openmsi_upload_is_rebuilt_by_reference_download(
+    wire_fields: u8,
+    partitions: i32,
+    files: &[(&str, u64, u64)],
+) {
     let reference = Reference::new();
     let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("openmsi-to-ref");
-    broker.create_topic(&topic, 3);
+    let topic = unique_topic(&format!("openmsi-to-ref-{wire_fields}"));
+    broker.create_topic(&topic, partitions);
     let work = tempfile::tempdir().unwrap();
     let cfg = interop_config(work.path(), &broker);
     let src = work.path().join("src");
 
-    let files: [(&str, u64, u64); 7] = [
-        ("exactly one chunk.bin", DEFAULT_CHUNK, DEFAULT_CHUNK),
-        ("a/b/c/chunk plus one.bin", DEFAULT_CHUNK + 1, DEFAULT_CHUNK),
-        ("données été/1 MB.raw", 1_100_000, DEFAULT_CHUNK),
-        ("one byte.txt", 1, SMALL_CHUNK),
-        ("run 1/ünïcödé 名前.tif", 3 * SMALL_CHUNK + 17, SMALL_CHUNK),
-        ("run 1/4095.bin", SMALL_CHUNK - 1, SMALL_CHUNK),
-        ("weird_chunk_1_of_1.dat", SMALL_CHUNK, SMALL_CHUNK),
-    ];
     for (i, (rel, len, _)) in files.iter().enumerate() {
-        write_source(&src, rel, *len, i as u64 + 100);
+        write_source(&src, rel, *len, i as u64 + 100 * u64::from(wire_fields));
     }
     let expected = tree(&src);
-    for (rel, _, chunk_size) in &files {
-        openmsi_upload(&cfg, &topic, &src, rel, *chunk_size, 10);
+    for (rel, _, chunk_size) in files {
+        openmsi_upload(&cfg, &topic, &src, rel, *chunk_size, wire_fields);
     }
     let n_chunks: usize = files.iter().map(|(_, len, cs)| chunks(*len, *cs)).sum();
+    let header = if wire_fields == 9 {
+        ARRAY_OF_9
+    } else {
+        ARRAY_OF_10
+    };
     assert_eq!(
         value_headers(&broker, &topic, n_chunks),
-        vec![ARRAY_OF_10; n_chunks],
-        "openmsi's default must be 10 fields"
+        vec![header; n_chunks],
+        "--wire-fields {wire_fields} must write {wire_fields} fields"
     );
 
     let out = work.path().join("out");
@@ -759,45 +761,40 @@ fn openmsi_upload_is_rebuilt_by_reference_download() {
     assert_eq!(tree(&out), expected);
 }
 
+/// The default, 10 fields (OpenMSIStream >= 1.8.7), with names and sizes at the edges.
 #[test]
-fn openmsi_nine_field_upload_is_rebuilt_by_reference_download() {
-    let reference = Reference::new();
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("nine-fields");
-    broker.create_topic(&topic, 2);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = interop_config(work.path(), &broker);
-    let src = work.path().join("src");
-
-    let files: [(&str, u64, u64); 3] = [
-        ("nine fields.bin", DEFAULT_CHUNK + 1, DEFAULT_CHUNK),
-        (
-            "old consumer/ünï 9/scan.dat",
-            3 * SMALL_CHUNK + 1,
-            SMALL_CHUNK,
-        ),
-        ("4096.bin", SMALL_CHUNK, SMALL_CHUNK),
-    ];
-    for (i, (rel, len, _)) in files.iter().enumerate() {
-        write_source(&src, rel, *len, i as u64 + 200);
-    }
-    let expected = tree(&src);
-    for (rel, _, chunk_size) in &files {
-        openmsi_upload(&cfg, &topic, &src, rel, *chunk_size, 9);
-    }
-    let n_chunks: usize = files.iter().map(|(_, len, cs)| chunks(*len, *cs)).sum();
-    assert_eq!(
-        value_headers(&broker, &topic, n_chunks),
-        vec![ARRAY_OF_9; n_chunks],
-        "--wire-fields 9 must write 9 fields"
+fn openmsi_upload_is_rebuilt_by_reference_download_ten_fields() {
+    openmsi_upload_is_rebuilt_by_reference_download(
+        10,
+        3,
+        &[
+            ("exactly one chunk.bin", DEFAULT_CHUNK, DEFAULT_CHUNK),
+            ("a/b/c/chunk plus one.bin", DEFAULT_CHUNK + 1, DEFAULT_CHUNK),
+            ("données été/1 MB.raw", 1_100_000, DEFAULT_CHUNK),
+            ("one byte.txt", 1, SMALL_CHUNK),
+            ("run 1/ünïcödé 名前.tif", 3 * SMALL_CHUNK + 17, SMALL_CHUNK),
+            ("run 1/4095.bin", SMALL_CHUNK - 1, SMALL_CHUNK),
+            ("weird_chunk_1_of_1.dat", SMALL_CHUNK, SMALL_CHUNK),
+        ],
     );
+}
 
-    let out = work.path().join("out");
-    let download = ReferenceDownload::start(&reference, &cfg, &topic, &out, work.path());
-    let summary = download.finish(&expected);
-    // More only if a rebalance between its two consumers redelivered some.
-    assert!(summary.read as usize >= n_chunks, "{summary:?}");
-    assert_eq!(tree(&out), expected);
+/// `--wire-fields 9`, for consumers running OpenMSIStream 1.8.6 or older.
+#[test]
+fn openmsi_upload_is_rebuilt_by_reference_download_nine_fields() {
+    openmsi_upload_is_rebuilt_by_reference_download(
+        9,
+        2,
+        &[
+            ("nine fields.bin", DEFAULT_CHUNK + 1, DEFAULT_CHUNK),
+            (
+                "old consumer/ünï 9/scan.dat",
+                3 * SMALL_CHUNK + 1,
+                SMALL_CHUNK,
+            ),
+            ("4096.bin", SMALL_CHUNK, SMALL_CHUNK),
+        ],
+    );
 }
 
 #[test]

@@ -4,16 +4,15 @@
 
 mod common;
 
+use common::TopicFixture;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{
-    openmsi_std, sha512_file, unique_topic, write_config, write_random_file, Broker, KillOnDrop,
-    Storage,
-};
+use common::{openmsi_std, sha512_file, write_random_file, KillOnDrop, Storage};
 
 fn downloader(cfg: &Path, topic: &str, out: &Path, group: &str) -> KillOnDrop {
     let child = openmsi_std()
@@ -65,11 +64,12 @@ fn watch_final_paths(
 
 #[test]
 fn kill_9_at_several_points_then_resume_completes_every_file() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("crash");
-    broker.create_topic(&topic, 2);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "crash", 2);
     let src = work.path().join("src");
     let files = [
         ("big one.bin", 24u64 << 20),
@@ -165,11 +165,12 @@ fn abandoned_partial(out: &Path, id: &str, relative: &str, age: Duration) -> Pat
 #[test]
 fn partial_files_abandoned_longer_than_the_limit_are_discarded_at_start() {
     const DAY: Duration = Duration::from_secs(86_400);
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("stale");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "stale", 1);
     let out = work.path().join("out");
     let old = abandoned_partial(&out, "old", "run1/abandoned.bin", 3 * DAY);
     let recent = abandoned_partial(&out, "recent", "run1/recent.bin", DAY / 2);

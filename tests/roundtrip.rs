@@ -4,13 +4,14 @@
 
 mod common;
 
+use common::TopicFixture;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    download_until_idle, openmsi, sha512_file, unique_topic, write_config, write_random_file,
-    Broker, Storage,
+    download_until_idle, openmsi, sha512_file, write_config, write_random_file, Broker, Storage,
 };
 use predicates::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -61,11 +62,12 @@ fn tree(dir: &Path) -> HashMap<String, String> {
 
 #[test]
 fn sizes_around_chunk_boundaries_nested_and_unicode_names_round_trip() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("sizes");
-    broker.create_topic(&topic, 3);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "sizes", 3);
     let src = work.path().join("src");
     let chunk = 4096usize;
     let cases: Vec<(&str, u64)> = vec![
@@ -133,11 +135,12 @@ fn sizes_around_chunk_boundaries_nested_and_unicode_names_round_trip() {
 fn fifty_mib_file_with_default_chunk_size() {
     // The memory engine: this test is about streaming a large file, and the sqlite engine
     // consumes at a few MB/s. The harness config carries the engine's batching workaround.
-    let broker = Broker::start(Storage::Memory);
-    let topic = unique_topic("big");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Memory, "big", 1);
     let src = work.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     let file = src.join("big.bin");
@@ -150,11 +153,12 @@ fn fifty_mib_file_with_default_chunk_size() {
 
 #[test]
 fn changed_file_replaces_the_old_copy_and_resumes_with_the_same_group() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("versions");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "versions", 1);
     let src = work.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     let file = src.join("scan.tif");
@@ -214,11 +218,12 @@ fn missing_topic_is_a_clear_error() {
 
 #[test]
 fn download_regex_skips_other_files() {
-    let broker = Broker::start(Storage::Sqlite);
-    let topic = unique_topic("regex");
-    broker.create_topic(&topic, 1);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = write_config(work.path(), &broker);
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "regex", 1);
     let src = work.path().join("src");
     for name in ["keep/a.tif", "drop/b.txt"] {
         let p = src.join(name);

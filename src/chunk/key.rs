@@ -1,4 +1,4 @@
-//! The Kafka message key of a chunk (DESIGN.md section 2).
+//! The Kafka message key of a chunk (`docs/WIRE_FORMAT.md`).
 //!
 //! The reference builds it in `DataFileChunk.msg_key` from
 //! `get_message_prepend(subdir_str, filename)`: `"_".join(subdir_str.split("/")) + "_" +

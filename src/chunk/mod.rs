@@ -1,4 +1,4 @@
-//! Wire format of one data file chunk (DESIGN.md section 2): the Kafka key string and the
+//! Wire format of one data file chunk (`docs/WIRE_FORMAT.md`): the Kafka key string and the
 //! MessagePack value, byte-compatible with OpenMSIStream 1.8.8. Pure: no I/O.
 //!
 //! - [`hash`]: SHA-512 (one-shot and streaming), the only hash on the wire.

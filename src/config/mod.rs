@@ -1,4 +1,4 @@
-//! Config files (DESIGN.md section 3): OpenMSIStream-compatible INI files turned into the
+//! Config files (`docs/CONFIG.md`): OpenMSIStream-compatible INI files turned into the
 //! settings of our Kafka clients.
 //!
 //! Layers, each usable on its own:

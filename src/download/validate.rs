@@ -1,4 +1,4 @@
-//! Semantic checks on a decoded chunk before any byte touches the disk (DESIGN.md section 4):
+//! Semantic checks on a decoded chunk before any byte touches the disk (`docs/ARCHITECTURE.md`, "Bad input"):
 //! indices and sizes must be sane, and the path it names must stay inside the output folder.
 //! The codec only checks structure; everything a hostile producer could abuse is checked here.
 

@@ -1,4 +1,4 @@
-//! Stable choice of a partition for a file (DESIGN.md section 4): every chunk of one file goes to
+//! Stable choice of a partition for a file (`docs/WIRE_FORMAT.md`, "Partitioning"): every chunk of one file goes to
 //! one partition, so a consumer group spread over several processes still sees whole files.
 
 /// Kafka's murmur2 (the Java client's default key hash), so the choice is stable across runs,

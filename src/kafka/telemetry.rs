@@ -1,4 +1,4 @@
-//! Optional heartbeat and log topics in OpenMSIStream's formats (DESIGN.md section 2), so
+//! Optional heartbeat and log topics in OpenMSIStream's formats (`docs/WIRE_FORMAT.md`), so
 //! existing OpenMSI dashboards keep working: every interval, a heartbeat (key
 //! `<program_id>_heartbeat`, JSON with an ISO-8601 UTC timestamp and the messages and bytes
 //! produced since the previous one) and the log lines since the previous send (key

@@ -3,6 +3,10 @@
 //! - [`Broker`]: a real tansu broker on a free 127.0.0.1 port, in its own temporary directory,
 //!   started and stopped through `scripts/broker.sh` (the same code a developer runs by hand).
 //! - [`write_config`]: an OpenMSIStream-style INI config pointing at a [`Broker`].
+//! - [`TopicFixture`]: the usual start of a test: a broker, a fresh topic, a work folder with a
+//!   config for them.
+//! - [`ChunkSpec`]: hand-made chunk messages (valid, or broken on purpose), built with
+//!   openmsi's own encoder; [`produce_values`] puts them on a topic.
 //! - [`openmsi`] / [`openmsi_std`]: the `openmsi` binary with a clean environment.
 //! - [`reference_python`]: the venv python with OpenMSIStream 1.8.8, the reference peer.
 //! - Small helpers: [`unique_topic`], [`write_random_file`], [`sha512_file`], [`wait_for`].
@@ -283,6 +287,126 @@ pub fn write_config(dir: &Path, broker: &Broker) -> PathBuf {
     let path = dir.join("openmsi.config");
     std::fs::write(&path, text).expect("cannot write the test config");
     path
+}
+
+/// The setup most tests start with: a broker, a fresh topic on it, and a work folder holding a
+/// config file for them ([`write_config`]).
+pub struct TopicFixture {
+    /// The broker.
+    pub broker: Broker,
+    /// A topic created for this test.
+    pub topic: String,
+    /// A temporary folder for the test's files; holds the config.
+    pub work: tempfile::TempDir,
+    /// The config file (`work/openmsi.config`).
+    pub cfg: PathBuf,
+}
+
+impl TopicFixture {
+    /// Starts a broker with `storage`, creates a topic named after `prefix` with `partitions`
+    /// partitions, and writes a config for them.
+    pub fn new(storage: Storage, prefix: &str, partitions: i32) -> Self {
+        let broker = Broker::start(storage);
+        let topic = unique_topic(prefix);
+        broker.create_topic(&topic, partitions);
+        let work = tempfile::tempdir().expect("cannot create a temporary folder");
+        let cfg = write_config(work.path(), &broker);
+        Self {
+            broker,
+            topic,
+            work,
+            cfg,
+        }
+    }
+}
+
+/// A hand-made chunk message: every field of the wire format, valid by default (see
+/// [`ChunkSpec::single`] and [`ChunkSpec::of_file`]) and open to being broken on purpose.
+#[derive(Clone)]
+pub struct ChunkSpec<'a> {
+    pub subdir: &'a str,
+    pub filename: &'a str,
+    pub file_hash: [u8; 64],
+    pub chunk_hash: [u8; 64],
+    pub offset: u64,
+    pub chunk_i: u64,
+    pub n_total_chunks: u64,
+    pub data: &'a [u8],
+    pub file_mtime: f64,
+}
+
+impl<'a> ChunkSpec<'a> {
+    /// A whole file of one chunk: `data` at `subdir/filename`.
+    pub fn single(subdir: &'a str, filename: &'a str, data: &'a [u8]) -> Self {
+        let hash = openmsi::chunk::hash::sha512(data);
+        Self {
+            subdir,
+            filename,
+            file_hash: hash,
+            chunk_hash: hash,
+            offset: 0,
+            chunk_i: 1,
+            n_total_chunks: 1,
+            data,
+            file_mtime: 0.0,
+        }
+    }
+
+    /// Chunk `i` (0-based) of `content` cut in `chunk_size` pieces, as `relative`
+    /// (`/`-separated) in the output folder.
+    pub fn of_file(relative: &'a str, content: &'a [u8], chunk_size: usize, i: usize) -> Self {
+        let (subdir, filename) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let data = &content[i * chunk_size..((i + 1) * chunk_size).min(content.len())];
+        Self {
+            subdir,
+            filename,
+            file_hash: openmsi::chunk::hash::sha512(content),
+            chunk_hash: openmsi::chunk::hash::sha512(data),
+            offset: (i * chunk_size) as u64,
+            chunk_i: i as u64 + 1,
+            n_total_chunks: content.len().div_ceil(chunk_size).max(1) as u64,
+            data,
+            file_mtime: 0.0,
+        }
+    }
+
+    /// The message value (10 fields), by openmsi's own encoder.
+    pub fn encode(&self) -> Vec<u8> {
+        use openmsi::chunk::{encode_value, ChunkHeader, WireFields};
+        let header = ChunkHeader {
+            filename: self.filename,
+            file_hash: &self.file_hash,
+            chunk_hash: &self.chunk_hash,
+            offset: self.offset,
+            chunk_i: self.chunk_i,
+            n_total_chunks: self.n_total_chunks,
+            subdir: self.subdir,
+            filename_append: "",
+            file_mtime: self.file_mtime,
+        };
+        let mut out = Vec::new();
+        encode_value(&header, self.data, WireFields::Ten, &mut out);
+        out
+    }
+}
+
+/// Sends `values` (key `k`) to partition 0 of `topic` and waits until the broker acknowledged
+/// them all.
+pub fn produce_values(broker: &Broker, topic: &str, values: &[Vec<u8>]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = producer_config(broker)
+        .create()
+        .expect("cannot create a producer");
+    for value in values {
+        producer
+            .send(BaseRecord::to(topic).partition(0).key("k").payload(value))
+            .map_err(|(e, _)| e)
+            .expect("cannot queue a message");
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("the broker did not acknowledge the messages");
+    assert_eq!(producer.in_flight_count(), 0);
 }
 
 /// rdkafka producer settings for `broker` (for tests that talk to Kafka directly).

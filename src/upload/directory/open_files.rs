@@ -10,7 +10,15 @@
 //! processes that just exited) are skipped. Only descriptors whose target path lies under the
 //! watched folder are examined, so sockets, pipes and unrelated files cost one `readlink`;
 //! a process in another mount namespace that sees the folder under a different path is not
-//! detected. Elsewhere (Windows, macOS) only the settle rule applies.
+//! detected.
+//!
+//! One file at a time ([`is_open_for_writing`], used when a file's last writer just closed it,
+//! so it can go at once): on Linux a read lease (`F_SETLEASE`, `F_RDLCK`), which the kernel
+//! grants only while no process has the file open for writing, taken and released at once;
+//! where a lease is not allowed (a file this user does not own) or not supported, the `/proc`
+//! pass restricted to that one path. On Windows, opening the file while denying write sharing
+//! succeeds only when no handle has it open for writing. Elsewhere (macOS) only the settle rule
+//! applies.
 
 use std::collections::HashSet;
 use std::fs::Metadata;
@@ -44,6 +52,50 @@ pub fn open_for_writing(root: &Path) -> HashSet<FileId> {
     {
         let _ = root;
         HashSet::new()
+    }
+}
+
+/// True when some process holds the file at `path` (identity `id`) open for writing.
+pub fn is_open_for_writing(path: &Path, id: FileId) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match linux::no_writer_by_lease(path) {
+            Some(free) => !free,
+            None => linux::open_for_writing(path).contains(&id),
+        }
+    }
+    #[cfg(windows)]
+    {
+        let _ = id;
+        windows::denies_shared_write(path)
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
+    {
+        let _ = (path, id);
+        false
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::path::Path;
+
+    /// `FILE_SHARE_READ | FILE_SHARE_DELETE`: others may read or delete, not write.
+    const SHARE_READ_DELETE: u32 = 0x1 | 0x4;
+    /// `ERROR_SHARING_VIOLATION`.
+    const SHARING_VIOLATION: i32 = 32;
+
+    /// True when the file cannot be opened with write sharing denied: someone writes to it.
+    pub fn denies_shared_write(path: &Path) -> bool {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .share_mode(SHARE_READ_DELETE)
+            .open(path)
+        {
+            Ok(_) => false,
+            Err(e) => e.raw_os_error() == Some(SHARING_VIOLATION),
+        }
     }
 }
 
@@ -91,6 +143,37 @@ mod linux {
         out
     }
 
+    /// Some(true) when no process has `path` open for writing, Some(false) when one has, None
+    /// when a lease cannot tell (not the file's owner, a filesystem without leases, gone).
+    pub fn no_writer_by_lease(path: &Path) -> Option<bool> {
+        use std::os::unix::io::AsRawFd;
+        ignore_lease_breaks();
+        let file = std::fs::File::open(path).ok()?;
+        let fd = file.as_raw_fd();
+        // SAFETY: `fd` is a valid open descriptor for the duration of both calls.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+        if rc == 0 {
+            // Released at once: a writer opening the file meanwhile waits microseconds.
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+            return Some(true);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// A writer that opens the file during our brief lease makes the kernel signal us with
+    /// SIGIO, whose default action ends the process: ignore it (nothing else here uses it).
+    fn ignore_lease_breaks() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+            unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+        });
+    }
+
     /// True when descriptor `fd` of process `pid` was opened with write access.
     fn writable(pid: &str, fd: &str) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
@@ -130,6 +213,27 @@ mod tests {
         assert!(busy.contains(&id(&w)));
         assert!(!busy.contains(&id(&r)));
         assert!(!busy.contains(&id(&closed)));
+    }
+
+    #[test]
+    fn one_file_is_open_for_writing_only_while_a_writer_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let path = root.join("scan.tif");
+        std::fs::write(&path, b"x").unwrap();
+        let id = file_id(&std::fs::metadata(&path).unwrap());
+        let reader = File::open(&path).unwrap();
+        assert!(!is_open_for_writing(&path, id), "a reader is not a writer");
+        assert_eq!(linux::no_writer_by_lease(&path), Some(true));
+        let writer = OpenOptions::new().append(true).open(&path).unwrap();
+        assert!(is_open_for_writing(&path, id));
+        assert_eq!(linux::no_writer_by_lease(&path), Some(false));
+        // The /proc fallback (used where a lease is not allowed) agrees.
+        assert!(linux::open_for_writing(&path).contains(&id));
+        drop(writer);
+        assert!(!is_open_for_writing(&path, id));
+        assert!(!linux::open_for_writing(&path).contains(&id));
+        drop(reader);
     }
 
     #[test]
