@@ -62,6 +62,13 @@ READY_LINE = {"openmsi": "partitions assigned", "raw": "raw_kafka: partitions as
 REFERENCE_READY_SECS = 5.0
 # How often the small-files case looks at the output (a walk of 2,000 files costs ~3 ms).
 SMALL_POLL_SECS = 0.02
+# The latency case: files written and closed one every LATENCY_PERIOD_SECS (a steady rate), each
+# timed from its close to its appearance in the running downloader's folder.
+LATENCY_PERIOD_SECS = 0.1
+LATENCY_POLL_SECS = 0.002
+# An uploader is ready once it logs this (openmsi) or LATENCY_REFERENCE_READY_SECS after its
+# first log line (the reference logs nothing when it starts watching).
+UPLOADER_READY_LINE = "watching"
 
 
 def log(msg: str) -> None:
@@ -79,10 +86,12 @@ class Case:
     name: str
     size: int
     tools: list[str]
-    # Non-zero for the small-files case: `files` files of `file_kib` KiB each (size is the
-    # total), moved end to end through the directory commands.
+    # Non-zero for the small-files and latency cases: `files` files of `file_kib` KiB each
+    # (size is the total), moved end to end through the directory commands.
     files: int = 0
     file_kib: int = 0
+    # "transfer" (speed, memory, small files) or "latency".
+    kind: str = "transfer"
 
 
 @dataclass
@@ -230,6 +239,8 @@ class Bench:
         self.producer_props, self.consumer_props = self.raw_properties()
         self.reference_bin = Path(args.reference_bin)
         self.measurements: list[Measurement] = []
+        # Latency case: per tool, every file's close -> published seconds, all runs.
+        self.latencies: dict[str, list[float]] = {}
         self.children: set[subprocess.Popen] = set()
 
     # -- setup --------------------------------------------------------------------------------
@@ -737,8 +748,141 @@ value.deserializer = DataFileChunkDeserializer
                 f"{case.files}; unexpected: {sorted(got - expected)[:5]}, missing: "
                 f"{sorted(expected - got)[:5]}")
 
+    def run_latency(self, case: Case, tool: str, run: int) -> None:
+        """Both directory commands of `tool` running with their defaults (openmsi's settle time
+        and close detection, the reference's), the downloader assigned; then `case.files`
+        files of `case.file_kib` KiB are written and closed one every LATENCY_PERIOD_SECS, and
+        each is timed from its close to its publication: openmsi, the file under its final
+        name (renamed there after its SHA-512 matched); reference, its 'successfully
+        reconstructed' line (it writes in place). Every file is then compared with its
+        source."""
+        tag = f"latency-{tool}-{run}-{uuid.uuid4().hex[:8]}"
+        topic = f"bench-{tag}"
+        src = self.work / "data" / tag
+        out_dir = self.work / "out" / tag
+        src.mkdir(parents=True)
+        up_log = self.logs / f"latency-{tool}-upload-{run}.log"
+        down_log = self.logs / f"latency-{tool}-download-{run}.log"
+        if tool == "openmsi":
+            up_cmd = [self.args.openmsi, "upload-directory", str(src), "--config",
+                      str(self.config), "--topic", topic]
+            down_cmd = [self.args.openmsi, "download-directory", str(out_dir), "--config",
+                        str(self.config), "--topic", topic, "--group-id", f"g-{tag}"]
+        else:
+            up_cmd = [str(self.reference_bin / "DataFileUploadDirectory"), str(src), "--config",
+                      str(self.config), "--topic_name", topic]
+            down_cmd = [str(self.reference_bin / "DataFileDownloadDirectory"), str(out_dir),
+                        "--config", str(self.config), "--topic_name", topic,
+                        "--consumer_group_id", f"g-{tag}", "--logger_stream_level", "debug"]
+        self.create_topic(topic)
+        published: dict[str, float] = {}
+        closed: dict[str, float] = {}
+        stop = threading.Event()
+        interrupted = False
+        try:
+            self.settle()
+            first_line: list[float] = []
+            if tool == "reference":
+                down = self.spawn(down_cmd, down_log, stdin=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+
+                def follow() -> None:
+                    with open(down_log, "ab") as out:
+                        for raw in down.stderr:
+                            now = time.monotonic()
+                            out.write(raw)
+                            out.flush()
+                            first_line[:] = first_line or [now]
+                            m = REFERENCE_DONE.search(raw.decode(errors="replace"))
+                            if m:
+                                published.setdefault(Path(m.group(1)).name, now)
+
+                threading.Thread(target=follow, daemon=True).start()
+            else:
+                down = self.spawn(down_cmd, down_log, stdin=subprocess.PIPE)
+            up = self.spawn(up_cmd, up_log, stdin=subprocess.PIPE)
+            ready_by = time.monotonic() + 120
+            while True:
+                for proc, what, logpath in ((down, "downloader", down_log),
+                                            (up, "uploader", up_log)):
+                    if try_reap(proc):
+                        raise BenchError(f"{tool} {what} exited with {proc.returncode} before "
+                                         f"it was ready; last lines:\n{tail(logpath)}")
+                if time.monotonic() > ready_by:
+                    raise BenchError(f"{tool} not ready after 120 s; see {up_log}, {down_log}")
+                if tool == "reference":
+                    up_started = up_log.exists() and up_log.stat().st_size > 0
+                    if (up_started and first_line
+                            and time.monotonic() - first_line[0] >= REFERENCE_READY_SECS):
+                        break
+                elif (READY_LINE["openmsi"] in down_log.read_text(errors="replace")
+                      and UPLOADER_READY_LINE in up_log.read_text(errors="replace")):
+                    break
+                time.sleep(0.05)
+
+            def poll_openmsi() -> None:
+                while not stop.is_set():
+                    for name in list(closed):
+                        if name not in published and (out_dir / name).exists():
+                            published[name] = time.monotonic()
+                    time.sleep(LATENCY_POLL_SECS)
+
+            if tool == "openmsi":
+                threading.Thread(target=poll_openmsi, daemon=True).start()
+            next_at = time.monotonic()
+            for i in range(case.files):
+                name = f"lat{i:04d}.bin"
+                with open(src / name, "wb") as f:
+                    f.write(os.urandom(case.file_kib * 1024))
+                closed[name] = time.monotonic()
+                next_at += LATENCY_PERIOD_SECS
+                time.sleep(max(0.0, next_at - time.monotonic()))
+            deadline = time.monotonic() + 60
+            while len(published.keys() & closed.keys()) < len(closed):
+                if time.monotonic() > deadline:
+                    missing = sorted(closed.keys() - published.keys())
+                    raise BenchError(f"{tool}: {len(missing)} of {len(closed)} files not "
+                                     f"published 60 s after the last write (first: "
+                                     f"{missing[:3]}); see {up_log}, {down_log}")
+                time.sleep(0.05)
+            stop.set()
+            quit_word = b"q\n" if tool == "reference" else b"quit\n"
+            for proc in (up, down):
+                try:
+                    proc.stdin.write(quit_word)
+                    proc.stdin.flush()
+                except BrokenPipeError:
+                    pass
+            for proc, what, logpath in ((up, "uploader", up_log), (down, "downloader", down_log)):
+                fin = reap(proc, time.monotonic() + 60, f"{tool} {what} shutdown", logpath)
+                self.children.discard(proc)
+                check_exit(fin, f"{tool} {what}", logpath)
+            for name in closed:
+                if not same_bytes(src / name, out_dir / name):
+                    raise BenchError(f"{tool}: {out_dir / name} differs from its source")
+            lat = sorted(published[n] - closed[n] for n in closed)
+            self.latencies.setdefault(tool, []).extend(lat)
+            log(f"latency run {run} {tool:9}: {len(lat)} files, median {percentile(lat, 50):.3f} s, "
+                f"p90 {percentile(lat, 90):.3f} s, p99 {percentile(lat, 99):.3f} s, "
+                f"max {lat[-1]:.3f} s")
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            stop.set()
+            self.kill_children()
+            shutil.rmtree(out_dir, ignore_errors=True)
+            shutil.rmtree(src, ignore_errors=True)
+            if not interrupted:
+                self.delete_topic(topic)
+
     def run(self) -> None:
         for case in self.cases():
+            if case.kind == "latency":
+                for run in range(1, self.args.runs + 1):
+                    for tool in case.tools:
+                        self.run_latency(case, tool, run)
+                continue
             if case.files:
                 src, concat = self.generate_small(case)
                 for run in range(1, self.args.runs + 1):
@@ -771,6 +915,15 @@ value.deserializer = DataFileChunkDeserializer
             n = self.args.small_files or (200 if self.args.quick else 2000)
             kib = self.args.small_kib
             out.append(Case(f"{n} x {kib} KiB", n * kib * 1024, tools, n, kib))
+        if "tiny" in self.args.cases:
+            # Many tiny files: what a tool pays per file. The reference would take hours.
+            n = 2000 if self.args.quick else 20000
+            tiny_tools = [t for t in tools if t != "reference"]
+            out.append(Case(f"{n} x 4 KiB", n * 4096, tiny_tools, n, 4))
+        if "latency" in self.args.cases:
+            n = 20 if self.args.quick else self.args.latency_files
+            lat_tools = [t for t in tools if t != "raw"]
+            out.append(Case(f"latency {n} x 1 KiB", n * 1024, lat_tools, n, 1, "latency"))
         return out
 
     def kill_children(self) -> None:
@@ -781,6 +934,27 @@ value.deserializer = DataFileChunkDeserializer
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     pass
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of already sorted values."""
+    rank = max(1, -(-len(sorted_values) * p // 100))
+    return sorted_values[min(int(rank), len(sorted_values)) - 1]
+
+
+def latency_table(latencies: dict[str, list[float]]) -> str:
+    if not latencies:
+        return ""
+    lines = ["| tool | files | median s | p90 s | p99 s | max s |", "|---|---|---|---|---|---|"]
+    for tool, values in latencies.items():
+        v = sorted(values)
+        lines.append(f"| {tool} | {len(v)} | {percentile(v, 50):.3f} | {percentile(v, 90):.3f} "
+                     f"| {percentile(v, 99):.3f} | {v[-1]:.3f} |")
+    return ("\nLatency: files of 1 KiB written and closed one every "
+            f"{LATENCY_PERIOD_SECS:g} s into a running uploader (default settings), timed from "
+            "close to publication by a running downloader (openmsi: under its final name after "
+            "its SHA-512 matched; reference: its 'successfully reconstructed' line), all runs "
+            "pooled.\n\n" + "\n".join(lines) + "\n")
 
 
 def small_paths(n: int) -> list[str]:
@@ -947,10 +1121,12 @@ def main() -> int:
     p.add_argument("--work-dir", required=True)
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--cases", default="speed,memory,small")
+    p.add_argument("--cases", default="speed,memory,small,tiny,latency")
     p.add_argument("--small-files", type=int, default=None,
                    help="files in the small-files case (default 2000, 200 with --quick)")
     p.add_argument("--small-kib", type=int, default=64, help="KiB per small file (default 64)")
+    p.add_argument("--latency-files", type=int, default=100,
+                   help="files in the latency case (default 100, 20 with --quick)")
     p.add_argument("--tools", default="openmsi,reference,raw")
     p.add_argument("--file-size", type=parse_size)
     p.add_argument("--memory-size", type=parse_size)
@@ -989,7 +1165,7 @@ def main() -> int:
     finally:
         bench.kill_children()
     rows = summarize(bench.measurements, args.runs)
-    text = table(rows, meta)
+    text = (table(rows, meta) if rows else "") + latency_table(bench.latencies)
     print()
     print(text)
     for path in args.results:
@@ -1001,6 +1177,7 @@ def main() -> int:
             path.write_text(json.dumps({
                 "meta": meta, "table": rows,
                 "runs": [{**asdict(m), "mb_per_s": m.mb_per_s} for m in bench.measurements],
+                "latency_s": bench.latencies,
                 "markdown": text,
             }, indent=2) + "\n")
         log(f"wrote {path}")

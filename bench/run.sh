@@ -38,16 +38,20 @@ Options:
   --runs N            Runs per case; the table shows the median (default 3, or 1 with --quick).
   --results FILE      Also write the results to FILE: markdown if it ends in .md, else JSON
                       (every run, the medians and the environment). Repeatable.
-  --cases LIST        speed,memory,small (default all): speed = the 1 GiB file through every
-                      tool; memory = openmsi's peak RSS on a 4 GiB file; small = 2,000 x 64 KiB
-                      files end to end through the directory commands (upload-directory +
-                      download-directory; the reference's DataFileUploadDirectory +
-                      DataFileDownloadDirectory; raw: the same bytes as 2,000 messages).
+  --cases LIST        speed,memory,small,tiny,latency (default all): speed = the 1 GiB file
+                      through every tool; memory = openmsi's peak RSS on a 4 GiB file; small =
+                      2,000 x 64 KiB files end to end through the directory commands
+                      (upload-directory + download-directory; the reference's
+                      DataFileUploadDirectory + DataFileDownloadDirectory; raw: the same bytes
+                      as 2,000 messages); tiny = 20,000 x 4 KiB the same way (openmsi and raw);
+                      latency = 100 files of 1 KiB closed one every 0.1 s into running
+                      directory commands, close -> published (openmsi and reference).
   --tools LIST        openmsi,reference,raw (default all).
   --file-size SIZE    Size of the speed case (default 1GiB; e.g. 256MiB).
   --memory-size SIZE  Size of the memory case (default 4GiB).
   --small-files N     Files in the small case (default 2000; 200 with --quick).
   --small-kib K       KiB per file in the small case (default 64).
+  --latency-files N   Files in the latency case (default 100; 20 with --quick).
   --settle SECS       Before each measured process, wait up to SECS for the machine to be idle
                       (others using < 0.25 core) (default 30; 0 with --quick).
   --work-dir DIR      Where data, outputs, logs and the broker live (default: a new /tmp folder).
@@ -66,7 +70,7 @@ while (($#)); do
     case $1 in
     -h | --help) usage; exit 0 ;;
     --quick) bench_args+=(--quick); shift ;;
-    --runs | --cases | --tools | --file-size | --memory-size | --settle | --small-files | --small-kib)
+    --runs | --cases | --tools | --file-size | --memory-size | --settle | --small-files | --small-kib | --latency-files)
         (($# >= 2)) || die "$1 needs a value"
         bench_args+=("$1" "$2"); shift 2 ;;
     --results)

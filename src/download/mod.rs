@@ -117,7 +117,6 @@ pub fn download_directory(
         config,
         &ConsumerSpec {
             properties: &properties,
-            output_dir: output,
             topic: &settings.topic,
             partition_eof: settings.exit_when_idle.is_some(),
             connect_timeout: settings.connect_timeout,

@@ -157,11 +157,13 @@ pub fn run<S: ChunkSink + Send>(
             })
         };
 
+        let mut owned = Ownership::default();
         let stop = poll_loop(
             consumer,
             options,
             in_tx,
             &commit_rx,
+            &mut owned,
             stats,
             &in_flight,
             &writer_done,
@@ -169,7 +171,8 @@ pub fn run<S: ChunkSink + Send>(
         );
         // The writer drains what was polled, flushes, and sends the final offsets.
         for offsets in commit_rx.iter() {
-            store_offsets(consumer, &options.topic, &offsets);
+            owned.forget_revoked(consumer);
+            store_offsets(consumer, &options.topic, &owned.clamp(&offsets));
         }
         let written = writer.join().map_err(|_| PipelineError::WriterPanicked)?;
         match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -191,6 +194,7 @@ fn poll_loop(
     options: &PipelineOptions,
     in_tx: SyncSender<Incoming>,
     commit_rx: &Receiver<HashMap<i32, i64>>,
+    owned: &mut Ownership,
     stats: &DownloadStats,
     in_flight: &AtomicU64,
     writer_done: &AtomicBool,
@@ -201,8 +205,9 @@ fn poll_loop(
     let mut last_message = Instant::now();
     let mut last_idle_check = Instant::now();
     loop {
+        owned.forget_revoked(consumer);
         while let Ok(offsets) = commit_rx.try_recv() {
-            store_offsets(consumer, &options.topic, &offsets);
+            store_offsets(consumer, &options.topic, &owned.clamp(&offsets));
         }
         if cancel.is_cancelled() || writer_done.load(Ordering::Acquire) {
             return StopReason::Requested;
@@ -211,6 +216,7 @@ fn poll_loop(
             None => {}
             Some(Ok(message)) => {
                 at_end.remove(&message.partition());
+                owned.reading(message.partition(), message.offset());
                 last_message = Instant::now();
                 let raw = RawMessage {
                     key: message.key().map(<[u8]>::to_vec),
@@ -268,6 +274,40 @@ fn all_assigned_at_end(consumer: &BaseConsumer<ConsumerLogContext>, at_end: &Has
             !elements.is_empty() && elements.iter().all(|e| at_end.contains(&e.partition()))
         }
         Err(_) => false,
+    }
+}
+
+/// Where this member started reading each partition it owns now. With the cooperative
+/// assignor a partition can be revoked and later come back, after another member read (and
+/// committed) past where we stopped; the offsets our writer computes for it may still reflect
+/// pins from before. Committing those would move the group's offset backwards, so a partition's
+/// commit never goes below where the current ownership started reading, and a partition no
+/// longer owned is not committed at all (its new owner does that).
+#[derive(Debug, Default)]
+struct Ownership {
+    /// Partition → first offset read since it was (last) assigned.
+    read_from: HashMap<i32, i64>,
+}
+
+impl Ownership {
+    /// A message of `partition` at `offset` was read.
+    fn reading(&mut self, partition: i32, offset: i64) {
+        self.read_from.entry(partition).or_insert(offset);
+    }
+
+    /// Forgets the partitions revoked since the last call.
+    fn forget_revoked(&mut self, consumer: &BaseConsumer<ConsumerLogContext>) {
+        for partition in consumer.context().take_revoked() {
+            self.read_from.remove(&partition);
+        }
+    }
+
+    /// The offsets of `offsets` this member may commit, raised to where its ownership began.
+    fn clamp(&self, offsets: &HashMap<i32, i64>) -> HashMap<i32, i64> {
+        offsets
+            .iter()
+            .filter_map(|(p, &next)| Some((*p, next.max(*self.read_from.get(p)?))))
+            .collect()
     }
 }
 
@@ -414,13 +454,7 @@ impl Writer<'_> {
             Verdict::Defer { reason, message } => {
                 DownloadStats::add(&stats.deferred_messages, 1);
                 info!(topic, partition = at.partition, offset = at.offset, %reason, "message cannot be opened yet; kept in .openmsi/deferred");
-                self.kept.deferred.keep(
-                    topic,
-                    at,
-                    message.key.as_deref(),
-                    message.value.as_deref(),
-                    &reason,
-                );
+                keep(&mut self.kept.deferred, topic, at, &message, &reason);
             }
             Verdict::Reject { .. } if self.kept.rejected.already_kept(topic, at) => {
                 debug!(topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
@@ -429,17 +463,23 @@ impl Writer<'_> {
             Verdict::Reject { reason, message } => {
                 DownloadStats::add(&stats.rejected_messages, 1);
                 warn!(topic, partition = at.partition, offset = at.offset, %reason, "bad message skipped and kept in .openmsi/rejected");
-                self.kept.rejected.keep(
-                    topic,
-                    at,
-                    message.key.as_deref(),
-                    message.value.as_deref(),
-                    &reason,
-                );
+                keep(&mut self.kept.rejected, topic, at, &message, &reason);
             }
         }
         Ok(None)
     }
+}
+
+/// Keeps `message` read at `at` in `store`, with `reason`.
+fn keep(
+    store: &mut RejectStore,
+    topic: &str,
+    at: MessagePosition,
+    message: &RawMessage,
+    reason: &str,
+) {
+    let (key, value) = (message.key.as_deref(), message.value.as_deref());
+    store.keep(topic, at, key, value, reason);
 }
 
 /// Hands one verified chunk to the sink; returns the file it is a chunk of.
@@ -542,5 +582,25 @@ mod tests {
         );
         let why = std::fs::read_to_string(kept.with_extension("txt")).unwrap();
         assert!(why.contains("key 17 not received yet"), "{why}");
+    }
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::*;
+
+    #[test]
+    fn commits_never_go_below_where_the_current_ownership_started_nor_to_partitions_not_owned() {
+        let mut owned = Ownership::default();
+        owned.reading(0, 100);
+        owned.reading(0, 101);
+        owned.reading(1, 7);
+        // Partition 0 came back after another member committed 100; a pin from before (40)
+        // must not move the group's offset back. Partition 2 is not ours.
+        let offsets = HashMap::from([(0, 40), (1, 9), (2, 55)]);
+        let clamped = owned.clamp(&offsets);
+        assert_eq!(clamped, HashMap::from([(0, 100), (1, 9)]));
+        owned.read_from.remove(&1);
+        assert_eq!(owned.clamp(&offsets), HashMap::from([(0, 100)]));
     }
 }

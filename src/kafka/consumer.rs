@@ -3,7 +3,6 @@
 //! before moving data. download-directory stores and commits offsets itself, only after the
 //! data is durable, so auto-commit and auto-store are always off.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -13,7 +12,6 @@ use rdkafka::error::KafkaError;
 use super::client::{bootstrap_servers, client_config, create_client, KafkaSetupError};
 use super::context::ConsumerLogContext;
 use super::topic::{check_topic, TopicError};
-use crate::chunk::hash::{sha512, to_hex};
 use crate::config::LoadedConfig;
 
 /// Why the consumer could not start.
@@ -40,8 +38,6 @@ pub enum ConsumeError {
 pub struct ConsumerSpec<'a> {
     /// Properties from the config file (group id already resolved).
     pub properties: &'a [(String, String)],
-    /// The output folder (its path names the static group identity).
-    pub output_dir: &'a Path,
     /// The topic to subscribe to.
     pub topic: &'a str,
     /// Report end-of-partition events (for `--exit-when-idle`).
@@ -58,7 +54,7 @@ pub fn subscribe(
 ) -> Result<BaseConsumer<ConsumerLogContext>, ConsumeError> {
     let cfg = consumer_config(spec);
     let consumer: BaseConsumer<ConsumerLogContext> =
-        create_client(&cfg, ConsumerLogContext, config, "consumer")?;
+        create_client(&cfg, ConsumerLogContext::default(), config, "consumer")?;
     check_topic(
         consumer.client(),
         spec.topic,
@@ -82,41 +78,27 @@ fn consumer_config(spec: &ConsumerSpec<'_>) -> ClientConfig {
         ("enable.auto.offset.store", "false".to_string()),
         ("enable.partition.eof", spec.partition_eof.to_string()),
     ];
-    client_config(
-        spec.properties,
-        &consumer_defaults(spec.output_dir),
-        &overrides,
-    )
+    client_config(spec.properties, &consumer_defaults(), &overrides)
 }
 
 /// Consumer settings openmsi picks when the config file is silent.
-pub fn consumer_defaults(output_dir: &Path) -> Vec<(&'static str, String)> {
+///
+/// Group membership is dynamic, with the cooperative-sticky assignor: when a member dies, the
+/// survivors take its partitions over once its session expires (`session.timeout.ms`), and a
+/// rebalance only moves the partitions that change owner, so the others keep flowing. Static
+/// membership stays available by setting `group.instance.id` in `[consumer]` (one stable id per
+/// machine and output folder); it is not the default because some brokers
+/// (tansu 0.6.0) handle it badly: endless rebalances, dead static members never evicted.
+pub fn consumer_defaults() -> Vec<(&'static str, String)> {
     vec![
-        // Static group membership, one identity per machine and output folder: a downloader
-        // restarted after a crash takes its partitions back at once instead of waiting for the
-        // dead member's session to expire (which tansu never does).
-        ("group.instance.id", instance_id(output_dir)),
+        ("partition.assignment.strategy", "cooperative-sticky".into()),
         // A new group starts at the beginning of the topic, as OpenMSIStream's configs do.
         ("auto.offset.reset", "earliest".into()),
         // Whole 512 KiB chunks per fetch per partition instead of librdkafka's 1 MiB, which
         // caps each fetch at one or two chunks.
         ("max.partition.fetch.bytes", (16u32 << 20).to_string()),
         // A downloader that crashed keeps its partitions until its session times out; 10 s
-        // (librdkafka: 45 s) lets a restarted one resume sooner. Brokers accept >= 6 s.
+        // (librdkafka: 45 s) lets a survivor take them over sooner. Brokers accept >= 6 s.
         ("session.timeout.ms", "10000".into()),
     ]
-}
-
-/// `openmsi-<host>-<digest of the output folder's absolute path>`: stable across restarts,
-/// different for every folder, so two downloaders never share an identity by accident.
-fn instance_id(output_dir: &Path) -> String {
-    let absolute = output_dir
-        .canonicalize()
-        .unwrap_or_else(|_| output_dir.to_path_buf());
-    let digest = sha512(absolute.to_string_lossy().as_bytes());
-    format!(
-        "openmsi-{}-{}",
-        crate::host::id_safe_name(),
-        to_hex(&digest[..8])
-    )
 }

@@ -6,6 +6,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::TopicPartitionList;
+use std::sync::{Arc, Mutex};
 use tracing::{debug, error, info, warn};
 
 /// Client context for producers and admin-style clients: logging only.
@@ -66,9 +67,26 @@ impl rdkafka::producer::ProducerContext for LogContext {
 }
 
 /// Consumer context: logging, plus rebalances and commit results, which are the events a user
-/// needs to understand who reads which partition and whether progress is being saved.
+/// needs to understand who reads which partition and whether progress is being saved. It also
+/// remembers the partitions revoked, for the poll loop ([`ConsumerLogContext::take_revoked`]).
 #[derive(Clone, Default)]
-pub struct ConsumerLogContext;
+pub struct ConsumerLogContext {
+    /// Partitions revoked since the poll loop last looked (with the cooperative assignor a
+    /// rebalance revokes only some, so the loop must know which).
+    revoked: Arc<Mutex<Vec<i32>>>,
+}
+
+impl ConsumerLogContext {
+    /// The partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(
+            &mut *self
+                .revoked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+}
 
 impl ClientContext for ConsumerLogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -96,7 +114,11 @@ impl ConsumerContext for ConsumerLogContext {
                 info!(partitions = %describe_partitions(list), "partitions assigned")
             }
             Rebalance::Revoke(list) => {
-                info!(partitions = %describe_partitions(list), "partitions revoked")
+                info!(partitions = %describe_partitions(list), "partitions revoked");
+                self.revoked
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .extend(list.elements().iter().map(|e| e.partition()));
             }
             Rebalance::Error(e) => warn!(error = %e, "consumer group rebalance failed"),
         }

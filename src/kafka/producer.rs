@@ -43,6 +43,10 @@ pub fn producer_defaults(max_message_bytes: usize) -> Vec<(&'static str, String)
     ]
 }
 
+/// After a stop is requested, chunks already queued get this long to be acknowledged (so a
+/// stop does not throw away what is nearly delivered), then the wait gives up.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
 /// Counts of what was handed to librdkafka and what the broker acknowledged.
 #[derive(Debug, Default)]
 pub struct DeliveryTracker {
@@ -363,7 +367,7 @@ impl ChunkProducer {
                 cancelled_at = Some(Instant::now());
             }
             if let Some(at) = cancelled_at {
-                if at.elapsed() > Duration::from_secs(5) {
+                if at.elapsed() > CANCEL_GRACE {
                     return Err(self.cancelled());
                 }
             }
@@ -390,48 +394,40 @@ impl ChunkProducer {
         Ok(())
     }
 
-    /// Waits until all `n_chunks` chunks of `file` are acknowledged, one failed, `timeout`
-    /// passes, or `cancel` fires (then chunks already queued get a short grace period, and the
-    /// file still counts as not sent). The producer's own thread serves delivery reports; this
-    /// only watches the file's counters.
-    pub fn wait_for_file(
+    /// Where one file's acknowledgements stand: None while chunks are still in flight,
+    /// Some(Ok) once all `n_chunks` are acknowledged, Some(Err) once one failed for good, the
+    /// file has waited longer than `timeout`, or a stop was requested `cancelled_for` ago and
+    /// the grace period to flush what is in flight is over. The producer's own thread serves
+    /// delivery reports; this only reads the file's counters.
+    pub fn file_status(
         &self,
         file: &FileDelivery,
         n_chunks: u64,
+        waited: Duration,
         timeout: Duration,
-        cancel: &CancellationToken,
-    ) -> Result<(), ProduceError> {
-        let started = Instant::now();
-        let mut cancelled_at: Option<Instant> = None;
-        // Small files are acknowledged within a few ms: start polling fast, then back off.
-        let mut pause = Duration::from_micros(200);
-        loop {
-            if file.failed() > 0 {
-                return Err(self.file_failure(file));
-            }
-            if file.acked() >= n_chunks {
-                return Ok(());
-            }
-            if cancel.is_cancelled() {
-                let at = *cancelled_at.get_or_insert_with(Instant::now);
-                if at.elapsed() > Duration::from_secs(5) {
-                    return Err(ProduceError::Cancelled {
-                        pending: n_chunks - file.acked(),
-                        sent: n_chunks,
-                    });
-                }
-            }
-            if started.elapsed() > timeout {
-                return Err(ProduceError::Timeout {
-                    pending: n_chunks - file.acked(),
-                    sent: n_chunks,
-                    secs: timeout.as_secs(),
-                    brokers: self.brokers.clone(),
-                });
-            }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+        cancelled_for: Option<Duration>,
+    ) -> Option<Result<(), ProduceError>> {
+        if file.failed() > 0 {
+            return Some(Err(self.file_failure(file)));
         }
+        if file.acked() >= n_chunks {
+            return Some(Ok(()));
+        }
+        if cancelled_for.is_some_and(|d| d > CANCEL_GRACE) {
+            return Some(Err(ProduceError::Cancelled {
+                pending: n_chunks - file.acked(),
+                sent: n_chunks,
+            }));
+        }
+        if waited > timeout {
+            return Some(Err(ProduceError::Timeout {
+                pending: n_chunks - file.acked(),
+                sent: n_chunks,
+                secs: timeout.as_secs(),
+                brokers: self.brokers.clone(),
+            }));
+        }
+        None
     }
 
     /// The error for a file with a failed chunk.

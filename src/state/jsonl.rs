@@ -84,6 +84,8 @@ pub struct LatestLog<E> {
     latest: HashMap<String, E>,
     /// False when the log did not exist before this run (a first start).
     existed: bool,
+    /// Lines written since the last fsync.
+    unsynced: bool,
 }
 
 impl<E: Keyed> LatestLog<E> {
@@ -102,6 +104,7 @@ impl<E: Keyed> LatestLog<E> {
             file,
             latest,
             existed,
+            unsynced: false,
         })
     }
 
@@ -127,6 +130,15 @@ impl<E: Keyed> LatestLog<E> {
 
     /// Appends `entries` and makes them durable with one fsync (callers batch).
     pub fn append(&mut self, entries: Vec<E>) -> io::Result<()> {
+        self.append_unsynced(entries)?;
+        self.sync()
+    }
+
+    /// Appends `entries` without waiting for the disk: they survive this process dying (the
+    /// kernel has them), not a power loss before the next [`LatestLog::sync`]. For logs whose
+    /// lost tail only costs work done again (a file sent twice), so many small appends share
+    /// one fsync.
+    pub fn append_unsynced(&mut self, entries: Vec<E>) -> io::Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -137,10 +149,19 @@ impl<E: Keyed> LatestLog<E> {
         }
         self.file
             .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
             .map_err(|e| annotate(e, &self.path))?;
+        self.unsynced = true;
         for entry in entries {
             self.latest.insert(entry.key().to_string(), entry);
+        }
+        Ok(())
+    }
+
+    /// Makes every line appended so far durable (one fsync, none when nothing is pending).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data().map_err(|e| annotate(e, &self.path))?;
+            self.unsynced = false;
         }
         Ok(())
     }

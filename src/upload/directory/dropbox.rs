@@ -35,6 +35,12 @@ const TICK: Duration = Duration::from_millis(100);
 /// re-sending about this long's worth of chunks; one small fsynced rewrite per period.
 const SAVE_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// Registry lines are written as files are acknowledged and fsynced at most this often: a
+/// burst of small files shares one fsync instead of paying one each. What a power loss can
+/// cost is this long's worth of files sent again (a process crash costs nothing: the kernel
+/// has the lines).
+const SYNC_REGISTRY_EVERY: Duration = Duration::from_millis(200);
+
 /// A file that could not be sent is tried again after this long (or as soon as it changes).
 pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(60);
 
@@ -62,16 +68,22 @@ impl Clock for SystemClock {
 
 /// Which files some process holds open for writing (see [`open_files`]).
 pub trait WriterCheck {
-    /// Files under `root` open for writing now.
-    fn open_for_writing(&self, root: &Path) -> HashSet<FileId>;
+    /// Files under `root` open for writing now (one pass for every waiting file), or None
+    /// where that cannot be listed (then [`WriterCheck::is_open_for_writing`] is asked).
+    fn open_for_writing(&self, root: &Path) -> Option<HashSet<FileId>>;
+    /// True when the one file at `path` (identity `id`) is open for writing now.
+    fn is_open_for_writing(&self, path: &Path, id: FileId) -> bool;
 }
 
 /// The real check: one pass over `/proc` on Linux, nothing elsewhere.
 pub struct ProcScan;
 
 impl WriterCheck for ProcScan {
-    fn open_for_writing(&self, root: &Path) -> HashSet<FileId> {
+    fn open_for_writing(&self, root: &Path) -> Option<HashSet<FileId>> {
         open_files::open_for_writing(root)
+    }
+    fn is_open_for_writing(&self, path: &Path, id: FileId) -> bool {
+        open_files::is_open_for_writing(path, id)
     }
 }
 
@@ -101,6 +113,8 @@ struct Timers {
     settle_check: Instant,
     /// The resume state was last saved.
     save: Instant,
+    /// The registry was last fsynced.
+    registry_sync: Instant,
     /// The last "still alive" line.
     alive: Instant,
 }
@@ -115,8 +129,9 @@ pub struct Dropbox {
     /// Acknowledged chunks of unfinished files (shared with the workers).
     progress: Arc<Mutex<ResumeState>>,
     settler: Settler,
-    /// Files some process held open for writing at the last check (not ready while open).
-    open_for_writing: HashSet<FileId>,
+    /// Files some process held open for writing at the last check (not ready while open);
+    /// None where the platform asks file by file.
+    open_for_writing: Option<HashSet<FileId>>,
     /// When `open_for_writing` was listed.
     writers_checked: Option<Instant>,
     /// Files handed to workers and not yet reported back.
@@ -154,7 +169,7 @@ impl Dropbox {
             registry,
             progress,
             settler: Settler::default(),
-            open_for_writing: HashSet::new(),
+            open_for_writing: None,
             writers_checked: None,
             in_flight: HashSet::new(),
             failed: HashMap::new(),
@@ -164,6 +179,7 @@ impl Dropbox {
                 scan: now,
                 settle_check: now,
                 save: now,
+                registry_sync: now,
                 alive: now,
             },
             stats,
@@ -199,6 +215,7 @@ impl Dropbox {
             // Due at once.
             settle_check: now - settle_round(s.settle),
             save: now,
+            registry_sync: now,
             alive: now,
         };
         while !cancel.is_cancelled() {
@@ -247,6 +264,12 @@ impl Dropbox {
         // message woke us) should get the next settled file at once.
         self.dispatch(jobs);
         self.publish_counts();
+        if now.saturating_duration_since(self.timers.registry_sync) >= SYNC_REGISTRY_EVERY {
+            self.timers.registry_sync = now;
+            self.registry
+                .sync()
+                .context("recording uploaded files in the registry")?;
+        }
         if now.saturating_duration_since(self.timers.save) >= SAVE_PROGRESS_EVERY {
             self.timers.save = now;
             self.save_progress()?;
@@ -263,6 +286,9 @@ impl Dropbox {
     /// After the workers stopped: takes their last reports into account and saves.
     pub fn finish(&mut self, last: Vec<Msg>) -> anyhow::Result<()> {
         self.handle_batch(last)?;
+        self.registry
+            .sync()
+            .context("recording uploaded files in the registry")?;
         self.save_progress()?;
         self.publish_counts();
         Ok(())
@@ -388,15 +414,17 @@ impl Dropbox {
         let now = self.clock.now();
         let mut done = Vec::new();
         let mut paths = Vec::new();
+        let mut closed = Vec::new();
         for msg in batch {
             match msg {
                 Msg::Paths(p) => paths.extend(p),
+                Msg::Closed(p) => closed.extend(p),
                 Msg::Rescan | Msg::EventsIncomplete => {}
                 Msg::Done(d) => done.push(*d),
             }
         }
-        // Record acknowledged files first (one fsync for the batch), so looking at their
-        // paths again sees them as sent.
+        // Record acknowledged files first (fsynced with the next few, see SYNC_REGISTRY_EVERY),
+        // so looking at their paths again sees them as sent.
         let at = unix_now();
         let entries: Vec<Entry> = done
             .iter()
@@ -413,7 +441,7 @@ impl Dropbox {
             })
             .collect();
         self.registry
-            .append(entries)
+            .append_unsynced(entries)
             .context("recording uploaded files in the registry")?;
         for d in &done {
             let mut progress = self.lock_progress();
@@ -466,7 +494,37 @@ impl Dropbox {
         for path in paths {
             self.look_at(&path, now);
         }
+        for path in closed {
+            self.closed(&path, now);
+        }
         Ok(())
+    }
+
+    /// A writer closed `path`: look at it, and when nobody else holds it open for writing it
+    /// is ready at once (not after the settle time).
+    fn closed(&mut self, path: &Path, now: Instant) {
+        self.look_at(path, now);
+        let Some(relative) = self.filter.relative(path) else {
+            return;
+        };
+        if !self.settler.contains(&relative) {
+            // Unchanged since it was sent, filtered out, or being sent now.
+            return;
+        }
+        let Some(seen) = std::fs::symlink_metadata(path)
+            .ok()
+            .and_then(|meta| self.filter.inspect(path, &meta))
+        else {
+            return;
+        };
+        if self.writers.is_open_for_writing(path, seen.id) {
+            // Another writer still has it: the settle rule and the periodic check decide.
+            debug!(path = %relative, "closed by one writer, still open for writing by another");
+            return;
+        }
+        if self.settler.note_closed(&seen) {
+            debug!(path = %relative, "closed and nobody writes it: ready now");
+        }
     }
 
     /// Stats every waiting file again, so its settle clock sees changes events may not report.
@@ -485,16 +543,24 @@ impl Dropbox {
         if ready.is_empty() {
             return;
         }
-        // One pass over /proc per settle round, however many files are ready.
-        if self
-            .writers_checked
-            .is_none_or(|at| now.saturating_duration_since(at) >= settle_round(settle))
+        // One pass over /proc per settle round, however many files settled (files ready
+        // because they were closed were checked one by one at the close).
+        let settled_by_time = ready.iter().any(|r| !r.closed);
+        if settled_by_time
+            && self
+                .writers_checked
+                .is_none_or(|at| now.saturating_duration_since(at) >= settle_round(settle))
         {
             self.open_for_writing = self.writers.open_for_writing(&self.filter.root);
             self.writers_checked = Some(now);
         }
         for ready in ready {
-            if self.open_for_writing.contains(&ready.id) {
+            let open = !ready.closed
+                && match &self.open_for_writing {
+                    Some(open) => open.contains(&ready.id),
+                    None => self.writers.is_open_for_writing(&ready.path, ready.id),
+                };
+            if open {
                 if self.settler.note_open(&ready.relative) {
                     info!(path = %ready.relative, "unchanged, but another process holds it open for writing: uploaded once it is closed");
                 }
@@ -575,8 +641,11 @@ mod tests {
     struct FakeWriters(Arc<Mutex<HashSet<FileId>>>);
 
     impl WriterCheck for FakeWriters {
-        fn open_for_writing(&self, _root: &Path) -> HashSet<FileId> {
-            self.0.lock().unwrap().clone()
+        fn open_for_writing(&self, _root: &Path) -> Option<HashSet<FileId>> {
+            Some(self.0.lock().unwrap().clone())
+        }
+        fn is_open_for_writing(&self, _path: &Path, id: FileId) -> bool {
+            self.0.lock().unwrap().contains(&id)
         }
     }
 
@@ -661,6 +730,11 @@ mod tests {
             self.step(vec![Msg::Paths(vec![path])])
         }
 
+        fn close(&mut self, relative: &str) -> Vec<Ready> {
+            let path = self.path(relative);
+            self.step(vec![Msg::Closed(vec![path])])
+        }
+
         fn report(&mut self, file: Ready, outcome: Outcome) -> Vec<Ready> {
             self.step(vec![Msg::Done(Box::new(Done { file, outcome }))])
         }
@@ -712,6 +786,46 @@ mod tests {
         assert_eq!(sent[0].size, 23);
         h.advance(Duration::from_secs(10));
         assert!(h.step(vec![]).is_empty(), "sent twice while in flight");
+    }
+
+    #[test]
+    fn a_file_its_writer_closed_goes_at_once_unless_another_writer_still_has_it() {
+        let mut h = Harness::new();
+        h.write("spectrum.csv", b"1,2,3\n");
+        h.event("spectrum.csv");
+        let sent = h.close("spectrum.csv");
+        assert_eq!(
+            names(&sent),
+            ["spectrum.csv"],
+            "no settle wait after the close"
+        );
+        assert!(sent[0].closed);
+
+        // Closed by one writer while another still holds it: the settle rule decides, and the
+        // periodic check keeps it back while it is open.
+        let path = h.write("shared.log", b"line\n");
+        let id = open_files::file_id(&std::fs::metadata(&path).unwrap());
+        h.open.lock().unwrap().insert(id);
+        h.event("shared.log");
+        assert!(
+            h.close("shared.log").is_empty(),
+            "sent while open for writing"
+        );
+        h.advance(SETTLE);
+        assert!(h.step(vec![]).is_empty(), "sent while open for writing");
+        h.open.lock().unwrap().clear();
+        h.advance(Duration::from_secs(1));
+        assert_eq!(names(&h.step(vec![])), ["shared.log"]);
+
+        // A close reported for a version that has changed since does not make it ready.
+        h.write("late.dat", b"v1");
+        h.event("late.dat");
+        std::fs::write(h.path("late.dat"), b"v1 and more").unwrap();
+        h.event("late.dat");
+        h.advance(Duration::from_millis(10));
+        let closed_late = h.close("late.dat");
+        assert_eq!(names(&closed_late), ["late.dat"]);
+        assert_eq!(closed_late[0].size, 11);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub const EVENT_QUEUE: usize = 8192;
 pub enum Msg {
     /// Paths the filesystem says changed.
     Paths(Vec<PathBuf>),
+    /// Files a writer just closed (Linux: `IN_CLOSE_WRITE`): ready at once when nobody else
+    /// holds them open for writing.
+    Closed(Vec<PathBuf>),
     /// Events were lost: scan everything.
     Rescan,
     /// Events no longer cover the folder (an inotify limit was reached): poll instead.

@@ -232,10 +232,14 @@ pub fn upload_directory(
         resume: Arc::clone(&progress),
     };
     let workers = settings.concurrent_uploads.max(1);
-    // Two ready files per worker: enough that a worker never waits for the loop, few enough
-    // that a burst of thousands stays in the (cheap) settle map rather than in queues.
-    let (job_tx, job_rx) = mpsc::sync_channel::<Ready>(workers * 2);
+    // Sixteen ready files per worker: a worker queues a small file in well under a millisecond
+    // and does not wait for its acknowledgement, so the queue must hold what they take between
+    // two wake-ups of the loop; few enough that a burst of thousands stays in the (cheap)
+    // settle map rather than in queues.
+    let (job_tx, job_rx) = mpsc::sync_channel::<Ready>(workers * 16);
     let job_rx = Mutex::new(job_rx);
+    // Queued files on their way to the acknowledgement waiter (which holds the rest).
+    let (ack_tx, ack_rx) = mpsc::sync_channel::<worker::InFlight>(workers);
 
     let loop_settings = LoopSettings {
         topic: settings.topic.clone(),
@@ -264,12 +268,16 @@ pub fn upload_directory(
     );
 
     std::thread::scope(|scope| -> anyhow::Result<()> {
-        let handles: Vec<_> = (0..workers)
+        let mut handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (ctx, job_rx, results) = (&ctx, &job_rx, tx.clone());
-                scope.spawn(move || worker::run(ctx, job_rx, &results, cancel))
+                let (ctx, job_rx, acks, results) = (&ctx, &job_rx, ack_tx.clone(), tx.clone());
+                scope.spawn(move || worker::run(ctx, job_rx, &acks, &results, cancel))
             })
             .collect();
+        drop(ack_tx);
+        let (ctx_ref, results) = (&ctx, tx.clone());
+        handles
+            .push(scope.spawn(move || worker::wait_for_acks(ctx_ref, &ack_rx, &results, cancel)));
         drop(tx);
         let result = dropbox
             .import_reference(&settings.topic)

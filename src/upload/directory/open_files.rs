@@ -41,17 +41,17 @@ pub fn file_id(meta: &Metadata) -> FileId {
     }
 }
 
-/// Files under `root` that some process holds open for writing. Empty where the platform
-/// offers no way to tell.
-pub fn open_for_writing(root: &Path) -> HashSet<FileId> {
+/// Files under `root` that some process holds open for writing, or None where the platform
+/// cannot list them all at once (then ask [`is_open_for_writing`] file by file).
+pub fn open_for_writing(root: &Path) -> Option<HashSet<FileId>> {
     #[cfg(target_os = "linux")]
     {
-        linux::open_for_writing(root)
+        Some(linux::open_for_writing(root))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = root;
-        HashSet::new()
+        None
     }
 }
 
@@ -208,7 +208,7 @@ mod tests {
         }
         let _writer = OpenOptions::new().append(true).open(&w).unwrap();
         let _reader = File::open(&r).unwrap();
-        let busy = open_for_writing(&root);
+        let busy = open_for_writing(&root).unwrap();
         let id = |p: &Path| file_id(&std::fs::metadata(p).unwrap());
         assert!(busy.contains(&id(&w)));
         assert!(!busy.contains(&id(&r)));

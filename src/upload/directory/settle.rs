@@ -1,6 +1,9 @@
-//! The settle rule: a file is ready once its size and mtime have stayed the same for the
-//! settle time (and, see [`super::open_files`], no process holds it open for writing), so a
-//! file an instrument is still writing is not sent early.
+//! When a file is ready: either its last writer closed it (a close event), nobody else holds
+//! it open for writing and it has not changed since ([`Settler::note_closed`]): it is ready at
+//! once; or, the fallback for files with no close event (network shares, polling, macOS,
+//! writers that close and reopen), its size and mtime have stayed the same for the settle
+//! time and (see [`super::open_files`]) no process holds it open for writing. Either way a file
+//! an instrument is still writing is not sent early.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +23,8 @@ struct Candidate {
     stable_since: Instant,
     /// Whether "held open for writing" was already reported for it.
     reported_open: bool,
+    /// Closed by its last writer, nobody writing it, unchanged since: ready now.
+    closed: bool,
 }
 
 /// A settled file, ready to upload.
@@ -35,6 +40,9 @@ pub struct Ready {
     pub mtime: f64,
     /// (device, inode).
     pub id: FileId,
+    /// Ready because it was closed (nobody held it open for writing then), not because it
+    /// settled: no further open-for-writing check is needed.
+    pub closed: bool,
 }
 
 /// Files seen changing, by relative path.
@@ -54,6 +62,7 @@ impl Settler {
                 c.mtime = seen.mtime;
                 c.id = seen.id;
                 c.stable_since = now;
+                c.closed = false;
             }
             None => {
                 self.candidates.insert(
@@ -65,9 +74,23 @@ impl Settler {
                         id: seen.id,
                         stable_since: now,
                         reported_open: false,
+                        closed: false,
                     },
                 );
             }
+        }
+    }
+
+    /// Notes that `relative`'s last writer closed it and nobody holds it open for writing, as
+    /// it was when `seen`: ready at once, unless it changed since it was last observed. True
+    /// when that made it ready.
+    pub fn note_closed(&mut self, seen: &Seen) -> bool {
+        match self.candidates.get_mut(&seen.relative) {
+            Some(c) if c.size == seen.size && c.mtime == seen.mtime && c.id == seen.id => {
+                c.closed = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -81,6 +104,11 @@ impl Settler {
     /// Forgets `relative` (deleted, sent, or no longer wanted).
     pub fn remove(&mut self, relative: &str) {
         self.candidates.remove(relative);
+    }
+
+    /// True when `relative` waits to be ready.
+    pub fn contains(&self, relative: &str) -> bool {
+        self.candidates.contains_key(relative)
     }
 
     /// Number of files waiting.
@@ -101,13 +129,13 @@ impl Settler {
             .collect()
     }
 
-    /// Files unchanged for `settle` as of `now`, oldest first; they stay candidates until the
-    /// caller removes them (when it managed to queue them).
+    /// Files closed, or unchanged for `settle` as of `now`, oldest first; they stay candidates
+    /// until the caller removes them (when it managed to queue them).
     pub fn settled(&self, settle: Duration, now: Instant) -> Vec<Ready> {
         let mut ready: Vec<(&String, &Candidate)> = self
             .candidates
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.stable_since) >= settle)
+            .filter(|(_, c)| c.closed || now.saturating_duration_since(c.stable_since) >= settle)
             .collect();
         ready.sort_by_key(|(_, c)| c.stable_since);
         ready
@@ -118,6 +146,7 @@ impl Settler {
                 size: c.size,
                 mtime: c.mtime,
                 id: c.id,
+                closed: c.closed,
             })
             .collect()
     }
@@ -150,5 +179,25 @@ mod tests {
         let ready = s.settled(settle, t0 + Duration::from_secs(5));
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].size, 2);
+        assert!(!ready[0].closed);
+    }
+
+    #[test]
+    fn a_closed_file_is_ready_at_once_unless_it_changed_since() {
+        let t0 = Instant::now();
+        let settle = Duration::from_secs(3);
+        let mut s = Settler::default();
+        s.observe(seen(5), t0);
+        // Closed as it was seen: ready now, not in 3 s.
+        assert!(s.note_closed(&seen(5)));
+        let ready = s.settled(settle, t0);
+        assert_eq!(ready.len(), 1);
+        assert!(ready[0].closed);
+        // Written again: back to the settle rule.
+        s.observe(seen(6), t0 + Duration::from_millis(1));
+        assert!(s.settled(settle, t0 + Duration::from_secs(1)).is_empty());
+        // A close that reports another size than the last observation does not count.
+        assert!(!s.note_closed(&seen(7)));
+        assert!(s.settled(settle, t0 + Duration::from_secs(1)).is_empty());
     }
 }

@@ -10,7 +10,8 @@
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, TrySendError};
 
-use notify::{ErrorKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{ErrorKind, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{error, warn};
 
 use super::message::Msg;
@@ -127,12 +128,11 @@ pub fn start(root: &Path, tx: SyncSender<Msg>) -> Option<RecommendedWatcher> {
     let handler = move |event: notify::Result<notify::Event>| {
         let msg = match event {
             Ok(event) if event.need_rescan() => Msg::Rescan,
-            Ok(event) => {
-                if event.kind.is_access() {
-                    return;
-                }
-                Msg::Paths(event.paths)
-            }
+            Ok(event) => match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => Msg::Closed(event.paths),
+                EventKind::Access(_) => return,
+                _ => Msg::Paths(event.paths),
+            },
             Err(e) => match reaction(&e) {
                 Reaction::Poll(limit) => {
                     explain(&e, limit, None);

@@ -1,10 +1,14 @@
-//! Upload workers: each takes a settled file from the bounded ready queue, sends it through the
-//! shared producer (the same path as `upload-file`), waits until the broker acknowledged every
-//! chunk of it, and reports the outcome to the loop, which alone writes the registry.
+//! Upload workers: each takes a settled file from the bounded ready queue and queues its chunks
+//! on the shared producer (the same path as `upload-file`), then hands it to the one
+//! acknowledgement waiter ([`wait_for_acks`]) and takes the next file. The waiter reports each
+//! file's outcome to the loop, which alone writes the registry, once the broker acknowledged
+//! every chunk (or one failed). So a worker never sits idle while the broker answers, and
+//! many small files are in flight at once (at most [`MAX_FILES_IN_FLIGHT`]; librdkafka's byte
+//! cap bounds the data).
 
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -17,7 +21,7 @@ use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
 use crate::upload::error::UploadError;
 use crate::upload::hashing::chunk_count;
-use crate::upload::send::{queue_file, SendOptions, Target};
+use crate::upload::send::{queue_file, QueuedFile, SendOptions, Target};
 use crate::upload::source::{SourceError, SourceFile};
 
 /// What happened to one file.
@@ -59,6 +63,24 @@ pub struct Done {
     pub outcome: Outcome,
 }
 
+/// Files whose chunks are all queued and whose acknowledgements are awaited, at most. Each holds
+/// its file open, so this also bounds the descriptors used (far below the usual limit of 1024).
+pub const MAX_FILES_IN_FLIGHT: usize = 256;
+
+/// A file whose chunks are all queued, waiting for the broker's acknowledgements.
+pub struct InFlight {
+    /// The job.
+    job: Ready,
+    /// The open file (to tell whether it changed while it was sent).
+    source: SourceFile,
+    /// Its acknowledgements.
+    delivery: Arc<FileDelivery>,
+    /// What was queued.
+    queued: QueuedFile,
+    /// When its last chunk was queued.
+    since: Instant,
+}
+
 /// What every worker shares.
 pub struct WorkerContext {
     /// The shared producer.
@@ -75,10 +97,12 @@ pub struct WorkerContext {
     pub resume: Arc<Mutex<ResumeState>>,
 }
 
-/// A worker thread's loop: runs until the ready queue is closed.
+/// A worker thread's loop: runs until the ready queue is closed. Files that were queued go to
+/// `acks`; files that ended before that (unreadable, changed, failed) go straight to `results`.
 pub fn run(
     ctx: &WorkerContext,
     jobs: &Mutex<Receiver<Ready>>,
+    acks: &SyncSender<InFlight>,
     results: &SyncSender<Msg>,
     cancel: &CancellationToken,
 ) {
@@ -90,29 +114,134 @@ pub fn run(
                 Err(_) => return,
             }
         };
-        let outcome = if cancel.is_cancelled() {
-            Outcome::Interrupted
+        let started = if cancel.is_cancelled() {
+            Err(Outcome::Interrupted)
         } else {
-            upload_one(ctx, &job, cancel)
+            start_upload(ctx, job.clone(), cancel)
         };
-        if results
-            .send(Msg::Done(Box::new(Done { file: job, outcome })))
-            .is_err()
-        {
+        let sent = match started {
+            // Blocks while the waiter has MAX_FILES_IN_FLIGHT files: the back-pressure.
+            Ok(in_flight) => acks.send(in_flight).is_ok(),
+            Err(outcome) => results
+                .send(Msg::Done(Box::new(Done { file: job, outcome })))
+                .is_ok(),
+        };
+        if !sent {
             return;
         }
     }
 }
 
-/// Sends one file and waits for its acknowledgements.
-fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> Outcome {
-    let source = match SourceFile::open(&job.path, Some(&ctx.root)) {
-        Ok(s) => s,
-        Err(e) => return open_failure(e),
-    };
+/// The acknowledgement waiter: watches every file in flight and reports each to the loop once
+/// the broker acknowledged all its chunks, one failed, it timed out, or a stop was requested
+/// (after a short grace). Runs until every worker is gone and nothing is in flight.
+pub fn wait_for_acks(
+    ctx: &WorkerContext,
+    acks: &Receiver<InFlight>,
+    results: &SyncSender<Msg>,
+    cancel: &CancellationToken,
+) {
+    let mut pending: Vec<InFlight> = Vec::new();
+    let mut workers_gone = false;
+    let mut cancelled_at: Option<Instant> = None;
+    // Small files are acknowledged within a few ms: look often, less so while nothing moves.
+    let mut pause = Duration::from_micros(200);
+    loop {
+        while !workers_gone && pending.len() < MAX_FILES_IN_FLIGHT {
+            match acks.try_recv() {
+                Ok(file) => pending.push(file),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => workers_gone = true,
+            }
+        }
+        if pending.is_empty() {
+            if workers_gone {
+                return;
+            }
+            match acks.recv_timeout(Duration::from_millis(100)) {
+                Ok(file) => pending.push(file),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => workers_gone = true,
+            }
+            continue;
+        }
+        if cancel.is_cancelled() {
+            cancelled_at.get_or_insert_with(Instant::now);
+        }
+        let before = pending.len();
+        let mut finished = Vec::new();
+        pending.retain_mut(|file| {
+            let status = ctx.producer.file_status(
+                &file.delivery,
+                file.queued.n_queued,
+                file.since.elapsed(),
+                ctx.delivery_timeout,
+                cancelled_at.map(|at| at.elapsed()),
+            );
+            match status {
+                None => true,
+                Some(result) => {
+                    finished.push((file.job.clone(), outcome_of(file, result, cancel)));
+                    false
+                }
+            }
+        });
+        for (file, outcome) in finished {
+            if results
+                .send(Msg::Done(Box::new(Done { file, outcome })))
+                .is_err()
+            {
+                return;
+            }
+        }
+        pause = if pending.len() < before {
+            Duration::from_micros(200)
+        } else {
+            (pause * 2).min(Duration::from_millis(5))
+        };
+        std::thread::sleep(pause);
+    }
+}
+
+/// The outcome of a file whose acknowledgements are in (`result`).
+fn outcome_of(
+    file: &InFlight,
+    result: Result<(), crate::kafka::producer::ProduceError>,
+    cancel: &CancellationToken,
+) -> Outcome {
+    if let Err(e) = result {
+        return Outcome::from_error(e.into(), cancel);
+    }
+    let (job, queued) = (&file.job, &file.queued);
+    match file.source.unchanged() {
+        Ok(true) => {
+            debug!(path = %job.relative, chunks = queued.n_chunks, sent_now = queued.n_queued, partition = queued.partition, "acknowledged");
+            Outcome::Sent {
+                sha512: to_hex(&queued.file_hash),
+            }
+        }
+        Ok(false) => {
+            warn!(path = %job.relative, "changed while it was being uploaded; receivers reject that copy (hash mismatch) and the new version is sent once it settles");
+            Outcome::Changed
+        }
+        // Deleted right after it was sent: what was sent is complete and acknowledged.
+        Err(_) => Outcome::Sent {
+            sha512: to_hex(&queued.file_hash),
+        },
+    }
+}
+
+/// Queues every chunk of one file; the file then waits for its acknowledgements in
+/// [`wait_for_acks`]. Err: the outcome of a file that ended before that.
+fn start_upload(
+    ctx: &WorkerContext,
+    job: Ready,
+    cancel: &CancellationToken,
+) -> Result<InFlight, Outcome> {
+    let source = SourceFile::open(&job.path, Some(&ctx.root)).map_err(open_failure)?;
     // The settle rule was judged on (size, mtime); a file that moved on since is judged again.
     if source.size != job.size || source.mtime != job.mtime {
-        return Outcome::Changed;
+        return Err(Outcome::Changed);
     }
     let chunk_size = ctx.options.chunk_size.get() as u64;
     let resume =
@@ -143,31 +272,15 @@ fn upload_one(ctx: &WorkerContext, job: &Ready, cancel: &CancellationToken) -> O
         &mut |_| {},
         cancel,
     );
-    let queued = match queued {
-        Ok(q) => q,
-        Err(e) => return Outcome::from_error(e, cancel),
-    };
-    if let Err(e) =
-        ctx.producer
-            .wait_for_file(&delivery, queued.n_queued, ctx.delivery_timeout, cancel)
-    {
-        return Outcome::from_error(e.into(), cancel);
-    }
-    match source.unchanged() {
-        Ok(true) => {
-            debug!(path = %job.relative, chunks = queued.n_chunks, sent_now = queued.n_queued, partition = queued.partition, "acknowledged");
-            Outcome::Sent {
-                sha512: to_hex(&queued.file_hash),
-            }
-        }
-        Ok(false) => {
-            warn!(path = %job.relative, "changed while it was being uploaded; receivers reject that copy (hash mismatch) and the new version is sent once it settles");
-            Outcome::Changed
-        }
-        // Deleted right after it was sent: what was sent is complete and acknowledged.
-        Err(_) => Outcome::Sent {
-            sha512: to_hex(&queued.file_hash),
-        },
+    match queued {
+        Ok(queued) => Ok(InFlight {
+            job,
+            source,
+            delivery,
+            queued,
+            since: Instant::now(),
+        }),
+        Err(e) => Err(Outcome::from_error(e, cancel)),
     }
 }
 
