@@ -239,6 +239,10 @@ class Bench:
         self.producer_props, self.consumer_props = self.raw_properties()
         self.reference_bin = Path(args.reference_bin)
         self.measurements: list[Measurement] = []
+        # Trees of many files, deleted only at the end: on ext4, creating files soon after
+        # thousands were deleted is several times slower (the inode allocator skips recently
+        # freed inodes one by one), which would slow the next run's downloader.
+        self.trash: list[Path] = []
         # Latency case: per tool, every file's close -> published seconds, all runs.
         self.latencies: dict[str, list[float]] = {}
         self.children: set[subprocess.Popen] = set()
@@ -529,8 +533,8 @@ value.deserializer = DataFileChunkDeserializer
     def generate_small(self, case: Case) -> tuple[Path, Path]:
         """The tree of small files (updir.py's layout: 20 folders d0..d19) and, for the raw
         client, the same bytes concatenated in the order it sends them."""
-        src = self.work / "data" / "small-src"
-        concat = self.work / "data" / "small-concat.bin"
+        src = self.work / "data" / f"small-src-{case.files}x{case.file_kib}"
+        concat = self.work / "data" / f"small-concat-{case.files}x{case.file_kib}.bin"
         shutil.rmtree(src, ignore_errors=True)
         started = time.monotonic()
         make_files(str(src), case.files, case.file_kib)
@@ -720,7 +724,7 @@ value.deserializer = DataFileChunkDeserializer
             raise
         finally:
             self.kill_children()
-            shutil.rmtree(out_dir, ignore_errors=True)
+            self.trash.append(out_dir)
             # The uploaders' state (openmsi's .openmsi/, the reference's LOGS/) goes, so the
             # next run starts from the same folder as this one did.
             shutil.rmtree(src / ".openmsi", ignore_errors=True)
@@ -871,8 +875,7 @@ value.deserializer = DataFileChunkDeserializer
         finally:
             stop.set()
             self.kill_children()
-            shutil.rmtree(out_dir, ignore_errors=True)
-            shutil.rmtree(src, ignore_errors=True)
+            self.trash += [out_dir, src]
             if not interrupted:
                 self.delete_topic(topic)
 
@@ -889,7 +892,7 @@ value.deserializer = DataFileChunkDeserializer
                     for tool in case.tools:
                         self.run_small(case, tool, run, src, concat)
                 if not self.args.keep_data:
-                    shutil.rmtree(src)
+                    self.trash.append(src)
                     concat.unlink()
                 continue
             data = self.generate(case.size)
@@ -925,6 +928,11 @@ value.deserializer = DataFileChunkDeserializer
             lat_tools = [t for t in tools if t != "raw"]
             out.append(Case(f"latency {n} x 1 KiB", n * 1024, lat_tools, n, 1, "latency"))
         return out
+
+    def empty_trash(self) -> None:
+        for tree in self.trash:
+            shutil.rmtree(tree, ignore_errors=True)
+        self.trash.clear()
 
     def kill_children(self) -> None:
         for proc in self.children:
@@ -1164,6 +1172,7 @@ def main() -> int:
         return 130
     finally:
         bench.kill_children()
+        bench.empty_trash()
     rows = summarize(bench.measurements, args.runs)
     text = (table(rows, meta) if rows else "") + latency_table(bench.latencies)
     print()

@@ -578,16 +578,11 @@ fn whole_in(out: &Path, files: &[(String, String)]) -> Vec<String> {
 /// first is killed with SIGKILL mid-transfer. Every file must end up whole in one of the two
 /// folders.
 ///
-/// Observed with tansu 0.6.0 (static membership, session.timeout.ms=10000): about 10 s after
-/// the kill the broker does start a rebalance (B's partitions are revoked), but B is then given
-/// back only its own two partitions; the dead member's two stay assigned to its
-/// `group.instance.id` and are never read, so their files never complete. Restarting the dead
-/// downloader on its own folder (same instance id) resumes them (tests/recovery.rs).
-/// Independently of the broker, openmsi commits offsets of chunks staged for files that are
-/// not complete yet, so a takeover by a member with another folder would start after chunks
-/// only the dead member holds (see `committed_offsets_never_pass_the_start_of_an_unfinished_file`).
+/// With the default dynamic membership and the cooperative-sticky assignor, tansu 0.6.0 hands
+/// the dead member's partitions to the survivor once its session expires (10 s), and the
+/// survivor reads each unfinished file from its first chunk (the committed offset never passed
+/// it). (With static membership, or the eager assignors, tansu 0.6.0 never reassigns them.)
 #[test]
-#[ignore = "tansu 0.6.0 keeps a dead static member's partitions assigned to it after its session expires"]
 fn second_downloader_in_the_group_takes_over_when_the_first_is_killed() {
     const PARTITIONS: i32 = 4;
     let broker = Broker::start(Storage::Sqlite);

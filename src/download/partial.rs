@@ -67,6 +67,8 @@ pub struct PartialFile {
     data_path: PathBuf,
     /// `<id>.chunks`.
     record_path: PathBuf,
+    /// False for a file of one chunk, which has no record (see [`PartialFile::create`]).
+    recorded: bool,
     /// Open data file (None after being closed to save descriptors).
     data: Option<File>,
     /// Chunk indices present in the data file (recorded or not).
@@ -82,10 +84,21 @@ pub struct PartialFile {
     waiting: BTreeMap<u64, u64>,
     /// Largest end offset seen: the file's size once complete.
     size: u64,
+    /// The whole file was written by one chunk whose hash, already checked, is the file's
+    /// hash: nothing to hash again.
+    hash_checked: bool,
 }
 
 impl PartialFile {
     /// Starts a new staging file for `version` in `dir`, replacing leftovers of the same id.
+    ///
+    /// A file of one chunk gets no `.chunks` record: it is complete as soon as it is created,
+    /// so there is nothing to resume. If the process dies before it is published, the data
+    /// file without a record is deleted at start and its (uncommitted) message is read again;
+    /// if it dies between the rename and the completed log, the message is read again and the
+    /// same content is published again over itself. Creating and deleting a record per file
+    /// costs a burst of small files more than everything else (ext4's inode allocator slows
+    /// down after many deletions).
     pub fn create(dir: &Path, version: FileVersion) -> io::Result<Self> {
         let file_hash = from_hex(&version.file_hash)
             .ok_or_else(|| io::Error::other("internal: file hash is not 128 hex digits"))?;
@@ -99,16 +112,15 @@ impl PartialFile {
             .write(true)
             .open(&data_path)
             .map_err(|e| annotate(e, &data_path))?;
-        let mut header = serde_json::to_string(&version).map_err(io::Error::other)?;
-        header.push('\n');
-        fs::write(&record_path, header).map_err(|e| annotate(e, &record_path))?;
-        Ok(Self::new(
-            version,
-            file_hash,
-            data_path,
-            record_path,
-            Some(data),
-        ))
+        let recorded = version.n_total_chunks > 1;
+        if recorded {
+            let mut header = serde_json::to_string(&version).map_err(io::Error::other)?;
+            header.push('\n');
+            fs::write(&record_path, header).map_err(|e| annotate(e, &record_path))?;
+        }
+        let mut me = Self::new(version, file_hash, data_path, record_path, Some(data));
+        me.recorded = recorded;
+        Ok(me)
     }
 
     fn new(
@@ -123,6 +135,7 @@ impl PartialFile {
             file_hash,
             data_path,
             record_path,
+            recorded: true,
             data,
             received: BTreeSet::new(),
             unrecorded: Vec::new(),
@@ -131,6 +144,7 @@ impl PartialFile {
             hashed_upto: 0,
             waiting: BTreeMap::new(),
             size: 0,
+            hash_checked: false,
         }
     }
 
@@ -208,9 +222,16 @@ impl PartialFile {
         &self.data_path
     }
 
-    /// Path of the `.chunks` record.
-    pub fn record_path(&self) -> &Path {
-        &self.record_path
+    /// Path of the `.chunks` record, when the file has one (files of more than one chunk).
+    pub fn record_file(&self) -> Option<&Path> {
+        self.recorded.then_some(self.record_path.as_path())
+    }
+
+    /// Deletes the `.chunks` record, if any (errors ignored: a leftover is cleaned at start).
+    pub fn remove_record(&self) {
+        if let Some(record) = self.record_file() {
+            let _ = fs::remove_file(record);
+        }
     }
 
     /// The file's size (valid once complete).
@@ -235,6 +256,29 @@ impl PartialFile {
 
     /// Writes one new chunk at its offset and advances the whole-file hash if it can.
     pub fn write_chunk(&mut self, chunk_i: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_at(chunk_i, offset, data)?;
+        let len = data.len() as u64;
+        if offset == self.hashed_upto {
+            self.hasher.update(data);
+            self.hashed_upto += len;
+            self.hash_waiting_chunks()?;
+        } else if offset > self.hashed_upto {
+            self.waiting.insert(offset, len);
+        }
+        Ok(())
+    }
+
+    /// Writes the only chunk of a one-chunk file whose chunk hash was checked and equals the
+    /// file's hash: the whole-file hash is known to match without hashing the bytes again
+    /// (most files of a drop box are one chunk; this halves their hashing).
+    pub fn write_checked_whole_file(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_at(1, 0, data)?;
+        self.hashed_upto = data.len() as u64;
+        self.hash_checked = true;
+        Ok(())
+    }
+
+    fn write_at(&mut self, chunk_i: u64, offset: u64, data: &[u8]) -> io::Result<()> {
         let path = self.data_path.clone();
         write_all_at(self.data()?, data, offset).map_err(|e| annotate(e, &path))?;
         self.dirty = true;
@@ -246,13 +290,6 @@ impl PartialFile {
             len,
         });
         self.size = self.size.max(offset + len);
-        if offset == self.hashed_upto {
-            self.hasher.update(data);
-            self.hashed_upto += len;
-            self.hash_waiting_chunks()?;
-        } else if offset > self.hashed_upto {
-            self.waiting.insert(offset, len);
-        }
         Ok(())
     }
 
@@ -272,9 +309,13 @@ impl PartialFile {
     /// Once complete: finishes the whole-file hash (reading back anything not yet hashed, e.g.
     /// after a restart) and says whether it matches.
     pub fn verify(&mut self) -> io::Result<bool> {
+        if self.hash_checked {
+            return Ok(true);
+        }
         self.hash_waiting_chunks()?;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = Vec::new();
         while self.hashed_upto < self.size {
+            buf.resize(1 << 20, 0);
             let n = (self.size - self.hashed_upto).min(buf.len() as u64) as usize;
             let at = self.hashed_upto;
             read_exact_at(self.data()?, &mut buf[..n], at)?;
@@ -300,6 +341,10 @@ impl PartialFile {
     /// Appends the chunks written since the last call to the record and fsyncs it. Call only
     /// after [`Self::sync_data`]: that order is what makes a recorded chunk trustworthy.
     pub fn record_synced_chunks(&mut self) -> io::Result<()> {
+        if !self.recorded {
+            self.unrecorded.clear();
+            return Ok(());
+        }
         if self.unrecorded.is_empty() {
             return Ok(());
         }
@@ -319,6 +364,12 @@ impl PartialFile {
     /// Closes the data file (it is reopened on demand). Caller syncs first if it matters.
     pub fn close(&mut self) {
         self.data = None;
+    }
+
+    /// Records that the data is durable because the whole filesystem was synced
+    /// ([`crate::state::sync_filesystem`]) after the last write.
+    pub fn mark_synced(&mut self) {
+        self.dirty = false;
     }
 }
 
@@ -407,7 +458,7 @@ mod tests {
             p.record_synced_chunks().unwrap();
             // Written but never recorded: must be delivered again after the "crash".
             p.write_chunk(1, 0, chunks[0]).unwrap();
-            record = p.record_path().to_path_buf();
+            record = p.record_file().unwrap().to_path_buf();
         }
         // A torn append from the crash.
         OpenOptions::new()
@@ -429,16 +480,20 @@ mod tests {
     #[test]
     fn recovery_of_published_and_torn_records() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PartialFile::create(dir.path(), version(b"x", 1)).unwrap();
+        let p = PartialFile::create(dir.path(), version(b"xy", 2)).unwrap();
+        let record = p.record_file().unwrap();
         fs::remove_file(p.data_path()).unwrap();
         assert!(matches!(
-            PartialFile::recover(p.record_path()).unwrap(),
+            PartialFile::recover(record).unwrap(),
             Recovered::AlreadyPublished(_)
         ));
-        fs::write(p.record_path(), b"{\"rel").unwrap();
+        fs::write(record, b"{\"rel").unwrap();
         assert!(matches!(
-            PartialFile::recover(p.record_path()).unwrap(),
+            PartialFile::recover(record).unwrap(),
             Recovered::Unusable
         ));
+        // A file of one chunk has no record at all.
+        let single = PartialFile::create(dir.path(), version(b"z", 1)).unwrap();
+        assert!(single.record_file().is_none());
     }
 }

@@ -193,7 +193,11 @@ impl ChunkSink for Reassembler {
                 self.partials.entry(chunk.id.clone()).or_insert(p)
             }
         };
-        partial.write_chunk(chunk.chunk_i, chunk.offset, data)?;
+        if chunk.whole_file_checked {
+            partial.write_checked_whole_file(data)?;
+        } else {
+            partial.write_chunk(chunk.chunk_i, chunk.offset, data)?;
+        }
         DownloadStats::add(&self.stats.chunks_written, 1);
         DownloadStats::add(&self.stats.bytes_written, data.len() as u64);
         self.unflushed_bytes += data.len() as u64;
@@ -273,6 +277,7 @@ mod tests {
                     partition: 0,
                     offset: i as i64,
                 },
+                whole_file_checked: false,
             })
             .collect()
     }
@@ -316,6 +321,47 @@ mod tests {
         let mut r = open(out.path());
         assert_eq!(r.accept(&chunks[2]).unwrap(), Accepted::AlreadyComplete);
         assert!(!r.needs_flush());
+    }
+
+    #[test]
+    fn a_burst_of_files_published_in_one_flush_are_all_in_place_with_their_mtime() {
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        let files: Vec<(String, Vec<u8>)> = (0..20u8)
+            .map(|i| (format!("d{}/f{i}.bin", i % 3), vec![i; 100 + i as usize]))
+            .collect();
+        for (rel, content) in &files {
+            for c in chunks_of(rel, content, 64) {
+                r.accept(&c).unwrap();
+            }
+        }
+        assert_eq!(r.flush().unwrap().len(), files.len());
+        for (rel, content) in &files {
+            let path = out.path().join(rel);
+            assert_eq!(&fs::read(&path).unwrap(), content, "{rel}");
+            let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+            assert_eq!(
+                mtime.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+                1_600_000_000
+            );
+        }
+        assert_eq!(
+            fs::read_dir(out.path().join(".openmsi/staging"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_one_chunk_file_whose_hash_was_checked_is_published_without_hashing_again() {
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        let mut chunk = chunks_of("one.bin", b"one chunk", 64).remove(0);
+        chunk.whole_file_checked = true;
+        assert_eq!(r.accept(&chunk).unwrap(), Accepted::Completed);
+        r.flush().unwrap();
+        assert_eq!(fs::read(out.path().join("one.bin")).unwrap(), b"one chunk");
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct VerifiedChunk {
     pub data: Range<usize>,
     /// The Kafka message it came in.
     pub message: MessagePosition,
+    /// The chunk is the whole file (one chunk, at offset 0) and its checked hash is the
+    /// file's hash: the file is verified already.
+    pub whole_file_checked: bool,
 }
 
 /// What happened to one chunk.

@@ -134,6 +134,9 @@ pub fn verify(
         file_mtime: decoded.file_mtime,
     };
     let (chunk_i, offset) = (decoded.chunk_i, decoded.offset);
+    let whole_file_checked = decoded.n_total_chunks == 1
+        && decoded.offset == 0
+        && decoded.chunk_hash == decoded.file_hash;
     let payload = message.value.unwrap_or_default();
     Verdict::Chunk(Box::new(VerifiedChunk {
         id: version.id(),
@@ -144,6 +147,7 @@ pub fn verify(
         payload,
         data,
         message: at,
+        whole_file_checked,
     }))
 }
 

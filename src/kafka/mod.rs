@@ -11,6 +11,7 @@ pub mod partition;
 pub mod producer;
 pub mod telemetry;
 pub mod topic;
+pub mod window;
 
 pub use client::{client_config, KafkaSetupError};
 pub use context::{ConsumerLogContext, LogContext};

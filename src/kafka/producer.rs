@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{bootstrap_servers, create_client, KafkaSetupError};
 use super::context::{log_client_error, log_librdkafka};
 use super::topic::{check_topic, TopicError, TopicInfo};
+use super::window::Window;
 use crate::chunk::RangeSet;
 use crate::config::LoadedConfig;
 
@@ -175,9 +176,18 @@ pub struct ChunkTag {
     pub bytes: usize,
 }
 
+/// What a queued message's delivery report carries: the chunk, and the room it takes in the
+/// window.
+struct Queued {
+    tag: ChunkTag,
+    message_bytes: u64,
+}
+
 /// Producer context: logging plus delivery accounting, globally and per file.
 struct DeliveryContext {
     tracker: Arc<DeliveryTracker>,
+    /// Room in librdkafka's queue (see [`Window`]).
+    window: Arc<Window>,
 }
 
 impl ClientContext for DeliveryContext {
@@ -190,9 +200,11 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<ChunkTag>;
+    type DeliveryOpaque = Box<Queued>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<ChunkTag>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, queued: Box<Queued>) {
+        self.window.release(queued.message_bytes);
+        let tag = queued.tag;
         match result {
             Ok(_) => {
                 tag.file
@@ -252,6 +264,8 @@ pub enum ProduceError {
 pub struct ChunkProducer {
     inner: ThreadedProducer<DeliveryContext>,
     tracker: Arc<DeliveryTracker>,
+    /// Room in librdkafka's queue, shared with the delivery callback.
+    window: Arc<Window>,
     topic: String,
     /// For messages that must name the broker.
     brokers: String,
@@ -266,17 +280,22 @@ impl ChunkProducer {
         connect_timeout: Duration,
     ) -> Result<(Self, TopicInfo), ProduceError> {
         let tracker = Arc::new(DeliveryTracker::default());
+        // Sized for the topic's partitions once they are known (nothing is produced before).
+        let window = Arc::new(Window::for_config(cfg, 1));
         let context = DeliveryContext {
             tracker: Arc::clone(&tracker),
+            window: Arc::clone(&window),
         };
         let inner: ThreadedProducer<DeliveryContext> =
             create_client(cfg, context, source, "producer")?;
         let brokers = bootstrap_servers(cfg);
         let info = check_topic(inner.client(), topic, &brokers, connect_timeout)?;
+        window.set_partitions(info.partitions);
         Ok((
             Self {
                 inner,
                 tracker,
+                window,
                 topic: topic.to_string(),
                 brokers,
             },
@@ -304,11 +323,20 @@ impl ChunkProducer {
         cancel: &CancellationToken,
     ) -> Result<(), ProduceError> {
         let file = &chunk.file;
+        let message_bytes = (key.len() + value.len()) as u64;
+        if !self.window.acquire(message_bytes, cancel) {
+            return Err(self.cancelled());
+        }
         loop {
             if file.failed() > 0 {
+                self.window.release(message_bytes);
                 return Err(self.file_failure(file));
             }
-            let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(chunk.clone()))
+            let queued = Box::new(Queued {
+                tag: chunk.clone(),
+                message_bytes,
+            });
+            let mut record = BaseRecord::with_opaque_to(&self.topic, queued)
                 .partition(partition)
                 .key(key)
                 .payload(value);
@@ -334,15 +362,20 @@ impl ChunkProducer {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     if cancel.is_cancelled() {
+                        self.window.release(message_bytes);
                         return Err(self.cancelled());
                     }
                     // The producer's own thread is polling; just give it room.
                     thread::sleep(Duration::from_millis(2));
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(ProduceError::TooLarge { bytes: value.len() })
+                    self.window.release(message_bytes);
+                    return Err(ProduceError::TooLarge { bytes: value.len() });
                 }
-                Err((e, _)) => return Err(ProduceError::Enqueue(e)),
+                Err((e, _)) => {
+                    self.window.release(message_bytes);
+                    return Err(ProduceError::Enqueue(e));
+                }
             }
         }
     }

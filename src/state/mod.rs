@@ -13,7 +13,7 @@ pub mod lock;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use atomic::{sync_dir, write_atomically};
+pub use atomic::{sync_dir, sync_filesystem, write_atomically};
 pub use jsonl::{Keyed, LatestLog};
 pub use lock::{FolderLock, LockError};
 

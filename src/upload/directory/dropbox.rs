@@ -31,6 +31,10 @@ use super::DirectoryStats;
 /// Longest wait for a message before the loop does its periodic work.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Ready files are handed out in pages of this many (a page is copied out of the settler; the
+/// ready queue usually has room for less than one).
+const DISPATCH_PAGE: usize = 32;
+
 /// How often the acknowledged chunks of unfinished files are saved: what a crash can cost is
 /// re-sending about this long's worth of chunks; one small fsynced rewrite per period.
 const SAVE_PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -161,6 +165,7 @@ impl Dropbox {
         stats: Arc<DirectoryStats>,
     ) -> Self {
         let now = clock.now();
+        let settler = Settler::new(settings.settle);
         Self {
             settings,
             clock,
@@ -168,7 +173,7 @@ impl Dropbox {
             filter,
             registry,
             progress,
-            settler: Settler::default(),
+            settler,
             open_for_writing: None,
             writers_checked: None,
             in_flight: HashSet::new(),
@@ -522,7 +527,7 @@ impl Dropbox {
             debug!(path = %relative, "closed by one writer, still open for writing by another");
             return;
         }
-        if self.settler.note_closed(&seen) {
+        if self.settler.note_closed(&seen, now) {
             debug!(path = %relative, "closed and nobody writes it: ready now");
         }
     }
@@ -530,7 +535,7 @@ impl Dropbox {
     /// Stats every waiting file again, so its settle clock sees changes events may not report.
     fn recheck_waiting(&mut self) {
         let now = self.clock.now();
-        for (_, path) in self.settler.waiting() {
+        for (_, path) in self.settler.settling(now) {
             self.look_at(&path, now);
         }
     }
@@ -538,42 +543,51 @@ impl Dropbox {
     /// Hands settled files to the workers while the bounded queue has room.
     fn dispatch(&mut self, jobs: &SyncSender<Ready>) {
         let now = self.clock.now();
-        let settle = self.settings.settle;
-        let ready = self.settler.settled(settle, now);
-        if ready.is_empty() {
-            return;
+        // Files held open for writing stay ready and are stepped over.
+        let mut held_open = 0;
+        loop {
+            let page = self.settler.ready(now, held_open, DISPATCH_PAGE);
+            if page.is_empty() {
+                return;
+            }
+            self.refresh_writers(&page, now);
+            for ready in page {
+                let open = !ready.closed
+                    && match &self.open_for_writing {
+                        Some(open) => open.contains(&ready.id),
+                        None => self.writers.is_open_for_writing(&ready.path, ready.id),
+                    };
+                if open {
+                    held_open += 1;
+                    if self.settler.note_open(&ready.relative) {
+                        info!(path = %ready.relative, "unchanged, but another process holds it open for writing: uploaded once it is closed");
+                    }
+                    continue;
+                }
+                let relative = ready.relative.clone();
+                match jobs.try_send(ready) {
+                    Ok(()) => {
+                        self.settler.remove(&relative);
+                        self.in_flight.insert(relative);
+                    }
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
         }
-        // One pass over /proc per settle round, however many files settled (files ready
-        // because they were closed were checked one by one at the close).
-        let settled_by_time = ready.iter().any(|r| !r.closed);
-        if settled_by_time
+    }
+
+    /// Lists the files open for writing again when some of `ready` settled by time (files
+    /// ready because they were closed were checked one by one at the close) and the last list
+    /// is older than a settle round: one pass over /proc per round, however many files.
+    fn refresh_writers(&mut self, ready: &[Ready], now: Instant) {
+        let round = settle_round(self.settings.settle);
+        if ready.iter().any(|r| !r.closed)
             && self
                 .writers_checked
-                .is_none_or(|at| now.saturating_duration_since(at) >= settle_round(settle))
+                .is_none_or(|at| now.saturating_duration_since(at) >= round)
         {
             self.open_for_writing = self.writers.open_for_writing(&self.filter.root);
             self.writers_checked = Some(now);
-        }
-        for ready in ready {
-            let open = !ready.closed
-                && match &self.open_for_writing {
-                    Some(open) => open.contains(&ready.id),
-                    None => self.writers.is_open_for_writing(&ready.path, ready.id),
-                };
-            if open {
-                if self.settler.note_open(&ready.relative) {
-                    info!(path = %ready.relative, "unchanged, but another process holds it open for writing: uploaded once it is closed");
-                }
-                continue;
-            }
-            let relative = ready.relative.clone();
-            match jobs.try_send(ready) {
-                Ok(()) => {
-                    self.settler.remove(&relative);
-                    self.in_flight.insert(relative);
-                }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
-            }
         }
     }
 

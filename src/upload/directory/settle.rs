@@ -5,38 +5,39 @@
 //! time and (see [`super::open_files`]) no process holds it open for writing. Either way a file
 //! an instrument is still writing is not sent early.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::open_files::FileId;
 use super::scan::Seen;
 
-/// A file waiting to settle.
+/// A file waiting to be ready.
 #[derive(Debug, Clone)]
 struct Candidate {
     path: PathBuf,
     size: u64,
     mtime: f64,
     id: FileId,
-    /// When (size, mtime, identity) last changed, as far as we observed.
-    stable_since: Instant,
+    /// When it is (or was) ready: the settle time after its last observed change, or when its
+    /// writer closed it, whichever comes first.
+    ready_at: Instant,
     /// Whether "held open for writing" was already reported for it.
     reported_open: bool,
-    /// Closed by its last writer, nobody writing it, unchanged since: ready now.
+    /// Closed by its last writer, nobody writing it, unchanged since: ready at once.
     closed: bool,
 }
 
-/// A settled file, ready to upload.
+/// A file ready to upload.
 #[derive(Debug, Clone)]
 pub struct Ready {
     /// Path relative to the watched folder.
     pub relative: String,
     /// Full path.
     pub path: PathBuf,
-    /// Size when it settled.
+    /// Size when it became ready.
     pub size: u64,
-    /// Mtime when it settled.
+    /// Mtime when it became ready.
     pub mtime: f64,
     /// (device, inode).
     pub id: FileId,
@@ -45,26 +46,46 @@ pub struct Ready {
     pub closed: bool,
 }
 
-/// Files seen changing, by relative path.
-#[derive(Debug, Default)]
+/// Files seen changing, by relative path, indexed by when they are ready, so that finding the
+/// ready ones costs what they are, not what waits (a burst of 20,000 files is looked at many
+/// times a second).
+#[derive(Debug)]
 pub struct Settler {
+    /// How long a file must stay unchanged when no close says it is done.
+    settle: Duration,
     candidates: HashMap<String, Candidate>,
+    /// (ready_at, relative) of every candidate.
+    by_ready_at: BTreeSet<(Instant, String)>,
 }
 
 impl Settler {
+    /// A settler with `settle` as the settle time.
+    pub fn new(settle: Duration) -> Self {
+        Self {
+            settle,
+            candidates: HashMap::new(),
+            by_ready_at: BTreeSet::new(),
+        }
+    }
+
     /// Records an observation at `now`. A changed size, mtime or identity (replaced by a
-    /// rename) restarts its settle clock.
+    /// rename) restarts its settle clock and forgets an earlier close.
     pub fn observe(&mut self, seen: Seen, now: Instant) {
+        let ready_at = now + self.settle;
         match self.candidates.get_mut(&seen.relative) {
             Some(c) if c.size == seen.size && c.mtime == seen.mtime && c.id == seen.id => {}
             Some(c) => {
+                self.by_ready_at
+                    .remove(&(c.ready_at, seen.relative.clone()));
                 c.size = seen.size;
                 c.mtime = seen.mtime;
                 c.id = seen.id;
-                c.stable_since = now;
+                c.ready_at = ready_at;
                 c.closed = false;
+                self.by_ready_at.insert((ready_at, seen.relative));
             }
             None => {
+                self.by_ready_at.insert((ready_at, seen.relative.clone()));
                 self.candidates.insert(
                     seen.relative,
                     Candidate {
@@ -72,7 +93,7 @@ impl Settler {
                         size: seen.size,
                         mtime: seen.mtime,
                         id: seen.id,
-                        stable_since: now,
+                        ready_at,
                         reported_open: false,
                         closed: false,
                     },
@@ -81,13 +102,19 @@ impl Settler {
         }
     }
 
-    /// Notes that `relative`'s last writer closed it and nobody holds it open for writing, as
-    /// it was when `seen`: ready at once, unless it changed since it was last observed. True
-    /// when that made it ready.
-    pub fn note_closed(&mut self, seen: &Seen) -> bool {
+    /// Notes that `seen.relative`'s last writer closed it at `now` and nobody holds it open
+    /// for writing: ready at once, unless it changed since it was last observed. True when
+    /// that made it ready.
+    pub fn note_closed(&mut self, seen: &Seen, now: Instant) -> bool {
         match self.candidates.get_mut(&seen.relative) {
             Some(c) if c.size == seen.size && c.mtime == seen.mtime && c.id == seen.id => {
                 c.closed = true;
+                if now < c.ready_at {
+                    self.by_ready_at
+                        .remove(&(c.ready_at, seen.relative.clone()));
+                    c.ready_at = now;
+                    self.by_ready_at.insert((now, seen.relative.clone()));
+                }
                 true
             }
             _ => false,
@@ -103,7 +130,9 @@ impl Settler {
 
     /// Forgets `relative` (deleted, sent, or no longer wanted).
     pub fn remove(&mut self, relative: &str) {
-        self.candidates.remove(relative);
+        if let Some(c) = self.candidates.remove(relative) {
+            self.by_ready_at.remove(&(c.ready_at, relative.to_string()));
+        }
     }
 
     /// True when `relative` waits to be ready.
@@ -121,32 +150,36 @@ impl Settler {
         self.candidates.is_empty()
     }
 
-    /// Full paths of the waiting files, for the caller to stat again.
-    pub fn waiting(&self) -> Vec<(String, PathBuf)> {
-        self.candidates
-            .iter()
-            .map(|(rel, c)| (rel.clone(), c.path.clone()))
+    /// Full paths of the files still settling at `now` (not yet ready), for the caller to
+    /// stat again: a change that no event reported restarts their clock. Ready files need no
+    /// second look: the worker checks size and mtime again when it opens one.
+    pub fn settling(&self, now: Instant) -> Vec<(String, PathBuf)> {
+        self.by_ready_at
+            .range((now, String::new())..)
+            .filter(|(at, _)| *at > now)
+            .filter_map(|(_, rel)| Some((rel.clone(), self.candidates.get(rel)?.path.clone())))
             .collect()
     }
 
-    /// Files closed, or unchanged for `settle` as of `now`, oldest first; they stay candidates
-    /// until the caller removes them (when it managed to queue them).
-    pub fn settled(&self, settle: Duration, now: Instant) -> Vec<Ready> {
-        let mut ready: Vec<(&String, &Candidate)> = self
-            .candidates
+    /// Up to `limit` files ready at `now`, the earliest ready first, after skipping the first
+    /// `skip`; they stay candidates until the caller removes them (when it managed to queue
+    /// them).
+    pub fn ready(&self, now: Instant, skip: usize, limit: usize) -> Vec<Ready> {
+        self.by_ready_at
             .iter()
-            .filter(|(_, c)| c.closed || now.saturating_duration_since(c.stable_since) >= settle)
-            .collect();
-        ready.sort_by_key(|(_, c)| c.stable_since);
-        ready
-            .into_iter()
-            .map(|(rel, c)| Ready {
-                relative: rel.clone(),
-                path: c.path.clone(),
-                size: c.size,
-                mtime: c.mtime,
-                id: c.id,
-                closed: c.closed,
+            .take_while(|(at, _)| *at <= now)
+            .skip(skip)
+            .take(limit)
+            .filter_map(|(_, rel)| {
+                let c = self.candidates.get(rel)?;
+                Some(Ready {
+                    relative: rel.clone(),
+                    path: c.path.clone(),
+                    size: c.size,
+                    mtime: c.mtime,
+                    id: c.id,
+                    closed: c.closed,
+                })
             })
             .collect()
     }
@@ -169,35 +202,52 @@ mod tests {
     #[test]
     fn a_change_restarts_the_clock() {
         let t0 = Instant::now();
-        let settle = Duration::from_secs(3);
-        let mut s = Settler::default();
+        let mut s = Settler::new(Duration::from_secs(3));
         s.observe(seen(1), t0);
-        assert!(s.settled(settle, t0 + Duration::from_secs(2)).is_empty());
+        assert!(s.ready(t0 + Duration::from_secs(2), 0, 10).is_empty());
+        assert_eq!(s.settling(t0 + Duration::from_secs(2)).len(), 1);
         s.observe(seen(2), t0 + Duration::from_secs(2));
-        assert!(s.settled(settle, t0 + Duration::from_secs(4)).is_empty());
+        assert!(s.ready(t0 + Duration::from_secs(4), 0, 10).is_empty());
         s.observe(seen(2), t0 + Duration::from_secs(4));
-        let ready = s.settled(settle, t0 + Duration::from_secs(5));
+        let ready = s.ready(t0 + Duration::from_secs(5), 0, 10);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].size, 2);
         assert!(!ready[0].closed);
+        // Ready files are not stat'ed again.
+        assert!(s.settling(t0 + Duration::from_secs(5)).is_empty());
+        s.remove("a");
+        assert!(s.is_empty() && s.ready(t0 + Duration::from_secs(9), 0, 10).is_empty());
+    }
+
+    #[test]
+    fn the_earliest_ready_come_first_and_at_most_the_limit() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(Duration::from_secs(1));
+        for i in 0..5u64 {
+            let mut f = seen(1);
+            f.relative = format!("f{i}");
+            s.observe(f, t0 + Duration::from_millis(10 * (5 - i)));
+        }
+        let ready = s.ready(t0 + Duration::from_secs(2), 0, 3);
+        let names: Vec<&str> = ready.iter().map(|r| r.relative.as_str()).collect();
+        assert_eq!(names, ["f4", "f3", "f2"]);
     }
 
     #[test]
     fn a_closed_file_is_ready_at_once_unless_it_changed_since() {
         let t0 = Instant::now();
-        let settle = Duration::from_secs(3);
-        let mut s = Settler::default();
+        let mut s = Settler::new(Duration::from_secs(3));
         s.observe(seen(5), t0);
         // Closed as it was seen: ready now, not in 3 s.
-        assert!(s.note_closed(&seen(5)));
-        let ready = s.settled(settle, t0);
+        assert!(s.note_closed(&seen(5), t0));
+        let ready = s.ready(t0, 0, 10);
         assert_eq!(ready.len(), 1);
         assert!(ready[0].closed);
         // Written again: back to the settle rule.
         s.observe(seen(6), t0 + Duration::from_millis(1));
-        assert!(s.settled(settle, t0 + Duration::from_secs(1)).is_empty());
+        assert!(s.ready(t0 + Duration::from_secs(1), 0, 10).is_empty());
         // A close that reports another size than the last observation does not count.
-        assert!(!s.note_closed(&seen(7)));
-        assert!(s.settled(settle, t0 + Duration::from_secs(1)).is_empty());
+        assert!(!s.note_closed(&seen(7), t0 + Duration::from_secs(1)));
+        assert!(s.ready(t0 + Duration::from_secs(1), 0, 10).is_empty());
     }
 }

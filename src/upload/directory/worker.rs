@@ -67,6 +67,10 @@ pub struct Done {
 /// its file open, so this also bounds the descriptors used (far below the usual limit of 1024).
 pub const MAX_FILES_IN_FLIGHT: usize = 256;
 
+/// The waiter looks at every file in flight at least this often, even when no delivery report
+/// came (for timeouts).
+const LOOK_ANYWAY: Duration = Duration::from_millis(100);
+
 /// A file whose chunks are all queued, waiting for the broker's acknowledgements.
 pub struct InFlight {
     /// The job.
@@ -146,6 +150,7 @@ pub fn wait_for_acks(
     let mut cancelled_at: Option<Instant> = None;
     // Small files are acknowledged within a few ms: look often, less so while nothing moves.
     let mut pause = Duration::from_micros(200);
+    let (mut last_reports, mut last_look) = (u64::MAX, Instant::now());
     loop {
         while !workers_gone && pending.len() < MAX_FILES_IN_FLIGHT {
             match acks.try_recv() {
@@ -168,6 +173,15 @@ pub fn wait_for_acks(
         if cancel.is_cancelled() {
             cancelled_at.get_or_insert_with(Instant::now);
         }
+        // Nothing was acknowledged or failed since the last look: only a timeout or a stop
+        // could have changed, and those are checked every LOOK_ANYWAY.
+        let reports = ctx.producer.tracker().delivered() + ctx.producer.tracker().failed();
+        if reports == last_reports && last_look.elapsed() < LOOK_ANYWAY && cancelled_at.is_none() {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+            continue;
+        }
+        (last_reports, last_look) = (reports, Instant::now());
         let before = pending.len();
         let mut finished = Vec::new();
         pending.retain_mut(|file| {
