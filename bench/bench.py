@@ -245,6 +245,8 @@ class Bench:
         self.trash: list[Path] = []
         # Latency case: per tool, every file's close -> published seconds, all runs.
         self.latencies: dict[str, list[float]] = {}
+        # Start-up case: per tool, seconds from a downloader's start to its first file.
+        self.startups: dict[str, list[float]] = {}
         self.children: set[subprocess.Popen] = set()
 
     # -- setup --------------------------------------------------------------------------------
@@ -879,8 +881,84 @@ value.deserializer = DataFileChunkDeserializer
             if not interrupted:
                 self.delete_topic(topic)
 
+    def run_startup(self, case: Case, tool: str, run: int) -> None:
+        """A topic already holds `case.files` small files (sent by openmsi upload-file); a
+        downloader with a new consumer group starts, and the clock runs from its spawn to its
+        first file published (openmsi: under its final name; reference: its first
+        'successfully reconstructed' line)."""
+        tag = f"startup-{tool}-{run}-{uuid.uuid4().hex[:8]}"
+        topic = f"bench-{tag}"
+        src = self.work / "data" / tag
+        out_dir = self.work / "out" / tag
+        src.mkdir(parents=True)
+        down_log = self.logs / f"startup-{tool}-{run}.log"
+        self.create_topic(topic)
+        first: list[float] = []
+        interrupted = False
+        try:
+            for i in range(case.files):
+                path = src / f"s{i:03d}.bin"
+                path.write_bytes(os.urandom(case.file_kib * 1024))
+                subprocess.run([self.args.openmsi, "upload-file", str(path), "--config",
+                                str(self.config), "--topic", topic], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            self.settle()
+            if tool == "openmsi":
+                cmd = [self.args.openmsi, "download-directory", str(out_dir), "--config",
+                       str(self.config), "--topic", topic, "--group-id", f"g-{tag}"]
+            else:
+                cmd = [str(self.reference_bin / "DataFileDownloadDirectory"), str(out_dir),
+                       "--config", str(self.config), "--topic_name", topic,
+                       "--consumer_group_id", f"g-{tag}", "--logger_stream_level", "debug"]
+            started = time.monotonic()
+            if tool == "reference":
+                down = self.spawn(cmd, down_log, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+                def follow() -> None:
+                    with open(down_log, "ab") as out:
+                        for raw in down.stderr:
+                            now = time.monotonic()
+                            out.write(raw)
+                            if REFERENCE_DONE.search(raw.decode(errors="replace")) and not first:
+                                first.append(now)
+
+                threading.Thread(target=follow, daemon=True).start()
+            else:
+                down = self.spawn(cmd, down_log, stdin=subprocess.PIPE)
+            deadline = started + 120
+            while not first:
+                if tool == "openmsi" and count_files(str(out_dir)) > 0:
+                    first.append(time.monotonic())
+                    break
+                if try_reap(down):
+                    raise BenchError(f"{tool} downloader exited early; see {down_log}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{tool}: no file 120 s after start; see {down_log}")
+                time.sleep(LATENCY_POLL_SECS)
+            seconds = first[0] - started
+            self.startups.setdefault(tool, []).append(seconds)
+            log(f"startup run {run} {tool:9}: first file {seconds:.3f} s after the start")
+            down.stdin.write(b"q\n" if tool == "reference" else b"quit\n")
+            down.stdin.flush()
+            fin = reap(down, time.monotonic() + 60, f"{tool} downloader shutdown", down_log)
+            self.children.discard(down)
+            check_exit(fin, f"{tool} downloader", down_log)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            self.kill_children()
+            self.trash += [out_dir, src]
+            if not interrupted:
+                self.delete_topic(topic)
+
     def run(self) -> None:
         for case in self.cases():
+            if case.kind == "startup":
+                for run in range(1, self.args.runs + 1):
+                    for tool in case.tools:
+                        self.run_startup(case, tool, run)
+                continue
             if case.kind == "latency":
                 for run in range(1, self.args.runs + 1):
                     for tool in case.tools:
@@ -927,6 +1005,8 @@ value.deserializer = DataFileChunkDeserializer
             n = 20 if self.args.quick else self.args.latency_files
             lat_tools = [t for t in tools if t != "raw"]
             out.append(Case(f"latency {n} x 1 KiB", n * 1024, lat_tools, n, 1, "latency"))
+            out.append(Case("start-up, 10 x 64 KiB waiting", 10 * 65536, lat_tools, 10, 64,
+                            "startup"))
         return out
 
     def empty_trash(self) -> None:
@@ -948,6 +1028,19 @@ def percentile(sorted_values: list[float], p: float) -> float:
     """The p-th percentile (nearest rank) of already sorted values."""
     rank = max(1, -(-len(sorted_values) * p // 100))
     return sorted_values[min(int(rank), len(sorted_values)) - 1]
+
+
+def startup_table(startups: dict[str, list[float]]) -> str:
+    if not startups:
+        return ""
+    lines = ["| tool | runs | median s | min s | max s |", "|---|---|---|---|---|"]
+    for tool, values in startups.items():
+        v = sorted(values)
+        lines.append(f"| {tool} | {len(v)} | {statistics.median(v):.3f} | {v[0]:.3f} "
+                     f"| {v[-1]:.3f} |")
+    return ("\nStart-up: a downloader with a new consumer group started on a topic already "
+            "holding 10 files of 64 KiB, from its spawn to its first file published.\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def latency_table(latencies: dict[str, list[float]]) -> str:
@@ -1174,7 +1267,8 @@ def main() -> int:
         bench.kill_children()
         bench.empty_trash()
     rows = summarize(bench.measurements, args.runs)
-    text = (table(rows, meta) if rows else "") + latency_table(bench.latencies)
+    text = ((table(rows, meta) if rows else "") + latency_table(bench.latencies)
+            + startup_table(bench.startups))
     print()
     print(text)
     for path in args.results:
@@ -1187,6 +1281,7 @@ def main() -> int:
                 "meta": meta, "table": rows,
                 "runs": [{**asdict(m), "mb_per_s": m.mb_per_s} for m in bench.measurements],
                 "latency_s": bench.latencies,
+                "startup_s": bench.startups,
                 "markdown": text,
             }, indent=2) + "\n")
         log(f"wrote {path}")

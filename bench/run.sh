@@ -4,8 +4,11 @@
 #
 #   bench/run.sh                 full: 1 GiB speed case (3 tools) + 4 GiB memory case (openmsi)
 #                                + 2,000 x 64 KiB files end to end through the directory
-#                                commands (3 tools), 3 runs each, medians (~15 minutes on 2 cores)
-#   bench/run.sh --quick         64 MiB + 256 MiB + 200 small files, 1 run (a few minutes; CI)
+#                                commands (3 tools) + 20,000 x 4 KiB (openmsi, raw) + latency
+#                                close -> published and downloader start-up (openmsi,
+#                                reference), 3 runs each, medians (~25 minutes on 2 cores)
+#   bench/run.sh --quick         64 MiB + 256 MiB + 200 small + 2,000 tiny files + 20 latency
+#                                files, 1 run (a few minutes; CI)
 #   bench/run.sh --runs 5 --results out/bench.json --results out/bench.md
 #
 # What it does: builds openmsi and the raw client (cargo build --release), makes sure tansu and
@@ -45,7 +48,8 @@ Options:
                       DataFileUploadDirectory + DataFileDownloadDirectory; raw: the same bytes
                       as 2,000 messages); tiny = 20,000 x 4 KiB the same way (openmsi and raw);
                       latency = 100 files of 1 KiB closed one every 0.1 s into running
-                      directory commands, close -> published (openmsi and reference).
+                      directory commands, close -> published (openmsi and reference), and
+                      a downloader's start -> first file on a topic with data.
   --tools LIST        openmsi,reference,raw (default all).
   --file-size SIZE    Size of the speed case (default 1GiB; e.g. 256MiB).
   --memory-size SIZE  Size of the memory case (default 4GiB).

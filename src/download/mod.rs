@@ -79,6 +79,17 @@ pub struct DownloadSummary {
     pub stopped_idle: bool,
 }
 
+/// The consumer's `session.timeout.ms` (the file's, or openmsi's default).
+fn session_timeout(properties: &[(String, String)]) -> Duration {
+    properties
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "session.timeout.ms")
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(crate::kafka::consumer::DEFAULT_SESSION_TIMEOUT)
+}
+
 /// Runs the downloader until `cancel`, idle exit, or a fatal error.
 pub fn download_directory(
     config: &LoadedConfig,
@@ -135,6 +146,7 @@ pub fn download_directory(
         verify_threads: settings.verify_threads,
         exit_when_idle: settings.exit_when_idle,
         opener: Arc::new(Plaintext),
+        rejoin_unassigned_after: session_timeout(&properties) + Duration::from_secs(5),
     };
     let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel)?;
     Ok(DownloadSummary {

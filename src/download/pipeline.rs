@@ -71,6 +71,50 @@ pub struct PipelineOptions {
     pub exit_when_idle: Option<Duration>,
     /// The step before decoding ([`super::verify::Plaintext`] for plaintext topics).
     pub opener: Arc<dyn Opener>,
+    /// When nothing was assigned this long after the start, rejoin the group once (see
+    /// [`Rejoin`]).
+    pub rejoin_unassigned_after: Duration,
+}
+
+/// A downloader restarted right after a crash joins while its dead predecessor is still a
+/// member; the rebalance hands the partitions to the dead member, and a broker that does not
+/// rebalance again when that member's session expires (tansu 0.6.0; measured: nothing assigned
+/// for minutes) leaves them unread. So once, when this member has had no partition for longer
+/// than a session since it started, it leaves and rejoins the group: the new rebalance no
+/// longer sees the dead member. In a group with more members than partitions this costs one
+/// extra (cooperative: non-disruptive) rebalance per start.
+struct Rejoin {
+    /// When to look (start + session timeout + margin); None once done.
+    at: Option<Instant>,
+}
+
+impl Rejoin {
+    fn after(delay: Duration) -> Self {
+        Self {
+            at: Some(Instant::now() + delay),
+        }
+    }
+
+    /// Rejoins once when due and nothing is assigned.
+    fn check(&mut self, consumer: &BaseConsumer<ConsumerLogContext>, topic: &str) {
+        let Some(at) = self.at else { return };
+        if Instant::now() < at {
+            return;
+        }
+        self.at = None;
+        let unassigned = consumer
+            .assignment()
+            .map(|list| list.count() == 0)
+            .unwrap_or(false);
+        if !unassigned {
+            return;
+        }
+        info!(topic, "no partition assigned a session after joining the group (a crashed earlier member may still hold them); rejoining once");
+        consumer.unsubscribe();
+        if let Err(e) = consumer.subscribe(&[topic]) {
+            warn!(topic, error = %e, "rejoining the consumer group failed");
+        }
+    }
 }
 
 /// Where messages that are not chunks for the sink are kept.
@@ -204,7 +248,9 @@ fn poll_loop(
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut last_message = Instant::now();
     let mut last_idle_check = Instant::now();
+    let mut rejoin = Rejoin::after(options.rejoin_unassigned_after);
     loop {
+        rejoin.check(consumer, &options.topic);
         owned.forget_revoked(consumer);
         while let Ok(offsets) = commit_rx.try_recv() {
             store_offsets(consumer, &options.topic, &owned.clamp(&offsets));

@@ -81,6 +81,10 @@ fn consumer_config(spec: &ConsumerSpec<'_>) -> ClientConfig {
     client_config(spec.properties, &consumer_defaults(), &overrides)
 }
 
+/// A crashed member keeps its partitions this long (librdkafka: 45 s): 10 s lets a survivor take
+/// them over sooner. Brokers accept >= 6 s.
+pub const DEFAULT_SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Consumer settings openmsi picks when the config file is silent.
 ///
 /// Group membership is dynamic, with the cooperative-sticky assignor: when a member dies, the
@@ -97,8 +101,9 @@ pub fn consumer_defaults() -> Vec<(&'static str, String)> {
         // Whole 512 KiB chunks per fetch per partition instead of librdkafka's 1 MiB, which
         // caps each fetch at one or two chunks.
         ("max.partition.fetch.bytes", (16u32 << 20).to_string()),
-        // A downloader that crashed keeps its partitions until its session times out; 10 s
-        // (librdkafka: 45 s) lets a survivor take them over sooner. Brokers accept >= 6 s.
-        ("session.timeout.ms", "10000".into()),
+        (
+            "session.timeout.ms",
+            DEFAULT_SESSION_TIMEOUT.as_millis().to_string(),
+        ),
     ]
 }
