@@ -38,6 +38,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # The small-files data set and its checks are updir.py's (bench/ is on sys.path: this script's
 # folder), so both benchmarks build and verify the same tree.
@@ -272,10 +273,6 @@ enable.auto.commit = False
 # tansu waits at least half of fetch.wait.max.ms on every fetch (librdkafka's default 500 ms
 # would make every download crawl).
 fetch.wait.max.ms = 10
-# Empty: no static group membership. openmsi's download-directory turns it on by default (a
-# restarted downloader takes its partitions back at once), but joining as a static member costs
-# ~6 s on tansu, and neither the reference nor the raw consumer joins that way.
-group.instance.id =
 key.deserializer = StringDeserializer
 value.deserializer = DataFileChunkDeserializer
 """
@@ -606,20 +603,14 @@ value.deserializer = DataFileChunkDeserializer
             if tool == "reference":
                 down = self.spawn(down_cmd, down_log, stdin=piped, stderr=subprocess.PIPE)
 
-                def follow() -> None:
-                    with open(down_log, "ab") as out:
-                        for raw in down.stderr:
-                            now = time.monotonic()
-                            out.write(raw)
-                            out.flush()
-                            first_line[:] = first_line or [now]
-                            line = raw.decode(errors="replace")
-                            if REFERENCE_DONE.search(line):
-                                done.append(now)
-                            elif REFERENCE_BAD.search(line):
-                                failed.append(line.strip())
+                def on_line(line: str, now: float) -> None:
+                    first_line[:] = first_line or [now]
+                    if REFERENCE_DONE.search(line):
+                        done.append(now)
+                    elif REFERENCE_BAD.search(line):
+                        failed.append(line.strip())
 
-                threading.Thread(target=follow, daemon=True).start()
+                self.follow_reference(down, down_log, on_line)
             else:
                 down = self.spawn(down_cmd, down_log, stdin=piped)
             # Wait until the downloader is ready, so the clock measures the transfer and not
@@ -754,6 +745,21 @@ value.deserializer = DataFileChunkDeserializer
                 f"{case.files}; unexpected: {sorted(got - expected)[:5]}, missing: "
                 f"{sorted(expected - got)[:5]}")
 
+    @staticmethod
+    def follow_reference(down: subprocess.Popen, down_log: Path,
+                         on_line: Callable[[str, float], None]) -> None:
+        """Copies the reference downloader's stderr to `down_log` on a thread, calling
+        `on_line(line, when)` for each line (it logs completions there, not in files)."""
+        def follow() -> None:
+            with open(down_log, "ab") as out:
+                for raw in down.stderr:
+                    now = time.monotonic()
+                    out.write(raw)
+                    out.flush()
+                    on_line(raw.decode(errors="replace"), now)
+
+        threading.Thread(target=follow, daemon=True).start()
+
     def run_latency(self, case: Case, tool: str, run: int) -> None:
         """Both directory commands of `tool` running with their defaults (openmsi's settle time
         and close detection, the reference's), the downloader assigned; then `case.files`
@@ -792,18 +798,13 @@ value.deserializer = DataFileChunkDeserializer
                 down = self.spawn(down_cmd, down_log, stdin=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
 
-                def follow() -> None:
-                    with open(down_log, "ab") as out:
-                        for raw in down.stderr:
-                            now = time.monotonic()
-                            out.write(raw)
-                            out.flush()
-                            first_line[:] = first_line or [now]
-                            m = REFERENCE_DONE.search(raw.decode(errors="replace"))
-                            if m:
-                                published.setdefault(Path(m.group(1)).name, now)
+                def on_line(line: str, now: float) -> None:
+                    first_line[:] = first_line or [now]
+                    m = REFERENCE_DONE.search(line)
+                    if m:
+                        published.setdefault(Path(m.group(1)).name, now)
 
-                threading.Thread(target=follow, daemon=True).start()
+                self.follow_reference(down, down_log, on_line)
             else:
                 down = self.spawn(down_cmd, down_log, stdin=subprocess.PIPE)
             up = self.spawn(up_cmd, up_log, stdin=subprocess.PIPE)
@@ -914,15 +915,11 @@ value.deserializer = DataFileChunkDeserializer
             if tool == "reference":
                 down = self.spawn(cmd, down_log, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 
-                def follow() -> None:
-                    with open(down_log, "ab") as out:
-                        for raw in down.stderr:
-                            now = time.monotonic()
-                            out.write(raw)
-                            if REFERENCE_DONE.search(raw.decode(errors="replace")) and not first:
-                                first.append(now)
+                def on_line(line: str, now: float) -> None:
+                    if REFERENCE_DONE.search(line) and not first:
+                        first.append(now)
 
-                threading.Thread(target=follow, daemon=True).start()
+                self.follow_reference(down, down_log, on_line)
             else:
                 down = self.spawn(cmd, down_log, stdin=subprocess.PIPE)
             deadline = started + 120
@@ -1030,32 +1027,26 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[min(int(rank), len(sorted_values)) - 1]
 
 
-def startup_table(startups: dict[str, list[float]]) -> str:
-    if not startups:
+def seconds_table(samples: dict[str, list[float]], what: str) -> str:
+    """Median, p90, p99 and max of each tool's samples (seconds), under the sentence `what`."""
+    if not samples:
         return ""
-    lines = ["| tool | runs | median s | min s | max s |", "|---|---|---|---|---|"]
-    for tool, values in startups.items():
-        v = sorted(values)
-        lines.append(f"| {tool} | {len(v)} | {statistics.median(v):.3f} | {v[0]:.3f} "
-                     f"| {v[-1]:.3f} |")
-    return ("\nStart-up: a downloader with a new consumer group started on a topic already "
-            "holding 10 files of 64 KiB, from its spawn to its first file published.\n\n"
-            + "\n".join(lines) + "\n")
-
-
-def latency_table(latencies: dict[str, list[float]]) -> str:
-    if not latencies:
-        return ""
-    lines = ["| tool | files | median s | p90 s | p99 s | max s |", "|---|---|---|---|---|---|"]
-    for tool, values in latencies.items():
+    lines = ["| tool | samples | median s | p90 s | p99 s | max s |", "|---|---|---|---|---|---|"]
+    for tool, values in samples.items():
         v = sorted(values)
         lines.append(f"| {tool} | {len(v)} | {percentile(v, 50):.3f} | {percentile(v, 90):.3f} "
                      f"| {percentile(v, 99):.3f} | {v[-1]:.3f} |")
-    return ("\nLatency: files of 1 KiB written and closed one every "
-            f"{LATENCY_PERIOD_SECS:g} s into a running uploader (default settings), timed from "
-            "close to publication by a running downloader (openmsi: under its final name after "
-            "its SHA-512 matched; reference: its 'successfully reconstructed' line), all runs "
-            "pooled.\n\n" + "\n".join(lines) + "\n")
+    return f"\n{what}\n\n" + "\n".join(lines) + "\n"
+
+
+LATENCY_WHAT = (
+    f"Latency: files of 1 KiB written and closed one every {LATENCY_PERIOD_SECS:g} s into a "
+    "running uploader (default settings), timed from close to publication by a running "
+    "downloader (openmsi: under its final name after its SHA-512 matched; reference: its "
+    "'successfully reconstructed' line), all runs pooled.")
+STARTUP_WHAT = (
+    "Start-up: a downloader with a new consumer group started on a topic already holding 10 "
+    "files of 64 KiB, from its spawn to its first file published; one sample per run.")
 
 
 def small_paths(n: int) -> list[str]:
@@ -1267,8 +1258,8 @@ def main() -> int:
         bench.kill_children()
         bench.empty_trash()
     rows = summarize(bench.measurements, args.runs)
-    text = ((table(rows, meta) if rows else "") + latency_table(bench.latencies)
-            + startup_table(bench.startups))
+    text = ((table(rows, meta) if rows else "") + seconds_table(bench.latencies, LATENCY_WHAT)
+            + seconds_table(bench.startups, STARTUP_WHAT))
     print()
     print(text)
     for path in args.results:

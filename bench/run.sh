@@ -60,6 +60,8 @@ Options:
                       (others using < 0.25 core) (default 30; 0 with --quick).
   --work-dir DIR      Where data, outputs, logs and the broker live (default: a new /tmp folder).
   --keep-work         Keep the work folder (logs, config) after the run.
+  --openmsi-bin PATH  Benchmark this openmsi binary instead of the one built from this tree
+                      (e.g. an older commit's, for a before/after comparison).
   -h, --help          This help.
 EOF
 }
@@ -70,6 +72,7 @@ die() { log "error: $*"; exit 1; }
 bench_args=()
 work=""
 keep_work=0
+openmsi_bin=""
 while (($#)); do
     case $1 in
     -h | --help) usage; exit 0 ;;
@@ -84,6 +87,7 @@ while (($#)); do
         bench_args+=(--results "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
     --work-dir) (($# >= 2)) || die "--work-dir needs a value"; work=$2; shift 2 ;;
     --keep-work) keep_work=1; shift ;;
+    --openmsi-bin) (($# >= 2)) || die "--openmsi-bin needs a value"; openmsi_bin=$(realpath "$2"); shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -94,7 +98,7 @@ log "building openmsi and examples/raw_kafka (release)"
 cargo build --release --locked --bin openmsi --example raw_kafka
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-openmsi=$target_dir/release/openmsi
+openmsi=${openmsi_bin:-$target_dir/release/openmsi}
 raw=$target_dir/release/examples/raw_kafka
 [[ -x $openmsi && -x $raw ]] || die "build finished but $openmsi or $raw is missing"
 

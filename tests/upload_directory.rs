@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -278,6 +278,48 @@ fn slowly_written_file_arrives_whole_and_once() {
     assert_eq!(
         sha512_file(&out.join("slow/acquisition.raw")),
         sha512_file(&path)
+    );
+}
+
+/// Linux: the close of a file is an event (IN_CLOSE_WRITE). A file written and closed goes at
+/// once, not after the settle time (60 s here); one that another process (here: another handle)
+/// still holds open for writing waits until that one closes it too.
+#[test]
+fn a_closed_file_goes_at_once_unless_another_writer_still_holds_it() {
+    let s = Setup::new(1);
+    let w = s.watched();
+    let up = s.start(&["--settle-seconds", "60"]);
+    let started = Instant::now();
+    std::fs::write(w.join("spectrum.csv"), b"1,2,3\n4,5,6\n").unwrap();
+    wait_sent(&w, &["spectrum.csv"], Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    let shared = w.join("shared.log");
+    let keeper = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&shared)
+        .unwrap();
+    {
+        let mut writer = OpenOptions::new().append(true).open(&shared).unwrap();
+        writer.write_all(b"first line\n").unwrap();
+    } // closed: an IN_CLOSE_WRITE event, but `keeper` still has it open for writing
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !registry_sent(&w).contains_key("shared.log"),
+        "sent while another handle held it open for writing"
+    );
+    drop(keeper);
+    wait_sent(&w, &["shared.log"], Duration::from_secs(20));
+    up.quit();
+    let out = s.download("out");
+    assert_eq!(
+        std::fs::read(out.join("shared.log")).unwrap(),
+        b"first line\n"
+    );
+    assert_eq!(
+        std::fs::read(out.join("spectrum.csv")).unwrap(),
+        b"1,2,3\n4,5,6\n"
     );
 }
 
