@@ -1,16 +1,21 @@
 //! openmsi: stream data files through Apache Kafka, wire-compatible with OpenMSIStream.
 //!
-//! Module map:
+//! Module map (the data flow of each command, with the module that owns each step, is in
+//! `docs/ARCHITECTURE.md`; the contracts in `docs/WIRE_FORMAT.md` and `docs/CONFIG.md`):
 //! - [`app`]: runs a parsed command line: settings, console, summary, exit code.
 //! - [`cli`]: clap arguments, one struct per subcommand, shared groups flattened.
 //! - [`config`]: INI config files (OpenMSIStream-compatible) → resolved Kafka client settings.
 //! - [`chunk`]: the wire format of one file chunk (key string, msgpack value) and hashing. Pure.
-//! - [`kafka`]: rdkafka client construction, logging contexts, topic checks, producer, consumer.
-//! - [`upload`]: `upload-file`: read a file once for hashes, then stream its chunks to Kafka.
-//! - [`download`]: `download-directory`: verify chunks, stage them durably, rename verified files.
+//! - [`kafka`]: the rdkafka layer: clients and their defaults, logging contexts, topic checks,
+//!   the chunk producer (delivery tracking, in-flight window), the consumer, heartbeats.
+//! - [`upload`]: the one send path (`send`, with its envelope seam), `upload-file`, and
+//!   `upload-directory` (`upload::directory`).
+//! - [`download`]: `download-directory`: poll → verify (opener seam) → sink (staging,
+//!   publishing) → commit after durable.
+//! - [`state`]: the `.openmsi/` folder: layout, lock, atomic writes, latest-per-key JSONL logs.
 //! - [`console`]: `check`/`quit` on stdin and SIGINT/SIGTERM, fanned out as one cancellation token.
 //! - [`progress`]: progress bar on a terminal, periodic log lines otherwise.
-//! - [`lock`]: one process per folder (an advisory lock on `FOLDER/.openmsi/lock`).
+//! - [`host`]: this machine's name.
 //! - [`logging`]: the `tracing` subscriber.
 
 pub mod app;

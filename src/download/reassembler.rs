@@ -160,7 +160,8 @@ impl Reassembler {
     }
 
     /// True when a flush has work to do.
-    pub fn needs_flush(&self) -> bool {
+    #[cfg(test)]
+    fn needs_flush(&self) -> bool {
         self.unflushed
     }
 }
