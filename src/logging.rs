@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -98,7 +99,12 @@ pub fn init(level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> 
             None
         }
     });
-    let stderr_layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    // Colours only for a person at a terminal: a service manager's journal, a file or a pipe
+    // gets plain lines.
+    let stderr_layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
     let file_layer = file.map(|file| {
         fmt::layer()
             .with_writer(Mutex::new(file))

@@ -256,3 +256,35 @@ fn unreachable_broker_fails_within_the_timeout_and_names_it() {
         .failure()
         .stderr(predicate::str::contains(format!("127.0.0.1:{port}")));
 }
+
+/// Log lines to a file, a pipe or a service manager's journal carry no colour codes (only a
+/// terminal gets them).
+#[test]
+fn log_lines_to_a_pipe_have_no_colour_codes() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.config");
+    std::fs::write(
+        &cfg,
+        format!("[broker]\nbootstrap.servers = 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let out = openmsi()
+        .arg("download-directory")
+        .arg(dir.path().join("out"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--connect-timeout", "1"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(" ERROR "),
+        "no log lines to check: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "colour codes in: {stderr}");
+}
