@@ -211,20 +211,25 @@ fn missing_file_is_reported() {
         .stderr(predicate::str::contains("missing.tif"));
 }
 
-#[test]
-fn unreachable_broker_fails_within_the_timeout_and_names_it() {
-    // A port that nothing listens on.
+/// `DIR/c.config` naming a broker on a 127.0.0.1 port nothing listens on, and that port.
+fn unreachable_broker_config(dir: &std::path::Path) -> (std::path::PathBuf, u16) {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.config");
+    let cfg = dir.join("c.config");
     std::fs::write(
         &cfg,
         format!("[broker]\nbootstrap.servers = 127.0.0.1:{port}\n"),
     )
     .unwrap();
+    (cfg, port)
+}
+
+#[test]
+fn unreachable_broker_fails_within_the_timeout_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = unreachable_broker_config(dir.path());
     let file = dir.path().join("x");
     std::fs::write(&file, b"x").unwrap();
     let started = Instant::now();
@@ -261,17 +266,8 @@ fn unreachable_broker_fails_within_the_timeout_and_names_it() {
 /// terminal gets them).
 #[test]
 fn log_lines_to_a_pipe_have_no_colour_codes() {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.config");
-    std::fs::write(
-        &cfg,
-        format!("[broker]\nbootstrap.servers = 127.0.0.1:{port}\n"),
-    )
-    .unwrap();
+    let (cfg, _) = unreachable_broker_config(dir.path());
     let out = openmsi()
         .arg("download-directory")
         .arg(dir.path().join("out"))
