@@ -151,10 +151,15 @@ pub fn wait_for_acks(
     // Small files are acknowledged within a few ms: look often, less so while nothing moves.
     let mut pause = Duration::from_micros(200);
     let (mut last_reports, mut last_look) = (u64::MAX, Instant::now());
+    // Files received since the last look (one may have been acknowledged before it got here).
+    let mut received = false;
     loop {
         while !workers_gone && pending.len() < MAX_FILES_IN_FLIGHT {
             match acks.try_recv() {
-                Ok(file) => pending.push(file),
+                Ok(file) => {
+                    pending.push(file);
+                    received = true;
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => workers_gone = true,
             }
@@ -164,7 +169,10 @@ pub fn wait_for_acks(
                 return;
             }
             match acks.recv_timeout(Duration::from_millis(100)) {
-                Ok(file) => pending.push(file),
+                Ok(file) => {
+                    pending.push(file);
+                    received = true;
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => workers_gone = true,
             }
@@ -173,15 +181,19 @@ pub fn wait_for_acks(
         if cancel.is_cancelled() {
             cancelled_at.get_or_insert_with(Instant::now);
         }
-        // Nothing was acknowledged or failed since the last look: only a timeout or a stop
-        // could have changed, and those are checked every LOOK_ANYWAY.
+        // Nothing new arrived and nothing was acknowledged or failed since the last look: only
+        // a timeout or a stop could have changed, and those are checked every LOOK_ANYWAY.
         let reports = ctx.producer.tracker().delivered() + ctx.producer.tracker().failed();
-        if reports == last_reports && last_look.elapsed() < LOOK_ANYWAY && cancelled_at.is_none() {
+        if !received
+            && reports == last_reports
+            && last_look.elapsed() < LOOK_ANYWAY
+            && cancelled_at.is_none()
+        {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));
             continue;
         }
-        (last_reports, last_look) = (reports, Instant::now());
+        (last_reports, last_look, received) = (reports, Instant::now(), false);
         let before = pending.len();
         let mut finished = Vec::new();
         pending.retain_mut(|file| {
