@@ -402,19 +402,13 @@ value.deserializer = DataFileChunkDeserializer
         if tool == "reference":
             proc = self.spawn(cmd, logpath, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
             # Its log lines are read as they come, timestamped, and copied to the log file.
-            def follow() -> None:
-                with open(logpath, "ab") as out:
-                    for raw in proc.stderr:
-                        now = time.monotonic()
-                        out.write(raw)
-                        out.flush()
-                        line = raw.decode(errors="replace")
-                        if REFERENCE_DONE.search(line) and not done_at:
-                            done_at.append(now)
-                        elif REFERENCE_BAD.search(line):
-                            failed.append(line.strip())
-            reader = threading.Thread(target=follow, daemon=True)
-            reader.start()
+            def on_line(line: str, now: float) -> None:
+                if REFERENCE_DONE.search(line) and not done_at:
+                    done_at.append(now)
+                elif REFERENCE_BAD.search(line):
+                    failed.append(line.strip())
+
+            self.follow_reference(proc, logpath, on_line)
         else:
             # stdin at end of file, as under a script or service. (With stdin an open pipe or a
             # terminal, openmsi prints its summary but does not exit until a line arrives: the

@@ -44,19 +44,9 @@ impl StateDir {
         Ok(me)
     }
 
-    /// `FOLDER/.openmsi`.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Takes the folder's lock for `command` (see [`lock`]); `folder` is named in errors.
     pub fn lock(&self, folder: &Path, command: &str) -> Result<FolderLock, LockError> {
         FolderLock::acquire(&self.root, folder, command)
-    }
-
-    /// The lock file.
-    pub fn lock_file(&self) -> PathBuf {
-        self.root.join(lock::LOCK_FILE)
     }
 
     /// upload-directory: file versions the broker fully acknowledged.
