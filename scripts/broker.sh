@@ -34,7 +34,8 @@ Commands:
   install                     Build tansu into the cache if it is missing (the first build
                               takes ~15 minutes on 2 cores) and print the binary's path.
   path                        Print the binary's path; exit $EXIT_NOT_INSTALLED if not installed.
-  start [--port P] [--dir D] [--memory] [--owner PID]
+  start [--port P] [--dir D] [--memory] [--owner PID] [--authentication]
+        [--tls-port T --tls-cert PEM --tls-key KEY [--tls-client-ca CA]]
                               Start a broker in the background on 127.0.0.1:P (default
                               $DEFAULT_PORT). State lives in D (default: a new temporary
                               directory): D/tansu.db (sqlite storage, unless --memory),
@@ -43,6 +44,18 @@ Commands:
                               reopens the same data. With --owner, the broker is stopped when
                               process PID exits (tests pass their own pid, so a test that
                               aborts leaves no broker behind).
+                              --authentication: clients must authenticate with SASL/SCRAM
+                              (sqlite only; create users first with user-create, then restart
+                              with this flag).
+                              --tls-port: a TLS front end (stunnel) on 127.0.0.1:T with the
+                              server certificate PEM and key KEY forwards to the broker, and
+                              the broker advertises T (so every client connection goes through
+                              TLS); --tls-client-ca makes it mutual TLS (client certificates
+                              signed by CA required). scripts/test-certs.sh makes test
+                              certificates. Its files: D/stunnel.{conf,pid,log}.
+  user-create NAME PASSWORD [--port P] [--mechanism scram256|scram512]
+                              Create a SCRAM user (default scram512) through the broker's
+                              plaintext port P (before --authentication is turned on).
   create-topic NAME [--port P] [--partitions N]
                               Create topic NAME (default 1 partition). A topic that already
                               exists is reported and is not an error.
@@ -163,17 +176,34 @@ cmd_install() {
 }
 
 cmd_start() {
-    local port=$DEFAULT_PORT dir="" memory=0 owner=""
+    local port=$DEFAULT_PORT dir="" memory=0 owner="" auth=0
+    local tls_port="" tls_cert="" tls_key="" tls_client_ca=""
     while (($#)); do
         case $1 in
         --port) port=${2:?--port needs a value}; shift 2 ;;
         --dir) dir=${2:?--dir needs a value}; shift 2 ;;
         --memory) memory=1; shift ;;
         --owner) owner=${2:?--owner needs a value}; shift 2 ;;
+        --authentication) auth=1; shift ;;
+        --tls-port) tls_port=${2:?--tls-port needs a value}; shift 2 ;;
+        --tls-cert) tls_cert=${2:?--tls-cert needs a value}; shift 2 ;;
+        --tls-key) tls_key=${2:?--tls-key needs a value}; shift 2 ;;
+        --tls-client-ca) tls_client_ca=${2:?--tls-client-ca needs a value}; shift 2 ;;
         *) die "start: unknown argument '$1' (see --help)" ;;
         esac
     done
     check_port "$port"
+    if [[ -n $tls_port ]]; then
+        check_port "$tls_port"
+        [[ -r $tls_cert && -r $tls_key ]] || die "--tls-port needs readable --tls-cert and --tls-key files"
+        [[ -z $tls_client_ca || -r $tls_client_ca ]] || die "cannot read --tls-client-ca $tls_client_ca"
+        command -v stunnel4 >/dev/null || command -v stunnel >/dev/null ||
+            die "--tls-port needs stunnel (Debian: apt-get install stunnel4)"
+        tls_cert=$(realpath "$tls_cert")
+        tls_key=$(realpath "$tls_key")
+        [[ -z $tls_client_ca ]] || tls_client_ca=$(realpath "$tls_client_ca")
+    fi
+    ((auth == 0 || memory == 0)) || die "--authentication needs the sqlite storage (users live in it); drop --memory"
     if [[ -n $owner ]] && ! [[ $owner =~ ^[0-9]+$ ]]; then
         die "invalid --owner '$owner' (a process id)"
     fi
@@ -198,6 +228,9 @@ cmd_start() {
 
     local storage=sqlite://tansu.db
     ((memory)) && storage=memory://tansu/
+    local advertised=$port extra=()
+    [[ -z $tls_port ]] || advertised=$tls_port
+    ((auth == 0)) || extra+=(--authentication)
 
     cd "$dir"
     {
@@ -211,8 +244,8 @@ cmd_start() {
     NO_COLOR=1 RUST_LOG="${OPENMSI_TANSU_LOG:-warn}" nohup "$bin" broker \
         --cluster-id openmsi-test \
         --listener-url "tcp://127.0.0.1:$port" \
-        --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "$storage" \
+        --advertised-listener-url "tcp://127.0.0.1:$advertised" \
+        --storage-engine "$storage" "${extra[@]}" \
         </dev/null >>tansu.log 2>&1 &
     local pid=$!
     printf '%s\n' "$pid" >tansu.pid
@@ -242,8 +275,16 @@ cmd_start() {
         fi
         sleep 0.02
     done
+    local front="" front_pid=""
+    if [[ -n $tls_port ]]; then
+        start_tls_front "$dir" "$tls_port" "$port" "$tls_cert" "$tls_key" "$tls_client_ca" ||
+            { kill -TERM "$pid" 2>/dev/null || true; rm -f tansu.pid; exit 1; }
+        front_pid=$(cat "$dir/stunnel.pid")
+        front=" behind TLS on 127.0.0.1:$tls_port${tls_client_ca:+ (client certificates required)}"
+    fi
     if [[ -n $owner ]]; then
-        # Watchdog: stops the broker once its owner is gone, and ends with the broker.
+        # Watchdog: stops the broker (and its TLS front end) once its owner is gone, and ends
+        # with the broker.
         (
             while alive "$owner" && alive "$pid"; do
                 sleep 1
@@ -251,9 +292,14 @@ cmd_start() {
             if is_tansu "$pid"; then
                 kill -TERM "$pid" 2>/dev/null || true
             fi
+            # This start's front end only: after a restart the pid file names a newer one.
+            if [[ -n $front_pid ]] && alive "$front_pid" &&
+                tr '\0' ' ' <"/proc/$front_pid/cmdline" 2>/dev/null | grep -q stunnel; then
+                kill -TERM "$front_pid" 2>/dev/null || true
+            fi
         ) </dev/null >/dev/null 2>&1 &
     fi
-    log "tansu listening on 127.0.0.1:$port (pid $pid, $storage, dir $dir)"
+    log "tansu listening on 127.0.0.1:$port$front (pid $pid, $storage$( ((auth)) && echo ", SASL/SCRAM required"), dir $dir)"
     printf '%s\n' "$dir"
 }
 
@@ -290,6 +336,85 @@ cmd_create_topic() {
     die "could not create topic $name on 127.0.0.1:$port: $out"
 }
 
+# Starts stunnel on 127.0.0.1:$2 in front of the broker port $3, with certificate $4 and key $5;
+# with a CA file $6 clients must present a certificate it signed (mutual TLS).
+start_tls_front() {
+    local dir=$1 port=$2 backend=$3 cert=$4 key=$5 client_ca=$6 bin
+    bin=$(command -v stunnel4 || command -v stunnel)
+    if port_open "$port"; then
+        die_with "$EXIT_PORT_IN_USE" "TLS port $port on 127.0.0.1 is already in use; choose another with --tls-port"
+    fi
+    {
+        echo "; written by scripts/broker.sh start"
+        echo "foreground = yes"
+        echo "pid ="
+        echo "debug = notice"
+        echo "[kafka]"
+        echo "accept = 127.0.0.1:$port"
+        echo "connect = 127.0.0.1:$backend"
+        echo "cert = $cert"
+        echo "key = $key"
+        if [[ -n $client_ca ]]; then
+            echo "CAfile = $client_ca"
+            echo "verify = 2"
+        fi
+    } >"$dir/stunnel.conf"
+    nohup "$bin" "$dir/stunnel.conf" </dev/null >>"$dir/stunnel.log" 2>&1 &
+    local pid=$!
+    printf '%s\n' "$pid" >"$dir/stunnel.pid"
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until listens "$pid" "$port"; do
+        if ! alive "$pid" || ((SECONDS >= deadline)); then
+            log "error: stunnel did not listen on 127.0.0.1:$port; last lines of $dir/stunnel.log:"
+            tail -n 20 "$dir/stunnel.log" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            rm -f "$dir/stunnel.pid"
+            return 1
+        fi
+        sleep 0.02
+    done
+}
+
+# Stops the TLS front end of $1, if any.
+stop_tls_front() {
+    local pid
+    pid=$(cat "$1/stunnel.pid" 2>/dev/null) || return 0
+    if alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q stunnel; then
+        kill -TERM "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + STOP_TIMEOUT))
+        while alive "$pid" && ((SECONDS < deadline)); do
+            sleep 0.02
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$1/stunnel.pid"
+}
+
+cmd_user_create() {
+    local name="" password="" port=$DEFAULT_PORT mechanism=scram512
+    while (($#)); do
+        case $1 in
+        --port) port=${2:?--port needs a value}; shift 2 ;;
+        --mechanism) mechanism=${2:?--mechanism needs a value}; shift 2 ;;
+        -*) die "user-create: unknown option '$1' (see --help)" ;;
+        *)
+            if [[ -z $name ]]; then name=$1; elif [[ -z $password ]]; then password=$1; else
+                die "user-create: NAME PASSWORD only"
+            fi
+            shift
+            ;;
+        esac
+    done
+    [[ -n $name && -n $password ]] || die "user-create: NAME and PASSWORD are required"
+    check_port "$port"
+    local bin out
+    bin=$(require_tansu)
+    out=$(NO_COLOR=1 RUST_LOG=error "$bin" user create "$name" "$password" \
+        --broker "tcp://127.0.0.1:$port" --mechanism "$mechanism" 2>&1) ||
+        die "could not create user $name on 127.0.0.1:$port: $out"
+    log "created $mechanism user $name on 127.0.0.1:$port"
+}
+
 cmd_stop() {
     local dir="" kill_now=0
     while (($#)); do
@@ -300,6 +425,7 @@ cmd_stop() {
         esac
     done
     require_dir "$dir"
+    stop_tls_front "$dir"
     local pid
     pid=$(recorded_pid "$dir")
     if [[ -z $pid ]] || ! is_tansu "$pid"; then
@@ -360,6 +486,7 @@ main() {
     path) require_tansu ;;
     start) cmd_start "$@" ;;
     create-topic) cmd_create_topic "$@" ;;
+    user-create) cmd_user_create "$@" ;;
     stop) cmd_stop "$@" ;;
     status) cmd_status "$@" ;;
     *) die "unknown command '$cmd' (see --help)" ;;

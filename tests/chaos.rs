@@ -508,9 +508,19 @@ fn kill_9_of_uploader_and_downloader_during_a_mixed_workload_loses_and_corrupts_
         work,
         cfg,
     } = TopicFixture::new(Storage::Sqlite, "chaos", 2);
-    let src = work.path().join("watched");
-    let out = work.path().join("out");
-    let logs = work.path().join("logs");
+    // OPENMSI_CHAOS_KEEP=1 keeps the work folder (sources, output, every process's log) for a
+    // post-mortem of a failed run.
+    let (_work_guard, root) = if std::env::var("OPENMSI_CHAOS_KEEP").is_ok_and(|v| v == "1") {
+        let kept = work.keep();
+        eprintln!("chaos: work folder kept at {}", kept.display());
+        (None, kept)
+    } else {
+        let root = work.path().to_path_buf();
+        (Some(work), root)
+    };
+    let src = root.join("watched");
+    let out = root.join("out");
+    let logs = root.join("logs");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&logs).unwrap();
     let s = |p: &Path| p.to_string_lossy().into_owned();

@@ -273,13 +273,13 @@ fn log_lines_to_a_pipe_have_no_colour_codes() {
         .arg(dir.path().join("out"))
         .arg("--config")
         .arg(&cfg)
-        .args(["--connect-timeout", "1"])
+        .args(["--connect-timeout", "1", "--log-level", "debug"])
         .timeout(Duration::from_secs(30))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(" ERROR "),
+        stderr.contains(" DEBUG "),
         "no log lines to check: {stderr}"
     );
     assert!(!stderr.contains('\u{1b}'), "colour codes in: {stderr}");

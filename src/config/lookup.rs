@@ -48,6 +48,34 @@ pub const EMBEDDED: &[(&str, &str)] = &[
             "/config_files/confluent_cloud_example.config"
         )),
     ),
+    (
+        "tls_ca_file.config",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config_files/tls_ca_file.config"
+        )),
+    ),
+    (
+        "mutual_tls_pem.config",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config_files/mutual_tls_pem.config"
+        )),
+    ),
+    (
+        "mutual_tls_pkcs12.config",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config_files/mutual_tls_pkcs12.config"
+        )),
+    ),
+    (
+        "sasl_ssl_scram.config",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config_files/sasl_ssl_scram.config"
+        )),
+    ),
 ];
 
 /// Where a config was found.

@@ -9,7 +9,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
-use super::client::{bootstrap_servers, client_config, create_client, KafkaSetupError};
+use super::client::{client_config, create_client, KafkaSetupError};
 use super::context::ConsumerLogContext;
 use super::topic::{check_topic, TopicError};
 use crate::config::LoadedConfig;
@@ -55,11 +55,21 @@ pub fn subscribe(
     let cfg = consumer_config(spec);
     let consumer: BaseConsumer<ConsumerLogContext> =
         create_client(&cfg, ConsumerLogContext::default(), config, "consumer")?;
+    // Polling before subscribing delivers only log, error and statistics events (no
+    // messages): the connection check needs them to explain a failure.
+    let serve_events = || {
+        for _ in 0..1000 {
+            if consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+    };
     check_topic(
         consumer.client(),
+        &cfg,
         spec.topic,
-        &bootstrap_servers(&cfg),
         spec.connect_timeout,
+        &serve_events,
     )?;
     consumer
         .subscribe(&[spec.topic])

@@ -9,14 +9,20 @@ use rdkafka::TopicPartitionList;
 use std::sync::{Arc, Mutex};
 use tracing::{debug, error, info, warn};
 
+use super::diagnose::{self, Loudness};
+
 /// Client context for producers and admin-style clients: logging only.
 #[derive(Clone, Default)]
 pub struct LogContext;
 
 /// Maps a librdkafka syslog-style level onto `tracing`. librdkafka logs routine connection
-/// churn at Notice/Info; those go to debug so a normal run stays quiet.
+/// churn at Notice/Info; those go to debug so a normal run stays quiet. Connection problems are
+/// quiet too until the command has connected (its connection check reports them in one line)
+/// and when repeated (see [`super::diagnose`]).
 pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    let quiet = diagnose::watch().observe(message) == Loudness::Quiet;
     match level {
+        _ if quiet => debug!(target: "librdkafka", facility, "{message}"),
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
         | RDKafkaLogLevel::Critical
@@ -45,6 +51,8 @@ pub(crate) fn log_client_error(error: &KafkaError, reason: &str) {
     );
     if fatal {
         error!(target: "librdkafka", %error, "fatal Kafka client error: {reason}");
+    } else if diagnose::watch().observe(reason) == Loudness::Quiet {
+        debug!(target: "librdkafka", %error, "{reason}");
     } else {
         warn!(target: "librdkafka", %error, "{reason}");
     }

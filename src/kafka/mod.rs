@@ -6,6 +6,7 @@
 pub mod client;
 pub mod consumer;
 pub mod context;
+pub mod diagnose;
 pub mod message;
 pub mod partition;
 pub mod producer;

@@ -289,7 +289,8 @@ impl ChunkProducer {
         let inner: ThreadedProducer<DeliveryContext> =
             create_client(cfg, context, source, "producer")?;
         let brokers = bootstrap_servers(cfg);
-        let info = check_topic(inner.client(), topic, &brokers, connect_timeout)?;
+        // The producer's own thread serves its events.
+        let info = check_topic(inner.client(), cfg, topic, connect_timeout, &|| {})?;
         window.set_partitions(info.partitions);
         Ok((
             Self {

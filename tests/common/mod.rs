@@ -34,7 +34,7 @@ const EXIT_NOT_INSTALLED: i32 = 3;
 const EXIT_PORT_IN_USE: i32 = 4;
 
 /// Root of the crate, to find `scripts/`.
-fn repo_root() -> &'static Path {
+pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -96,12 +96,69 @@ pub struct Broker {
     storage: Storage,
     /// Whether `stop` still has something to do.
     running: bool,
+    /// How it is secured (kept for restarts).
+    security: Security,
+}
+
+/// A TLS front end and/or SASL authentication for a [`Broker`] (see `scripts/broker.sh start`).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// `--tls-port` (chosen at start), `--tls-cert`, `--tls-key`, and `--tls-client-ca` for
+    /// mutual TLS.
+    pub tls: Option<Tls>,
+    /// SCRAM users (name, password, `scram256`/`scram512`) created before authentication is
+    /// turned on with `--authentication`. Empty: no authentication.
+    pub users: Vec<(String, String, String)>,
+    /// Topics (name, partitions) created before authentication is turned on (tansu's own
+    /// client, which broker.sh uses, cannot authenticate).
+    pub topics: Vec<(String, i32)>,
+}
+
+/// The TLS front end's certificate files.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    /// Chosen by [`Broker::start_secured`].
+    pub port: u16,
+}
+
+impl Security {
+    /// The extra `broker.sh start` arguments.
+    fn start_args(&self, authentication: bool) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(tls) = &self.tls {
+            args.extend([
+                "--tls-port".to_string(),
+                tls.port.to_string(),
+                "--tls-cert".into(),
+                tls.cert.to_string_lossy().into_owned(),
+                "--tls-key".into(),
+                tls.key.to_string_lossy().into_owned(),
+            ]);
+            if let Some(ca) = &tls.client_ca {
+                args.extend(["--tls-client-ca".into(), ca.to_string_lossy().into_owned()]);
+            }
+        }
+        if authentication {
+            args.push("--authentication".into());
+        }
+        args
+    }
 }
 
 impl Broker {
     /// Starts a broker on a free port. Fails the test (with the install hint) when tansu is
     /// missing.
     pub fn start(storage: Storage) -> Broker {
+        Self::start_secured(storage, Security::default())
+    }
+
+    /// Starts a broker behind the TLS front end and/or with the SCRAM users of `security`
+    /// (users are created through the plaintext port, then the broker restarts with
+    /// authentication required, as tansu needs).
+    pub fn start_secured(storage: Storage, mut security: Security) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("openmsi-tansu-")
             .tempdir()
@@ -110,14 +167,40 @@ impl Broker {
         // broker.sh reports that with its own exit code, and we try another port.
         for _ in 0..5 {
             let port = free_port();
-            match start_broker(dir.path(), port, storage) {
+            if let Some(tls) = &mut security.tls {
+                tls.port = free_port();
+            }
+            match start_broker(dir.path(), port, storage, &security.start_args(false)) {
                 Ok(()) => {
-                    return Broker {
+                    let mut broker = Broker {
                         dir,
                         port,
                         storage,
                         running: true,
+                        security,
+                    };
+                    for (topic, partitions) in &broker.security.topics {
+                        broker.create_topic(topic, *partitions);
                     }
+                    if !broker.security.users.is_empty() {
+                        for (name, password, mechanism) in &broker.security.users {
+                            let port = port.to_string();
+                            let out = broker_sh(&[
+                                "user-create",
+                                name,
+                                password,
+                                "--port",
+                                &port,
+                                "--mechanism",
+                                mechanism,
+                            ]);
+                            if !out.status.success() {
+                                broker_sh_failed("user-create", &out);
+                            }
+                        }
+                        broker.restart();
+                    }
+                    return broker;
                 }
                 Err(out) if out.status.code() == Some(EXIT_PORT_IN_USE) => continue,
                 Err(out) => broker_sh_failed("start", &out),
@@ -126,9 +209,12 @@ impl Broker {
         panic!("no free port for tansu after 5 tries");
     }
 
-    /// `bootstrap.servers` for clients: `127.0.0.1:PORT`.
+    /// `bootstrap.servers` for clients: `127.0.0.1:PORT` (the TLS port when there is one).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match &self.security.tls {
+            Some(tls) => format!("127.0.0.1:{}", tls.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -193,7 +279,8 @@ impl Broker {
     /// directory: a sqlite broker keeps its topics and messages, a memory broker loses them.
     pub fn restart(&mut self) {
         self.stop();
-        if let Err(out) = start_broker(self.dir.path(), self.port, self.storage) {
+        let args = self.security.start_args(!self.security.users.is_empty());
+        if let Err(out) = start_broker(self.dir.path(), self.port, self.storage, &args) {
             broker_sh_failed("start (restart)", &out);
         }
         self.running = true;
@@ -231,7 +318,7 @@ impl Drop for Broker {
 }
 
 /// `scripts/broker.sh start` for `dir` on `port`; the script's output on failure.
-fn start_broker(dir: &Path, port: u16, storage: Storage) -> Result<(), Output> {
+fn start_broker(dir: &Path, port: u16, storage: Storage, extra: &[String]) -> Result<(), Output> {
     let port = port.to_string();
     let dir = dir.to_str().expect("temporary directory path is not UTF-8");
     // --owner: the broker dies with this test process even if the test aborts before `Drop`.
@@ -240,6 +327,7 @@ fn start_broker(dir: &Path, port: u16, storage: Storage) -> Result<(), Output> {
     if storage == Storage::Memory {
         args.push("--memory");
     }
+    args.extend(extra.iter().map(String::as_str));
     let out = broker_sh(&args);
     if out.status.success() {
         Ok(())
