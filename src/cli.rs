@@ -47,6 +47,173 @@ pub enum Command {
     /// Rebuild files from a topic into a folder, verified by SHA-512 and renamed into place
     /// atomically; resumes after a crash. Type `check` or `quit` (then Enter) while it runs.
     DownloadDirectory(DownloadDirectoryArgs),
+    /// Create, list, describe or delete topics (Kafka admin API, same config files).
+    Topic(TopicArgs),
+    /// Add or remove SASL/SCRAM users (Kafka admin API, same config files).
+    User(UserArgs),
+}
+
+/// Config file and connect timeout for the admin commands.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Config file: a path, or a name looked up like every command's --config.
+    #[arg(long, value_name = "FILE|NAME", default_value = "local")]
+    pub config: String,
+
+    /// Seconds to wait for the broker to answer.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub connect_timeout: u64,
+}
+
+/// `openmsi topic`.
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+/// `openmsi topic` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic sized for openmsi's chunks; an existing topic with the same settings is
+    /// not an error.
+    Create(TopicCreateArgs),
+    /// List the cluster's topics.
+    List(TopicListArgs),
+    /// Partitions, leaders, replicas, settings, offsets and the consumer groups reading a
+    /// topic with their lag.
+    Describe(TopicDescribeArgs),
+    /// Delete a topic and every message in it (asks first unless --yes).
+    Delete(TopicDeleteArgs),
+}
+
+/// `openmsi topic create`.
+#[derive(Debug, Args)]
+pub struct TopicCreateArgs {
+    /// The topic.
+    #[arg(value_name = "TOPIC")]
+    pub name: String,
+
+    /// Partitions: files are spread over them, one consumer per partition at most.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100_000))]
+    pub partitions: i32,
+
+    /// Copies of each partition (at most the number of brokers).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub replication_factor: i32,
+
+    /// Either the config file (a path or name, as for every command) or, when it contains
+    /// `=`, a topic setting KEY=VALUE such as retention.ms=604800000 (repeatable).
+    #[arg(long = "config", value_name = "FILE|NAME|KEY=VALUE")]
+    pub config: Vec<String>,
+
+    /// Also create the key-exchange topics of an encrypted topic (TOPIC.keys, .reqs, .subs).
+    #[arg(long)]
+    pub encrypted: bool,
+
+    /// The chunk size uploads will use: max.message.bytes is set large enough for it.
+    #[arg(long, value_name = "BYTES", default_value_t = ChunkSize::default())]
+    pub chunk_size: ChunkSize,
+
+    /// Seconds to wait for the broker to answer.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub connect_timeout: u64,
+}
+
+/// `openmsi topic list`.
+#[derive(Debug, Args)]
+pub struct TopicListArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `openmsi topic describe`.
+#[derive(Debug, Args)]
+pub struct TopicDescribeArgs {
+    /// The topic.
+    #[arg(value_name = "TOPIC")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `openmsi topic delete`.
+#[derive(Debug, Args)]
+pub struct TopicDeleteArgs {
+    /// The topic.
+    #[arg(value_name = "TOPIC")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
+    /// Delete without asking (needed when standard input is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `openmsi user`.
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// `openmsi user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a SCRAM user, or set a new password for one.
+    Add(UserAddArgs),
+    /// Remove a SCRAM user's credential.
+    Remove(UserRemoveArgs),
+}
+
+/// `openmsi user add`.
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// The user name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// SCRAM hash function (clients set sasl.mechanism to match).
+    #[arg(long, value_enum, default_value = "scram-sha-512")]
+    pub mechanism: crate::admin::native::Mechanism,
+
+    /// Read the password from this environment variable instead of asking on the terminal.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+
+    /// PBKDF2 iterations (at least 4096).
+    #[arg(long, default_value_t = crate::admin::user::DEFAULT_ITERATIONS,
+          value_parser = clap::value_parser!(i32).range(4096..))]
+    pub iterations: i32,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `openmsi user remove`.
+#[derive(Debug, Args)]
+pub struct UserRemoveArgs {
+    /// The user name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The credential to remove.
+    #[arg(long, value_enum, default_value = "scram-sha-512")]
+    pub mechanism: crate::admin::native::Mechanism,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Where to find Kafka: shared by every command.

@@ -18,6 +18,7 @@
 //! - [`host`]: this machine's name.
 //! - [`logging`]: the `tracing` subscriber.
 
+pub mod admin;
 pub mod app;
 pub mod chunk;
 pub mod cli;

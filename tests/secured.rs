@@ -253,7 +253,11 @@ fn an_unknown_ca_is_named_with_ssl_ca_location() {
         ..Default::default()
     });
     let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(work.path(), &broker.bootstrap(), &ssl(&certs, "rogue-ca.pem"));
+    let cfg = config_with(
+        work.path(),
+        &broker.bootstrap(),
+        &ssl(&certs, "rogue-ca.pem"),
+    );
     fails_clearly(&cfg, &["certificate was not accepted", "ssl.ca.location"]);
 }
 
@@ -266,7 +270,10 @@ fn a_host_name_mismatch_is_named() {
     });
     let work = tempfile::tempdir().unwrap();
     let cfg = config_with(work.path(), &broker.bootstrap(), &ssl(&certs, "ca.pem"));
-    fails_clearly(&cfg, &["mismatch", "does not name the host", "bootstrap.servers"]);
+    fails_clearly(
+        &cfg,
+        &["mismatch", "does not name the host", "bootstrap.servers"],
+    );
 }
 
 #[test]
@@ -305,10 +312,17 @@ fn a_client_certificate_from_another_ca_is_named() {
         ..Default::default()
     });
     let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(work.path(), &broker.bootstrap(), &with_client(&certs, "rogue"));
+    let cfg = config_with(
+        work.path(),
+        &broker.bootstrap(),
+        &with_client(&certs, "rogue"),
+    );
     fails_clearly(
         &cfg,
-        &["not signed by a CA the broker trusts", "ssl.certificate.location"],
+        &[
+            "not signed by a CA the broker trusts",
+            "ssl.certificate.location",
+        ],
     );
 }
 
@@ -389,7 +403,10 @@ fn plaintext_to_a_tls_port_and_tls_to_a_plaintext_port_are_named() {
     fails_clearly(&cfg, &["expects TLS", "security.protocol = SSL"]);
     let plain = format!("127.0.0.1:{}", broker.port());
     let cfg = config_with(work.path(), &plain, &ssl(&certs, "ca.pem"));
-    fails_clearly(&cfg, &["does not answer TLS", "security.protocol = PLAINTEXT"]);
+    fails_clearly(
+        &cfg,
+        &["does not answer TLS", "security.protocol = PLAINTEXT"],
+    );
 }
 
 #[test]

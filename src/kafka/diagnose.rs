@@ -137,7 +137,9 @@ pub fn classify(message: &str) -> Option<Cause> {
         "alert access denied",
     ] {
         if m.contains(alert) {
-            return Some(Cause::ClientCertificateRejected(alert["alert ".len()..].into()));
+            return Some(Cause::ClientCertificateRejected(
+                alert["alert ".len()..].into(),
+            ));
         }
     }
     if let Some(at) = m.find("broker responded with ") {
@@ -149,11 +151,16 @@ pub fn classify(message: &str) -> Option<Cause> {
         return Some(Cause::SaslAuthentication(reason));
     }
     if m.contains("sasl authentication error") || m.contains("authentication failed") {
-        return Some(Cause::SaslAuthentication("an authentication failure".into()));
+        return Some(Cause::SaslAuthentication(
+            "an authentication failure".into(),
+        ));
     }
     if let Some(at) = m.find("sasl ") {
         let rest = &message[at + 5..];
-        if rest.to_ascii_lowercase().contains("mechanism handshake failed") {
+        if rest
+            .to_ascii_lowercase()
+            .contains("mechanism handshake failed")
+        {
             let mechanism = rest.split(' ').next().unwrap_or("").to_string();
             return Some(Cause::SaslMechanism(mechanism));
         }
@@ -245,7 +252,11 @@ impl Watch {
         let mut state = self.lock();
         if !state.connected {
             if let Some(cause) = cause {
-                if state.cause.as_ref().is_none_or(|c| cause.weight() >= c.weight()) {
+                if state
+                    .cause
+                    .as_ref()
+                    .is_none_or(|c| cause.weight() >= c.weight())
+                {
                     state.cause = Some(cause);
                 }
             }
@@ -292,7 +303,11 @@ pub fn probe(host: &str, port: u16, ca_file: Option<&str>, timeout: Duration) ->
     use openssl::x509::X509VerifyResult;
     use std::net::{TcpStream, ToSocketAddrs};
 
-    let Some(addr) = (host, port).to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+    let Some(addr) = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
         return Probe::Unreachable;
     };
     let Ok(stream) = TcpStream::connect_timeout(&addr, timeout) else {
@@ -360,7 +375,9 @@ mod tests {
     #[test]
     fn repeats_differ_only_in_timing() {
         assert_eq!(
-            repeat_key("x failed: refused (after 0ms in state CONNECT, 1 identical error(s) suppressed)"),
+            repeat_key(
+                "x failed: refused (after 0ms in state CONNECT, 1 identical error(s) suppressed)"
+            ),
             repeat_key("x failed: refused (after 3ms in state CONNECT)")
         );
     }

@@ -87,7 +87,11 @@ pub fn connect<C: ClientContext>(
             });
         }
         // An immediate failure (no broker up yet) must not spin.
-        std::thread::sleep(slice.saturating_sub(started.elapsed()).min(Duration::from_millis(100)));
+        std::thread::sleep(
+            slice
+                .saturating_sub(started.elapsed())
+                .min(Duration::from_millis(100)),
+        );
     }
 }
 
