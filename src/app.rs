@@ -17,6 +17,7 @@ use crate::console;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::progress::mb_per_s;
+use crate::targeting::HostTargets;
 use crate::upload::directory::{
     summary_rate, upload_directory, DirectoryStats, UploadDirectorySettings,
 };
@@ -57,6 +58,7 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
         hash_threads: usize::from(args.n_threads),
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
         delivery_timeout: Duration::from_secs(args.delivery_timeout),
+        targets: HostTargets::new(&args.to_hosts).map_err(anyhow::Error::msg)?,
     };
     // A one-shot upload reacts to signals but leaves stdin alone (scripts may pipe into it).
     let cancel = console::spawn_signal_handlers();
@@ -130,6 +132,7 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
             .filter(|&s| s > 0)
             .map(Duration::from_secs),
         telemetry: telemetry_settings(&args.telemetry)?,
+        targets: HostTargets::new(&args.to_hosts).map_err(anyhow::Error::msg)?,
     };
     let stats = Arc::new(DirectoryStats::default());
     let status_stats = Arc::clone(&stats);
@@ -176,6 +179,14 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
         discard_partials_after: (args.discard_partials_after_days > 0)
             .then(|| Duration::from_secs(u64::from(args.discard_partials_after_days) * 86_400)),
+        host: match args.host {
+            Some(host) => {
+                crate::targeting::validate_host_name(&host)
+                    .map_err(|e| anyhow::anyhow!("--host {host:?}: {e}"))?;
+                host
+            }
+            None => crate::host::name(),
+        },
     };
     let stats = Arc::new(DownloadStats::default());
     let status_stats = Arc::clone(&stats);
@@ -192,7 +203,10 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
                 ("n_messages_read", s.messages_read),
                 (
                     "n_messages_processed",
-                    s.chunks_written + s.duplicate_chunks + s.skipped_messages,
+                    s.chunks_written
+                        + s.duplicate_chunks
+                        + s.skipped_messages
+                        + s.other_hosts_messages,
                 ),
                 ("n_bytes_read", s.bytes_read),
                 ("n_bytes_processed", s.bytes_written),
@@ -209,8 +223,16 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     }
     let summary = outcome.context("internal error: the download thread panicked")??;
     let s = &summary.stats;
+    let other_hosts = if s.other_hosts_messages > 0 {
+        format!(
+            ", {} messages for other hosts skipped",
+            s.other_hosts_messages
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "downloaded: {} files completed, {} in progress, {} failed verification, {} messages rejected; \
+        "downloaded: {} files completed, {} in progress, {} failed verification, {} messages rejected{other_hosts}; \
          {:.1} MB written in {:.2} s ({:.1} MB/s); consumer group {}",
         s.files_completed,
         s.files_in_progress,

@@ -250,6 +250,11 @@ pub struct UploadFileArgs {
     #[arg(value_name = "FILE", alias = "filepath")]
     pub file: PathBuf,
 
+    /// Address the file to this host only (repeatable: to each host named). Downloaders on
+    /// other hosts skip it. [default: every host]
+    #[arg(long = "to-host", value_name = "NAME")]
+    pub to_hosts: Vec<String>,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -289,6 +294,11 @@ pub struct DownloadDirectoryArgs {
     /// `.openmsi/` inside it: partial files, the completed-file log and rejected messages.
     #[arg(value_name = "OUTPUT_DIR", alias = "output_dir")]
     pub output_dir: PathBuf,
+
+    /// Take only files addressed to this host (`--to-host` on the uploader) and files addressed
+    /// to no host; compared without regard to case. [default: this machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -340,6 +350,11 @@ pub struct UploadDirectoryArgs {
     /// `.openmsi/` inside it.
     #[arg(value_name = "DIR", alias = "upload_dir")]
     pub dir: PathBuf,
+
+    /// Address every file to this host only (repeatable: to each host named). Downloaders on
+    /// other hosts skip them. [default: every host]
+    #[arg(long = "to-host", value_name = "NAME")]
+    pub to_hosts: Vec<String>,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,

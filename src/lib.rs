@@ -30,4 +30,5 @@ pub mod kafka;
 pub mod logging;
 pub mod progress;
 pub mod state;
+pub mod targeting;
 pub mod upload;

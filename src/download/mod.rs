@@ -39,6 +39,7 @@ use tracing::info;
 use crate::config::LoadedConfig;
 use crate::kafka::consumer::{self, ConsumerSpec};
 use crate::state::StateDir;
+use crate::targeting::ForHost;
 use pipeline::{KeptAside, PipelineOptions, StopReason};
 use reassembler::Reassembler;
 use rejects::RejectStore;
@@ -64,6 +65,8 @@ pub struct DownloadSettings {
     pub connect_timeout: Duration,
     /// Partial files untouched this long are discarded at start (None: never).
     pub discard_partials_after: Option<Duration>,
+    /// This downloader's host name: messages addressed to other hosts are skipped.
+    pub host: String,
 }
 
 /// What a run did.
@@ -145,7 +148,7 @@ pub fn download_directory(
         download_regex: settings.download_regex.clone(),
         verify_threads: settings.verify_threads,
         exit_when_idle: settings.exit_when_idle,
-        opener: Arc::new(Plaintext),
+        opener: Arc::new(ForHost::new(settings.host.clone(), Plaintext)),
         rejoin_unassigned_after: session_timeout(&properties) + Duration::from_secs(5),
     };
     let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel)?;

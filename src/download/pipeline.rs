@@ -489,6 +489,7 @@ impl Writer<'_> {
         match verdict {
             Verdict::Chunk(chunk) => return accept(*chunk, topic, at, sink, stats).map(Some),
             Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
+            Verdict::NotForUs => DownloadStats::add(&stats.other_hosts_messages, 1),
             Verdict::Defer { .. } if self.kept.deferred.already_kept(topic, at) => {
                 debug!(
                     topic,

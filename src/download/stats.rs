@@ -17,6 +17,8 @@ pub struct DownloadStats {
     pub duplicate_chunks: AtomicU64,
     /// Messages skipped because the file did not match --download-regex.
     pub skipped_messages: AtomicU64,
+    /// Messages addressed to other hosts (`hostname` headers), skipped unwritten.
+    pub other_hosts_messages: AtomicU64,
     /// Messages that were not valid chunks (kept aside in .openmsi/rejected).
     pub rejected_messages: AtomicU64,
     /// Messages that could not be opened yet (kept in .openmsi/deferred until they can).
@@ -38,6 +40,7 @@ pub struct StatsSnapshot {
     pub bytes_written: u64,
     pub duplicate_chunks: u64,
     pub skipped_messages: u64,
+    pub other_hosts_messages: u64,
     pub rejected_messages: u64,
     pub deferred_messages: u64,
     pub files_completed: u64,
@@ -61,6 +64,7 @@ impl DownloadStats {
             bytes_written: get(&self.bytes_written),
             duplicate_chunks: get(&self.duplicate_chunks),
             skipped_messages: get(&self.skipped_messages),
+            other_hosts_messages: get(&self.other_hosts_messages),
             rejected_messages: get(&self.rejected_messages),
             deferred_messages: get(&self.deferred_messages),
             files_completed: get(&self.files_completed),
@@ -86,6 +90,13 @@ impl std::fmt::Display for StatsSnapshot {
             self.rejected_messages,
             self.files_failed,
         )?;
+        if self.other_hosts_messages > 0 {
+            write!(
+                f,
+                "; {} messages for other hosts skipped",
+                self.other_hosts_messages
+            )?;
+        }
         if self.deferred_messages > 0 {
             write!(
                 f,

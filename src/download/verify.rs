@@ -71,8 +71,10 @@ impl Opener for Plaintext {
 pub enum Verdict {
     /// A valid chunk, for the sink.
     Chunk(Box<VerifiedChunk>),
-    /// Valid, or not addressed to us, but not wanted: counted as skipped.
+    /// Not wanted here (it does not match --download-regex): counted as skipped.
     Skip,
+    /// Addressed to other hosts: counted apart, never written anywhere.
+    NotForUs,
     /// Not openable yet: kept aside until it can be opened.
     Defer {
         /// Why.
@@ -99,7 +101,7 @@ pub fn verify(
 ) -> Verdict {
     let message = match opener.open(message, at) {
         Opened::Readable(m) => m,
-        Opened::NotForUs => return Verdict::Skip,
+        Opened::NotForUs => return Verdict::NotForUs,
         Opened::NotYet { reason, message } => return Verdict::Defer { reason, message },
         Opened::Unreadable { reason, message } => return Verdict::Reject { reason, message },
     };
@@ -207,7 +209,7 @@ mod tests {
         }
         assert!(matches!(
             verify(with_header("other-host"), AT, &TestOpener, None),
-            Verdict::Skip
+            Verdict::NotForUs
         ));
         // Readable but not a chunk: the ordinary decoding rejects it.
         match verify(with_header("x"), AT, &Plaintext, None) {

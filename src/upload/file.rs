@@ -13,8 +13,9 @@ use crate::kafka::client::client_config;
 use crate::kafka::producer::ProduceError;
 use crate::kafka::{partition_for_path, producer_defaults, ChunkProducer, FileDelivery};
 use crate::progress::ByteProgress;
+use crate::targeting::HostTargets;
 use crate::upload::error::UploadError;
-use crate::upload::send::{max_message_bytes, queue_file, SendOptions, Target};
+use crate::upload::send::{max_message_bytes, queue_file, Envelope, SendOptions, Target};
 use crate::upload::source::SourceFile;
 
 /// How long an interrupted or failed upload waits to flush chunks already queued.
@@ -39,6 +40,8 @@ pub struct UploadFileSettings {
     pub connect_timeout: Duration,
     /// Bound on waiting for acknowledgements after the last chunk was queued.
     pub delivery_timeout: Duration,
+    /// Hosts the file is addressed to (None: every host).
+    pub targets: Option<HostTargets>,
 }
 
 /// What an upload did, for the summary line.
@@ -101,10 +104,14 @@ pub fn upload_file(
     let source = SourceFile::open(&settings.file, settings.root_dir.as_deref())
         .map_err(UploadError::from)?;
     let relative_path = source.relative_path();
+    let targets = settings.targets.as_ref();
 
     let cfg = client_config(
         &config.producer_properties(),
-        &producer_defaults(max_message_bytes(settings.chunk_size.get(), None)),
+        &producer_defaults(max_message_bytes(
+            settings.chunk_size.get(),
+            targets.map(|t| t as &dyn Envelope),
+        )),
         &[],
     );
     let (producer, topic) =
@@ -125,7 +132,7 @@ pub fn upload_file(
         producer: &producer,
         partitions: topic.partitions,
         delivery: &delivery,
-        envelope: None,
+        envelope: targets.map(|t| t as &dyn Envelope),
     };
     let send_error = |source: UploadError| UploadFileError::Send {
         path: settings.file.clone(),

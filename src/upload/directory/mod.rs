@@ -41,7 +41,8 @@ use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
 use crate::progress::mb_per_s;
 use crate::state::StateDir;
-use crate::upload::send::{max_message_bytes, SendOptions};
+use crate::targeting::HostTargets;
+use crate::upload::send::{max_message_bytes, Envelope, SendOptions};
 use dropbox::{Dropbox, LoopSettings, ProcScan, SystemClock, EVENT_RESCAN, POLL_RESCAN};
 use message::{Msg, EVENT_QUEUE};
 use registry::{EntryState, Registry};
@@ -81,6 +82,8 @@ pub struct UploadDirectorySettings {
     pub update_every: Option<Duration>,
     /// Heartbeat and log topics.
     pub telemetry: TelemetrySettings,
+    /// Hosts every file is addressed to (None: every host).
+    pub targets: Option<HostTargets>,
 }
 
 /// Live counters, for `check` and the alive line.
@@ -185,7 +188,10 @@ pub fn upload_directory(
 
     let cfg = client_config(
         &config.producer_properties(),
-        &producer_defaults(max_message_bytes(settings.chunk_size.get(), None)),
+        &producer_defaults(max_message_bytes(
+            settings.chunk_size.get(),
+            settings.targets.as_ref().map(|t| t as &dyn Envelope),
+        )),
         &[],
     );
     let (producer, topic) =
@@ -230,6 +236,7 @@ pub fn upload_directory(
         },
         delivery_timeout: settings.delivery_timeout,
         resume: Arc::clone(&progress),
+        targets: settings.targets.clone(),
     };
     let workers = settings.concurrent_uploads.max(1);
     // Sixteen ready files per worker: a worker queues a small file in well under a millisecond
