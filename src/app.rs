@@ -14,6 +14,8 @@ use crate::cli::{
 };
 use crate::config::LoadedConfig;
 use crate::console;
+use crate::download::command::UserCommand;
+use crate::download::publish::Validation;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::progress::mb_per_s;
@@ -92,6 +94,18 @@ fn telemetry_settings(args: &TelemetryArgs) -> anyhow::Result<TelemetrySettings>
             .clone()
             .unwrap_or_else(|| format!("openmsi_{}", crate::host::name())),
     })
+}
+
+/// The `--validate-glob` patterns as one set (None: no pattern, every file).
+fn validate_globs(patterns: &[String]) -> anyhow::Result<Option<globset::GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut set = globset::GlobSetBuilder::new();
+    for p in patterns {
+        set.add(globset::Glob::new(p).with_context(|| format!("invalid --validate-glob `{p}`"))?);
+    }
+    Ok(Some(set.build()?))
 }
 
 /// Seconds from a flag, with an error naming the flag when negative or not finite.
@@ -179,6 +193,31 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
         discard_partials_after: (args.discard_partials_after_days > 0)
             .then(|| Duration::from_secs(u64::from(args.discard_partials_after_days) * 86_400)),
+        validation: match &args.validate {
+            Some(text) => Some(Validation {
+                command: UserCommand::parse("--validate", text).map_err(anyhow::Error::msg)?,
+                globs: validate_globs(&args.validate_globs)?,
+                timeout: seconds("--validate-timeout", args.validate_timeout)?,
+            }),
+            None => None,
+        },
+        backup_suffix: match args.backup {
+            true if args.backup_suffix.is_empty() || args.backup_suffix.contains(['/', '\\']) => {
+                anyhow::bail!(
+                    "--backup-suffix {:?} must be a non-empty file-name ending (no slashes)",
+                    args.backup_suffix
+                )
+            }
+            true => Some(args.backup_suffix.clone()),
+            false => None,
+        },
+        on_file: match &args.on_file {
+            Some(text) => Some((
+                UserCommand::parse("--on-file", text).map_err(anyhow::Error::msg)?,
+                seconds("--hook-timeout", args.hook_timeout)?,
+            )),
+            None => None,
+        },
         host: match args.host {
             Some(host) => {
                 crate::targeting::validate_host_name(&host)

@@ -300,6 +300,45 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
 
+    /// Before a verified file replaces anything, run CMD (split into words like a shell does,
+    /// but never run by a shell) with the staged file's path as its last argument and
+    /// OPENMSI_FILE, OPENMSI_RELATIVE_PATH, OPENMSI_SIZE, OPENMSI_SHA512, OPENMSI_TOPIC set.
+    /// A non-zero exit or a timeout keeps the file in place and sets the new version aside.
+    #[arg(long, value_name = "CMD")]
+    pub validate: Option<String>,
+
+    /// Validate only files whose relative path matches GLOB (repeatable; e.g. '*.json').
+    /// [default: every file]
+    #[arg(long = "validate-glob", value_name = "GLOB", requires = "validate")]
+    pub validate_globs: Vec<String>,
+
+    /// Seconds a --validate command may run.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub validate_timeout: f64,
+
+    /// Keep the version a new one replaces, as NAME.backup (the last one only).
+    #[arg(long)]
+    pub backup: bool,
+
+    /// Suffix of --backup copies.
+    #[arg(
+        long,
+        value_name = "SUFFIX",
+        default_value = ".backup",
+        requires = "backup"
+    )]
+    pub backup_suffix: String,
+
+    /// After each file is published, run CMD (like --validate, with the final path), on its own
+    /// thread, one at a time, in order. A hook due when the process stopped runs after the
+    /// restart.
+    #[arg(long, value_name = "CMD")]
+    pub on_file: Option<String>,
+
+    /// Seconds an --on-file command may run.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub hook_timeout: f64,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 

@@ -14,7 +14,9 @@
 //! - [`offsets`]: which offsets may be committed (never past an unfinished file's start).
 //! - [`stats`]: counters for `check` and the summary.
 
+pub mod command;
 pub mod completed;
+pub mod hooks;
 pub mod offsets;
 pub mod partial;
 pub mod pipeline;
@@ -34,13 +36,16 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::LoadedConfig;
 use crate::kafka::consumer::{self, ConsumerSpec};
 use crate::state::StateDir;
 use crate::targeting::ForHost;
+use command::UserCommand;
+use hooks::{HookLog, HookRunner};
 use pipeline::{KeptAside, PipelineOptions, StopReason};
+use publish::{DeliveryControl, Validation};
 use reassembler::Reassembler;
 use rejects::RejectStore;
 pub use stats::{DownloadStats, StatsSnapshot};
@@ -67,6 +72,12 @@ pub struct DownloadSettings {
     pub discard_partials_after: Option<Duration>,
     /// This downloader's host name: messages addressed to other hosts are skipped.
     pub host: String,
+    /// `--validate`: a command that must accept a file before it replaces anything.
+    pub validation: Option<Validation>,
+    /// `--backup`: keep the replaced version as NAME + this suffix.
+    pub backup_suffix: Option<String>,
+    /// `--on-file`: a command run after each file is published, with its time limit.
+    pub on_file: Option<(UserCommand, Duration)>,
 }
 
 /// What a run did.
@@ -111,7 +122,37 @@ pub fn download_directory(
         stale::discard_stale_partials(&state_dir.staging(), max_age, SystemTime::now())
             .with_context(|| format!("cleaning the staging area of {}", output.display()))?;
     }
-    let reassembler = Reassembler::open(output, Arc::clone(&stats))
+    let hook_log_path = state_dir.hook_log();
+    let (hook_log, hook_runner) = match &settings.on_file {
+        Some((command, timeout)) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (log, pending) = HookLog::open(&hook_log_path, tx)
+                .with_context(|| format!("opening {}", hook_log_path.display()))?;
+            let runner = HookRunner {
+                command: command.clone(),
+                timeout: *timeout,
+                output_dir: output.clone(),
+                topic: settings.topic.clone(),
+                log_path: hook_log_path.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("on-file hooks".into())
+                .spawn(move || runner.run(pending, rx))
+                .context("starting the hook thread")?;
+            (Some(log), Some(handle))
+        }
+        None => {
+            hooks::forget(&hook_log_path);
+            (None, None)
+        }
+    };
+    let control = DeliveryControl {
+        validation: settings.validation.clone(),
+        backup_suffix: settings.backup_suffix.clone(),
+        hooks: hook_log,
+        topic: settings.topic.clone(),
+    };
+    let reassembler = Reassembler::open(output, Arc::clone(&stats), control)
         .with_context(|| format!("preparing output folder {}", output.display()))?;
     let kept = KeptAside {
         rejected: RejectStore::open(&state_dir.rejected())
@@ -151,7 +192,14 @@ pub fn download_directory(
         opener: Arc::new(ForHost::new(settings.host.clone(), Plaintext)),
         rejoin_unassigned_after: session_timeout(&properties) + Duration::from_secs(5),
     };
-    let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel)?;
+    let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel);
+    // The pipeline dropped the hook log's sender: the runner finishes the hooks due and ends.
+    if let Some(handle) = hook_runner {
+        if handle.join().is_err() {
+            warn!("the --on-file hook thread panicked; hooks still due run at the next start");
+        }
+    }
+    let stop = stop?;
     Ok(DownloadSummary {
         stats: stats.snapshot(),
         elapsed: started.elapsed(),

@@ -16,7 +16,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info};
 
+use globset::GlobSet;
+
+use super::command::{self, FileFacts, UserCommand};
 use super::completed::{CompletedEntry, CompletedLog};
+use super::hooks::HookLog;
 use super::partial::{FileVersion, PartialFile};
 use super::sink::PublishedFile;
 use super::stats::DownloadStats;
@@ -38,6 +42,27 @@ pub struct ReadyFile {
     pub completed_by: Option<MessagePosition>,
 }
 
+/// `--validate`: a command that must accept a file before it replaces anything.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub command: UserCommand,
+    /// Only files whose relative path matches (None: every file).
+    pub globs: Option<GlobSet>,
+    pub timeout: Duration,
+}
+
+/// What publishing does besides the rename: validation, backups, hooks.
+#[derive(Default)]
+pub struct DeliveryControl {
+    pub validation: Option<Validation>,
+    /// `--backup`: the replaced version is kept as NAME + this suffix.
+    pub backup_suffix: Option<String>,
+    /// `--on-file`: due marks for the hook runner.
+    pub hooks: Option<HookLog>,
+    /// For the commands' environment.
+    pub topic: String,
+}
+
 /// Puts verified files into the output folder.
 pub struct Publisher {
     /// The output folder.
@@ -48,6 +73,8 @@ pub struct Publisher {
     completed: CompletedLog,
     /// Counters for `check` and the summary.
     stats: Arc<DownloadStats>,
+    /// Validation, backups, hooks.
+    control: DeliveryControl,
 }
 
 impl Publisher {
@@ -56,6 +83,7 @@ impl Publisher {
         output_dir: &Path,
         state: &StateDir,
         stats: Arc<DownloadStats>,
+        control: DeliveryControl,
     ) -> io::Result<Self> {
         let failed_dir = state.failed();
         fs::create_dir_all(&failed_dir).map_err(|e| annotate(e, &failed_dir))?;
@@ -64,6 +92,7 @@ impl Publisher {
             failed_dir,
             completed: CompletedLog::open(&state.completed_log())?,
             stats,
+            control,
         })
     }
 
@@ -148,6 +177,9 @@ impl Publisher {
         let mut published = Vec::new();
         let mut records = Vec::new();
         for mut file in ready {
+            if !self.passes_validation(&mut file)? {
+                continue;
+            }
             match self.publish(&mut file) {
                 Ok(final_path) => {
                     let version = &file.partial.version;
@@ -181,7 +213,22 @@ impl Publisher {
                 sync_dir(dir)?;
             }
         }
+        // Hooks are due once their files are in place: marked durably before the completed log
+        // records the files, so a crash in between re-delivers the files rather than losing
+        // their hooks.
+        let due = match self.control.hooks.as_mut() {
+            Some(log) => log.mark_due(
+                &published
+                    .iter()
+                    .map(|p| (p.relative.clone(), p.size, p.file_hash.clone()))
+                    .collect::<Vec<_>>(),
+            )?,
+            None => Vec::new(),
+        };
         self.completed.append(entries)?;
+        if let Some(log) = &self.control.hooks {
+            log.release(due);
+        }
         DownloadStats::add(&self.stats.files_completed, published.len() as u64);
         for r in records {
             let _ = fs::remove_file(r);
@@ -197,9 +244,98 @@ impl Publisher {
         fs::create_dir_all(parent).map_err(|e| annotate(e, parent))?;
         ready.partial.sync_data()?;
         ready.partial.close();
+        if let Some(suffix) = &self.control.backup_suffix {
+            keep_backup(&final_path, suffix)?;
+        }
         fs::rename(ready.partial.data_path(), &final_path).map_err(|e| annotate(e, &final_path))?;
         Ok(final_path)
     }
+
+    /// Runs `--validate` on a staged file whose path matches its globs. Refused (or timed
+    /// out): the version goes to the failed area with the command's output beside it, the
+    /// file in place stays untouched, and false is returned.
+    fn passes_validation(&self, ready: &mut ReadyFile) -> io::Result<bool> {
+        let Some(validation) = &self.control.validation else {
+            return Ok(true);
+        };
+        let relative = ready.partial.version.relative.clone();
+        if validation
+            .globs
+            .as_ref()
+            .is_some_and(|g| !g.is_match(&relative))
+        {
+            return Ok(true);
+        }
+        ready.partial.sync_data()?;
+        ready.partial.close();
+        let facts = FileFacts {
+            path: ready.partial.data_path(),
+            relative: &relative,
+            size: ready.partial.size(),
+            sha512: &ready.partial.version.file_hash,
+            topic: &self.control.topic,
+        };
+        let outcome = command::run(
+            &validation.command,
+            &facts,
+            &[("OPENMSI_STAGE", "validate".to_string())],
+            validation.timeout,
+        );
+        let (verdict, output) = match outcome {
+            Ok(ran) if ran.succeeded() => return Ok(true),
+            Ok(ran) => (ran.describe(), ran.output_tail),
+            Err(e) => (format!("could not be started: {e}"), String::new()),
+        };
+        DownloadStats::add(&self.stats.files_failed, 1);
+        let kept = self.failed_dir.join(format!(
+            "{}-{}",
+            ready.partial.version.id(),
+            relative.replace('/', "_")
+        ));
+        error!(
+            path = %relative,
+            command = %validation.command.text,
+            outcome = %verdict,
+            output = %output.trim_end(),
+            kept = %kept.display(),
+            "--validate refused the new version: the file in place is unchanged; the new version is kept aside"
+        );
+        ready.partial.remove_record();
+        fs::rename(ready.partial.data_path(), &kept).map_err(|e| annotate(e, &kept))?;
+        let mut report = kept.clone().into_os_string();
+        report.push(".validation.txt");
+        let _ = fs::write(
+            &report,
+            format!(
+                "command: {}\noutcome: {verdict}\noutput (last part):\n{output}",
+                validation.command.text
+            ),
+        );
+        Ok(false)
+    }
+}
+
+/// Keeps the file now at `final_path` (if any) as `final_path` + `suffix`, atomically: a hard
+/// link under a temporary name renamed over the old backup, so the backup is always a whole
+/// version and the file in place is never missing.
+fn keep_backup(final_path: &Path, suffix: &str) -> io::Result<()> {
+    match fs::symlink_metadata(final_path) {
+        Ok(meta) if meta.is_file() => {}
+        _ => return Ok(()),
+    }
+    let mut backup = final_path.as_os_str().to_os_string();
+    backup.push(suffix);
+    let backup = PathBuf::from(backup);
+    let temp = crate::state::atomic::tmp_path(&backup);
+    let _ = fs::remove_file(&temp);
+    if fs::hard_link(final_path, &temp).is_err() {
+        // No hard links here (some network or FAT file systems): a copy, synced.
+        fs::copy(final_path, &temp).map_err(|e| annotate(e, &temp))?;
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| annotate(e, &temp))?;
+    }
+    fs::rename(&temp, &backup).map_err(|e| annotate(e, &backup))
 }
 
 /// Sets the source mtime (10-field messages) on a staged file about to be published. Best

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::partial::{PartialFile, Recovered};
-use super::publish::{Publisher, ReadyFile};
+use super::publish::{DeliveryControl, Publisher, ReadyFile};
 use super::sink::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use super::stats::DownloadStats;
 use crate::chunk::hash::from_hex;
@@ -45,12 +45,16 @@ pub struct Reassembler {
 
 impl Reassembler {
     /// Opens the state of `output_dir` (creating it) and resumes staged files.
-    pub fn open(output_dir: &Path, stats: Arc<DownloadStats>) -> io::Result<Self> {
+    pub fn open(
+        output_dir: &Path,
+        stats: Arc<DownloadStats>,
+        control: DeliveryControl,
+    ) -> io::Result<Self> {
         fs::create_dir_all(output_dir).map_err(|e| annotate(e, output_dir))?;
         let state = StateDir::of(output_dir);
         let staging_dir = state.staging();
         fs::create_dir_all(&staging_dir).map_err(|e| annotate(e, &staging_dir))?;
-        let publisher = Publisher::open(output_dir, &state, Arc::clone(&stats))?;
+        let publisher = Publisher::open(output_dir, &state, Arc::clone(&stats), control)?;
         let mut me = Self {
             staging_dir,
             partials: HashMap::new(),
@@ -292,7 +296,12 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Reassembler {
-        Reassembler::open(dir, Arc::new(DownloadStats::default())).unwrap()
+        Reassembler::open(
+            dir,
+            Arc::new(DownloadStats::default()),
+            DeliveryControl::default(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl StateDir {
         self.root.join("deferred")
     }
 
+    /// download-directory: `--on-file` hooks due and done.
+    pub fn hook_log(&self) -> PathBuf {
+        self.root.join("hooks.jsonl")
+    }
+
     /// download-directory: files published, latest version per path.
     pub fn completed_log(&self) -> PathBuf {
         self.root.join("completed.jsonl")

@@ -1,0 +1,227 @@
+//! Running the user's commands around a delivery (`--validate`, `--on-file`): never through a
+//! shell, with the file's facts in environment variables and its path as a separate argument,
+//! so a hostile file name (`;`, `$()`, spaces, newlines) is only ever data. A command that wants
+//! a shell asks for one itself (`--validate "sh -c 'jq . \"$1\"' check"`).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Output kept from a command, from its end (what usually says what went wrong).
+const OUTPUT_TAIL: usize = 4096;
+
+/// A parsed command line: program and arguments, split like a POSIX shell splits words
+/// (quotes and backslashes), without any expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCommand {
+    /// What the user wrote, for messages.
+    pub text: String,
+    program: String,
+    args: Vec<String>,
+}
+
+impl UserCommand {
+    /// Splits `text` into words; fails on unbalanced quotes or an empty command.
+    pub fn parse(flag: &str, text: &str) -> Result<Self, String> {
+        let words =
+            shlex::split(text).ok_or_else(|| format!("{flag} {text:?}: unbalanced quotes"))?;
+        let mut words = words.into_iter();
+        let program = words
+            .next()
+            .ok_or_else(|| format!("{flag}: the command is empty"))?;
+        Ok(Self {
+            text: text.to_string(),
+            program,
+            args: words.collect(),
+        })
+    }
+}
+
+/// The facts about one delivered file a command receives.
+#[derive(Debug, Clone)]
+pub struct FileFacts<'a> {
+    /// Where the file is now (the staged copy for validation, the final path afterwards).
+    pub path: &'a Path,
+    /// Its path relative to the output folder, `/`-separated.
+    pub relative: &'a str,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-512.
+    pub sha512: &'a str,
+    /// The topic it came from.
+    pub topic: &'a str,
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit status; None when it was killed for taking too long.
+    pub status: Option<ExitStatus>,
+    /// The last bytes of its standard output and error, interleaved as they were read.
+    pub output_tail: String,
+    /// How long it ran.
+    pub took: Duration,
+}
+
+impl Ran {
+    /// True for exit code 0 within the time allowed.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// "exit code N", "killed by signal N" or "timed out".
+    pub fn describe(&self) -> String {
+        match self.status {
+            None => format!("timed out after {:.1} s", self.took.as_secs_f64()),
+            Some(s) => match s.code() {
+                Some(code) => format!("exit code {code}"),
+                None => format!("ended by a signal ({s})"),
+            },
+        }
+    }
+}
+
+/// Runs `command` with `facts.path` appended as its last argument and the facts in
+/// `OPENMSI_FILE`, `OPENMSI_RELATIVE_PATH`, `OPENMSI_SIZE`, `OPENMSI_SHA512`, `OPENMSI_TOPIC`
+/// (plus `extra` variables), standard input closed, for at most `timeout` (then it is killed).
+pub fn run(
+    command: &UserCommand,
+    facts: &FileFacts<'_>,
+    extra: &[(&str, String)],
+    timeout: Duration,
+) -> std::io::Result<Ran> {
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .arg(facts.path)
+        .env("OPENMSI_FILE", facts.path)
+        .env("OPENMSI_RELATIVE_PATH", facts.relative)
+        .env("OPENMSI_SIZE", facts.size.to_string())
+        .env("OPENMSI_SHA512", facts.sha512)
+        .env("OPENMSI_TOPIC", facts.topic);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    run_command(cmd, timeout)
+}
+
+/// Runs `cmd` with both output streams captured into one tail, for at most `timeout`.
+pub fn run_command(mut cmd: Command, timeout: Duration) -> std::io::Result<Ran> {
+    let started = Instant::now();
+    // One pipe for both streams keeps their order and cannot deadlock on a full second pipe.
+    let (mut reader, writer) = std::io::pipe()?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .spawn()?;
+    // Our copies of the write end are gone (moved into the Command, dropped with it), so the
+    // reader sees the end of the output once the child and its own children are done.
+    drop(cmd);
+    let collector = std::thread::spawn(move || {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * OUTPUT_TAIL {
+                tail.drain(..tail.len() - OUTPUT_TAIL);
+            }
+        }
+        let start = tail.len().saturating_sub(OUTPUT_TAIL);
+        String::from_utf8_lossy(&tail[start..]).into_owned()
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    // A grandchild that keeps the pipe open must not hang us: wait briefly, then give up on the
+    // rest of the output.
+    let output_tail = wait_joined(collector, Duration::from_secs(2)).unwrap_or_default();
+    Ok(Ran {
+        status,
+        output_tail,
+        took,
+    })
+}
+
+fn wait_joined(handle: std::thread::JoinHandle<String>, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.join().ok()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn facts(path: &Path) -> FileFacts<'_> {
+        FileFacts {
+            path,
+            relative: "a/b.json",
+            size: 3,
+            sha512: "00",
+            topic: "t",
+        }
+    }
+
+    #[test]
+    fn words_are_split_without_expansion() {
+        let c = UserCommand::parse("--on-file", r#"sh -c 'echo "$1"' x"#).unwrap();
+        assert_eq!(c.program, "sh");
+        assert_eq!(c.args, ["-c", r#"echo "$1""#, "x"]);
+        assert!(UserCommand::parse("--on-file", "").is_err());
+        assert!(UserCommand::parse("--on-file", "echo 'open").is_err());
+    }
+
+    #[test]
+    fn a_hostile_file_name_is_one_argument_and_never_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("pwned");
+        let name = format!(
+            "x; touch {0} $(touch {0}) `touch {0}`\nnext",
+            marker.display()
+        );
+        let path = dir.path().join(&name);
+        let c = UserCommand::parse("--on-file", "printf [%s]").unwrap();
+        let ran = run(&c, &facts(&path), &[], Duration::from_secs(10)).unwrap();
+        assert!(ran.succeeded(), "{ran:?}");
+        assert_eq!(ran.output_tail, format!("[{}]", path.display()));
+        assert!(!marker.exists());
+    }
+
+    #[test]
+    fn failures_timeouts_and_output_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let c = UserCommand::parse(
+            "--validate",
+            "sh -c 'echo bad: $OPENMSI_RELATIVE_PATH; exit 3' v",
+        )
+        .unwrap();
+        let ran = run(&c, &facts(&path), &[], Duration::from_secs(10)).unwrap();
+        assert!(!ran.succeeded());
+        assert_eq!(ran.describe(), "exit code 3");
+        assert_eq!(ran.output_tail.trim(), "bad: a/b.json");
+        let slow = UserCommand::parse("--validate", "sh -c 'sleep 30' slow").unwrap();
+        let ran = run(&slow, &facts(&path), &[], Duration::from_millis(200)).unwrap();
+        assert!(ran.status.is_none());
+        assert!(ran.took < Duration::from_secs(5));
+        assert!(ran.describe().starts_with("timed out"));
+    }
+}

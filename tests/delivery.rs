@@ -1,0 +1,263 @@
+//! Delivery control on the real broker: `--validate` keeps a bad new version out and the old
+//! one in place, `--backup` keeps the replaced version, `--on-file` hooks run once per file
+//! without a shell (hostile names are data), and a hook due at kill -9 runs after the restart.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{openmsi, openmsi_std, wait_for, KillOnDrop, TopicFixture};
+
+fn upload(cfg: &Path, topic: &str, root: &Path, file: &Path) {
+    openmsi()
+        .arg("upload-file")
+        .arg(file)
+        .arg("--config")
+        .arg(cfg)
+        .arg("--root-dir")
+        .arg(root)
+        .args(["--topic", topic])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+}
+
+/// download-directory until idle with the same group each time and `extra` flags, in the
+/// folder above `out` (where an injected `touch NAME` would land); returns (success, stdout +
+/// stderr).
+fn download(cfg: &Path, topic: &str, out: &Path, extra: &[&str]) -> (bool, String) {
+    let output = openmsi()
+        .current_dir(out.parent().unwrap())
+        .arg("download-directory")
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args([
+            "--topic",
+            topic,
+            "--group-id",
+            "fleet",
+            "--exit-when-idle",
+            "2",
+        ])
+        .args(extra)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn validation_keeps_a_bad_version_out_and_backup_keeps_the_replaced_one() {
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(common::Storage::Sqlite, "validate", 1);
+    let src = work.path().join("src");
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&src).unwrap();
+    let conf = src.join("resolver.json");
+    let notes = src.join("notes.txt");
+    let flags = [
+        "--validate",
+        "python3 -m json.tool",
+        "--validate-glob",
+        "*.json",
+        "--backup",
+    ];
+
+    std::fs::write(&conf, br#"{"version": 1}"#).unwrap();
+    std::fs::write(&notes, b"{ not json, and not validated").unwrap();
+    upload(&cfg, &topic, &src, &conf);
+    upload(&cfg, &topic, &src, &notes);
+    let (ok, log) = download(&cfg, &topic, &out, &flags);
+    assert!(ok, "{log}");
+    assert_eq!(
+        std::fs::read(out.join("resolver.json")).unwrap(),
+        br#"{"version": 1}"#
+    );
+    assert!(
+        out.join("notes.txt").is_file(),
+        "the glob limits validation"
+    );
+
+    // A broken new version: refused, the old one stays in use, the new one is kept aside.
+    std::fs::write(&conf, br#"{"version": 2,"#).unwrap();
+    upload(&cfg, &topic, &src, &conf);
+    let (ok, log) = download(&cfg, &topic, &out, &flags);
+    assert!(!ok, "a refused file makes the run fail: {log}");
+    assert!(log.contains("--validate refused the new version"), "{log}");
+    assert_eq!(
+        std::fs::read(out.join("resolver.json")).unwrap(),
+        br#"{"version": 1}"#
+    );
+    let failed = out.join(".openmsi/failed");
+    let kept: Vec<String> = std::fs::read_dir(&failed)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".validation.txt"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read(failed.join(&kept[0])).unwrap(),
+        br#"{"version": 2,"#
+    );
+    let report = std::fs::read_dir(&failed)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".validation.txt"))
+        .expect("the command's output is kept beside the refused version");
+    let report = std::fs::read_to_string(report.path()).unwrap();
+    assert!(report.contains("exit code 1"), "{report}");
+    assert!(!out.join("resolver.json.backup").exists());
+
+    // A good new version replaces it; the replaced one is the backup.
+    std::fs::write(&conf, br#"{"version": 3}"#).unwrap();
+    upload(&cfg, &topic, &src, &conf);
+    let (ok, log) = download(&cfg, &topic, &out, &flags);
+    assert!(ok, "{log}");
+    assert_eq!(
+        std::fs::read(out.join("resolver.json")).unwrap(),
+        br#"{"version": 3}"#
+    );
+    assert_eq!(
+        std::fs::read(out.join("resolver.json.backup")).unwrap(),
+        br#"{"version": 1}"#
+    );
+}
+
+/// A hook that appends its argument and two of its environment variables to `log`, NUL-separated.
+fn recording_hook(log: &Path) -> String {
+    format!(
+        "sh -c 'printf \"%s|%s|%s\\0\" \"$1\" \"$OPENMSI_RELATIVE_PATH\" \"$OPENMSI_SIZE\" >> {}' hook",
+        log.display()
+    )
+}
+
+fn recorded(log: &Path) -> Vec<String> {
+    std::fs::read(log)
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn on_file_hooks_run_once_per_file_and_hostile_names_inject_nothing() {
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(common::Storage::Sqlite, "hooks", 2);
+    let src = work.path().join("src");
+    let out = work.path().join("out");
+    // The downloader runs in `work`: an injected `touch INJECTED` would create this.
+    let marker = work.path().join("INJECTED");
+    std::fs::create_dir_all(&src).unwrap();
+    let names = [
+        "plain.rpz",
+        "semi; touch INJECTED",
+        "dollar $(touch INJECTED)",
+        "tick `touch INJECTED`",
+        "quote ' and \" and spaces",
+        "-n looks like an option",
+    ];
+    for name in &names {
+        let path = src.join(name);
+        std::fs::write(&path, name.as_bytes()).unwrap();
+        upload(&cfg, &topic, &src, &path);
+    }
+    let log = work.path().join("hook.log");
+    let (ok, output) = download(&cfg, &topic, &out, &["--on-file", &recording_hook(&log)]);
+    assert!(ok, "{output}");
+    let mut got = recorded(&log);
+    got.sort();
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|n| format!("{}|{n}|{}", out.join(n).display(), n.len()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(!marker.exists(), "a file name was run as a command");
+    // Read again by the same group: nothing new, no hook runs again.
+    let (ok, output) = download(&cfg, &topic, &out, &["--on-file", &recording_hook(&log)]);
+    assert!(ok, "{output}");
+    assert_eq!(recorded(&log).len(), names.len());
+}
+
+#[test]
+fn a_hook_due_when_the_downloader_is_killed_runs_after_the_restart() {
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(common::Storage::Sqlite, "hook-crash", 1);
+    let src = work.path().join("src");
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("zone.rpz");
+    std::fs::write(&file, b"zone data").unwrap();
+    upload(&cfg, &topic, &src, &file);
+    let log = work.path().join("hook.log");
+    // Takes 3 s, and records only if the downloader that started it is still alive (a killed
+    // downloader's orphaned hook must not count as run).
+    let slow_hook = format!(
+        "sh -c 'sleep 3; kill -0 $PPID 2>/dev/null && printf \"%s\\0\" \"$1\" >> {}' hook",
+        log.display()
+    );
+    let mut first = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(&out)
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "--topic",
+                &topic,
+                "--group-id",
+                "fleet",
+                "--on-file",
+                &slow_hook,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let completed = out.join(".openmsi/completed.jsonl");
+    assert!(wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(&completed).is_ok_and(|t| t.contains("zone.rpz"))
+    }));
+    // Published, its hook running (sleeping): kill -9.
+    std::thread::sleep(Duration::from_millis(500));
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        recorded(&log).is_empty(),
+        "the orphaned hook recorded a run"
+    );
+
+    let (ok, output) = download(&cfg, &topic, &out, &["--on-file", &slow_hook]);
+    assert!(ok, "{output}");
+    assert!(output.contains("hooks that were due"), "{output}");
+    assert_eq!(recorded(&log), [out.join("zone.rpz").display().to_string()]);
+}
