@@ -15,6 +15,7 @@ use crate::cli::{
 use crate::config::LoadedConfig;
 use crate::console;
 use crate::download::command::UserCommand;
+use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
@@ -211,12 +212,24 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
             true => Some(args.backup_suffix.clone()),
             false => None,
         },
-        on_file: match &args.on_file {
-            Some(text) => Some((
-                UserCommand::parse("--on-file", text).map_err(anyhow::Error::msg)?,
-                seconds("--hook-timeout", args.hook_timeout)?,
-            )),
-            None => None,
+        hooks: HookSettings {
+            on_file: args
+                .on_file
+                .as_deref()
+                .map(|t| UserCommand::parse("--on-file", t))
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            on_batch: args
+                .on_batch
+                .as_deref()
+                .map(|t| UserCommand::parse("--on-batch", t))
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            batch_delay: seconds("--hook-delay", args.hook_delay)?,
+            timeout: seconds("--hook-timeout", args.hook_timeout)?,
+            restore_from_backup: args
+                .restore_on_hook_failure
+                .then(|| args.backup_suffix.clone()),
         },
         host: match args.host {
             Some(host) => {
@@ -262,16 +275,18 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     }
     let summary = outcome.context("internal error: the download thread panicked")??;
     let s = &summary.stats;
-    let other_hosts = if s.other_hosts_messages > 0 {
-        format!(
+    let mut extras = String::new();
+    if s.other_hosts_messages > 0 {
+        extras.push_str(&format!(
             ", {} messages for other hosts skipped",
             s.other_hosts_messages
-        )
-    } else {
-        String::new()
-    };
+        ));
+    }
+    if s.hooks_failed > 0 {
+        extras.push_str(&format!(", {} hooks failed", s.hooks_failed));
+    }
     println!(
-        "downloaded: {} files completed, {} in progress, {} failed verification, {} messages rejected{other_hosts}; \
+        "downloaded: {} files completed, {} in progress, {} failed verification, {} messages rejected{extras}; \
          {:.1} MB written in {:.2} s ({:.1} MB/s); consumer group {}",
         s.files_completed,
         s.files_in_progress,
@@ -282,9 +297,11 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         mb_per_s(s.bytes_written, summary.elapsed),
         summary.group_id,
     );
-    Ok(if s.files_failed > 0 || s.rejected_messages > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if s.files_failed > 0 || s.rejected_messages > 0 || s.hooks_failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

@@ -335,9 +335,23 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, value_name = "CMD")]
     pub on_file: Option<String>,
 
-    /// Seconds an --on-file command may run.
+    /// After a burst of files settles (no new file for --hook-delay seconds), run CMD once
+    /// with the path of a NUL-separated list of the files' relative paths as its last argument
+    /// (also in OPENMSI_FILE_LIST; OPENMSI_FILE_COUNT, OPENMSI_OUTPUT_DIR, OPENMSI_TOPIC set).
+    #[arg(long, value_name = "CMD")]
+    pub on_batch: Option<String>,
+
+    /// Seconds without a new file before --on-batch runs (Knot Resolver waits 5 s too).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub hook_delay: f64,
+
+    /// Seconds an --on-file or --on-batch command may run.
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub hook_timeout: f64,
+
+    /// When a hook fails, put the previous version of its files back (needs --backup).
+    #[arg(long, requires = "backup")]
+    pub restore_on_hook_failure: bool,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,

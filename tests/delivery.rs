@@ -261,3 +261,83 @@ fn a_hook_due_when_the_downloader_is_killed_runs_after_the_restart() {
     assert!(output.contains("hooks that were due"), "{output}");
     assert_eq!(recorded(&log), [out.join("zone.rpz").display().to_string()]);
 }
+
+#[test]
+fn on_batch_runs_once_for_a_burst_of_twenty_files() {
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(common::Storage::Sqlite, "batch", 2);
+    let src = work.path().join("src");
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        let path = src.join(format!("zones/z{i:02}.rpz"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("zone {i}")).unwrap();
+        upload(&cfg, &topic, &src, &path);
+    }
+    let log = work.path().join("batch.log");
+    let hook = format!(
+        "sh -c 'printf \"%s %s\\n\" \"$OPENMSI_FILE_COUNT\" \"$(tr \"\\0\" \"\\n\" < \"$1\" | sort | head -1)\" >> {}' batch",
+        log.display()
+    );
+    let mut down = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(&out)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--topic", &topic, "--group-id", "fleet"])
+            .args(["--on-batch", &hook, "--hook-delay", "2"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(Duration::from_secs(60), || log.exists()));
+    // Settled: no second run for the same burst.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(common::quit_and_wait(&mut down, Duration::from_secs(30)).success());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "20 zones/z00.rpz\n");
+}
+
+#[test]
+fn a_failing_hook_puts_the_previous_version_back() {
+    let TopicFixture {
+        broker: _broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(common::Storage::Sqlite, "restore", 1);
+    let src = work.path().join("src");
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("policy.rpz");
+    // The "reload" accepts only content that says good.
+    let flags = [
+        "--backup",
+        "--on-file",
+        "grep -q good",
+        "--restore-on-hook-failure",
+    ];
+    std::fs::write(&file, b"good v1").unwrap();
+    upload(&cfg, &topic, &src, &file);
+    let (ok, log) = download(&cfg, &topic, &out, &flags);
+    assert!(ok, "{log}");
+    std::fs::write(&file, b"broken v2").unwrap();
+    upload(&cfg, &topic, &src, &file);
+    let (ok, log) = download(&cfg, &topic, &out, &flags);
+    assert!(!ok, "a failed hook makes the run fail: {log}");
+    assert!(log.contains("1 hooks failed"), "{log}");
+    assert!(log.contains("hook failed"), "{log}");
+    assert!(log.contains("exit code 1"), "{log}");
+    assert!(
+        log.contains("the previous version is back in place"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(out.join("policy.rpz")).unwrap(), b"good v1");
+}

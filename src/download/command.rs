@@ -36,6 +36,16 @@ impl UserCommand {
             args: words.collect(),
         })
     }
+
+    /// The program to run.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// Its arguments.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
 }
 
 /// The facts about one delivered file a command receives.

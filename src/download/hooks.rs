@@ -1,5 +1,6 @@
-//! `--on-file`: a command run after each file is published, on its own thread, one at a time
-//! and in order, never holding up the writer, its fsyncs or its commits.
+//! `--on-file` (a command run after each file is published) and `--on-batch` (once after a
+//! burst of files settles), on their own thread, one at a time and in order, never holding up
+//! the writer, its fsyncs or its commits.
 //!
 //! A hook is *due* once its file is published. The due mark is made durable in
 //! `.openmsi/hooks.jsonl` in the same flush that publishes the file, before the completed log
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -128,40 +129,102 @@ impl HookLog {
     }
 }
 
+/// The hooks configured.
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    /// `--on-file`: after each file.
+    pub on_file: Option<UserCommand>,
+    /// `--on-batch`: once after a burst of files settles.
+    pub on_batch: Option<UserCommand>,
+    /// `--hook-delay`: how long no new file must arrive before `on_batch` runs.
+    pub batch_delay: Duration,
+    /// Bound on each command.
+    pub timeout: Duration,
+    /// `--restore-on-hook-failure`: the backup suffix to restore from when a hook fails.
+    pub restore_from_backup: Option<String>,
+}
+
+impl HookSettings {
+    /// True when some hook is configured.
+    pub fn any(&self) -> bool {
+        self.on_file.is_some() || self.on_batch.is_some()
+    }
+}
+
 /// What the runner needs.
 pub struct HookRunner {
-    pub command: UserCommand,
-    pub timeout: Duration,
+    pub settings: HookSettings,
     pub output_dir: PathBuf,
     pub topic: String,
     /// `.openmsi/hooks.jsonl`, for the done marks.
     pub log_path: PathBuf,
+    /// Counts failed hooks.
+    pub stats: std::sync::Arc<super::stats::DownloadStats>,
 }
 
 impl HookRunner {
-    /// Runs `first` (due from an earlier run), then every job received, until the sender side
-    /// is dropped and the queue is empty.
+    /// Runs the hooks of `first` (due from an earlier run), then of every job received, until
+    /// the sender side is dropped and the queue is empty. `--on-file` runs as each job comes;
+    /// `--on-batch` once no job came for the batch delay (or the queue ended). A job is marked
+    /// done once every hook it needs has run.
     pub fn run(self, first: Vec<HookJob>, jobs: Receiver<HookJob>) {
         if !first.is_empty() {
             info!(
                 hooks = first.len(),
-                "running --on-file hooks that were due when the last run stopped"
+                "running hooks that were due when the last run stopped"
             );
         }
         let mut done_log = OpenOptions::new().append(true).open(&self.log_path);
-        for job in first.into_iter().chain(jobs) {
-            self.run_one(&job);
+        let mut mark_done = |batch: &[HookJob]| {
             // Not synced: a lost done mark only makes the hook run again after a crash.
             if let Ok(f) = done_log.as_mut() {
-                let _ = writeln!(f, "{{\"done\":{}}}", job.seq);
+                for job in batch {
+                    let _ = writeln!(f, "{{\"done\":{}}}", job.seq);
+                }
+            }
+        };
+        let mut batch: Vec<HookJob> = Vec::new();
+        let mut first = first.into_iter();
+        loop {
+            let next = match first.next() {
+                Some(job) => Some(job),
+                None if batch.is_empty() => jobs.recv().ok(),
+                None => match jobs.recv_timeout(self.settings.batch_delay) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            match next {
+                Some(job) => {
+                    if let Some(cmd) = &self.settings.on_file {
+                        self.run_on_file(cmd, &job);
+                    }
+                    if self.settings.on_batch.is_some() {
+                        batch.push(job);
+                    } else {
+                        mark_done(std::slice::from_ref(&job));
+                    }
+                }
+                None if batch.is_empty() => break,
+                None => {
+                    if let Some(cmd) = &self.settings.on_batch {
+                        self.run_on_batch(cmd, &batch);
+                    }
+                    mark_done(&batch);
+                    batch.clear();
+                }
             }
         }
     }
 
-    fn run_one(&self, job: &HookJob) {
-        let path: PathBuf = self
-            .output_dir
-            .join(job.relative.split('/').collect::<PathBuf>());
+    fn final_path(&self, relative: &str) -> PathBuf {
+        self.output_dir
+            .join(relative.split('/').collect::<PathBuf>())
+    }
+
+    fn run_on_file(&self, cmd: &UserCommand, job: &HookJob) {
+        let path = self.final_path(&job.relative);
         let facts = FileFacts {
             path: &path,
             relative: &job.relative,
@@ -169,19 +232,112 @@ impl HookRunner {
             sha512: &job.sha512,
             topic: &self.topic,
         };
-        match command::run(&self.command, &facts, &[], self.timeout) {
+        let outcome = command::run(
+            cmd,
+            &facts,
+            &[("OPENMSI_STAGE", "on-file".into())],
+            self.settings.timeout,
+        );
+        if !self.report("--on-file", cmd, &job.relative, outcome) {
+            self.restore(std::slice::from_ref(job));
+        }
+    }
+
+    /// Runs the batch command with a NUL-separated list of the files' relative paths, whose
+    /// path is its last argument and `OPENMSI_FILE_LIST`; `OPENMSI_FILE_COUNT` says how many.
+    fn run_on_batch(&self, cmd: &UserCommand, batch: &[HookJob]) {
+        let list = self.log_path.with_extension("batch");
+        let mut text = Vec::new();
+        for job in batch {
+            text.extend_from_slice(job.relative.as_bytes());
+            text.push(0);
+        }
+        if let Err(e) = fs::write(&list, &text) {
+            warn!(error = %e, list = %list.display(), "--on-batch: cannot write the file list; the hook is not run");
+            return;
+        }
+        let mut command_line = std::process::Command::new(cmd.program());
+        command_line
+            .args(cmd.args())
+            .arg(&list)
+            .env("OPENMSI_FILE_LIST", &list)
+            .env("OPENMSI_FILE_COUNT", batch.len().to_string())
+            .env("OPENMSI_TOPIC", &self.topic)
+            .env("OPENMSI_OUTPUT_DIR", &self.output_dir)
+            .env("OPENMSI_STAGE", "on-batch");
+        let outcome = command::run_command(command_line, self.settings.timeout);
+        let what = format!("{} files", batch.len());
+        if !self.report("--on-batch", cmd, &what, outcome) {
+            self.restore(batch);
+        }
+    }
+
+    /// Logs a hook's outcome; true when it succeeded.
+    fn report(
+        &self,
+        flag: &str,
+        cmd: &UserCommand,
+        subject: &str,
+        outcome: std::io::Result<command::Ran>,
+    ) -> bool {
+        match outcome {
             Ok(ran) if ran.succeeded() => {
-                info!(path = %job.relative, took_s = ran.took.as_secs_f64(), "--on-file hook done")
+                info!(
+                    hook = flag,
+                    subject,
+                    took_s = ran.took.as_secs_f64(),
+                    "hook done"
+                );
+                true
             }
-            Ok(ran) => error!(
-                path = %job.relative,
-                command = %self.command.text,
-                outcome = %ran.describe(),
-                output = %ran.output_tail.trim_end(),
-                "--on-file hook failed"
-            ),
+            Ok(ran) => {
+                super::stats::DownloadStats::add(&self.stats.hooks_failed, 1);
+                error!(
+                    hook = flag,
+                    subject,
+                    command = %cmd.text,
+                    outcome = %ran.describe(),
+                    output = %ran.output_tail.trim_end(),
+                    "hook failed"
+                );
+                false
+            }
             Err(e) => {
-                warn!(path = %job.relative, command = %self.command.text, error = %e, "--on-file hook could not be started")
+                super::stats::DownloadStats::add(&self.stats.hooks_failed, 1);
+                error!(hook = flag, subject, command = %cmd.text, error = %e, "hook could not be started");
+                false
+            }
+        }
+    }
+
+    /// `--restore-on-hook-failure`: puts each file's backup (the version it replaced) back in
+    /// place, atomically (a hard link renamed over the file). A file without a backup (it was
+    /// new) is left alone.
+    fn restore(&self, jobs: &[HookJob]) {
+        let Some(suffix) = &self.settings.restore_from_backup else {
+            return;
+        };
+        for job in jobs {
+            let path = self.final_path(&job.relative);
+            let mut backup = path.clone().into_os_string();
+            backup.push(suffix);
+            let backup = PathBuf::from(backup);
+            if !backup.is_file() {
+                warn!(path = %job.relative, "hook failed and there is no previous version to restore; the new one stays");
+                continue;
+            }
+            let temp = crate::state::atomic::tmp_path(&path);
+            let _ = fs::remove_file(&temp);
+            let restored = fs::hard_link(&backup, &temp)
+                .or_else(|_| fs::copy(&backup, &temp).map(|_| ()))
+                .and_then(|()| fs::rename(&temp, &path));
+            match restored {
+                Ok(()) => {
+                    warn!(path = %job.relative, "hook failed: the previous version is back in place (--restore-on-hook-failure)")
+                }
+                Err(e) => {
+                    error!(path = %job.relative, error = %e, "hook failed and restoring the previous version failed too")
+                }
             }
         }
     }

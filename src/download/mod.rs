@@ -42,8 +42,7 @@ use crate::config::LoadedConfig;
 use crate::kafka::consumer::{self, ConsumerSpec};
 use crate::state::StateDir;
 use crate::targeting::ForHost;
-use command::UserCommand;
-use hooks::{HookLog, HookRunner};
+use hooks::{HookLog, HookRunner, HookSettings};
 use pipeline::{KeptAside, PipelineOptions, StopReason};
 use publish::{DeliveryControl, Validation};
 use reassembler::Reassembler;
@@ -76,8 +75,8 @@ pub struct DownloadSettings {
     pub validation: Option<Validation>,
     /// `--backup`: keep the replaced version as NAME + this suffix.
     pub backup_suffix: Option<String>,
-    /// `--on-file`: a command run after each file is published, with its time limit.
-    pub on_file: Option<(UserCommand, Duration)>,
+    /// `--on-file`, `--on-batch` and how they run.
+    pub hooks: HookSettings,
 }
 
 /// What a run did.
@@ -123,25 +122,25 @@ pub fn download_directory(
             .with_context(|| format!("cleaning the staging area of {}", output.display()))?;
     }
     let hook_log_path = state_dir.hook_log();
-    let (hook_log, hook_runner) = match &settings.on_file {
-        Some((command, timeout)) => {
+    let (hook_log, hook_runner) = match settings.hooks.any() {
+        true => {
             let (tx, rx) = std::sync::mpsc::channel();
             let (log, pending) = HookLog::open(&hook_log_path, tx)
                 .with_context(|| format!("opening {}", hook_log_path.display()))?;
             let runner = HookRunner {
-                command: command.clone(),
-                timeout: *timeout,
+                settings: settings.hooks.clone(),
                 output_dir: output.clone(),
                 topic: settings.topic.clone(),
                 log_path: hook_log_path.clone(),
+                stats: Arc::clone(&stats),
             };
             let handle = std::thread::Builder::new()
-                .name("on-file hooks".into())
+                .name("hooks".into())
                 .spawn(move || runner.run(pending, rx))
                 .context("starting the hook thread")?;
             (Some(log), Some(handle))
         }
-        None => {
+        false => {
             hooks::forget(&hook_log_path);
             (None, None)
         }
@@ -196,7 +195,7 @@ pub fn download_directory(
     // The pipeline dropped the hook log's sender: the runner finishes the hooks due and ends.
     if let Some(handle) = hook_runner {
         if handle.join().is_err() {
-            warn!("the --on-file hook thread panicked; hooks still due run at the next start");
+            warn!("the hook thread panicked; hooks still due run at the next start");
         }
     }
     let stop = stop?;

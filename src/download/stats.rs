@@ -29,6 +29,8 @@ pub struct DownloadStats {
     pub files_failed: AtomicU64,
     /// Files with some but not all chunks staged.
     pub files_in_progress: AtomicU64,
+    /// `--on-file`/`--on-batch` commands that failed (exit code, timeout, not startable).
+    pub hooks_failed: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -46,6 +48,7 @@ pub struct StatsSnapshot {
     pub files_completed: u64,
     pub files_failed: u64,
     pub files_in_progress: u64,
+    pub hooks_failed: u64,
 }
 
 impl DownloadStats {
@@ -70,6 +73,7 @@ impl DownloadStats {
             files_completed: get(&self.files_completed),
             files_failed: get(&self.files_failed),
             files_in_progress: get(&self.files_in_progress),
+            hooks_failed: get(&self.hooks_failed),
         }
     }
 }
@@ -90,6 +94,9 @@ impl std::fmt::Display for StatsSnapshot {
             self.rejected_messages,
             self.files_failed,
         )?;
+        if self.hooks_failed > 0 {
+            write!(f, "; {} hooks failed", self.hooks_failed)?;
+        }
         if self.other_hosts_messages > 0 {
             write!(
                 f,
