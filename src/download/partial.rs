@@ -164,7 +164,12 @@ impl PartialFile {
             return Ok(Recovered::Unusable);
         };
         if !data_path.exists() {
-            return Ok(Recovered::AlreadyPublished(version));
+            // The completion line, if any, is the record's last line.
+            let completed_by = lines
+                .map_while(Result::ok)
+                .filter_map(|l| parse_completion(&l))
+                .last();
+            return Ok(Recovered::AlreadyPublished(version, completed_by));
         }
         let data = OpenOptions::new().read(true).write(true).open(&data_path)?;
         let data_len = data.metadata()?.len();
@@ -361,6 +366,18 @@ impl PartialFile {
             .map_err(|e| annotate(e, &self.record_path))
     }
 
+    /// Notes in the record which message completed the file, so that a crash after the file
+    /// was renamed into place (before the completed log learnt of it) still tells start-up
+    /// its position. Best effort and not synced: without it, the position is unknown.
+    pub fn record_completion(&self, at: crate::kafka::MessagePosition) {
+        if !self.recorded {
+            return;
+        }
+        if let Ok(mut f) = OpenOptions::new().append(true).open(&self.record_path) {
+            let _ = writeln!(f, "@ {} {}", at.partition, at.offset);
+        }
+    }
+
     /// Closes the data file (it is reopened on demand). Caller syncs first if it matters.
     pub fn close(&mut self) {
         self.data = None;
@@ -374,11 +391,20 @@ impl PartialFile {
 }
 
 /// What recovery found for one `.chunks` record.
+/// A record's completion line, `@ PARTITION OFFSET` (see [`PartialFile::record_completion`]).
+fn parse_completion(line: &str) -> Option<crate::kafka::MessagePosition> {
+    let mut words = line.strip_prefix("@ ")?.split_whitespace();
+    let partition = words.next()?.parse().ok()?;
+    let offset = words.next()?.parse().ok()?;
+    Some(crate::kafka::MessagePosition { partition, offset })
+}
+
 pub enum Recovered {
     /// A partial file to continue.
     Partial(Box<PartialFile>),
-    /// The data file is gone: it was renamed into place before the crash.
-    AlreadyPublished(FileVersion),
+    /// The data file is gone: it was renamed into place before the crash; with the message
+    /// that completed it when the record says.
+    AlreadyPublished(FileVersion, Option<crate::kafka::MessagePosition>),
     /// The record is unreadable (torn before its first sync): discard.
     Unusable,
 }
@@ -485,8 +511,18 @@ mod tests {
         fs::remove_file(p.data_path()).unwrap();
         assert!(matches!(
             PartialFile::recover(record).unwrap(),
-            Recovered::AlreadyPublished(_)
+            Recovered::AlreadyPublished(_, None)
         ));
+        // Completed by a known message before the rename: start-up learns where.
+        let at = crate::kafka::MessagePosition {
+            partition: 1,
+            offset: 42,
+        };
+        p.record_completion(at);
+        match PartialFile::recover(record).unwrap() {
+            Recovered::AlreadyPublished(_, Some(got)) => assert_eq!(got, at),
+            _ => panic!("expected the completing message"),
+        }
         fs::write(record, b"{\"rel").unwrap();
         assert!(matches!(
             PartialFile::recover(record).unwrap(),

@@ -109,14 +109,17 @@ impl Publisher {
 
     /// Makes sure the completed log knows the versions that were renamed into place just
     /// before a crash (their staging record survived, their data did not).
-    pub fn note_published_before_crash(&mut self, versions: &[FileVersion]) -> io::Result<()> {
+    pub fn note_published_before_crash(
+        &mut self,
+        versions: &[(FileVersion, Option<MessagePosition>)],
+    ) -> io::Result<()> {
         let entries = versions
             .iter()
-            .filter(|v| {
+            .filter(|(v, _)| {
                 crate::chunk::hash::from_hex(&v.file_hash)
                     .is_some_and(|hash| !self.completed.is_latest(&v.relative, &hash))
             })
-            .map(|v| entry_for(v, 0, None))
+            .map(|(v, at)| entry_for(v, 0, *at))
             .collect();
         self.completed.append(entries)
     }

@@ -34,6 +34,9 @@ pub struct Reassembler {
     ready: Vec<ReadyFile>,
     /// Staging ids of `ready` (a late duplicate chunk of one of them is a duplicate).
     ready_ids: HashSet<String>,
+    /// Relative paths of `ready`: a version waiting to be published will replace whatever is
+    /// in place, so what is in place no longer counts as published for those paths.
+    ready_paths: HashSet<String>,
     /// Puts verified files in place and remembers what was published.
     publisher: Publisher,
     stats: Arc<DownloadStats>,
@@ -60,6 +63,7 @@ impl Reassembler {
             partials: HashMap::new(),
             ready: Vec::new(),
             ready_ids: HashSet::new(),
+            ready_paths: HashSet::new(),
             publisher,
             stats,
             unflushed_bytes: 0,
@@ -96,9 +100,9 @@ impl Reassembler {
                         self.partials.insert(id, partial);
                     }
                 }
-                Recovered::AlreadyPublished(version) => {
+                Recovered::AlreadyPublished(version, completed_by) => {
                     // Renamed into place just before a crash: make sure the log knows.
-                    published_before_crash.push(version);
+                    published_before_crash.push((version, completed_by));
                     let _ = fs::remove_file(&record);
                 }
                 Recovered::Unusable => {
@@ -144,8 +148,12 @@ impl Reassembler {
             self.publisher.set_aside_mismatch(&id, partial)?;
             return Ok(Accepted::HashMismatch);
         }
+        if let Some(at) = completed_by {
+            partial.record_completion(at);
+        }
         let path: PathBuf = partial.version.relative.split('/').collect();
         self.ready_ids.insert(id);
+        self.ready_paths.insert(partial.version.relative.clone());
         self.ready.push(ReadyFile {
             partial,
             path,
@@ -182,9 +190,13 @@ impl ChunkSink for Reassembler {
             None => {
                 let hash = from_hex(&chunk.version.file_hash)
                     .ok_or_else(|| io::Error::other("internal: bad hex hash"))?;
-                if self
-                    .publisher
-                    .is_published(&chunk.version.relative, &hash, &chunk.path)
+                // A version of this path waiting for the flush replaces what is in place, so
+                // this one must be staged even if it is the one in place now (it is newer
+                // when it comes later in the partition; is_superseded sorts it out).
+                if !self.ready_paths.contains(&chunk.version.relative)
+                    && self
+                        .publisher
+                        .is_published(&chunk.version.relative, &hash, &chunk.path)
                 {
                     return Ok(Accepted::AlreadyComplete);
                 }
@@ -233,6 +245,7 @@ impl ChunkSink for Reassembler {
         }
         let ready = std::mem::take(&mut self.ready);
         self.ready_ids.clear();
+        self.ready_paths.clear();
         let published = self.publisher.publish_all(ready, &self.staging_dir)?;
         for p in self.partials.values_mut() {
             p.record_synced_chunks()?;
@@ -435,6 +448,51 @@ mod tests {
         }
         r.flush().unwrap();
         assert_eq!(fs::read(&target).unwrap(), v1);
+    }
+
+    /// The chaos test's lost file: v2 was renamed into place just before a crash (so the
+    /// completed log learnt of it at start-up, without the message that completed it), and the
+    /// restart reads v1 and then v2 again. v1 completes first and waits for the flush; v2's
+    /// chunks must not be dropped as "already published" meanwhile, or v1 ends up in place.
+    #[test]
+    fn a_newer_version_read_while_an_older_one_waits_for_the_flush_ends_up_in_place() {
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("m.tif");
+        let (v1, v2) = (&b"version one, long"[..], &b"version two"[..]);
+        let mut r = open(out.path());
+        for c in at_offset(chunks_of("m.tif", v1, 4), 0) {
+            r.accept(&c).unwrap();
+        }
+        r.flush().unwrap();
+        for c in at_offset(chunks_of("m.tif", v2, 4), 10) {
+            r.accept(&c).unwrap();
+        }
+        r.flush().unwrap();
+        drop(r);
+        // As note_published_before_crash records it: no completing message.
+        let log = out.path().join(".openmsi/completed.jsonl");
+        let text: String = fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("completed_by");
+                format!("{v}\n")
+            })
+            .collect();
+        fs::write(&log, text).unwrap();
+
+        let mut r = open(out.path());
+        for c in at_offset(chunks_of("m.tif", v1, 4), 0) {
+            r.accept(&c).unwrap();
+        }
+        let outcomes: Vec<Accepted> = at_offset(chunks_of("m.tif", v2, 4), 10)
+            .iter()
+            .map(|c| r.accept(c).unwrap())
+            .collect();
+        assert_ne!(outcomes.first(), Some(&Accepted::AlreadyComplete));
+        r.flush().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), v2);
     }
 
     #[test]
