@@ -24,36 +24,9 @@ fn upload(cfg: &Path, topic: &str, root: &Path, file: &Path) {
         .success();
 }
 
-/// download-directory until idle with the same group each time and `extra` flags, in the
-/// folder above `out` (where an injected `touch NAME` would land); returns (success, stdout +
-/// stderr).
+/// download-directory until idle, always as group "fleet", with `extra` flags.
 fn download(cfg: &Path, topic: &str, out: &Path, extra: &[&str]) -> (bool, String) {
-    let output = openmsi()
-        .current_dir(out.parent().unwrap())
-        .arg("download-directory")
-        .arg(out)
-        .arg("--config")
-        .arg(cfg)
-        .args([
-            "--topic",
-            topic,
-            "--group-id",
-            "fleet",
-            "--exit-when-idle",
-            "2",
-        ])
-        .args(extra)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    common::download_idle_with(cfg, topic, out, "fleet", extra)
 }
 
 #[test]

@@ -258,33 +258,46 @@ fn ssl(certs: &Certs, ca: &str) -> Vec<String> {
     ]
 }
 
+/// A broker secured by `security`, a config for `servers` (the broker's advertised address
+/// unless given) with `lines` in `[broker]`: upload-file must fail clearly with `expect`.
+fn misconfigured(
+    security: Security,
+    servers: Option<&dyn Fn(&Broker) -> String>,
+    lines: &[String],
+    expect: &[&str],
+) {
+    let broker = secured_broker(security);
+    let work = tempfile::tempdir().unwrap();
+    let servers = servers.map_or_else(|| broker.bootstrap(), |f| f(&broker));
+    let cfg = config_with(work.path(), &servers, lines);
+    fails_clearly(&cfg, expect);
+}
+
+fn tls_only(certs: &Certs, server: &str, mutual: bool) -> Security {
+    Security {
+        tls: Some(certs.front_with(server, mutual)),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn an_unknown_ca_is_named_with_ssl_ca_location() {
     let certs = Certs::generate();
-    let broker = secured_broker(Security {
-        tls: Some(certs.front(false)),
-        ..Default::default()
-    });
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(
-        work.path(),
-        &broker.bootstrap(),
+    misconfigured(
+        tls_only(&certs, "server", false),
+        None,
         &ssl(&certs, "rogue-ca.pem"),
+        &["certificate was not accepted", "ssl.ca.location"],
     );
-    fails_clearly(&cfg, &["certificate was not accepted", "ssl.ca.location"]);
 }
 
 #[test]
 fn a_host_name_mismatch_is_named() {
     let certs = Certs::generate();
-    let broker = secured_broker(Security {
-        tls: Some(certs.front_with("wrong-host", false)),
-        ..Default::default()
-    });
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(work.path(), &broker.bootstrap(), &ssl(&certs, "ca.pem"));
-    fails_clearly(
-        &cfg,
+    misconfigured(
+        tls_only(&certs, "wrong-host", false),
+        None,
+        &ssl(&certs, "ca.pem"),
         &["mismatch", "does not name the host", "bootstrap.servers"],
     );
 }
@@ -292,14 +305,10 @@ fn a_host_name_mismatch_is_named() {
 #[test]
 fn a_missing_client_certificate_is_named() {
     let certs = Certs::generate();
-    let broker = secured_broker(Security {
-        tls: Some(certs.front(true)),
-        ..Default::default()
-    });
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(work.path(), &broker.bootstrap(), &ssl(&certs, "ca.pem"));
-    fails_clearly(
-        &cfg,
+    misconfigured(
+        tls_only(&certs, "server", true),
+        None,
+        &ssl(&certs, "ca.pem"),
         &["requires a client certificate", "ssl.certificate.location"],
     );
 }
@@ -320,18 +329,10 @@ fn with_client(certs: &Certs, name: &str) -> Vec<String> {
 #[test]
 fn a_client_certificate_from_another_ca_is_named() {
     let certs = Certs::generate();
-    let broker = secured_broker(Security {
-        tls: Some(certs.front(true)),
-        ..Default::default()
-    });
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(
-        work.path(),
-        &broker.bootstrap(),
+    misconfigured(
+        tls_only(&certs, "server", true),
+        None,
         &with_client(&certs, "rogue"),
-    );
-    fails_clearly(
-        &cfg,
         &[
             "not signed by a CA the broker trusts",
             "ssl.certificate.location",
@@ -342,17 +343,12 @@ fn a_client_certificate_from_another_ca_is_named() {
 #[test]
 fn an_expired_client_certificate_is_named() {
     let certs = Certs::generate();
-    let broker = secured_broker(Security {
-        tls: Some(certs.front(true)),
-        ..Default::default()
-    });
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(
-        work.path(),
-        &broker.bootstrap(),
+    misconfigured(
+        tls_only(&certs, "server", true),
+        None,
         &with_client(&certs, "expired"),
+        &["expired", "ssl.certificate.location"],
     );
-    fails_clearly(&cfg, &["expired", "ssl.certificate.location"]);
 }
 
 fn sasl(certs: &Certs, mechanism: &str, user: &str, password: &str) -> Vec<String> {
@@ -364,26 +360,21 @@ fn sasl(certs: &Certs, mechanism: &str, user: &str, password: &str) -> Vec<Strin
     lines
 }
 
-fn sasl_broker(certs: &Certs) -> Broker {
-    secured_broker(Security {
+fn sasl_security(certs: &Certs) -> Security {
+    Security {
         tls: Some(certs.front(false)),
         users: vec![scram_user("alice", "right")],
         ..Default::default()
-    })
+    }
 }
 
 #[test]
 fn a_wrong_password_is_named() {
     let certs = Certs::generate();
-    let broker = sasl_broker(&certs);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(
-        work.path(),
-        &broker.bootstrap(),
+    misconfigured(
+        sasl_security(&certs),
+        None,
         &sasl(&certs, "SCRAM-SHA-512", "alice", "wrong"),
-    );
-    fails_clearly(
-        &cfg,
         &[
             "SASL authentication failed",
             "invalid-proof",
@@ -395,54 +386,44 @@ fn a_wrong_password_is_named() {
 #[test]
 fn an_unknown_user_is_named() {
     let certs = Certs::generate();
-    let broker = sasl_broker(&certs);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(
-        work.path(),
-        &broker.bootstrap(),
+    misconfigured(
+        sasl_security(&certs),
+        None,
         &sasl(&certs, "SCRAM-SHA-512", "mallory", "x"),
+        &["unknown-user", "sasl.username"],
     );
-    fails_clearly(&cfg, &["unknown-user", "sasl.username"]);
 }
 
 #[test]
 fn a_sasl_mechanism_the_broker_does_not_offer_is_named() {
     let certs = Certs::generate();
-    let broker = sasl_broker(&certs);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(
-        work.path(),
-        &broker.bootstrap(),
+    misconfigured(
+        sasl_security(&certs),
+        None,
         &sasl(&certs, "PLAIN", "alice", "right"),
+        &["SASL mechanism PLAIN", "sasl.mechanism"],
     );
-    fails_clearly(&cfg, &["SASL mechanism PLAIN", "sasl.mechanism"]);
 }
 
 #[test]
 fn plaintext_to_a_tls_port_is_named() {
     let certs = Certs::generate();
-    let broker = secured_broker(Security {
-        tls: Some(certs.front(false)),
-        ..Default::default()
-    });
-    let work = tempfile::tempdir().unwrap();
-    let cfg = config_with(work.path(), &broker.bootstrap(), &[]);
-    fails_clearly(&cfg, &["expects TLS", "security.protocol = SSL"]);
+    misconfigured(
+        tls_only(&certs, "server", false),
+        None,
+        &[],
+        &["expects TLS", "security.protocol = SSL"],
+    );
 }
 
 #[test]
 fn tls_to_a_plaintext_port_is_named() {
     let certs = Certs::generate();
-    let broker = secured_broker(Security {
-        tls: Some(certs.front(false)),
-        ..Default::default()
-    });
-    let work = tempfile::tempdir().unwrap();
     // The broker's own port, behind the TLS front end, speaks plaintext.
-    let plain = format!("127.0.0.1:{}", broker.port());
-    let cfg = config_with(work.path(), &plain, &ssl(&certs, "ca.pem"));
-    fails_clearly(
-        &cfg,
+    misconfigured(
+        tls_only(&certs, "server", false),
+        Some(&|b: &Broker| format!("127.0.0.1:{}", b.port())),
+        &ssl(&certs, "ca.pem"),
         &["does not answer TLS", "security.protocol = PLAINTEXT"],
     );
 }

@@ -24,33 +24,12 @@ fn upload_to(cfg: &Path, topic: &str, root: &Path, file: &Path, hosts: &[&str]) 
     cmd.timeout(Duration::from_secs(60)).assert().success();
 }
 
-/// Runs a downloader for `host` until idle; returns its summary line.
+/// Runs a downloader for `host` (its own group) until idle; returns its output.
 fn download_as(cfg: &Path, topic: &str, out: &Path, host: &str) -> String {
-    let output = openmsi()
-        .arg("download-directory")
-        .arg(out)
-        .arg("--config")
-        .arg(cfg)
-        .args([
-            "--topic",
-            topic,
-            "--group-id",
-            &format!("group-{}", host.to_lowercase()),
-            "--host",
-            host,
-            "--exit-when-idle",
-            "2",
-        ])
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let group = format!("group-{}", host.to_lowercase());
+    let (ok, output) = common::download_idle_with(cfg, topic, out, &group, &["--host", host]);
+    assert!(ok, "{output}");
+    output
 }
 
 fn files_under(out: &Path) -> Vec<String> {

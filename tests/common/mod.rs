@@ -754,6 +754,44 @@ pub fn download_until_idle(
         .assert()
 }
 
+/// `openmsi download-directory OUT --group-id GROUP --exit-when-idle 2 EXTRA...` run in the
+/// folder above OUT (where a command injected by a hostile file name would write): returns
+/// (exit status success, stdout followed by stderr).
+pub fn download_idle_with(
+    cfg: &Path,
+    topic: &str,
+    out: &Path,
+    group: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let output = openmsi()
+        .current_dir(out.parent().expect("the output folder has a parent"))
+        .arg("download-directory")
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args([
+            "--topic",
+            topic,
+            "--group-id",
+            group,
+            "--exit-when-idle",
+            "2",
+        ])
+        .args(extra)
+        .timeout(Duration::from_secs(180))
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
 /// Bytes the downloader has staged or published under `out`: file data only, not its chunk
 /// records, its completed log, rejected messages or failed files. Grows as a download advances.
 pub fn progress_bytes(out: &Path) -> u64 {
