@@ -297,11 +297,14 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         mb_per_s(s.bytes_written, summary.elapsed),
         summary.group_id,
     );
-    Ok(
-        if s.files_failed > 0 || s.rejected_messages > 0 || s.hooks_failed > 0 {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        },
-    )
+    // A requested stop (quit, Ctrl-C, SIGTERM, a service stop) is a success for a long-running
+    // command: failures are in the summary and the log, and a service manager must not mark a
+    // healthy service failed. A run that ends by itself (--exit-when-idle, scripts) says with
+    // its exit code whether anything failed or was rejected.
+    let anything_failed = s.files_failed > 0 || s.rejected_messages > 0 || s.hooks_failed > 0;
+    Ok(if summary.stopped_idle && anything_failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

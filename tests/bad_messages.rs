@@ -171,3 +171,42 @@ fn bad_message_read_again_behind_an_unfinished_file_is_reported_once() {
     assert_eq!(std::fs::read(out.join("later.bin")).unwrap(), content);
     assert_eq!(common::rejected_kept(&out), 1);
 }
+
+/// A requested stop exits 0 even after bad messages (a service manager must not mark a healthy
+/// downloader failed); the summary still counts them. An --exit-when-idle run exits 1.
+#[test]
+fn quit_exits_0_after_bad_messages_while_an_idle_exit_reports_them() {
+    let TopicFixture {
+        broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(Storage::Sqlite, "quit-status", 1);
+    common::produce_values(&broker, &topic, &[b"not a chunk".to_vec()]);
+    let out = work.path().join("out");
+    let mut down = common::KillOnDrop(
+        common::openmsi_std()
+            .arg("download-directory")
+            .arg(&out)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--topic", &topic, "--group-id", "g"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(common::wait_for(Duration::from_secs(30), || {
+        common::rejected_kept(&out) == 1
+    }));
+    let status = common::quit_and_wait(&mut down, Duration::from_secs(30));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(down.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{status}: {stdout}");
+    assert!(stdout.contains("1 messages rejected"), "{stdout}");
+
+    common::download_until_idle(&cfg, &topic, &work.path().join("again"), "other")
+        .code(1)
+        .stdout(predicate::str::contains("1 messages rejected"));
+}
