@@ -177,9 +177,11 @@ impl HookRunner {
         let mut done_log = OpenOptions::new().append(true).open(&self.log_path);
         let mut mark_done = |batch: &[HookJob]| {
             // Not synced: a lost done mark only makes the hook run again after a crash.
+            // One write per mark: the writer thread appends due marks to the same file, and a
+            // line written in pieces could interleave with one of those.
             if let Ok(f) = done_log.as_mut() {
                 for job in batch {
-                    let _ = writeln!(f, "{{\"done\":{}}}", job.seq);
+                    let _ = f.write_all(format!("{{\"done\":{}}}\n", job.seq).as_bytes());
                 }
             }
         };
