@@ -26,8 +26,6 @@ pub struct Admin {
     pub brokers: String,
     /// Bound on each request.
     pub timeout: Duration,
-    /// The cluster as first seen.
-    pub metadata: Metadata,
     /// The loaded config (for the consumers `topic describe` uses to read group offsets).
     pub config: LoadedConfig,
 }
@@ -40,13 +38,12 @@ impl Admin {
         let client: AdminClient<LogContext> =
             create_client(&cfg, LogContext, &config, "admin client")?;
         // The admin client's own thread serves its events.
-        let metadata = connect(client.inner(), &cfg, None, timeout, &|| {})?;
+        connect(client.inner(), &cfg, None, timeout, &|| {})?;
         Ok(Admin {
             brokers: bootstrap_servers(&cfg),
             client,
             cfg,
             timeout,
-            metadata,
             config,
         })
     }
