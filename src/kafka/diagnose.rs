@@ -45,6 +45,11 @@ pub enum Cause {
     PlaintextToTls,
     /// security.protocol uses TLS but the port does not.
     TlsToPlaintext,
+    /// The broker closed the connection at the client's first request: a TLS port answering a
+    /// plaintext client does this, and so does a broker that is shutting down or starting, so
+    /// it is only a suspicion until a TLS handshake of our own confirms it (see
+    /// [`super::topic`]).
+    ClosedAtFirstRequest,
     /// The broker closed the connection once it was up, without saying why (tansu does this to
     /// clients that do not authenticate when authentication is on).
     ClosedByBroker,
@@ -55,7 +60,10 @@ impl Cause {
     pub fn is_certain(&self) -> bool {
         !matches!(
             self,
-            Cause::Refused | Cause::UnknownHost | Cause::ClosedByBroker
+            Cause::Refused
+                | Cause::UnknownHost
+                | Cause::ClosedByBroker
+                | Cause::ClosedAtFirstRequest
         )
     }
 
@@ -63,7 +71,7 @@ impl Cause {
     fn weight(&self) -> u8 {
         match self {
             Cause::Refused | Cause::UnknownHost => 1,
-            Cause::ClosedByBroker => 2,
+            Cause::ClosedByBroker | Cause::ClosedAtFirstRequest => 2,
             Cause::BrokerCertificate(None) => 3,
             // librdkafka says "not sending any client certificates" first, then the broker's
             // "certificate required": the first is the real cause.
@@ -103,6 +111,7 @@ impl Cause {
             Cause::PlaintextToTls => "the port expects TLS but the client spoke plaintext. Set security.protocol = SSL (or SASL_SSL with SASL)".into(),
             Cause::TlsToPlaintext => "the client spoke TLS but the port does not answer TLS. Set security.protocol = PLAINTEXT (or SASL_PLAINTEXT), or use the broker's TLS port".into(),
             Cause::ClosedByBroker => "the broker closed the connection without an answer. If the broker requires authentication, set security.protocol = SASL_SSL with sasl.mechanism, sasl.username and sasl.password".into(),
+            Cause::ClosedAtFirstRequest => "the broker closed the connection at the first request. Check that the port in bootstrap.servers is a Kafka listener and that security.protocol matches it (SSL for a TLS port)".into(),
         }
     }
 }
@@ -174,9 +183,10 @@ pub fn classify(message: &str) -> Option<Cause> {
     if m.contains("connecting to a ssl listener") {
         return Some(Cause::PlaintextToTls);
     }
-    // A plaintext client's first request answered by a TLS server's reset.
+    // A plaintext client's first request answered by a TLS server's reset (or by a broker
+    // going down: a suspicion only).
     if m.contains("disconnected") && m.contains("apiversion") && !m.contains("ssl") {
-        return Some(Cause::PlaintextToTls);
+        return Some(Cause::ClosedAtFirstRequest);
     }
     if m.contains("disconnected") && m.contains("state up") {
         return Some(Cause::ClosedByBroker);
@@ -353,7 +363,7 @@ mod tests {
             ("error:0A000415:SSL routines::sslv3 alert certificate expired: SSL alert number 45", Cause::ClientCertificateExpired),
             ("SASL authentication error: SASL SCRAM authentication failed: broker responded with invalid-proof (after 33ms in state AUTH_REQ)", Cause::SaslAuthentication("invalid-proof".into())),
             ("SASL PLAIN mechanism handshake failed: Local: Broker transport failure: broker's supported mechanisms: (n/a) (after 0ms in state DOWN)", Cause::SaslMechanism("PLAIN".into())),
-            ("127.0.0.1:19093/bootstrap: Disconnected: connection reset by peer (after 2ms in state APIVERSION_QUERY)", Cause::PlaintextToTls),
+            ("127.0.0.1:19093/bootstrap: Disconnected: connection reset by peer (after 2ms in state APIVERSION_QUERY)", Cause::ClosedAtFirstRequest),
             ("ssl://127.0.0.1:19193/bootstrap: Disconnected: SSL connection closed by peer (after 0ms in state UP)", Cause::ClosedByBroker),
         ];
         for (line, cause) in cases {
@@ -366,6 +376,7 @@ mod tests {
     fn specific_causes_win_and_certain_ones_are_marked() {
         assert!(Cause::SaslAuthentication("x".into()).weight() > Cause::ClosedByBroker.weight());
         assert!(!Cause::Refused.is_certain());
+        assert!(!Cause::ClosedAtFirstRequest.is_certain());
         assert!(Cause::ClientCertificateRequired.is_certain());
         assert!(Cause::BrokerCertificate(Some("Hostname mismatch".into()))
             .explain()

@@ -67,7 +67,12 @@ pub fn connect<C: ClientContext>(
         };
         serve_events();
         let seen = watch.cause();
-        if probed.is_none() && matches!(seen, None | Some(Cause::BrokerCertificate(None))) {
+        if probed.is_none()
+            && matches!(
+                seen,
+                None | Some(Cause::BrokerCertificate(None) | Cause::ClosedAtFirstRequest)
+            )
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             probed = Some(probe_cause(cfg, seen.as_ref(), left.min(PROBE_TIMEOUT)));
         }
@@ -114,7 +119,11 @@ fn probe_cause(cfg: &ClientConfig, seen: Option<&Cause>, timeout: Duration) -> O
             Some(Cause::BrokerCertificate(Some(why)))
         }
         (None, true, Probe::NotTls) => Some(Cause::TlsToPlaintext),
-        (None, false, Probe::TlsOk | Probe::TlsCertificate(_)) => Some(Cause::PlaintextToTls),
+        (
+            None | Some(Cause::ClosedAtFirstRequest),
+            false,
+            Probe::TlsOk | Probe::TlsCertificate(_),
+        ) => Some(Cause::PlaintextToTls),
         _ => None,
     }
 }
