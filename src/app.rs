@@ -151,7 +151,10 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
     };
     let stats = Arc::new(DirectoryStats::default());
     let status_stats = Arc::clone(&stats);
-    let cancel = console::spawn(Arc::new(move || status_stats.status_line()));
+    let status: console::StatusFn = Arc::new(move || status_stats.status_line());
+    let cancel = console::spawn(Arc::clone(&status));
+    let service = crate::service::spawn(status, cancel.clone());
+    let stop_requested = cancel.clone();
     let summary =
         tokio::task::spawn_blocking(move || upload_directory(&config, &settings, stats, &cancel))
             .await
@@ -164,7 +167,18 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
         summary_rate(&summary),
         summary.files_failed,
     );
+    finish_service(service, &stop_requested);
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a requested stop, waits (a quarter second at most) for the service-manager thread to
+/// report `STOPPING=1`; an idle exit leaves it to end with the process.
+fn finish_service(service: Option<std::thread::JoinHandle<()>>, cancel: &CancellationToken) {
+    if cancel.is_cancelled() {
+        if let Some(handle) = service {
+            let _ = handle.join();
+        }
+    }
 }
 
 async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<ExitCode> {
@@ -242,7 +256,10 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     };
     let stats = Arc::new(DownloadStats::default());
     let status_stats = Arc::clone(&stats);
-    let cancel = console::spawn(Arc::new(move || status_stats.snapshot().to_string()));
+    let status: console::StatusFn = Arc::new(move || status_stats.snapshot().to_string());
+    let cancel = console::spawn(Arc::clone(&status));
+    let service = crate::service::spawn(status, cancel.clone());
+    let stop_requested = cancel.clone();
     // Heartbeats count what this consumer read and wrote; stopped after the download returns.
     let telemetry_stop = CancellationToken::new();
     let heartbeat_stats = Arc::clone(&stats);
@@ -274,6 +291,7 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         let _ = tokio::task::spawn_blocking(move || handle.join()).await;
     }
     let summary = outcome.context("internal error: the download thread panicked")??;
+    finish_service(service, &stop_requested);
     let s = &summary.stats;
     let mut extras = String::new();
     if s.other_hosts_messages > 0 {

@@ -29,6 +29,7 @@ pub mod host;
 pub mod kafka;
 pub mod logging;
 pub mod progress;
+pub mod service;
 pub mod state;
 pub mod targeting;
 pub mod upload;

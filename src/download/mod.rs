@@ -182,6 +182,7 @@ pub fn download_directory(
         output = %output.display(),
         "downloading; type `check` for status or `quit` to stop (pass this --group-id to resume later)"
     );
+    crate::service::ready();
 
     let options = PipelineOptions {
         topic: settings.topic.clone(),

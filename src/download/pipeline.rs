@@ -250,6 +250,7 @@ fn poll_loop(
     let mut last_idle_check = Instant::now();
     let mut rejoin = Rejoin::after(options.rejoin_unassigned_after);
     loop {
+        crate::service::beat();
         rejoin.check(consumer, &options.topic);
         owned.forget_revoked(consumer);
         while let Ok(offsets) = commit_rx.try_recv() {

@@ -214,6 +214,7 @@ impl Dropbox {
         let s = &self.settings;
         // Logged after the first scan: from here on, every new file counts as new.
         info!(folder = %self.filter.root.display(), topic = %s.topic, events = s.events, rescan_s = s.rescan.as_secs_f64(), settle_s = s.settle.as_secs_f64(), registry_entries = self.registry.len(), "watching");
+        crate::service::ready();
         let now = self.clock.now();
         self.timers = Timers {
             scan: now,
@@ -224,6 +225,7 @@ impl Dropbox {
             alive: now,
         };
         while !cancel.is_cancelled() {
+            crate::service::beat();
             let mut batch = Vec::new();
             match rx.recv_timeout(TICK) {
                 Ok(msg) => batch.push(msg),
