@@ -71,49 +71,72 @@ pub struct PipelineOptions {
     pub exit_when_idle: Option<Duration>,
     /// The step before decoding ([`super::verify::Plaintext`] for plaintext topics).
     pub opener: Arc<dyn Opener>,
-    /// When nothing was assigned this long after the start, rejoin the group once (see
-    /// [`Rejoin`]).
+    /// When nothing was assigned for this long, leave and rejoin the group (see [`Rejoin`]).
     pub rejoin_unassigned_after: Duration,
 }
 
+/// A member with no partition for longer than a session leaves and rejoins the group.
+///
 /// A downloader restarted right after a crash joins while its dead predecessor is still a
 /// member; the rebalance hands the partitions to the dead member, and a broker that does not
 /// rebalance again when that member's session expires (tansu 0.6.0; measured: nothing assigned
-/// for minutes) leaves them unread. So once, when this member has had no partition for longer
-/// than a session since it started, it leaves and rejoins the group: the new rebalance no
-/// longer sees the dead member. In a group with more members than partitions this costs one
-/// extra (cooperative: non-disruptive) rebalance per start.
+/// for minutes) leaves them unread. The same broker sometimes revokes every partition from the
+/// survivor when a killed member expires and never assigns them again (seen once in the
+/// killed-member takeover test). The new rebalance a rejoin starts no longer sees the dead
+/// member. A member that is idle because the group has more members than partitions would
+/// rejoin for nothing, so the wait doubles after each rejoin (up to [`REJOIN_MAX_WAIT`]) and
+/// returns to one session once partitions are assigned.
 struct Rejoin {
-    /// When to look (start + session timeout + margin); None once done.
-    at: Option<Instant>,
+    /// How long to be without partitions before rejoining.
+    first_wait: Duration,
+    wait: Duration,
+    /// Since when no partition is assigned (None: some are).
+    unassigned_since: Option<Instant>,
+    /// When the assignment was last looked at (it is looked at once a second).
+    looked_at: Instant,
 }
+
+/// The longest an unassigned member waits between rejoins.
+const REJOIN_MAX_WAIT: Duration = Duration::from_secs(600);
 
 impl Rejoin {
     fn after(delay: Duration) -> Self {
+        let now = Instant::now();
         Self {
-            at: Some(Instant::now() + delay),
+            first_wait: delay,
+            wait: delay,
+            unassigned_since: Some(now),
+            looked_at: now,
         }
     }
 
-    /// Rejoins once when due and nothing is assigned.
+    /// Rejoins when no partition has been assigned for the current wait.
     fn check(&mut self, consumer: &BaseConsumer<ConsumerLogContext>, topic: &str) {
-        let Some(at) = self.at else { return };
-        if Instant::now() < at {
+        let now = Instant::now();
+        if now.duration_since(self.looked_at) < Duration::from_secs(1) {
             return;
         }
-        self.at = None;
+        self.looked_at = now;
         let unassigned = consumer
             .assignment()
             .map(|list| list.count() == 0)
             .unwrap_or(false);
         if !unassigned {
+            self.unassigned_since = None;
+            self.wait = self.first_wait;
             return;
         }
-        info!(topic, "no partition assigned a session after joining the group (a crashed earlier member may still hold them); rejoining once");
+        let since = *self.unassigned_since.get_or_insert(now);
+        if now.duration_since(since) < self.wait {
+            return;
+        }
+        info!(topic, waited_s = self.wait.as_secs(), "no partition assigned for longer than a session (a crashed member may still hold them, or the group has more members than partitions); leaving and rejoining the group");
         consumer.unsubscribe();
         if let Err(e) = consumer.subscribe(&[topic]) {
             warn!(topic, error = %e, "rejoining the consumer group failed");
         }
+        self.unassigned_since = Some(now);
+        self.wait = (self.wait * 2).min(REJOIN_MAX_WAIT);
     }
 }
 
