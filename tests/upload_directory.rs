@@ -713,13 +713,22 @@ fn kill_9_during_a_burst_every_file_arrives_once_and_whole() {
     let w = s.watched();
     let args = ["--n-threads", "4"];
     let mut up = s.start(&args);
+    // Killed while the burst is still being written once 50 files are recorded as sent (a fast
+    // uploader can otherwise finish all 600 before a kill after the burst).
+    let mut killed = false;
     for i in 0..600u64 {
         write_random_file(&w.join(format!("burst/f{i:03}.bin")), 3000 + i, 900 + i);
+        if !killed && i % 20 == 0 && registry_sent(&w).len() >= 50 {
+            up.child.0.kill().unwrap();
+            killed = true;
+        }
     }
-    assert!(wait_for(Duration::from_secs(60), || registry_sent(&w)
-        .len()
-        >= 50));
-    up.child.0.kill().unwrap();
+    if !killed {
+        assert!(wait_for(Duration::from_secs(60), || registry_sent(&w)
+            .len()
+            >= 50));
+        up.child.0.kill().unwrap();
+    }
     up.child.0.wait().unwrap();
     assert!(registry_sent(&w).len() < 600, "all done before the kill");
 
