@@ -345,10 +345,35 @@ impl HookRunner {
     }
 }
 
-/// Removes the hook log when no hook is configured any more, so old due marks never fire for
-/// a command that is gone.
-pub fn forget(path: &Path) {
-    let _ = fs::remove_file(path);
+/// Opens the hook log at `log_path` and starts the runner thread, when a hook is configured;
+/// otherwise removes the log, so old due marks never fire for a command that is gone.
+pub fn start(
+    log_path: &Path,
+    settings: &HookSettings,
+    output_dir: &Path,
+    topic: &str,
+    stats: &std::sync::Arc<super::stats::DownloadStats>,
+) -> anyhow::Result<(Option<HookLog>, Option<std::thread::JoinHandle<()>>)> {
+    use anyhow::Context;
+    if !settings.any() {
+        let _ = fs::remove_file(log_path);
+        return Ok((None, None));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (log, pending) =
+        HookLog::open(log_path, tx).with_context(|| format!("opening {}", log_path.display()))?;
+    let runner = HookRunner {
+        settings: settings.clone(),
+        output_dir: output_dir.to_path_buf(),
+        topic: topic.to_string(),
+        log_path: log_path.to_path_buf(),
+        stats: std::sync::Arc::clone(stats),
+    };
+    let handle = std::thread::Builder::new()
+        .name("hooks".into())
+        .spawn(move || runner.run(pending, rx))
+        .context("starting the hook thread")?;
+    Ok((Some(log), Some(handle)))
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use crate::config::LoadedConfig;
 use crate::kafka::consumer::{self, ConsumerSpec};
 use crate::state::StateDir;
 use crate::targeting::ForHost;
-use hooks::{HookLog, HookRunner, HookSettings};
+use hooks::HookSettings;
 use pipeline::{KeptAside, PipelineOptions, StopReason};
 use publish::{DeliveryControl, Validation};
 use reassembler::Reassembler;
@@ -121,30 +121,13 @@ pub fn download_directory(
         stale::discard_stale_partials(&state_dir.staging(), max_age, SystemTime::now())
             .with_context(|| format!("cleaning the staging area of {}", output.display()))?;
     }
-    let hook_log_path = state_dir.hook_log();
-    let (hook_log, hook_runner) = match settings.hooks.any() {
-        true => {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (log, pending) = HookLog::open(&hook_log_path, tx)
-                .with_context(|| format!("opening {}", hook_log_path.display()))?;
-            let runner = HookRunner {
-                settings: settings.hooks.clone(),
-                output_dir: output.clone(),
-                topic: settings.topic.clone(),
-                log_path: hook_log_path.clone(),
-                stats: Arc::clone(&stats),
-            };
-            let handle = std::thread::Builder::new()
-                .name("hooks".into())
-                .spawn(move || runner.run(pending, rx))
-                .context("starting the hook thread")?;
-            (Some(log), Some(handle))
-        }
-        false => {
-            hooks::forget(&hook_log_path);
-            (None, None)
-        }
-    };
+    let (hook_log, hook_runner) = hooks::start(
+        &state_dir.hook_log(),
+        &settings.hooks,
+        output,
+        &settings.topic,
+        &stats,
+    )?;
     let control = DeliveryControl {
         validation: settings.validation.clone(),
         backup_suffix: settings.backup_suffix.clone(),

@@ -737,8 +737,13 @@ pub fn download_until_idle(
     out: &Path,
     group: &str,
 ) -> assert_cmd::assert::Assert {
-    openmsi()
-        .arg("download-directory")
+    download_idle_command(cfg, topic, out, group).assert()
+}
+
+/// The command both download-until-idle helpers run.
+fn download_idle_command(cfg: &Path, topic: &str, out: &Path, group: &str) -> assert_cmd::Command {
+    let mut cmd = openmsi();
+    cmd.arg("download-directory")
         .arg(out)
         .arg("--config")
         .arg(cfg)
@@ -750,8 +755,8 @@ pub fn download_until_idle(
             "--exit-when-idle",
             "2",
         ])
-        .timeout(Duration::from_secs(180))
-        .assert()
+        .timeout(Duration::from_secs(180));
+    cmd
 }
 
 /// `openmsi download-directory OUT --group-id GROUP --exit-when-idle 2 EXTRA...` run in the
@@ -764,22 +769,9 @@ pub fn download_idle_with(
     group: &str,
     extra: &[&str],
 ) -> (bool, String) {
-    let output = openmsi()
+    let output = download_idle_command(cfg, topic, out, group)
         .current_dir(out.parent().expect("the output folder has a parent"))
-        .arg("download-directory")
-        .arg(out)
-        .arg("--config")
-        .arg(cfg)
-        .args([
-            "--topic",
-            topic,
-            "--group-id",
-            group,
-            "--exit-when-idle",
-            "2",
-        ])
         .args(extra)
-        .timeout(Duration::from_secs(180))
         .output()
         .unwrap();
     (
