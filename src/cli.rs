@@ -272,6 +272,12 @@ pub struct UploadFileArgs {
     #[arg(long, alias = "wire_fields", value_name = "9|10", default_value_t = WireFields::Ten)]
     pub wire_fields: WireFields,
 
+    /// Message layout: openmsi's own (OpenMSIStream's), or Knot Resolver's (key = file name,
+    /// value = the part's bytes, `file-name`/`total-chunks`/`chunk-index` headers, plus
+    /// `file-sha512`), to feed Knot Resolvers (with `--to-host`).
+    #[arg(long, value_enum, default_value = "openmsi")]
+    pub format: crate::chunk::MessageFormat,
+
     /// Threads that compute chunk hashes while the whole-file hash is computed.
     #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -372,6 +378,12 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, alias = "download_regex", value_name = "REGEX")]
     pub download_regex: Option<String>,
 
+    /// Message formats to read: openmsi's (and OpenMSIStream's) chunks, Knot Resolver's file
+    /// parts, or auto for both on one topic (a message with Knot's part headers is a Knot
+    /// part). Messages of another format are rejected and kept aside.
+    #[arg(long, value_enum, default_value = "openmsi")]
+    pub format: crate::download::verify::Formats,
+
     /// Exit once every assigned partition has been read to its end and no message arrived for
     /// this many seconds (for scripts). [default: run until `quit`, Ctrl-C or SIGTERM]
     #[arg(long, alias = "exit_when_idle", value_name = "SECS")]
@@ -420,6 +432,12 @@ pub struct UploadDirectoryArgs {
     /// or older.
     #[arg(long, alias = "wire_fields", value_name = "9|10", default_value_t = WireFields::Ten)]
     pub wire_fields: WireFields,
+
+    /// Message layout: openmsi's own (OpenMSIStream's), or Knot Resolver's (key = file name,
+    /// value = the part's bytes, `file-name`/`total-chunks`/`chunk-index` headers, plus
+    /// `file-sha512`), to feed Knot Resolvers (with `--to-host`).
+    #[arg(long, value_enum, default_value = "openmsi")]
+    pub format: crate::chunk::MessageFormat,
 
     /// Also upload the files already in the folder at the first start. [default: only files
     /// that appear or change later, as OpenMSIStream]

@@ -4,6 +4,7 @@
 //! - [`hash`]: SHA-512 (one-shot and streaming), the only hash on the wire.
 //! - [`key`]: the message key string, `<subdir with / as _>_<filename>_chunk_<i>_of_<n>`.
 //! - [`codec`]: [`encode_value`] / [`decode_value`] of the 9- or 10-element msgpack array.
+//! - [`knot`]: Knot Resolver's layout (key = file name, value = raw part, part headers).
 //! - [`ranges`]: sets of chunk indices as compact ranges (which chunks were acknowledged).
 //!
 //! What this module does not do: it checks *structure* (msgpack types, field count, hash
@@ -23,6 +24,7 @@
 pub mod codec;
 pub mod hash;
 pub mod key;
+pub mod knot;
 pub mod ranges;
 
 use std::fmt;
@@ -151,6 +153,16 @@ impl FromStr for ChunkSize {
         })?;
         Self::new(bytes)
     }
+}
+
+/// The layout of produced messages (`--format` of the upload commands).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum MessageFormat {
+    /// openmsi's and OpenMSIStream's: a msgpack value with the chunk's metadata and hashes.
+    #[default]
+    Openmsi,
+    /// Knot Resolver's: the raw part as the value, its metadata in headers ([`knot`]).
+    Knot,
 }
 
 /// How many fields a produced value has.

@@ -61,6 +61,8 @@ pub struct DownloadSettings {
     pub group_id: Option<String>,
     /// Only files whose relative path matches are rebuilt.
     pub download_regex: Option<Regex>,
+    /// `--format`: the message formats read.
+    pub formats: verify::Formats,
     /// Exit after reading everything and this much quiet.
     pub exit_when_idle: Option<Duration>,
     /// Chunk verification threads.
@@ -169,7 +171,10 @@ pub fn download_directory(
 
     let options = PipelineOptions {
         topic: settings.topic.clone(),
-        download_regex: settings.download_regex.clone(),
+        selection: verify::Selection {
+            formats: settings.formats,
+            regex: settings.download_regex.clone(),
+        },
         verify_threads: settings.verify_threads,
         exit_when_idle: settings.exit_when_idle,
         opener: Arc::new(ForHost::new(settings.host.clone(), Plaintext)),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::hash::{from_hex, sha512, to_hex, Sha512Stream};
 use crate::chunk::Sha512Digest;
+use crate::kafka::MessagePosition;
 use crate::state::annotate;
 
 #[cfg(unix)]
@@ -33,6 +34,34 @@ pub struct FileVersion {
     pub n_total_chunks: u64,
     /// Source mtime (Unix seconds) to set on the rebuilt file, when the producer sent one.
     pub file_mtime: Option<f64>,
+    /// Where the parts go in the staging file.
+    #[serde(default, skip_serializing_if = "PartLayout::is_offsets")]
+    pub layout: PartLayout,
+    /// For a version that names no whole-file hash (Knot's format without `file-sha512`):
+    /// the message that started it. Without a hash nothing else tells two versions of one
+    /// path apart (see [`super::reassembler`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<MessagePosition>,
+}
+
+/// How a version's parts are placed in its staging file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartLayout {
+    /// At the byte offset each chunk carries (openmsi's format).
+    #[default]
+    Offsets,
+    /// Appended in arrival order, then put in index order once every part is there (Knot
+    /// Resolver's format carries no offsets, and its parts need not be of equal size). Part
+    /// slots are the sent index + 1, so 0- and 1-based indices both fit in `1..=n + 1`; which
+    /// one a file used is decided once it is whole.
+    Appended,
+}
+
+impl PartLayout {
+    fn is_offsets(&self) -> bool {
+        *self == PartLayout::Offsets
+    }
 }
 
 impl FileVersion {
@@ -45,7 +74,37 @@ impl FileVersion {
         text.extend_from_slice(self.file_hash.as_bytes());
         text.push(0);
         text.extend_from_slice(self.n_total_chunks.to_string().as_bytes());
+        // Versions staged before these fields existed keep their ids.
+        if self.layout == PartLayout::Appended {
+            text.extend_from_slice(b"\0appended");
+        }
+        if let Some(at) = self.started_at {
+            text.extend_from_slice(format!("\0{}:{}", at.partition, at.offset).as_bytes());
+        }
         to_hex(&sha512(&text)[..16])
+    }
+
+    /// True for a version that names no whole-file hash: its content is checked for
+    /// completeness only, and its hash is computed when it is whole.
+    pub fn is_unverified(&self) -> bool {
+        self.file_hash.is_empty()
+    }
+
+    /// The expected whole-file hash: None for an unverified version (Knot parts without
+    /// `file-sha512`); an error for anything else that is not 128 hex digits.
+    fn expected_hash(&self) -> Option<Option<Sha512Digest>> {
+        if self.is_unverified() && self.layout == PartLayout::Appended {
+            return Some(None);
+        }
+        from_hex(&self.file_hash).map(Some)
+    }
+
+    /// Highest chunk slot a chunk of this version may use.
+    fn max_slot(&self) -> u64 {
+        match self.layout {
+            PartLayout::Offsets => self.n_total_chunks,
+            PartLayout::Appended => self.n_total_chunks + 1,
+        }
     }
 }
 
@@ -61,8 +120,17 @@ struct ChunkRecord {
 pub struct PartialFile {
     /// What this is a version of.
     pub version: FileVersion,
-    /// Expected whole-file hash.
-    file_hash: Sha512Digest,
+    /// Expected whole-file hash (None: unverified, see [`FileVersion::is_unverified`]).
+    file_hash: Option<Sha512Digest>,
+    /// The hash computed when the file was verified (for an unverified version, its only one).
+    computed_hash: Option<Sha512Digest>,
+    /// Appended layout: where each part slot's latest copy is (offset, length).
+    parts: BTreeMap<u64, (u64, u64)>,
+    /// Appended layout: every part so far arrived right after the one before it, once, so
+    /// the staging file already is the file.
+    appended_in_order: bool,
+    /// Appended layout: the slot of the part appended last.
+    last_slot: Option<u64>,
     /// `<id>.part`.
     data_path: PathBuf,
     /// `<id>.chunks`.
@@ -100,7 +168,8 @@ impl PartialFile {
     /// costs a burst of small files more than everything else (ext4's inode allocator slows
     /// down after many deletions).
     pub fn create(dir: &Path, version: FileVersion) -> io::Result<Self> {
-        let file_hash = from_hex(&version.file_hash)
+        let file_hash = version
+            .expected_hash()
             .ok_or_else(|| io::Error::other("internal: file hash is not 128 hex digits"))?;
         let id = version.id();
         let data_path = dir.join(format!("{id}.part"));
@@ -125,7 +194,7 @@ impl PartialFile {
 
     fn new(
         version: FileVersion,
-        file_hash: Sha512Digest,
+        file_hash: Option<Sha512Digest>,
         data_path: PathBuf,
         record_path: PathBuf,
         data: Option<File>,
@@ -133,6 +202,10 @@ impl PartialFile {
         Self {
             version,
             file_hash,
+            computed_hash: None,
+            parts: BTreeMap::new(),
+            appended_in_order: true,
+            last_slot: None,
             data_path,
             record_path,
             recorded: true,
@@ -160,7 +233,7 @@ impl PartialFile {
             Ok(v) => v,
             Err(_) => return Ok(Recovered::Unusable),
         };
-        let Some(file_hash) = from_hex(&version.file_hash) else {
+        let Some(file_hash) = version.expected_hash() else {
             return Ok(Recovered::Unusable);
         };
         if !data_path.exists() {
@@ -191,13 +264,26 @@ impl PartialFile {
                 break;
             };
             let end = offset.saturating_add(len);
-            if chunk_i == 0 || chunk_i > partial.version.n_total_chunks || end > data_len {
+            if chunk_i == 0 || chunk_i > partial.version.max_slot() || end > data_len {
                 break;
             }
-            if partial.received.insert(chunk_i) {
+            if partial.version.layout == PartLayout::Appended {
+                partial.note_appended(chunk_i, offset, len);
+            }
+            if partial.received.insert(chunk_i) || partial.version.layout == PartLayout::Appended {
                 partial.waiting.insert(offset, len);
                 partial.size = partial.size.max(end);
             }
+        }
+        if partial.version.layout == PartLayout::Appended && data_len > partial.size {
+            // Parts appended after the last record were not durable; they are read again and
+            // appended where the recorded ones end.
+            let path = partial.data_path.clone();
+            let size = partial.size;
+            partial
+                .data()?
+                .set_len(size)
+                .map_err(|e| annotate(e, &path))?;
         }
         Ok(Recovered::Partial(Box::new(partial)))
     }
@@ -259,8 +345,16 @@ impl PartialFile {
             .ok_or_else(|| io::Error::other("internal: staging file not open"))
     }
 
-    /// Writes one new chunk at its offset and advances the whole-file hash if it can.
+    /// Writes one new chunk at its offset (appended layout: at the end, whatever `offset`
+    /// says) and advances the whole-file hash if it can.
     pub fn write_chunk(&mut self, chunk_i: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        let offset = match self.version.layout {
+            PartLayout::Offsets => offset,
+            PartLayout::Appended => {
+                self.note_appended(chunk_i, self.size, data.len() as u64);
+                self.size
+            }
+        };
         self.write_at(chunk_i, offset, data)?;
         let len = data.len() as u64;
         if offset == self.hashed_upto {
@@ -298,6 +392,66 @@ impl PartialFile {
         Ok(())
     }
 
+    /// Appended layout: notes where slot `chunk_i`'s latest copy is, and whether the parts
+    /// still follow each other.
+    fn note_appended(&mut self, chunk_i: u64, offset: u64, len: u64) {
+        let follows = self.last_slot.is_none_or(|prev| chunk_i == prev + 1);
+        let repeated = self.parts.insert(chunk_i, (offset, len)).is_some();
+        self.appended_in_order &= follows && !repeated;
+        self.last_slot = Some(chunk_i);
+    }
+
+    /// Appended layout, once every slot is there: true when the slots are `1..=n` (0-based
+    /// indices) or `2..=n + 1` (1-based). Anything else (both 0 and n sent, say) is a file
+    /// whose parts contradict each other.
+    fn appended_slots_are_whole(&self) -> bool {
+        let n = self.version.n_total_chunks;
+        let (Some(&first), Some(&last)) = (self.parts.keys().next(), self.parts.keys().last())
+        else {
+            return false;
+        };
+        self.parts.len() as u64 == n && (first == 1 || first == 2) && last == first + n - 1
+    }
+
+    /// Appended layout, parts out of order or sent twice: copies each slot's latest part, in
+    /// slot order, into a new staging file that replaces the old one, hashing as it goes.
+    /// The record describes the old layout, so it is removed first: if the process dies now,
+    /// the data without a record is deleted at start and Kafka delivers the parts again
+    /// (their offsets are not committed before the file is published).
+    fn put_parts_in_order(&mut self) -> io::Result<()> {
+        self.remove_record();
+        self.recorded = false;
+        self.unrecorded.clear();
+        let ordered_path = self.data_path.with_extension("ordered");
+        let mut out = File::create(&ordered_path).map_err(|e| annotate(e, &ordered_path))?;
+        let mut hasher = Sha512Stream::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        let parts: Vec<(u64, u64)> = self.parts.values().copied().collect();
+        for (offset, len) in parts {
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(buf.len() as u64) as usize;
+                read_exact_at(self.data()?, &mut buf[..n], offset + done)?;
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])
+                    .map_err(|e| annotate(e, &ordered_path))?;
+                done += n as u64;
+            }
+            written += len;
+        }
+        drop(out);
+        self.data = None;
+        fs::rename(&ordered_path, &self.data_path).map_err(|e| annotate(e, &self.data_path))?;
+        self.hasher = hasher;
+        self.hashed_upto = written;
+        self.size = written;
+        self.waiting.clear();
+        self.dirty = true;
+        self.appended_in_order = true;
+        Ok(())
+    }
+
     /// Feeds chunks that arrived early and now continue the hashed prefix, reading them back.
     fn hash_waiting_chunks(&mut self) -> io::Result<()> {
         let mut buf = Vec::new();
@@ -317,6 +471,14 @@ impl PartialFile {
         if self.hash_checked {
             return Ok(true);
         }
+        if self.version.layout == PartLayout::Appended {
+            if !self.appended_slots_are_whole() {
+                return Ok(false);
+            }
+            if !self.appended_in_order {
+                self.put_parts_in_order()?;
+            }
+        }
         self.hash_waiting_chunks()?;
         let mut buf = Vec::new();
         while self.hashed_upto < self.size {
@@ -330,7 +492,18 @@ impl PartialFile {
         // Hostile overlapping chunks can leave the data file longer than the hashed size.
         let on_disk = self.data()?.metadata()?.len();
         let digest = std::mem::take(&mut self.hasher).finalize();
-        Ok(on_disk == self.size && digest == self.file_hash)
+        self.computed_hash = Some(digest);
+        Ok(on_disk == self.size && self.file_hash.is_none_or(|expected| expected == digest))
+    }
+
+    /// Hex SHA-512 of the content: the verified one, or for an unverified version the one
+    /// computed when it was whole.
+    pub fn file_hash_hex(&self) -> String {
+        match (self.file_hash, self.computed_hash) {
+            (Some(expected), _) => to_hex(&expected),
+            (None, Some(computed)) => to_hex(&computed),
+            (None, None) => self.version.file_hash.clone(),
+        }
     }
 
     /// fsyncs the data file if needed.
@@ -443,6 +616,8 @@ mod tests {
             file_hash: to_hex(&sha512(content)),
             n_total_chunks: n,
             file_mtime: None,
+            layout: Default::default(),
+            started_at: None,
         }
     }
 

@@ -21,7 +21,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
-use regex::Regex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -29,7 +28,7 @@ use super::offsets::{ChunkFile, CommitTracker};
 use super::rejects::RejectStore;
 use super::sink::{Accepted, ChunkSink, VerifiedChunk};
 use super::stats::DownloadStats;
-use super::verify::{verify, Opener, RawMessage, Verdict};
+use super::verify::{verify, Opener, RawMessage, Selection, Verdict};
 use crate::kafka::{ConsumerLogContext, MessagePosition};
 use crate::state::is_out_of_space;
 
@@ -63,8 +62,8 @@ struct Verified {
 pub struct PipelineOptions {
     /// The topic read (for logs and the names of messages kept aside).
     pub topic: String,
-    /// Only files whose relative path matches are rebuilt.
-    pub download_regex: Option<Regex>,
+    /// The formats read and the files wanted.
+    pub selection: Selection,
     /// Verify-stage threads.
     pub verify_threads: usize,
     /// Stop after reading everything and this much quiet.
@@ -197,9 +196,9 @@ pub fn run<S: ChunkSink + Send>(
         let in_rx = Arc::new(Mutex::new(in_rx));
         for _ in 0..options.verify_threads.max(1) {
             let (in_rx, out_tx) = (Arc::clone(&in_rx), out_tx.clone());
-            let regex = options.download_regex.clone();
+            let selection = options.selection.clone();
             let opener = Arc::clone(&options.opener);
-            scope.spawn(move || verify_worker(&in_rx, &out_tx, opener.as_ref(), regex.as_ref()));
+            scope.spawn(move || verify_worker(&in_rx, &out_tx, opener.as_ref(), &selection));
         }
         drop(out_tx);
         // Only the workers may keep the receiver alive: when they all exit (the writer
@@ -424,7 +423,7 @@ fn verify_worker(
     in_rx: &Mutex<Receiver<Incoming>>,
     out_tx: &SyncSender<Verified>,
     opener: &dyn Opener,
-    regex: Option<&Regex>,
+    selection: &Selection,
 ) {
     loop {
         let incoming = {
@@ -434,7 +433,7 @@ fn verify_worker(
                 Err(_) => return,
             }
         };
-        let verdict = verify(incoming.message, incoming.at, opener, regex);
+        let verdict = verify(incoming.message, incoming.at, opener, selection);
         let verified = Verified {
             seq: incoming.seq,
             at: incoming.at,
@@ -555,13 +554,13 @@ fn keep(
 
 /// Hands one verified chunk to the sink; returns the file it is a chunk of.
 fn accept(
-    chunk: VerifiedChunk,
+    mut chunk: VerifiedChunk,
     topic: &str,
     at: MessagePosition,
     sink: &mut impl ChunkSink,
     stats: &DownloadStats,
 ) -> std::io::Result<ChunkFile> {
-    match sink.accept(&chunk)? {
+    match sink.accept(&mut chunk)? {
         Accepted::Written | Accepted::Completed => {}
         Accepted::Duplicate | Accepted::AlreadyComplete | Accepted::Superseded => {
             DownloadStats::add(&stats.duplicate_chunks, 1)
@@ -603,7 +602,7 @@ mod tests {
     struct NoSink;
 
     impl ChunkSink for NoSink {
-        fn accept(&mut self, _: &VerifiedChunk) -> std::io::Result<Accepted> {
+        fn accept(&mut self, _: &mut VerifiedChunk) -> std::io::Result<Accepted> {
             unreachable!("no chunk in this test")
         }
         fn is_in_progress(&self, _: &str) -> bool {

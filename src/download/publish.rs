@@ -119,7 +119,7 @@ impl Publisher {
                 crate::chunk::hash::from_hex(&v.file_hash)
                     .is_some_and(|hash| !self.completed.is_latest(&v.relative, &hash))
             })
-            .map(|(v, at)| entry_for(v, 0, *at))
+            .map(|(v, at)| entry_for(v, v.file_hash.clone(), 0, *at))
             .collect();
         self.completed.append(entries)
     }
@@ -189,12 +189,18 @@ impl Publisher {
                     if let Some(parent) = final_path.parent() {
                         dirs.insert(parent.to_path_buf());
                     }
-                    entries.push(entry_for(version, file.partial.size(), file.completed_by));
+                    let file_hash = file.partial.file_hash_hex();
+                    entries.push(entry_for(
+                        version,
+                        file_hash.clone(),
+                        file.partial.size(),
+                        file.completed_by,
+                    ));
                     published.push(PublishedFile {
                         relative: version.relative.clone(),
                         path: final_path,
                         size: file.partial.size(),
-                        file_hash: version.file_hash.clone(),
+                        file_hash,
                     });
                     records.extend(file.partial.record_file().map(Path::to_path_buf));
                 }
@@ -271,11 +277,12 @@ impl Publisher {
         }
         ready.partial.sync_data()?;
         ready.partial.close();
+        let file_hash = ready.partial.file_hash_hex();
         let facts = FileFacts {
             path: ready.partial.data_path(),
             relative: &relative,
             size: ready.partial.size(),
-            sha512: &ready.partial.version.file_hash,
+            sha512: &file_hash,
             topic: &self.control.topic,
         };
         let outcome = command::run(
@@ -358,13 +365,14 @@ fn stamp_mtime(partial: &PartialFile) {
 
 fn entry_for(
     version: &FileVersion,
+    file_hash: String,
     size: u64,
     completed_by: Option<MessagePosition>,
 ) -> CompletedEntry {
     CompletedEntry {
         completed_by,
         path: version.relative.clone(),
-        file_hash: version.file_hash.clone(),
+        file_hash,
         size,
         completed_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)

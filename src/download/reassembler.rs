@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::partial::{PartialFile, Recovered};
+use super::partial::{FileVersion, PartialFile, Recovered};
 use super::publish::{DeliveryControl, Publisher, ReadyFile};
 use super::sink::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use super::stats::DownloadStats;
@@ -37,6 +37,9 @@ pub struct Reassembler {
     /// Relative paths of `ready`: a version waiting to be published will replace whatever is
     /// in place, so what is in place no longer counts as published for those paths.
     ready_paths: HashSet<String>,
+    /// Unverified versions being received (Knot parts without `file-sha512`), by path and
+    /// part count: the staging id of the one parts of that file now go to.
+    unverified_runs: HashMap<(String, u64), String>,
     /// Puts verified files in place and remembers what was published.
     publisher: Publisher,
     stats: Arc<DownloadStats>,
@@ -64,6 +67,7 @@ impl Reassembler {
             ready: Vec::new(),
             ready_ids: HashSet::new(),
             ready_paths: HashSet::new(),
+            unverified_runs: HashMap::new(),
             publisher,
             stats,
             unflushed_bytes: 0,
@@ -94,6 +98,10 @@ impl Reassembler {
                         .files_in_progress
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let id = partial.version.id();
+                    if partial.version.is_unverified() {
+                        self.unverified_runs
+                            .insert(run_key(&partial.version), id.clone());
+                    }
                     if partial.is_complete() {
                         self.finish(id, partial, None)?;
                     } else {
@@ -178,27 +186,63 @@ impl Reassembler {
     }
 }
 
+/// What tells unverified versions of one file apart while they are received.
+fn run_key(version: &FileVersion) -> (String, u64) {
+    (version.relative.clone(), version.n_total_chunks)
+}
+
+impl Reassembler {
+    /// An unverified version (no whole-file hash: Knot parts without `file-sha512`) has no
+    /// identity of its own, yet a newer version of the file must never be taken for the old
+    /// one. Its parts go to the version of that path and part count being received, or start
+    /// a new one named after this message; a part sent again replaces the earlier copy (the
+    /// later one wins, as in Knot's own client). Read again after a restart, the parts
+    /// rebuild the same content; a version older than the one in place is discarded as
+    /// superseded, by position, like any other.
+    fn assign_unverified_run(&mut self, chunk: &mut VerifiedChunk) {
+        let key = run_key(&chunk.version);
+        if let Some(partial) = self
+            .unverified_runs
+            .get(&key)
+            .and_then(|id| self.partials.get(id))
+        {
+            chunk.version = partial.version.clone();
+        } else {
+            chunk.version.started_at = Some(chunk.message);
+        }
+        chunk.id = chunk.version.id();
+        self.unverified_runs.insert(key, chunk.id.clone());
+    }
+}
+
 impl ChunkSink for Reassembler {
-    fn accept(&mut self, chunk: &VerifiedChunk) -> io::Result<Accepted> {
+    fn accept(&mut self, chunk: &mut VerifiedChunk) -> io::Result<Accepted> {
+        let unverified = chunk.version.is_unverified();
+        if unverified {
+            self.assign_unverified_run(chunk);
+        }
         if self.ready_ids.contains(&chunk.id) {
             return Ok(Accepted::Duplicate);
         }
         let data = &chunk.payload[chunk.data.clone()];
         let partial = match self.partials.get_mut(&chunk.id) {
-            Some(p) if p.has(chunk.chunk_i) => return Ok(Accepted::Duplicate),
+            Some(p) if p.has(chunk.chunk_i) && !unverified => return Ok(Accepted::Duplicate),
             Some(p) => p,
             None => {
-                let hash = from_hex(&chunk.version.file_hash)
-                    .ok_or_else(|| io::Error::other("internal: bad hex hash"))?;
                 // A version of this path waiting for the flush replaces what is in place, so
                 // this one must be staged even if it is the one in place now (it is newer
-                // when it comes later in the partition; is_superseded sorts it out).
-                if !self.ready_paths.contains(&chunk.version.relative)
-                    && self
+                // when it comes later in the partition; is_superseded sorts it out). An
+                // unverified version cannot be compared with what is in place before it is
+                // whole.
+                if !unverified && !self.ready_paths.contains(&chunk.version.relative) {
+                    let hash = from_hex(&chunk.version.file_hash)
+                        .ok_or_else(|| io::Error::other("internal: bad hex hash"))?;
+                    if self
                         .publisher
                         .is_published(&chunk.version.relative, &hash, &chunk.path)
-                {
-                    return Ok(Accepted::AlreadyComplete);
+                    {
+                        return Ok(Accepted::AlreadyComplete);
+                    }
                 }
                 if self.partials.len() >= MAX_OPEN_STAGING_FILES {
                     self.close_staging_files()?;
@@ -225,6 +269,9 @@ impl ChunkSink for Reassembler {
         let Some(partial) = self.partials.remove(&chunk.id) else {
             return Ok(Accepted::Written);
         };
+        if unverified {
+            self.unverified_runs.remove(&run_key(&partial.version));
+        }
         self.finish(chunk.id.clone(), partial, Some(chunk.message))
     }
 
@@ -259,10 +306,18 @@ impl ChunkSink for Reassembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::chunk::hash::sha512;
     use crate::chunk::hash::to_hex;
-    use crate::download::partial::FileVersion;
+    use crate::download::partial::{FileVersion, PartLayout};
     use std::time::UNIX_EPOCH;
+
+    impl Reassembler {
+        /// `accept` of a copy, so a test can hand the same chunk in again.
+        fn take(&mut self, chunk: &VerifiedChunk) -> io::Result<Accepted> {
+            self.accept(&mut chunk.clone())
+        }
+    }
 
     fn relatives(published: Vec<PublishedFile>) -> Vec<String> {
         published.into_iter().map(|p| p.relative).collect()
@@ -279,6 +334,8 @@ mod tests {
             file_hash: to_hex(&sha512(content)),
             n_total_chunks: pieces.len() as u64,
             file_mtime: Some(1_600_000_000.5),
+            layout: Default::default(),
+            started_at: None,
         };
         pieces
             .iter()
@@ -324,10 +381,10 @@ mod tests {
         let content: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
         let chunks = chunks_of("a/b/x y.dat", &content, 4096);
         let target = out.path().join("a/b/x y.dat");
-        assert_eq!(r.accept(&chunks[2]).unwrap(), Accepted::Written);
-        assert_eq!(r.accept(&chunks[0]).unwrap(), Accepted::Written);
-        assert_eq!(r.accept(&chunks[0]).unwrap(), Accepted::Duplicate);
-        assert_eq!(r.accept(&chunks[1]).unwrap(), Accepted::Completed);
+        assert_eq!(r.take(&chunks[2]).unwrap(), Accepted::Written);
+        assert_eq!(r.take(&chunks[0]).unwrap(), Accepted::Written);
+        assert_eq!(r.take(&chunks[0]).unwrap(), Accepted::Duplicate);
+        assert_eq!(r.take(&chunks[1]).unwrap(), Accepted::Completed);
         assert!(!target.exists(), "visible before flush");
         assert_eq!(
             relatives(r.flush().unwrap()),
@@ -342,7 +399,7 @@ mod tests {
         // Redelivered tail after a restart is ignored, the file stays.
         drop(r);
         let mut r = open(out.path());
-        assert_eq!(r.accept(&chunks[2]).unwrap(), Accepted::AlreadyComplete);
+        assert_eq!(r.take(&chunks[2]).unwrap(), Accepted::AlreadyComplete);
         assert!(!r.needs_flush());
     }
 
@@ -355,7 +412,7 @@ mod tests {
             .collect();
         for (rel, content) in &files {
             for c in chunks_of(rel, content, 64) {
-                r.accept(&c).unwrap();
+                r.take(&c).unwrap();
             }
         }
         assert_eq!(r.flush().unwrap().len(), files.len());
@@ -382,7 +439,7 @@ mod tests {
         let mut r = open(out.path());
         let mut chunk = chunks_of("one.bin", b"one chunk", 64).remove(0);
         chunk.whole_file_checked = true;
-        assert_eq!(r.accept(&chunk).unwrap(), Accepted::Completed);
+        assert_eq!(r.take(&chunk).unwrap(), Accepted::Completed);
         r.flush().unwrap();
         assert_eq!(fs::read(out.path().join("one.bin")).unwrap(), b"one chunk");
     }
@@ -392,20 +449,20 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let mut r = open(out.path());
         let empty = chunks_of("e", b"", 4096);
-        assert_eq!(r.accept(&empty[0]).unwrap(), Accepted::Completed);
+        assert_eq!(r.take(&empty[0]).unwrap(), Accepted::Completed);
         r.flush().unwrap();
         assert_eq!(fs::read(out.path().join("e")).unwrap(), b"");
         // Each upload later in the partition than the one before.
         for (content, first_offset) in [(&b"first version, long"[..], 10), (b"second", 20)] {
             for c in at_offset(chunks_of("v.txt", content, 4), first_offset) {
-                r.accept(&c).unwrap();
+                r.take(&c).unwrap();
             }
             r.flush().unwrap();
             assert_eq!(fs::read(out.path().join("v.txt")).unwrap(), content);
         }
         // Going back to the first content is a new version again and is rebuilt.
         for c in at_offset(chunks_of("v.txt", b"first version, long", 4), 30) {
-            r.accept(&c).unwrap();
+            r.take(&c).unwrap();
         }
         r.flush().unwrap();
         assert_eq!(
@@ -421,18 +478,18 @@ mod tests {
         let (v1, v2) = (&b"version one, long"[..], &b"version two"[..]);
         let target = out.path().join("v.txt");
         for c in at_offset(chunks_of("v.txt", v1, 4), 0) {
-            r.accept(&c).unwrap();
+            r.take(&c).unwrap();
         }
         r.flush().unwrap();
         for c in at_offset(chunks_of("v.txt", v2, 4), 10) {
-            r.accept(&c).unwrap();
+            r.take(&c).unwrap();
         }
         r.flush().unwrap();
         drop(r);
         // A restart reads v1 again (offsets waited at an unfinished file before it).
         let mut r = open(out.path());
         let again = at_offset(chunks_of("v.txt", v1, 4), 0);
-        let outcomes: Vec<Accepted> = again.iter().map(|c| r.accept(c).unwrap()).collect();
+        let outcomes: Vec<Accepted> = again.iter().map(|c| r.take(c).unwrap()).collect();
         assert_eq!(outcomes.last(), Some(&Accepted::Superseded));
         r.flush().unwrap();
         assert_eq!(fs::read(&target).unwrap(), v2);
@@ -444,7 +501,7 @@ mod tests {
         );
         // The same old content uploaded again later is a new version: it replaces v2.
         for c in at_offset(chunks_of("v.txt", v1, 4), 20) {
-            r.accept(&c).unwrap();
+            r.take(&c).unwrap();
         }
         r.flush().unwrap();
         assert_eq!(fs::read(&target).unwrap(), v1);
@@ -461,11 +518,11 @@ mod tests {
         let (v1, v2) = (&b"version one, long"[..], &b"version two"[..]);
         let mut r = open(out.path());
         for c in at_offset(chunks_of("m.tif", v1, 4), 0) {
-            r.accept(&c).unwrap();
+            r.take(&c).unwrap();
         }
         r.flush().unwrap();
         for c in at_offset(chunks_of("m.tif", v2, 4), 10) {
-            r.accept(&c).unwrap();
+            r.take(&c).unwrap();
         }
         r.flush().unwrap();
         drop(r);
@@ -484,11 +541,11 @@ mod tests {
 
         let mut r = open(out.path());
         for c in at_offset(chunks_of("m.tif", v1, 4), 0) {
-            r.accept(&c).unwrap();
+            r.take(&c).unwrap();
         }
         let outcomes: Vec<Accepted> = at_offset(chunks_of("m.tif", v2, 4), 10)
             .iter()
-            .map(|c| r.accept(c).unwrap())
+            .map(|c| r.take(c).unwrap())
             .collect();
         assert_ne!(outcomes.first(), Some(&Accepted::AlreadyComplete));
         r.flush().unwrap();
@@ -503,10 +560,10 @@ mod tests {
         let mut chunks = chunks_of("x", b"new content", 4);
         chunks[1].payload = b"EVIL".to_vec();
         for c in &chunks[..chunks.len() - 1] {
-            r.accept(c).unwrap();
+            r.take(c).unwrap();
         }
         assert_eq!(
-            r.accept(chunks.last().unwrap()).unwrap(),
+            r.take(chunks.last().unwrap()).unwrap(),
             Accepted::HashMismatch
         );
         r.flush().unwrap();
@@ -526,16 +583,16 @@ mod tests {
         let chunks = chunks_of("big.bin", &content, 4096);
         {
             let mut r = open(out.path());
-            r.accept(&chunks[0]).unwrap();
-            r.accept(&chunks[1]).unwrap();
+            r.take(&chunks[0]).unwrap();
+            r.take(&chunks[1]).unwrap();
             r.flush().unwrap();
             // Written after the last flush: its offset was never committed.
-            r.accept(&chunks[2]).unwrap();
+            r.take(&chunks[2]).unwrap();
         }
         let mut r = open(out.path());
-        assert_eq!(r.accept(&chunks[1]).unwrap(), Accepted::Duplicate);
+        assert_eq!(r.take(&chunks[1]).unwrap(), Accepted::Duplicate);
         for c in &chunks[2..] {
-            r.accept(c).unwrap();
+            r.take(c).unwrap();
         }
         r.flush().unwrap();
         assert_eq!(fs::read(out.path().join("big.bin")).unwrap(), content);
@@ -545,5 +602,154 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    /// Knot-format parts of `content` cut at `cuts` (so of any sizes), with sent indices
+    /// starting at `base`, the whole-file hash when `verified`, read from partition 0 at
+    /// `first_offset` onwards.
+    fn knot_parts(
+        relative: &str,
+        content: &[u8],
+        cuts: &[usize],
+        base: u64,
+        verified: bool,
+        first_offset: i64,
+    ) -> Vec<VerifiedChunk> {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(content.len());
+        let n = bounds.len() as u64 - 1;
+        let version = FileVersion {
+            relative: relative.into(),
+            file_hash: if verified {
+                to_hex(&sha512(content))
+            } else {
+                String::new()
+            },
+            n_total_chunks: n,
+            file_mtime: None,
+            layout: PartLayout::Appended,
+            started_at: None,
+        };
+        bounds
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| VerifiedChunk {
+                id: version.id(),
+                version: version.clone(),
+                path: relative.split('/').collect(),
+                chunk_i: i as u64 + base + 1,
+                offset: 0,
+                payload: content[w[0]..w[1]].to_vec(),
+                data: 0..w[1] - w[0],
+                message: MessagePosition {
+                    partition: 0,
+                    offset: first_offset + i as i64,
+                },
+                whole_file_checked: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn knot_parts_of_any_size_in_any_order_and_either_base_rebuild_the_file() {
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 239) as u8).collect();
+        for (base, verified) in [(0, true), (1, true), (0, false), (1, false)] {
+            let out = tempfile::tempdir().unwrap();
+            let mut r = open(out.path());
+            let parts = knot_parts(
+                "zones/a.rpz",
+                &content,
+                &[100, 5000, 5001],
+                base,
+                verified,
+                0,
+            );
+            let order = [2, 0, 3, 1];
+            for (k, &i) in order.iter().enumerate() {
+                let expected = if k == 3 {
+                    Accepted::Completed
+                } else {
+                    Accepted::Written
+                };
+                assert_eq!(r.take(&parts[i]).unwrap(), expected, "base {base}");
+            }
+            let published = r.flush().unwrap();
+            assert_eq!(published[0].file_hash, to_hex(&sha512(&content)));
+            assert_eq!(fs::read(out.path().join("zones/a.rpz")).unwrap(), content);
+        }
+    }
+
+    #[test]
+    fn knot_parts_that_contradict_each_other_or_the_hash_are_set_aside() {
+        let content = b"0123456789".to_vec();
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        // Slots 1 (index 0) and 3 (index 2 of 2): both bases at once.
+        let mut parts = knot_parts("x.json", &content, &[5], 0, true, 0);
+        parts[1].chunk_i = 3;
+        r.take(&parts[0]).unwrap();
+        assert_eq!(r.take(&parts[1]).unwrap(), Accepted::HashMismatch);
+        // The right slots with a wrong byte.
+        let mut parts = knot_parts("y.json", &content, &[5], 0, true, 10);
+        parts[1].payload[0] ^= 1;
+        r.take(&parts[0]).unwrap();
+        assert_eq!(r.take(&parts[1]).unwrap(), Accepted::HashMismatch);
+        r.flush().unwrap();
+        assert!(!out.path().join("x.json").exists());
+        assert!(!out.path().join("y.json").exists());
+    }
+
+    #[test]
+    fn unverified_knot_versions_of_one_file_are_told_apart_by_position() {
+        let out = tempfile::tempdir().unwrap();
+        let mut r = open(out.path());
+        // Two versions of equal size and part count in one flush, then one whose first
+        // version lost a part: the resend wins.
+        let v1 = knot_parts("kresd.yaml", b"version one", &[4], 0, false, 0);
+        let v2 = knot_parts("kresd.yaml", b"version two", &[4], 0, false, 2);
+        for c in v1.iter().chain(&v2) {
+            r.take(c).unwrap();
+        }
+        let published = r.flush().unwrap();
+        assert_eq!(relatives(published), ["kresd.yaml", "kresd.yaml"]);
+        assert_eq!(
+            fs::read(out.path().join("kresd.yaml")).unwrap(),
+            b"version two"
+        );
+        let lost = knot_parts("kresd.yaml", b"version 3!!", &[4], 0, false, 4);
+        let resent = knot_parts("kresd.yaml", b"version 4!!", &[4], 0, false, 5);
+        r.take(&lost[0]).unwrap();
+        assert_eq!(r.take(&resent[0]).unwrap(), Accepted::Written);
+        assert_eq!(r.take(&resent[1]).unwrap(), Accepted::Completed);
+        r.flush().unwrap();
+        assert_eq!(
+            fs::read(out.path().join("kresd.yaml")).unwrap(),
+            b"version 4!!"
+        );
+    }
+
+    #[test]
+    fn knot_parts_resume_after_a_restart() {
+        let out = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..9_000u32).map(|i| (i % 233) as u8).collect();
+        for verified in [true, false] {
+            let parts = knot_parts("big.rpz", &content, &[3000, 6000], 0, verified, 0);
+            {
+                let mut r = open(out.path());
+                r.take(&parts[1]).unwrap();
+                r.flush().unwrap();
+                // Not flushed: read again after the restart.
+                r.take(&parts[0]).unwrap();
+            }
+            let mut r = open(out.path());
+            for c in &parts {
+                r.take(c).unwrap();
+            }
+            r.flush().unwrap();
+            assert_eq!(fs::read(out.path().join("big.rpz")).unwrap(), content);
+            let staging = fs::read_dir(out.path().join(".openmsi/staging")).unwrap();
+            assert_eq!(staging.count(), 0, "verified {verified}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use super::partial::FileVersion;
 use crate::kafka::MessagePosition;
 
 /// A chunk that passed opening, decoding, validation and its hash check.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VerifiedChunk {
     /// Staging id of the file version ([`FileVersion::id`]).
     pub id: String,
@@ -75,8 +75,10 @@ pub struct PublishedFile {
 /// Where verified chunks go, with accept/flush semantics (see the module docs).
 pub trait ChunkSink {
     /// Takes one verified chunk. An error stops the pipeline (nothing after the last flush is
-    /// committed); per-file problems are reported through [`Accepted`] instead.
-    fn accept(&mut self, chunk: &VerifiedChunk) -> io::Result<Accepted>;
+    /// committed); per-file problems are reported through [`Accepted`] instead. A sink may
+    /// set the chunk's `id` and `version` for versions that carry no identity of their own
+    /// (Knot parts without a whole-file hash); the pipeline reads them after the call.
+    fn accept(&mut self, chunk: &mut VerifiedChunk) -> io::Result<Accepted>;
 
     /// True while the file version with staging id `id` has chunks taken but is not whole.
     fn is_in_progress(&self, id: &str) -> bool;

@@ -102,6 +102,8 @@ mod tests {
             file_hash: "00".repeat(64),
             n_total_chunks: 3,
             file_mtime: None,
+            layout: Default::default(),
+            started_at: None,
         };
         fs::write(
             &record,

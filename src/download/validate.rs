@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::chunk::knot::KnotPart;
 use crate::chunk::{rebuilt_file_name, DecodedChunk};
 
 /// More chunks than this per file is treated as hostile: 16 Mi chunks of 512 KiB is 8 TiB.
@@ -23,6 +24,8 @@ pub use crate::state::STATE_DIR_NAME;
 pub enum Invalid {
     #[error("chunk index {chunk_i} is outside 1..={n_total_chunks}")]
     BadIndex { chunk_i: u64, n_total_chunks: u64 },
+    #[error("chunk-index {index} is outside 0..={total} (0-based or 1-based parts of {total})")]
+    BadKnotIndex { index: u64, total: u64 },
     #[error("declared chunk count {0} is zero or absurd (limit {MAX_TOTAL_CHUNKS})")]
     BadCount(u64),
     #[error(
@@ -73,20 +76,30 @@ pub fn validate(chunk: &DecodedChunk<'_>) -> Result<Destination, Invalid> {
     if len == 0 && !(n == 1 && chunk.offset == 0) {
         return Err(Invalid::EmptyData);
     }
-    check_name("file name", chunk.filename)?;
-    if !chunk.filename_append.is_empty() {
-        check_name("filename_append", chunk.filename_append)?;
+    destination(chunk.subdir, chunk.filename, chunk.filename_append)
+}
+
+/// Where a file named `filename` in `subdir` (`/`-separated, relative) is rebuilt, with
+/// `filename_append` applied; refuses every path that could leave the output folder.
+fn destination(
+    subdir: &str,
+    filename: &str,
+    filename_append: &str,
+) -> Result<Destination, Invalid> {
+    check_name("file name", filename)?;
+    if !filename_append.is_empty() {
+        check_name("filename_append", filename_append)?;
     }
     let mut parts: Vec<&str> = Vec::new();
-    if !chunk.subdir.is_empty() {
-        if chunk.subdir.starts_with('/') {
-            return Err(unsafe_path("subdir", chunk.subdir, "absolute path"));
+    if !subdir.is_empty() {
+        if subdir.starts_with('/') {
+            return Err(unsafe_path("subdir", subdir, "absolute path"));
         }
-        for part in chunk.subdir.split('/') {
+        for part in subdir.split('/') {
             check_name("subdir", part).map_err(|_| {
                 unsafe_path(
                     "subdir",
-                    chunk.subdir,
+                    subdir,
                     "empty, `.`, `..`, too long, or contains NUL or `\\`",
                 )
             })?;
@@ -95,15 +108,15 @@ pub fn validate(chunk: &DecodedChunk<'_>) -> Result<Destination, Invalid> {
         if parts.first() == Some(&STATE_DIR_NAME) {
             return Err(unsafe_path(
                 "subdir",
-                chunk.subdir,
+                subdir,
                 "writes into openmsi's state folder",
             ));
         }
         if parts.first().is_some_and(|p| is_drive(p)) {
-            return Err(unsafe_path("subdir", chunk.subdir, "names a drive"));
+            return Err(unsafe_path("subdir", subdir, "names a drive"));
         }
     }
-    let file_name = rebuilt_file_name(chunk.filename, chunk.filename_append);
+    let file_name = rebuilt_file_name(filename, filename_append);
     if file_name.len() > MAX_NAME_BYTES {
         return Err(unsafe_path("file name", &file_name, "too long"));
     }
@@ -121,6 +134,30 @@ pub fn validate(chunk: &DecodedChunk<'_>) -> Result<Destination, Invalid> {
     }
     let path = parts.iter().collect();
     Ok(Destination { relative, path })
+}
+
+/// Checks a Knot-format part: a sane total, an index that fits it (0- or 1-based), and a
+/// `file-name` that is a safe relative path (`/` separates folders); returns where the file
+/// will be rebuilt.
+pub fn validate_knot(part: &KnotPart) -> Result<Destination, Invalid> {
+    let n = part.total;
+    if n == 0 || n > MAX_TOTAL_CHUNKS {
+        return Err(Invalid::BadCount(n));
+    }
+    if part.index > n {
+        return Err(Invalid::BadKnotIndex {
+            index: part.index,
+            total: n,
+        });
+    }
+    let (subdir, filename) = part
+        .file_name
+        .rsplit_once('/')
+        .unwrap_or(("", &part.file_name));
+    if part.file_name.starts_with('/') {
+        return Err(unsafe_path("file-name", &part.file_name, "absolute path"));
+    }
+    destination(subdir, filename, "")
 }
 
 fn unsafe_path(what: &'static str, value: &str, why: &'static str) -> Invalid {

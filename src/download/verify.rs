@@ -1,16 +1,16 @@
 //! The verify stage of the download pipeline, CPU-heavy and stateless: *open* the message
-//! (the seam for decryption and per-host selection), decode the chunk, validate its path and
-//! sizes, and check its SHA-512. Its result is a [`Verdict`] the writer acts on.
+//! (the seam for decryption and per-host selection), decode the chunk (openmsi's format, or
+//! Knot Resolver's part headers), validate its path and sizes, and check its SHA-512. Its result is a [`Verdict`] the writer acts on.
 
 use std::ops::Range;
 
 use regex::Regex;
 
-use super::partial::FileVersion;
+use super::partial::{FileVersion, PartLayout};
 use super::sink::VerifiedChunk;
-use super::validate::validate;
-use crate::chunk::decode_value;
+use super::validate::{validate, validate_knot};
 use crate::chunk::hash::{sha512, to_hex};
+use crate::chunk::{decode_value, knot};
 use crate::kafka::MessagePosition;
 
 /// A message as it came from Kafka: key, value and headers, all optional bytes.
@@ -91,13 +91,34 @@ pub enum Verdict {
     },
 }
 
-/// Opens, decodes, validates and hash-checks one message read at `at`. `regex` keeps only
-/// files whose relative path it matches.
+/// Which message formats a downloader takes (`--format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Formats {
+    /// openmsi's and OpenMSIStream's chunks only.
+    #[default]
+    Openmsi,
+    /// Knot Resolver's file parts only.
+    Knot,
+    /// Both on one topic, told apart per message: one with any of Knot's part headers is a
+    /// Knot part, anything else an openmsi chunk.
+    Auto,
+}
+
+/// What the verify stage keeps: the formats it reads and the files it wants.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The message formats taken.
+    pub formats: Formats,
+    /// Only files whose relative path it matches are rebuilt.
+    pub regex: Option<Regex>,
+}
+
+/// Opens, decodes, validates and hash-checks one message read at `at`.
 pub fn verify(
     message: RawMessage,
     at: MessagePosition,
     opener: &dyn Opener,
-    regex: Option<&Regex>,
+    selection: &Selection,
 ) -> Verdict {
     let message = match opener.open(message, at) {
         Opened::Readable(m) => m,
@@ -105,6 +126,20 @@ pub fn verify(
         Opened::NotYet { reason, message } => return Verdict::Defer { reason, message },
         Opened::Unreadable { reason, message } => return Verdict::Reject { reason, message },
     };
+    let knot = match selection.formats {
+        Formats::Openmsi => false,
+        Formats::Knot => true,
+        Formats::Auto => knot::has_part_headers(&message.headers),
+    };
+    if knot {
+        verify_knot_part(message, at, selection.regex.as_ref())
+    } else {
+        verify_chunk(message, at, selection.regex.as_ref())
+    }
+}
+
+/// An openmsi chunk: decoded, validated and checked against its own SHA-512.
+fn verify_chunk(message: RawMessage, at: MessagePosition, regex: Option<&Regex>) -> Verdict {
     let reject = |reason: String, message: RawMessage| Verdict::Reject { reason, message };
     let Some(payload) = message.value.as_deref() else {
         return reject("message has no value".into(), message);
@@ -134,6 +169,8 @@ pub fn verify(
         file_hash: to_hex(&decoded.file_hash),
         n_total_chunks: decoded.n_total_chunks,
         file_mtime: decoded.file_mtime,
+        layout: PartLayout::Offsets,
+        started_at: None,
     };
     let (chunk_i, offset) = (decoded.chunk_i, decoded.offset);
     let whole_file_checked = decoded.n_total_chunks == 1
@@ -148,6 +185,62 @@ pub fn verify(
         offset,
         payload,
         data,
+        message: at,
+        whole_file_checked,
+    }))
+}
+
+/// A Knot Resolver file part: its headers read and validated. Parts carry no hash of their
+/// own; a one-part file is checked against `file-sha512` here, a larger one when it is whole.
+fn verify_knot_part(message: RawMessage, at: MessagePosition, regex: Option<&Regex>) -> Verdict {
+    let reject = |reason: String, message: RawMessage| Verdict::Reject { reason, message };
+    let part = match knot::parse_part_headers(&message.headers) {
+        Ok(p) => p,
+        Err(e) => return reject(format!("not a Knot Resolver file part: {e}"), message),
+    };
+    let destination = match validate_knot(&part) {
+        Ok(d) => d,
+        Err(e) => return reject(format!("invalid Knot Resolver file part: {e}"), message),
+    };
+    if regex.is_some_and(|re| !re.is_match(&destination.relative)) {
+        return Verdict::Skip;
+    }
+    let data_len = message.value.as_ref().map_or(0, Vec::len);
+    let one_part = part.total == 1;
+    let whole_file_checked = match (one_part, &part.file_hash) {
+        (true, Some(expected)) => {
+            if sha512(message.value.as_deref().unwrap_or_default()) != *expected {
+                let reason = format!(
+                    "{} fails its SHA-512 check (corrupted in transit or by the producer)",
+                    destination.relative
+                );
+                return reject(reason, message);
+            }
+            true
+        }
+        _ => false,
+    };
+    let version = FileVersion {
+        relative: destination.relative,
+        file_hash: part
+            .file_hash
+            .as_ref()
+            .map(|h| to_hex(h))
+            .unwrap_or_default(),
+        n_total_chunks: part.total,
+        file_mtime: None,
+        layout: PartLayout::Appended,
+        started_at: None,
+    };
+    Verdict::Chunk(Box::new(VerifiedChunk {
+        id: version.id(),
+        version,
+        path: destination.path,
+        // The only part of a one-part file takes slot 1 whatever its base.
+        chunk_i: if one_part { 1 } else { part.index + 1 },
+        offset: 0,
+        payload: message.value.unwrap_or_default(),
+        data: 0..data_len,
         message: at,
         whole_file_checked,
     }))
@@ -196,23 +289,38 @@ mod tests {
 
     #[test]
     fn the_opener_decides_before_decoding_and_keeps_the_message_for_later() {
-        match verify(with_header("key-id"), AT, &TestOpener, None) {
+        match verify(
+            with_header("key-id"),
+            AT,
+            &TestOpener,
+            &Selection::default(),
+        ) {
             Verdict::Defer { reason, message } => {
                 assert_eq!(reason, "key not here yet");
                 assert_eq!(message, with_header("key-id"));
             }
             other => panic!("{other:?}"),
         }
-        match verify(with_header("tampered"), AT, &TestOpener, None) {
+        match verify(
+            with_header("tampered"),
+            AT,
+            &TestOpener,
+            &Selection::default(),
+        ) {
             Verdict::Reject { reason, .. } => assert_eq!(reason, "bad ciphertext"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            verify(with_header("other-host"), AT, &TestOpener, None),
+            verify(
+                with_header("other-host"),
+                AT,
+                &TestOpener,
+                &Selection::default()
+            ),
             Verdict::NotForUs
         ));
         // Readable but not a chunk: the ordinary decoding rejects it.
-        match verify(with_header("x"), AT, &Plaintext, None) {
+        match verify(with_header("x"), AT, &Plaintext, &Selection::default()) {
             Verdict::Reject { reason, message } => {
                 assert!(
                     reason.starts_with("not an OpenMSIStream file chunk"),
@@ -222,5 +330,157 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn knot_message(pairs: &[(&str, &str)], value: &[u8]) -> RawMessage {
+        RawMessage {
+            key: Some(b"k".to_vec()),
+            value: Some(value.to_vec()),
+            headers: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn knot_selection(formats: Formats) -> Selection {
+        Selection {
+            formats,
+            regex: None,
+        }
+    }
+
+    fn rejection(verdict: Verdict) -> String {
+        match verdict {
+            Verdict::Reject { reason, .. } => reason,
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn knot_parts_are_read_by_knot_and_auto_only() {
+        let hash = to_hex(&sha512(b"whole"));
+        let m = knot_message(
+            &[
+                ("file-name", "conf/kresd.yaml"),
+                ("total-chunks", "1"),
+                ("chunk-index", "0"),
+                ("file-sha512", &hash),
+            ],
+            b"whole",
+        );
+        for formats in [Formats::Knot, Formats::Auto] {
+            match verify(m.clone(), AT, &Plaintext, &knot_selection(formats)) {
+                Verdict::Chunk(c) => {
+                    assert_eq!(c.version.relative, "conf/kresd.yaml");
+                    assert_eq!(c.version.layout, PartLayout::Appended);
+                    assert_eq!(c.version.file_hash, hash);
+                    assert!(c.whole_file_checked);
+                    assert_eq!(&c.payload[c.data.clone()], b"whole");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let reason = rejection(verify(m, AT, &Plaintext, &Selection::default()));
+        assert!(
+            reason.starts_with("not an OpenMSIStream file chunk"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn bad_knot_parts_are_rejected_with_the_reason() {
+        let knot = knot_selection(Formats::Knot);
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("total-chunks", "1"), ("chunk-index", "0")],
+                "`file-name` is missing",
+            ),
+            (
+                &[
+                    ("file-name", "a"),
+                    ("total-chunks", "x"),
+                    ("chunk-index", "0"),
+                ],
+                "not a decimal",
+            ),
+            (
+                &[
+                    ("file-name", "a"),
+                    ("total-chunks", "2"),
+                    ("chunk-index", "3"),
+                ],
+                "outside 0..=2",
+            ),
+            (
+                &[
+                    ("file-name", "a"),
+                    ("total-chunks", "0"),
+                    ("chunk-index", "0"),
+                ],
+                "zero or absurd",
+            ),
+            (
+                &[
+                    ("file-name", "a"),
+                    ("total-chunks", "99999999999"),
+                    ("chunk-index", "0"),
+                ],
+                "zero or absurd",
+            ),
+            (
+                &[
+                    ("file-name", "../etc/passwd"),
+                    ("total-chunks", "1"),
+                    ("chunk-index", "0"),
+                ],
+                "unsafe",
+            ),
+            (
+                &[
+                    ("file-name", "/etc/passwd"),
+                    ("total-chunks", "1"),
+                    ("chunk-index", "0"),
+                ],
+                "unsafe",
+            ),
+            (
+                &[
+                    ("file-name", ".openmsi/x"),
+                    ("total-chunks", "1"),
+                    ("chunk-index", "0"),
+                ],
+                "unsafe",
+            ),
+            (
+                &[
+                    ("file-name", "a\\..\\b"),
+                    ("total-chunks", "1"),
+                    ("chunk-index", "0"),
+                ],
+                "unsafe",
+            ),
+            (
+                &[
+                    ("file-name", "a"),
+                    ("total-chunks", "1"),
+                    ("chunk-index", "0"),
+                    ("file-sha512", &"0".repeat(128)),
+                ],
+                "fails its SHA-512 check",
+            ),
+        ];
+        for (headers, expected) in cases {
+            let reason = rejection(verify(
+                knot_message(headers, b"data"),
+                AT,
+                &Plaintext,
+                &knot,
+            ));
+            assert!(reason.contains(expected), "{headers:?}: {reason}");
+        }
+        // Knot only: an openmsi-looking message without the headers is refused too.
+        let reason = rejection(verify(knot_message(&[], b"x"), AT, &Plaintext, &knot));
+        assert!(reason.contains("`file-name` is missing"), "{reason}");
     }
 }

@@ -34,6 +34,8 @@ pub struct UploadFileSettings {
     pub chunk_size: ChunkSize,
     /// 9 or 10 fields per message.
     pub wire_fields: WireFields,
+    /// Message layout (`--format`).
+    pub format: crate::chunk::MessageFormat,
     /// Chunk-hashing worker threads.
     pub hash_threads: usize,
     /// Bound on waiting for the broker's first answer.
@@ -125,6 +127,7 @@ pub fn upload_file(
     let options = SendOptions {
         chunk_size: settings.chunk_size,
         wire_fields: settings.wire_fields,
+        format: settings.format,
         hash_threads: settings.hash_threads,
     };
     let delivery = FileDelivery::new();

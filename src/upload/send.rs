@@ -17,6 +17,7 @@ use crate::chunk::RangeSet;
 use crate::chunk::{
     finish_value, message_key, value_data_slot, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
 };
+use crate::chunk::{knot, MessageFormat};
 use crate::kafka::{partition_for_path, ChunkProducer, ChunkTag, FileDelivery};
 use crate::upload::error::UploadError;
 use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
@@ -31,8 +32,10 @@ const MESSAGE_OVERHEAD: usize = 64 * 1024;
 pub struct SendOptions {
     /// Bytes per chunk.
     pub chunk_size: ChunkSize,
-    /// 9 or 10 fields per message.
+    /// 9 or 10 fields per message (openmsi's format).
     pub wire_fields: WireFields,
+    /// Message layout.
+    pub format: MessageFormat,
     /// Chunk-hashing worker threads for the hashing pass.
     pub hash_threads: usize,
 }
@@ -119,7 +122,7 @@ pub fn queue_file(
 ) -> Result<QueuedFile, UploadError> {
     let n_chunks = chunk_count(source.size, options.chunk_size.get());
     if resume.is_none() && n_chunks == 1 {
-        let queued = queue_single_chunk(target, source, options.wire_fields, cancel)?;
+        let queued = queue_single_chunk(target, source, options, cancel)?;
         on_progress(target.delivery.acked_bytes());
         return Ok(queued);
     }
@@ -179,6 +182,7 @@ fn queue_chunks(
         chunk_size,
         n_chunks,
         fields: options.wire_fields,
+        format: options.format,
         partition,
     };
     let n_queued = produce_chunks(&plan, target, &skip.missing(n_chunks), on_progress, cancel)?;
@@ -226,9 +230,10 @@ fn emit(
 fn queue_single_chunk(
     target: &Target<'_>,
     source: &SourceFile,
-    fields: WireFields,
+    options: &SendOptions,
     cancel: &CancellationToken,
 ) -> Result<QueuedFile, UploadError> {
+    let fields = options.wire_fields;
     if cancel.is_cancelled() {
         return Err(UploadError::Cancelled);
     }
@@ -248,7 +253,10 @@ fn queue_single_chunk(
         file_mtime: source.mtime,
     };
     let mut value = Vec::new();
-    let data = value_data_slot(&header, len, fields, &mut value);
+    let data = match options.format {
+        MessageFormat::Openmsi => value_data_slot(&header, len, fields, &mut value),
+        MessageFormat::Knot => knot_data_slot(len, &mut value),
+    };
     let mut file: &File = &source.file;
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_exact(data))
@@ -262,14 +270,25 @@ fn queue_single_chunk(
         });
     }
     let hash = sha512(data);
-    header.file_hash = &hash;
-    header.chunk_hash = &hash;
-    finish_value(&header, len, fields, &mut value);
+    let (key, headers) = match options.format {
+        MessageFormat::Openmsi => {
+            header.file_hash = &hash;
+            header.chunk_hash = &hash;
+            finish_value(&header, len, fields, &mut value);
+            let key = message_key(&source.subdir, &source.filename, 1, 1);
+            (key.into_bytes(), Vec::new())
+        }
+        MessageFormat::Knot => {
+            let relative = source.relative_path();
+            let headers = knot::part_headers(&relative, 0, 1, &hash);
+            (relative.into_bytes(), headers)
+        }
+    };
     let mut message = ChunkMessage {
         partition,
-        key: message_key(&source.subdir, &source.filename, 1, 1).into_bytes(),
+        key,
         value,
-        headers: Vec::new(),
+        headers,
     };
     let tag = ChunkTag {
         file: Arc::clone(target.delivery),
@@ -285,6 +304,13 @@ fn queue_single_chunk(
     })
 }
 
+/// Knot Resolver's value is the part's bytes alone: the whole buffer is the data slot.
+fn knot_data_slot(len: usize, value: &mut Vec<u8>) -> &mut [u8] {
+    value.clear();
+    value.resize(len, 0);
+    value.as_mut_slice()
+}
+
 /// Everything the producing pass needs.
 struct ChunkPlan<'a> {
     source: &'a SourceFile,
@@ -292,6 +318,7 @@ struct ChunkPlan<'a> {
     chunk_size: usize,
     n_chunks: u64,
     fields: WireFields,
+    format: MessageFormat,
     partition: i32,
 }
 
@@ -336,21 +363,32 @@ fn produce_chunks(
                 filename_append: "",
                 file_mtime: source.mtime,
             };
-            let data = value_data_slot(&header, len, plan.fields, &mut message.value);
-            file.read_exact(data)
-                .map_err(|e| UploadError::read(&source.path, e))?;
-            let computed;
-            header.chunk_hash = match &plan.hashes.chunk_hashes {
-                Some(kept) => &kept[index as usize],
-                None => {
-                    computed = sha512(data);
-                    &computed
-                }
-            };
-            finish_value(&header, len, plan.fields, &mut message.value);
-            message.key = message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks)
-                .into_bytes();
             message.headers.clear();
+            if plan.format == MessageFormat::Knot {
+                let data = knot_data_slot(len, &mut message.value);
+                file.read_exact(data)
+                    .map_err(|e| UploadError::read(&source.path, e))?;
+                let relative = source.relative_path();
+                message.headers =
+                    knot::part_headers(&relative, index, plan.n_chunks, &plan.hashes.file_hash);
+                message.key = relative.into_bytes();
+            } else {
+                let data = value_data_slot(&header, len, plan.fields, &mut message.value);
+                file.read_exact(data)
+                    .map_err(|e| UploadError::read(&source.path, e))?;
+                let computed;
+                header.chunk_hash = match &plan.hashes.chunk_hashes {
+                    Some(kept) => &kept[index as usize],
+                    None => {
+                        computed = sha512(data);
+                        &computed
+                    }
+                };
+                finish_value(&header, len, plan.fields, &mut message.value);
+                message.key =
+                    message_key(&source.subdir, &source.filename, index + 1, plan.n_chunks)
+                        .into_bytes();
+            }
             let tag = ChunkTag {
                 file: Arc::clone(target.delivery),
                 index,

@@ -62,6 +62,8 @@ pub struct UploadDirectorySettings {
     pub chunk_size: ChunkSize,
     /// 9 or 10 fields per message.
     pub wire_fields: WireFields,
+    /// Message layout (`--format`).
+    pub format: crate::chunk::MessageFormat,
     /// Also upload files present at the first start.
     pub upload_existing: bool,
     /// Only relative paths matching this are uploaded.
@@ -232,6 +234,7 @@ pub fn upload_directory(
         options: SendOptions {
             chunk_size: settings.chunk_size,
             wire_fields: settings.wire_fields,
+            format: settings.format,
             hash_threads: 1,
         },
         delivery_timeout: settings.delivery_timeout,
