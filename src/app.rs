@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DownloadDirectory(args) => runtime.block_on(run_download_directory(args)),
         Command::Topic(args) => runtime.block_on(crate::admin::run::run_topic(args.command)),
         Command::User(args) => runtime.block_on(crate::admin::run::run_user(args.command)),
+        Command::ManageService(args) => crate::manage::run(args.command),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
     // for it would hang the exit after a clean shutdown.

@@ -51,6 +51,113 @@ pub enum Command {
     Topic(TopicArgs),
     /// Add or remove SASL/SCRAM users (Kafka admin API, same config files).
     User(UserArgs),
+    /// Run upload-directory or download-directory as an OS service (systemd on Linux, the
+    /// Service Control Manager on Windows): install, status, logs, start, stop, restart,
+    /// remove, list.
+    ManageService(ManageServiceArgs),
+}
+
+/// `openmsi manage-service`.
+#[derive(Debug, Args)]
+pub struct ManageServiceArgs {
+    #[command(subcommand)]
+    pub command: ServiceCommand,
+}
+
+/// Which service manager scope a command addresses.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ServiceScope {
+    /// A user service of the invoking user (systemd's user manager; no root needed) instead of
+    /// a system service.
+    #[arg(long)]
+    pub user: bool,
+}
+
+/// A service by name.
+#[derive(Debug, Args)]
+pub struct ServiceName {
+    /// The service's name (letters, digits, `-` and `_`; the unit is `openmsi-NAME.service`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub scope: ServiceScope,
+}
+
+/// The subcommands of `openmsi manage-service`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Check a command as the service will run it and install it as a service that starts at
+    /// boot (and now): `install NAME -- upload-directory DIR --config C --topic T`. Nothing is
+    /// installed when the check fails.
+    Install(ServiceInstallArgs),
+    /// The service manager's state and the program's own last status line.
+    Status(ServiceName),
+    /// The service's log, newest last.
+    Logs(ServiceLogsArgs),
+    /// Start the service.
+    Start(ServiceName),
+    /// Stop the service gracefully (in-flight data flushed and recorded), then hard after the
+    /// stop timeout.
+    Stop(ServiceName),
+    /// Stop (gracefully), then start the service.
+    Restart(ServiceName),
+    /// Stop the service and remove it, its environment file and its unit.
+    Remove(ServiceName),
+    /// Every openmsi service on this machine.
+    List(ServiceScope),
+    /// Check a command as a service would run it, without installing anything (what install
+    /// runs as the service's user).
+    #[command(hide = true)]
+    Check(ServiceCheckArgs),
+}
+
+/// `openmsi manage-service install`.
+#[derive(Debug, Args)]
+pub struct ServiceInstallArgs {
+    #[command(flatten)]
+    pub service: ServiceName,
+
+    /// The user the service runs as. [default: the user who installs (with sudo, the user who
+    /// ran sudo)]. `root` must be asked for explicitly.
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+
+    /// Seconds a stop may take (flushing what is in flight) before the service is killed.
+    #[arg(long, value_name = "SECS", default_value_t = 90)]
+    pub stop_timeout: u64,
+
+    /// Install and enable, but do not start now.
+    #[arg(long)]
+    pub no_start: bool,
+
+    /// The command the service runs: upload-directory or download-directory with its
+    /// arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `openmsi manage-service logs`.
+#[derive(Debug, Args)]
+pub struct ServiceLogsArgs {
+    #[command(flatten)]
+    pub service: ServiceName,
+
+    /// How many of the newest lines to show.
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 200)]
+    pub lines: u32,
+
+    /// Keep printing new lines as they come (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// `openmsi manage-service check`.
+#[derive(Debug, Args)]
+pub struct ServiceCheckArgs {
+    /// The command, as for install.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// Config file and connect timeout for the admin commands.

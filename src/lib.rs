@@ -16,6 +16,7 @@
 //! - [`console`]: `check`/`quit` on stdin and SIGINT/SIGTERM, fanned out as one cancellation token.
 //! - [`progress`]: progress bar on a terminal, periodic log lines otherwise.
 //! - [`host`]: this machine's name.
+//! - [`manage`]: `manage-service`: the long-running commands as systemd or Windows services.
 //! - [`logging`]: the `tracing` subscriber.
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod download;
 pub mod host;
 pub mod kafka;
 pub mod logging;
+pub mod manage;
 pub mod progress;
 pub mod service;
 pub mod state;

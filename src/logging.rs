@@ -101,10 +101,18 @@ pub fn init(level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> 
     });
     // Colours only for a person at a terminal: a service manager's journal, a file or a pipe
     // gets plain lines.
+    // Under a systemd service stderr is the journal (it sets JOURNAL_STREAM), which stamps
+    // every line itself: a second timestamp would only be noise.
+    let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let stderr_layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
+    let stderr_layer = if to_journal {
+        stderr_layer.without_time().boxed()
+    } else {
+        stderr_layer.boxed()
+    };
     let file_layer = file.map(|file| {
         fmt::layer()
             .with_writer(Mutex::new(file))

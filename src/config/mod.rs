@@ -354,6 +354,12 @@ impl LoadedConfig {
         self.merged(ClientKind::Producer)
     }
 
+    /// True when the file asks every run for a fresh consumer group (`group.id` missing,
+    /// `create_new` or `new`): a service must be given a group of its own to resume.
+    pub fn consumer_group_is_fresh(&self) -> bool {
+        property(&self.merged(ClientKind::Consumer), "group.id").is_none_or(is_create_new)
+    }
+
     /// `[broker]`/`[cluster]` + `[consumer]`, serializer keys dropped, with:
     /// - `group.id`: `group_id_override` (from the command line) wins over the file; with
     ///   neither, `create_new`; `create_new` or `new` (any case) becomes a fresh id, the same

@@ -1,0 +1,302 @@
+//! The command a service runs: parsed exactly as the program will parse it at every start,
+//! limited to the long-running commands, with its folder and config file made absolute (a
+//! service does not start in the folder `install` ran in).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Command};
+use crate::config::lookup::{find_config, ConfigSource};
+
+/// Which long-running command a service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `upload-directory`: reads and writes state in its folder.
+    UploadDirectory,
+    /// `download-directory`: writes into its folder (created when missing).
+    DownloadDirectory,
+}
+
+/// Where the service's config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChoice {
+    /// A file, by absolute path (referenced, not copied).
+    File(PathBuf),
+    /// A copy built into the binary (`local`), by name.
+    BuiltIn(String),
+}
+
+/// A command checked and made fit to run as a service.
+#[derive(Debug, Clone)]
+pub struct ServiceCommand {
+    /// Which command.
+    pub kind: Kind,
+    /// The arguments after the program's name, folder and `--config` absolute.
+    pub args: Vec<String>,
+    /// The folder it watches or writes, absolute.
+    pub folder: PathBuf,
+    /// Its config.
+    pub config: ConfigChoice,
+    /// The topic it uses.
+    pub topic: String,
+    /// Its bound on the broker's first answer.
+    pub connect_timeout: Duration,
+    /// download-directory's `--group-id`, when given.
+    pub group_id: Option<String>,
+}
+
+impl ServiceCommand {
+    /// A downloader whose config asks for a fresh consumer group at every run would read the
+    /// topic from the start after each restart: it gets a group of its own, named after this
+    /// host and the service. Returns the group given, if one was.
+    pub fn pin_group(&mut self, config_group_is_fresh: bool, service: &str) -> Option<String> {
+        if self.kind != Kind::DownloadDirectory || self.group_id.is_some() || !config_group_is_fresh
+        {
+            return None;
+        }
+        let id = format!("openmsi-{}-{service}", crate::host::id_safe_name());
+        self.args.extend(["--group-id".to_string(), id.clone()]);
+        self.group_id = Some(id.clone());
+        Some(id)
+    }
+
+    /// The subcommand's name.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::UploadDirectory => "upload-directory",
+            Kind::DownloadDirectory => "download-directory",
+        }
+    }
+}
+
+/// Parses `command` (a subcommand and its arguments) as the program would, refuses anything
+/// but upload-directory and download-directory, and rewrites the folder and `--config` as
+/// absolute paths (relative ones are taken from `cwd`). A missing `--config` is written out
+/// as the config the command would find now.
+pub fn parse(command: &[String], cwd: &Path) -> Result<ServiceCommand, String> {
+    let Some(first) = command.first() else {
+        return Err("no command given: install NAME -- upload-directory DIR ...".into());
+    };
+    let argv = std::iter::once("openmsi".to_string()).chain(command.iter().cloned());
+    let cli = Cli::try_parse_from(argv).map_err(|e| {
+        let text = e.render().to_string();
+        format!("the service's command does not parse: {}", text.trim())
+    })?;
+    let (kind, dir, kafka, group_id) = match &cli.command {
+        Command::UploadDirectory(a) => (Kind::UploadDirectory, &a.dir, &a.kafka, None),
+        Command::DownloadDirectory(a) => (
+            Kind::DownloadDirectory,
+            &a.output_dir,
+            &a.kafka,
+            a.group_id.clone(),
+        ),
+        _ => {
+            return Err(format!(
+                "`{first}` is not a long-running command: a service runs upload-directory or \
+                 download-directory"
+            ))
+        }
+    };
+    if command.iter().any(|a| {
+        a == "--exit-when-idle" || a.starts_with("--exit-when-idle=") || a == "--exit_when_idle"
+    }) {
+        return Err("--exit-when-idle is for scripts: a service runs until it is stopped".into());
+    }
+    let folder = absolute(cwd, dir);
+    let config = resolve_config(&kafka.config, cwd)?;
+    let args = rewrite(command, &folder, &config)?;
+    Ok(ServiceCommand {
+        kind,
+        args,
+        folder,
+        config,
+        topic: kafka.topic.clone(),
+        connect_timeout: Duration::from_secs(kafka.connect_timeout),
+        group_id,
+    })
+}
+
+/// `path` made absolute against `cwd` (without resolving symbolic links: the user named it).
+fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    let joined = cwd.join(path);
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+/// Finds the config as the command would now; a file is referenced by absolute path.
+fn resolve_config(spec: &str, cwd: &Path) -> Result<ConfigChoice, String> {
+    match find_config(spec).map_err(|e| e.to_string())? {
+        ConfigSource::File(path) => Ok(ConfigChoice::File(absolute(cwd, &path))),
+        ConfigSource::Embedded { .. } => Ok(ConfigChoice::BuiltIn(spec.to_string())),
+    }
+}
+
+/// The argument list with the folder (the first positional argument) and `--config` replaced.
+/// Options are told apart from their values with the parser's own table of arguments.
+fn rewrite(
+    command: &[String],
+    folder: &Path,
+    config: &ConfigChoice,
+) -> Result<Vec<String>, String> {
+    let mut root = Cli::command();
+    root.build();
+    let sub = root
+        .find_subcommand(&command[0])
+        .ok_or_else(|| format!("unknown command `{}`", command[0]))?;
+    let takes_value = |arg: &clap::Arg| arg.get_action().takes_values();
+    let find_long = |name: &str| {
+        sub.get_arguments().find(|a| {
+            a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|al| al.contains(&name))
+        })
+    };
+    let config_value = match config {
+        ConfigChoice::File(path) => text(path)?,
+        ConfigChoice::BuiltIn(name) => name.clone(),
+    };
+    let mut out = vec![command[0].clone()];
+    let mut folder_done = false;
+    let mut config_done = false;
+    let mut tokens = command[1..].iter();
+    while let Some(token) = tokens.next() {
+        if token == "--" {
+            return Err("`--` inside the service's command is not supported".into());
+        }
+        if let Some(long) = token.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (long, None),
+            };
+            let arg = find_long(name);
+            let is_config = arg.is_some_and(|a| a.get_id() == "config");
+            if arg.is_some_and(takes_value) && inline.is_none() {
+                let value = tokens.next().cloned().unwrap_or_default();
+                if is_config {
+                    out.extend(["--config".to_string(), config_value.clone()]);
+                    config_done = true;
+                } else {
+                    out.extend([token.clone(), value]);
+                }
+                continue;
+            }
+            if is_config {
+                out.extend(["--config".to_string(), config_value.clone()]);
+                config_done = true;
+                continue;
+            }
+            out.push(token.clone());
+        } else if token.starts_with('-') && token.len() > 1 {
+            let short = token.chars().nth(1);
+            let arg = sub.get_arguments().find(|a| a.get_short() == short);
+            out.push(token.clone());
+            if arg.is_some_and(takes_value) && token.len() == 2 {
+                out.extend(tokens.next().cloned());
+            }
+        } else if !folder_done {
+            out.push(text(folder)?);
+            folder_done = true;
+        } else {
+            out.push(token.clone());
+        }
+    }
+    if !config_done {
+        out.extend(["--config".to_string(), config_value]);
+    }
+    Ok(out)
+}
+
+fn text(path: &Path) -> Result<String, String> {
+    path.to_str().map(str::to_string).ok_or_else(|| {
+        format!(
+            "{} is not valid UTF-8; a service needs a UTF-8 path",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn folder_and_config_become_absolute_and_values_are_not_taken_for_the_folder() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(
+            work.path().join("lab.config"),
+            "[broker]\nbootstrap.servers = x:9092\n",
+        )
+        .unwrap();
+        let cwd = work.path();
+        let cmd = parse(
+            &args(&[
+                "upload-directory",
+                "--topic",
+                "xrd",
+                "data/xrd",
+                "--config",
+                &cwd.join("lab.config").to_string_lossy(),
+                "--upload-regex",
+                "tif$",
+                "--poll",
+            ]),
+            cwd,
+        )
+        .unwrap();
+        assert_eq!(cmd.kind, Kind::UploadDirectory);
+        assert_eq!(cmd.folder, cwd.join("data/xrd"));
+        assert_eq!(cmd.topic, "xrd");
+        assert_eq!(
+            cmd.args,
+            args(&[
+                "upload-directory",
+                "--topic",
+                "xrd",
+                &cwd.join("data/xrd").to_string_lossy(),
+                "--config",
+                &cwd.join("lab.config").to_string_lossy(),
+                "--upload-regex",
+                "tif$",
+                "--poll",
+            ])
+        );
+        // No --config: the one the command would use now is written out.
+        let cmd = parse(&args(&["download-directory", "out", "--topic=t"]), cwd).unwrap();
+        let written = match &cmd.config {
+            ConfigChoice::BuiltIn(name) => name.clone(),
+            // In the source tree, config_files/ is found before the built-in copy.
+            ConfigChoice::File(path) => path.to_string_lossy().into_owned(),
+        };
+        assert_eq!(
+            cmd.args[cmd.args.len() - 2..],
+            ["--config".to_string(), written]
+        );
+        assert_eq!(cmd.args[1], cwd.join("out").to_string_lossy());
+    }
+
+    #[test]
+    fn other_commands_and_bad_arguments_are_refused_with_the_reason() {
+        let cwd = Path::new("/");
+        let err = parse(&args(&["upload-file", "x"]), cwd).unwrap_err();
+        assert!(err.contains("not a long-running command"), "{err}");
+        let err = parse(&args(&["upload-directory"]), cwd).unwrap_err();
+        assert!(err.contains("does not parse"), "{err}");
+        let err = parse(&args(&["frobnicate"]), cwd).unwrap_err();
+        assert!(err.contains("does not parse"), "{err}");
+        let err = parse(
+            &args(&["download-directory", "o", "--exit-when-idle", "3"]),
+            cwd,
+        )
+        .unwrap_err();
+        assert!(err.contains("for scripts"), "{err}");
+        let err = parse(
+            &args(&["upload-directory", "d", "--config", "/nonexistent/x.config"]),
+            cwd,
+        )
+        .unwrap_err();
+        assert!(err.contains("x.config"), "{err}");
+    }
+}

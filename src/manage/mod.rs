@@ -1,0 +1,366 @@
+//! `openmsi manage-service`: upload-directory and download-directory as OS services.
+//!
+//! - [`command`]: the service's command, parsed as the program will parse it, paths absolute;
+//! - [`preflight`]: the checks made (as the service's user) before anything is installed;
+//! - [`users`]: whom a service runs as;
+//! - [`unit`] and [`systemd`]: Linux;
+//!
+//! Every platform module offers the same operations (install, status, logs, start, stop,
+//! restart, remove, list) over the same [`InstallRequest`] and [`ServiceState`].
+
+pub mod command;
+pub mod preflight;
+#[cfg(target_os = "linux")]
+pub mod systemd;
+pub mod unit;
+pub mod users;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+
+use crate::cli::{ServiceCheckArgs, ServiceCommand as Verb, ServiceInstallArgs};
+use command::ServiceCommand;
+use preflight::ServiceEnv;
+
+/// Longest service name accepted.
+const MAX_NAME: usize = 64;
+
+/// What `install` installs.
+#[derive(Debug, Clone)]
+pub struct InstallRequest {
+    /// The service's name.
+    pub name: String,
+    /// The program (this binary, absolute).
+    pub program: PathBuf,
+    /// Its command.
+    pub command: ServiceCommand,
+    /// The variables its config reads.
+    pub env: ServiceEnv,
+    /// Where install ran: relative paths in other options resolve there.
+    pub working_dir: PathBuf,
+    /// Seconds a stop may take before the service is killed.
+    pub stop_timeout: u64,
+    /// Start it now (it starts at boot either way).
+    pub start: bool,
+}
+
+/// What `install` wrote.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// The unit (or service definition).
+    pub unit: PathBuf,
+    /// The environment file.
+    pub env_file: PathBuf,
+    /// Things the user should know (lingering, ...).
+    pub notes: Vec<String>,
+}
+
+/// A service as its manager and the program see it.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceState {
+    /// Running now.
+    pub running: bool,
+    /// The manager's words for its state.
+    pub state: String,
+    /// Since when (manager's format), when known.
+    pub since: String,
+    /// Main process id.
+    pub pid: Option<u32>,
+    /// Automatic restarts so far.
+    pub restarts: u32,
+    /// The manager's result of the last run (`success`, `exit-code`, `watchdog`, ...).
+    pub last_result: String,
+    /// The program's own last status line.
+    pub status_text: String,
+    /// What it runs.
+    pub description: String,
+    /// The newest warning or error it logged.
+    pub last_error: Option<String>,
+}
+
+/// Checks a service name: letters, digits, `-`, `_`, starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service name {name:?}: use 1 to {MAX_NAME} letters, digits, `-` or `_`, starting \
+             with a letter or digit"
+        ))
+    }
+}
+
+/// Runs `openmsi manage-service ...`.
+pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+    match verb {
+        Verb::Check(args) => check(args),
+        other => platform::run(other),
+    }
+}
+
+/// `manage-service check -- COMMAND`: every install check, in this process (install runs it as
+/// the service's user); the environment already holds the config's variables.
+fn check(args: ServiceCheckArgs) -> anyhow::Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the working folder")?;
+    let command = command::parse(&args.command, &cwd).map_err(anyhow::Error::msg)?;
+    preflight::check_all(&command, &ServiceEnv::new(), false).map_err(anyhow::Error::msg)?;
+    println!("ok: {} can run as a service", command.name());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The request for `install`, after the command was parsed (not yet checked).
+fn request(args: &ServiceInstallArgs) -> anyhow::Result<InstallRequest> {
+    check_name(&args.service.name).map_err(anyhow::Error::msg)?;
+    let cwd = std::env::current_dir().context("cannot read the working folder")?;
+    let command = command::parse(&args.command, &cwd).map_err(anyhow::Error::msg)?;
+    let program = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("cannot find this program's own path")?;
+    Ok(InstallRequest {
+        name: args.service.name.clone(),
+        program,
+        command,
+        env: ServiceEnv::new(),
+        working_dir: cwd,
+        stop_timeout: args.stop_timeout,
+        start: !args.no_start,
+    })
+}
+
+fn print_installed(request: &InstallRequest, installed: &Installed, runs_as: &str) {
+    println!(
+        "installed {} ({}, runs as {runs_as}, starts at boot{})",
+        installed.unit.display(),
+        request.command.name(),
+        if request.start { "; started" } else { "" }
+    );
+    match &request.command.config {
+        command::ConfigChoice::File(path) => println!(
+            "  config: {} (referenced, not copied: edits apply at the next restart)",
+            path.display()
+        ),
+        command::ConfigChoice::BuiltIn(name) => println!("  config: built-in `{name}`"),
+    }
+    println!(
+        "  environment: {} ({} variable(s) the config reads, readable by {runs_as} only)",
+        installed.env_file.display(),
+        request.env.len()
+    );
+    for note in &installed.notes {
+        println!("  note: {note}");
+    }
+    println!("  status: openmsi manage-service status {}", request.name);
+}
+
+fn print_state(name: &str, s: &ServiceState) {
+    let mut head = format!("{name}: {}", s.state);
+    if s.running && !s.since.is_empty() {
+        head.push_str(&format!(" since {}", s.since));
+    }
+    if let Some(pid) = s.pid {
+        head.push_str(&format!("; main PID {pid}"));
+    }
+    head.push_str(&format!("; restarted {} time(s)", s.restarts));
+    if !s.last_result.is_empty() && s.last_result != "success" {
+        head.push_str(&format!("; last result: {}", s.last_result));
+    }
+    println!("{head}");
+    if !s.description.is_empty() {
+        println!("  runs: {}", s.description);
+    }
+    println!(
+        "  status: {}",
+        if s.status_text.is_empty() {
+            "(no status line from the program)"
+        } else {
+            &s.status_text
+        }
+    );
+    if let Some(e) = &s.last_error {
+        println!("  last warning or error: {e}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    use super::*;
+    use crate::cli::ServiceName;
+    use systemd::Scope;
+
+    pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+        match verb {
+            Verb::Install(args) => install(&args),
+            Verb::Status(ServiceName { name, scope }) => {
+                let state = systemd::status(Scope::of(scope.user), &name)?;
+                print_state(&name, &state);
+                // Like systemctl status: 3 when not running.
+                Ok(if state.running {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
+            }
+            Verb::Logs(args) => {
+                let s = &args.service;
+                systemd::logs(Scope::of(s.scope.user), &s.name, args.lines, args.follow)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Verb::Start(s) => control(&s, "start", "started"),
+            Verb::Stop(s) => control(&s, "stop", "stopped"),
+            Verb::Restart(s) => control(&s, "restart", "restarted"),
+            Verb::Remove(ServiceName { name, scope }) => {
+                let removed = systemd::remove(Scope::of(scope.user), &name)?;
+                println!("removed service {name}: stopped, disabled, and deleted:");
+                for path in removed {
+                    println!("  {}", path.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Verb::List(scope) => {
+                let scopes: &[Scope] = if scope.user {
+                    &[Scope::User]
+                } else {
+                    &[Scope::System, Scope::User]
+                };
+                let mut any = false;
+                for &s in scopes {
+                    let Ok(services) = systemd::list(s) else {
+                        continue;
+                    };
+                    for (name, state) in services {
+                        any = true;
+                        let kind = if s == Scope::User { "user" } else { "system" };
+                        println!("{name}\t{kind}\t{}\t{}", state.state, state.description);
+                    }
+                }
+                if !any {
+                    println!("no openmsi services");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Verb::Check(_) => unreachable!("handled by manage::run"),
+        }
+    }
+
+    fn control(s: &ServiceName, verb: &str, done: &str) -> anyhow::Result<ExitCode> {
+        let scope = Scope::of(s.scope.user);
+        let took = systemd::control(scope, &s.name, verb)?;
+        let state = systemd::status(scope, &s.name)?;
+        println!(
+            "{done} {} in {:.1} s: now {}{}",
+            s.name,
+            took.as_secs_f64(),
+            state.state,
+            if state.last_result.is_empty() {
+                String::new()
+            } else {
+                format!(" (last run: {})", state.last_result)
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn install(args: &ServiceInstallArgs) -> anyhow::Result<ExitCode> {
+        let scope = Scope::of(args.service.scope.user);
+        let mut request = request(args)?;
+        let account = match scope {
+            Scope::System => {
+                if !users::is_root() {
+                    bail!(
+                        "installing a system service needs root (run it with sudo), or install a \
+                         user service with --user"
+                    );
+                }
+                let (account, warning) =
+                    users::service_account(args.run_as.as_deref()).map_err(anyhow::Error::msg)?;
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                }
+                Some(account)
+            }
+            Scope::User => {
+                if args.run_as.is_some() {
+                    bail!("--run-as is for system services; a user service runs as its user");
+                }
+                None
+            }
+        };
+        let current = users::current().context("cannot tell which user this is")?;
+        let runs_as = account.as_ref().unwrap_or(&current).clone();
+        // The config's variables, asked for on a terminal when missing.
+        let (config, env) =
+            preflight::load_config(&request.command.config, &ServiceEnv::new(), true)
+                .map_err(anyhow::Error::msg)?;
+        request.env = env;
+        let pinned = request
+            .command
+            .pin_group(config.consumer_group_is_fresh(), &request.name);
+        if runs_as.uid == current.uid {
+            preflight::check_all(&request.command, &request.env, false)
+                .map_err(anyhow::Error::msg)?;
+        } else {
+            check_as(&runs_as, &request)?;
+        }
+        let mut installed = systemd::install(scope, &request, account.as_ref())?;
+        if let Some(group) = pinned {
+            installed.notes.insert(
+                0,
+                format!(
+                    "consumer group {group} (the config asks for a fresh group at every run; a \
+                     service resumes where it stopped)"
+                ),
+            );
+        }
+        print_installed(&request, &installed, &runs_as.name);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// Runs the install checks as the service's user (`runuser`), with the config's variables.
+    fn check_as(account: &users::Account, request: &InstallRequest) -> anyhow::Result<()> {
+        let output = std::process::Command::new("runuser")
+            .args(["-u", &account.name, "--"])
+            .arg(&request.program)
+            .args(["manage-service", "check", "--"])
+            .args(&request.command.args)
+            .envs(&request.env)
+            .current_dir(&request.working_dir)
+            .output()
+            .context("cannot run runuser to check the command as the service's user")?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("it failed without a message")
+            .trim()
+            .trim_start_matches("Error: ")
+            .to_string();
+        bail!(
+            "checked as {} (the service's user): {reason}; nothing was installed",
+            account.name
+        )
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod platform {
+    use super::*;
+
+    pub fn run(_verb: Verb) -> anyhow::Result<ExitCode> {
+        bail!("manage-service supports systemd (Linux) and Windows services only")
+    }
+}

@@ -1,0 +1,188 @@
+//! The checks `install` makes before anything is installed, as the service's user: the config
+//! loads with every `$VARIABLE` resolved, the folder can be used, the broker answers and the
+//! topic exists. Each failure is one line naming the problem.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+
+use super::command::{ConfigChoice, Kind, ServiceCommand};
+use crate::admin::Admin;
+use crate::config::{ConfigError, LoadedConfig};
+use crate::kafka::topic::check_topic;
+
+/// Environment variables a service's config reads, with the values it will get.
+pub type ServiceEnv = BTreeMap<String, String>;
+
+/// Loads the config with the process environment overlaid by `known`; a variable the config
+/// needs and nobody set is asked for on a terminal (without echo) when `ask` allows, and is
+/// otherwise the reason for refusing. Returns the config and every variable it read that has
+/// a value (what the service's environment file must hold).
+pub fn load_config(
+    choice: &ConfigChoice,
+    known: &ServiceEnv,
+    ask: bool,
+) -> Result<(LoadedConfig, ServiceEnv), String> {
+    let mut values = known.clone();
+    loop {
+        let read: RefCell<Vec<String>> = RefCell::new(Vec::new());
+        let env = |name: &str| {
+            read.borrow_mut().push(name.to_string());
+            values
+                .get(name)
+                .cloned()
+                .or_else(|| std::env::var(name).ok())
+        };
+        let loaded = match choice {
+            ConfigChoice::File(path) => std::fs::File::open(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
+                .and_then(|f| LoadedConfig::from_reader(path, f, &env).map_err(|e| describe(&e))),
+            ConfigChoice::BuiltIn(name) => LoadedConfig::load(name).map_err(|e| describe(&e)),
+        };
+        let unset = match &loaded {
+            Err(_) => read
+                .borrow()
+                .iter()
+                .find(|n| env_value(&values, n).is_none())
+                .cloned(),
+            Ok(_) => None,
+        };
+        match (loaded, unset) {
+            (Ok(config), _) => {
+                let needed = read
+                    .into_inner()
+                    .into_iter()
+                    .filter_map(|n| env_value(&values, &n).map(|v| (n, v)))
+                    .collect();
+                return Ok((config, needed));
+            }
+            (Err(reason), Some(var)) if ask && std::io::stdin().is_terminal() => {
+                let value = rpassword::prompt_password(format!(
+                    "The config needs ${var} ({reason}).\nValue of {var} for the service: "
+                ))
+                .map_err(|e| format!("could not read {var} from the terminal: {e}"))?;
+                values.insert(var, value);
+            }
+            (Err(reason), Some(_)) => {
+                return Err(format!(
+                    "{reason}. The service gets the variables its config uses from an \
+                     environment file written at install: set it in install's environment, or \
+                     run install on a terminal to be asked"
+                ))
+            }
+            (Err(reason), None) => return Err(reason),
+        }
+    }
+}
+
+fn env_value(values: &ServiceEnv, name: &str) -> Option<String> {
+    values
+        .get(name)
+        .cloned()
+        .or_else(|| std::env::var(name).ok())
+}
+
+fn describe(e: &ConfigError) -> String {
+    e.to_string()
+}
+
+/// The folder can be used by this process: upload-directory's exists and is readable and
+/// writable (its state lives inside); download-directory's is writable, or can be created.
+pub fn check_folder(kind: Kind, folder: &Path) -> Result<(), String> {
+    match kind {
+        Kind::UploadDirectory => {
+            if !folder.is_dir() {
+                return Err(format!(
+                    "{} is not a folder (upload-directory watches an existing folder)",
+                    folder.display()
+                ));
+            }
+            writable(folder, true)
+        }
+        Kind::DownloadDirectory => {
+            if folder.is_dir() {
+                return writable(folder, true);
+            }
+            if folder.exists() {
+                return Err(format!("{} exists and is not a folder", folder.display()));
+            }
+            let mut parent = folder.parent();
+            while let Some(p) = parent {
+                if p.is_dir() {
+                    return writable(p, false).map_err(|e| {
+                        format!(
+                            "{} does not exist and cannot be created: {e}",
+                            folder.display()
+                        )
+                    });
+                }
+                parent = p.parent();
+            }
+            Err(format!(
+                "{} has no existing parent folder",
+                folder.display()
+            ))
+        }
+    }
+}
+
+/// Whether this process may list (when `read`), enter and create files in `dir`.
+#[cfg(unix)]
+fn writable(dir: &Path, read: bool) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
+    let mode = libc::W_OK | libc::X_OK | if read { libc::R_OK } else { 0 };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
+        return Ok(());
+    }
+    let user = super::users::current_user_name();
+    Err(format!(
+        "{} is not {} by {user}: {}",
+        dir.display(),
+        if read {
+            "readable and writable"
+        } else {
+            "writable"
+        },
+        std::io::Error::last_os_error()
+    ))
+}
+
+#[cfg(windows)]
+fn writable(dir: &Path, _read: bool) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.permissions().readonly() => Ok(()),
+        Ok(_) => Err(format!("{} is read-only", dir.display())),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+/// The broker answers within the command's `--connect-timeout` and the topic exists.
+pub fn check_broker(config: LoadedConfig, command: &ServiceCommand) -> Result<(), String> {
+    let admin = Admin::connect(config, command.connect_timeout).map_err(|e| format!("{e:#}"))?;
+    check_topic(
+        admin.client.inner(),
+        &admin.cfg,
+        &command.topic,
+        command.connect_timeout,
+        &|| {},
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Every check, in this process: config (asking on a terminal when `ask`), folder, broker.
+/// Returns the environment the service needs.
+pub fn check_all(
+    command: &ServiceCommand,
+    known: &ServiceEnv,
+    ask: bool,
+) -> Result<ServiceEnv, String> {
+    let (config, env) = load_config(&command.config, known, ask)?;
+    check_folder(command.kind, &command.folder)?;
+    check_broker(config, command)?;
+    Ok(env)
+}
