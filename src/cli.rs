@@ -30,6 +30,19 @@ impl Cli {
             Command::UploadDirectory(args) if args.dir.is_dir() => {
                 Some(crate::state::StateDir::of(&args.dir).log_file("upload-directory"))
             }
+            // A Windows service has no stderr anyone reads: both commands log to their folder.
+            Command::ManageService(ManageServiceArgs {
+                command: ServiceCommand::Host(host),
+            }) => {
+                let argv = std::iter::once("openmsi".to_string()).chain(host.command.clone());
+                let (dir, name) = match Cli::try_parse_from(argv).ok()?.command {
+                    Command::UploadDirectory(a) => (a.dir, "upload-directory"),
+                    Command::DownloadDirectory(a) => (a.output_dir, "download-directory"),
+                    _ => return None,
+                };
+                std::fs::create_dir_all(&dir).ok()?;
+                Some(crate::state::StateDir::of(&dir).log_file(name))
+            }
             _ => None,
         }
     }
@@ -110,6 +123,26 @@ pub enum ServiceCommand {
     /// runs as the service's user).
     #[command(hide = true)]
     Check(ServiceCheckArgs),
+    /// What the Windows Service Control Manager starts: runs COMMAND as service NAME.
+    #[command(hide = true)]
+    Host(ServiceHostArgs),
+}
+
+/// `openmsi manage-service host`.
+#[derive(Debug, Args)]
+pub struct ServiceHostArgs {
+    /// The service's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The folder with the service's environment file and status line, as install saw it
+    /// (a service's own %ProgramData% may differ).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: std::path::PathBuf,
+
+    /// The command it runs.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `openmsi manage-service install`.

@@ -24,9 +24,22 @@ pub fn spawn(status: StatusFn) -> CancellationToken {
     cancel
 }
 
+/// The process-wide stop request a service manager's stop control sets (Windows'
+/// SERVICE_CONTROL_STOP); every token made here follows it.
+fn service_stop() -> &'static CancellationToken {
+    static STOP: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    STOP.get_or_init(CancellationToken::new)
+}
+
+/// Requests the same clean shutdown as `quit` (a service manager's stop).
+pub fn request_stop() {
+    info!("stop requested by the service manager; finishing what is in flight");
+    service_stop().cancel();
+}
+
 /// Signals only, for one-shot commands that must leave stdin to the calling script.
 pub fn spawn_signal_handlers() -> CancellationToken {
-    let cancel = CancellationToken::new();
+    let cancel = service_stop().child_token();
     tokio::spawn(watch_signals(cancel.clone()));
     cancel
 }

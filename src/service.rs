@@ -37,7 +37,8 @@ pub fn beat() {
         .store(l.started.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
-/// How long ago the main loop last beat.
+/// How long ago the main loop last beat (the watchdog is systemd's).
+#[cfg(unix)]
 fn since_last_beat() -> Duration {
     let l = liveness();
     let now = l.started.elapsed().as_millis() as u64;
@@ -76,7 +77,9 @@ pub fn spawn(
         std::thread::Builder::new()
             .name("service manager".into())
             .spawn(move || {
-                let mut last_status = Instant::now() - STATUS_EVERY;
+                // None until the first status: an Instant cannot go before the clock's start (on
+                // Windows that is near the process's start).
+                let mut last_status: Option<Instant> = None;
                 while !cancel.is_cancelled() {
                     if let Some(period) = watchdog {
                         // A main loop silent for half the period is hung: no keep-alive, and
@@ -85,9 +88,9 @@ pub fn spawn(
                             send(&[sd_notify::NotifyState::Watchdog]);
                         }
                     }
-                    if last_status.elapsed() >= STATUS_EVERY {
+                    if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
                         send(&[sd_notify::NotifyState::Status(&status())]);
-                        last_status = Instant::now();
+                        last_status = Some(Instant::now());
                     }
                     std::thread::sleep(tick);
                 }
@@ -97,7 +100,29 @@ pub fn spawn(
     }
     #[cfg(not(unix))]
     {
-        let _ = (status, cancel);
-        None
+        // A Windows service host names a file for the status line (`manage-service status`
+        // reads it); the Service Control Manager has no place for one.
+        let path = std::path::PathBuf::from(std::env::var_os(STATUS_FILE_ENV)?);
+        std::thread::Builder::new()
+            .name("service status".into())
+            .spawn(move || {
+                // None until the first status: an Instant cannot go before the clock's start (on
+                // Windows that is near the process's start).
+                let mut last_status: Option<Instant> = None;
+                while !cancel.is_cancelled() {
+                    if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
+                        if let Err(e) = std::fs::write(&path, status()) {
+                            tracing::debug!(path = %path.display(), error = %e, "cannot write the status line");
+                        }
+                        last_status = Some(Instant::now());
+                    }
+                    std::thread::sleep(QUARTER_SECOND);
+                }
+                let _ = std::fs::write(&path, format!("stopping; last status: {}", status()));
+            })
+            .ok()
     }
 }
+
+/// Where a Windows service host asks for the status line to be written.
+pub const STATUS_FILE_ENV: &str = "OPENMSI_STATUS_FILE";

@@ -3,17 +3,20 @@
 //! - [`command`]: the service's command, parsed as the program will parse it, paths absolute;
 //! - [`preflight`]: the checks made (as the service's user) before anything is installed;
 //! - [`users`]: whom a service runs as;
-//! - [`unit`] and [`systemd`]: Linux;
+//! - [`unit`] and [`systemd`]: Linux; [`windows`]: the Service Control Manager;
 //!
 //! Every platform module offers the same operations (install, status, logs, start, stop,
 //! restart, remove, list) over the same [`InstallRequest`] and [`ServiceState`].
 
 pub mod command;
+pub mod envfile;
 pub mod preflight;
 #[cfg(target_os = "linux")]
 pub mod systemd;
 pub mod unit;
 pub mod users;
+#[cfg(windows)]
+pub mod windows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +58,8 @@ pub struct Installed {
     pub env_file: PathBuf,
     /// Things the user should know (lingering, ...).
     pub notes: Vec<String>,
+    /// Who alone can read the environment file, when the platform makes it so.
+    pub env_readable_by: Option<String>,
 }
 
 /// A service as its manager and the program see it.
@@ -153,9 +158,14 @@ fn print_installed(request: &InstallRequest, installed: &Installed, runs_as: &st
         command::ConfigChoice::BuiltIn(name) => println!("  config: built-in `{name}`"),
     }
     println!(
-        "  environment: {} ({} variable(s) the config reads, readable by {runs_as} only)",
+        "  environment: {} ({} variable(s) the config reads{})",
         installed.env_file.display(),
-        request.env.len()
+        request.env.len(),
+        installed
+            .env_readable_by
+            .as_ref()
+            .map(|who| format!(", readable by {who} only"))
+            .unwrap_or_default()
     );
     for note in &installed.notes {
         println!("  note: {note}");
@@ -250,6 +260,10 @@ mod platform {
                 Ok(ExitCode::SUCCESS)
             }
             Verb::Check(_) => unreachable!("handled by manage::run"),
+            Verb::Host(_) => bail!(
+                "manage-service host is what the Windows Service Control Manager starts; \
+                 systemd runs the command itself"
+            ),
         }
     }
 
@@ -356,7 +370,127 @@ mod platform {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod platform {
+    use super::*;
+    use crate::cli::ServiceName;
+
+    pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+        let no_user = |s: &crate::cli::ServiceScope| -> anyhow::Result<()> {
+            if s.user {
+                bail!("--user is for systemd; a Windows service belongs to the machine");
+            }
+            Ok(())
+        };
+        match verb {
+            Verb::Install(args) => {
+                no_user(&args.service.scope)?;
+                install(&args)
+            }
+            Verb::Status(ServiceName { name, scope }) => {
+                no_user(&scope)?;
+                let state = windows::status(&name)?;
+                print_state(&name, &state);
+                Ok(if state.running {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
+            }
+            Verb::Logs(args) => {
+                no_user(&args.service.scope)?;
+                windows::logs(&args.service.name, args.lines, args.follow)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Verb::Start(s) => control(&s, "start", "started"),
+            Verb::Stop(s) => control(&s, "stop", "stopped"),
+            Verb::Restart(s) => control(&s, "restart", "restarted"),
+            Verb::Remove(ServiceName { name, scope }) => {
+                no_user(&scope)?;
+                let removed = windows::remove(&name)?;
+                println!("removed service {name}: stopped, deleted, and removed:");
+                for path in removed {
+                    println!("  {}", path.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Verb::List(scope) => {
+                no_user(&scope)?;
+                let services = windows::list()?;
+                if services.is_empty() {
+                    println!("no openmsi services");
+                }
+                for (name, state) in services {
+                    println!("{name}\tsystem\t{}\t{}", state.state, state.description);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Verb::Check(_) => unreachable!("handled by manage::run"),
+            Verb::Host(args) => windows::host(args.name, args.data_dir, args.command),
+        }
+    }
+
+    fn control(s: &ServiceName, verb: &str, done: &str) -> anyhow::Result<ExitCode> {
+        if s.scope.user {
+            bail!("--user is for systemd; a Windows service belongs to the machine");
+        }
+        let took = windows::control(&s.name, verb)?;
+        let state = windows::status(&s.name)?;
+        println!(
+            "{done} {} in {:.1} s: now {}",
+            s.name,
+            took.as_secs_f64(),
+            state.state
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn install(args: &ServiceInstallArgs) -> anyhow::Result<ExitCode> {
+        let mut request = request(args)?;
+        windows::check_path(&request.program)?;
+        let (config, env) =
+            preflight::load_config(&request.command.config, &ServiceEnv::new(), true)
+                .map_err(anyhow::Error::msg)?;
+        request.env = env;
+        let pinned = request
+            .command
+            .pin_group(config.consumer_group_is_fresh(), &request.name);
+        preflight::check_all(&request.command, &request.env, false).map_err(anyhow::Error::msg)?;
+        let (account, runs_as) = match args.run_as.as_deref() {
+            None => (
+                Some((windows::DEFAULT_ACCOUNT.to_string(), None)),
+                windows::DEFAULT_ACCOUNT.to_string(),
+            ),
+            Some(system) if system.eq_ignore_ascii_case("LocalSystem") => {
+                tracing::warn!(
+                    "the service will run as LocalSystem, as asked: a drop box or downloader \
+                     does not need it; prefer an unprivileged account"
+                );
+                (None, "LocalSystem".to_string())
+            }
+            Some(user) => {
+                let password = match std::env::var("OPENMSI_SERVICE_PASSWORD") {
+                    Ok(p) => p,
+                    Err(_) => rpassword::prompt_password(format!("Password of {user}: "))
+                        .context("the account's password (or set OPENMSI_SERVICE_PASSWORD)")?,
+                };
+                (Some((user.to_string(), Some(password))), user.to_string())
+            }
+        };
+        let mut installed = windows::install(&request, account)?;
+        if let Some(group) = pinned {
+            installed.notes.insert(0, format!("consumer group {group}"));
+        }
+        installed.notes.push(format!(
+            "the service's account ({runs_as}) must be able to read the config and write {}",
+            request.command.folder.display()
+        ));
+        print_installed(&request, &installed, &runs_as);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod platform {
     use super::*;
 

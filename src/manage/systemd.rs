@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::preflight::ServiceEnv;
 use super::unit::{self, UnitSpec};
 use super::users::{self, Account};
 use super::{InstallRequest, Installed, ServiceState};
@@ -180,21 +179,6 @@ fn write_private(
     Ok(())
 }
 
-/// An environment file systemd reads: `NAME="value"` with `\` and `"` escaped.
-fn env_file_text(env: &ServiceEnv) -> anyhow::Result<String> {
-    let mut text = String::from(
-        "# Variables the service's config reads; written by openmsi manage-service install.\n",
-    );
-    for (name, value) in env {
-        if value.contains(['\n', '\r', '\0']) {
-            bail!("${name} holds a line break; a service's environment file cannot");
-        }
-        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-        text.push_str(&format!("{name}=\"{escaped}\"\n"));
-    }
-    Ok(text)
-}
-
 /// Installs and enables (and starts unless asked not to) the unit for `request`.
 pub fn install(
     scope: Scope,
@@ -244,7 +228,8 @@ pub fn install(
     for arg in &spec.exec {
         unit::check_writable(arg).map_err(anyhow::Error::msg)?;
     }
-    write_private(&env_path, &env_file_text(&request.env)?, 0o600, account)?;
+    let env_text = super::envfile::render(&request.env).map_err(anyhow::Error::msg)?;
+    write_private(&env_path, &env_text, 0o600, account)?;
     let text = unit::render(&spec);
     if let Err(e) = write_private(&unit_path, &text, 0o644, None) {
         let _ = fs::remove_file(&env_path);
@@ -275,10 +260,15 @@ pub fn install(
             notes.push(hint);
         }
     }
+    let env_readable_by = Some(match account {
+        Some(a) => a.name.clone(),
+        None => users::current_user_name(),
+    });
     Ok(Installed {
         unit: unit_path,
         env_file: env_path,
         notes,
+        env_readable_by,
     })
 }
 
