@@ -139,6 +139,14 @@ done
 echo "$status"
 [[ $status == *"wsvc: running"* ]] || fail "the service is not running"
 [[ $status == *"status: files:"* ]] || fail "no status line from the program"
+# The folder lock (LockFileEx): a second process on the service's folder is refused.
+if wine "$EXE" upload-directory 'C:\openmsi-drop' --config "$(winpath "$WORK/win.config")" \
+    --topic "$TOPIC" </dev/null >"$WORK/second.out" 2>&1; then
+    fail "a second upload-directory on the service's folder was not refused"
+fi
+grep -q "already in use by another openmsi process" "$WORK/second.out" \
+    || fail "second process: $(tr -d '\r' <"$WORK/second.out" | tail -3)"
+echo "a second process on the folder is refused: the folder lock holds"
 head -c 200000 /dev/urandom >"$DROP/through-the-service.bin"
 "$LINUX_BIN" download-directory "$WORK/out2" --config "$WORK/win.config" --topic "$TOPIC" \
     --exit-when-idle 8 2>&1 | tail -1

@@ -124,8 +124,45 @@ fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
-/// No advisory locks here: the folder is not protected (documented as unix-only).
-#[cfg(not(unix))]
+/// `LockFileEx(EXCLUSIVE | FAIL_IMMEDIATELY)` on one byte far beyond the end of the file:
+/// Windows byte-range locks are mandatory, so locking the text itself would stop the next
+/// process from reading who holds the folder. Ok(false) when another handle holds it; the
+/// lock goes with the handle, like flock's.
+#[cfg(windows)]
+fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::{ERROR_IO_PENDING, ERROR_LOCK_VIOLATION, HANDLE};
+    use windows_sys::Win32::Storage::FileSystem::{
+        LockFileEx, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
+    };
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+    // SAFETY: OVERLAPPED is plain data; all-zero is its documented initial state.
+    let mut at: OVERLAPPED = unsafe { std::mem::zeroed() };
+    at.Anonymous.Anonymous.OffsetHigh = 0x7FFF_FFFF;
+    // SAFETY: the handle is valid while `file` is borrowed, and `at` outlives the call (a
+    // FAIL_IMMEDIATELY lock on a synchronous handle completes before returning).
+    let ok = unsafe {
+        LockFileEx(
+            file.as_raw_handle() as HANDLE,
+            LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+            0,
+            1,
+            0,
+            &mut at,
+        )
+    };
+    if ok != 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error().map(|c| c as u32) {
+        Some(ERROR_LOCK_VIOLATION) | Some(ERROR_IO_PENDING) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Elsewhere (neither Unix nor Windows) the folder is not protected.
+#[cfg(not(any(unix, windows)))]
 fn try_lock_exclusive(_file: &File) -> io::Result<bool> {
     Ok(true)
 }
