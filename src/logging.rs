@@ -82,6 +82,41 @@ impl Visit for LineVisitor {
 /// drop box left running for months keeps at most two files of bounded size.
 const ROTATE_AT_BYTES: u64 = 16 << 20;
 
+/// True when stderr goes to systemd's journal (a service's stderr).
+pub fn to_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// The syslog priority prefix the journal reads for `level`.
+pub fn syslog_prefix(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "<3>",
+        Level::WARN => "<4>",
+        Level::INFO => "<6>",
+        Level::DEBUG | Level::TRACE => "<7>",
+    }
+}
+
+/// A line format that starts with the event's syslog priority, for the journal.
+struct SyslogPriority<F>(F);
+
+impl<S, N, F> fmt::FormatEvent<S, N> for SyslogPriority<F>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> fmt::FormatFields<'a> + 'static,
+    F: fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &fmt::FmtContext<'_, S, N>,
+        mut writer: fmt::format::Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        writer.write_str(syslog_prefix(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 /// Installs the global subscriber. `--log-level` wins over `RUST_LOG`; the default is `info`.
 /// librdkafka's own messages arrive under the `librdkafka` target (see `kafka::context`).
 /// With `log_file`, lines also go there (without colours); a file that cannot be opened is
@@ -103,13 +138,20 @@ pub fn init(level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> 
     // gets plain lines.
     // Under a systemd service stderr is the journal (it sets JOURNAL_STREAM), which stamps
     // every line itself: a second timestamp would only be noise.
-    let to_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let to_journal = to_journal();
     let stderr_layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
+    // The journal also reads a line's priority from a `<N>` prefix (syslog's levels), so
+    // `journalctl -p warning` and `manage-service status` find warnings and errors.
     let stderr_layer = if to_journal {
-        stderr_layer.without_time().boxed()
+        stderr_layer
+            .without_time()
+            .event_format(SyslogPriority(
+                fmt::format().without_time().with_target(false),
+            ))
+            .boxed()
     } else {
         stderr_layer.boxed()
     };

@@ -11,7 +11,13 @@ fn main() -> ExitCode {
     match openmsi::app::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Under systemd the journal files the line as an error (see logging::syslog_prefix).
+            let priority = if openmsi::logging::to_journal() {
+                openmsi::logging::syslog_prefix(tracing::Level::ERROR)
+            } else {
+                ""
+            };
+            eprintln!("{priority}error: {e:#}");
             ExitCode::FAILURE
         }
     }

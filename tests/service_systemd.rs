@@ -287,8 +287,12 @@ fn system_services_move_files_stop_gracefully_survive_kill_9_and_remove_cleanly(
 
     // kill -9 of the uploader's main process during a transfer: systemd restarts it and the
     // file still arrives.
-    write_random_file(&drop.join("after-kill.bin"), 100 << 20, 78);
-    std::thread::sleep(Duration::from_millis(1500));
+    let before = common::progress_bytes(&out);
+    write_random_file(&drop.join("after-kill.bin"), 300 << 20, 78);
+    // Killed once part of the file is through, well before all of it is.
+    assert!(wait_for(Duration::from_secs(60), || {
+        common::progress_bytes(&out) > before + (20 << 20)
+    }));
     let killed =
         sandbox.sh("systemctl kill --signal=KILL --kill-whom=main openmsi-dropbox.service");
     assert!(killed.status.success(), "{}", text(&killed));
@@ -297,8 +301,14 @@ fn system_services_move_files_stop_gracefully_survive_kill_9_and_remove_cleanly(
         "{:?}",
         files_in(&out)
     );
-    let status = sandbox.openmsi_ok("manage-service status dropbox");
-    assert!(status.contains("restarted 1 time(s)"), "{status}");
+    let mut status = String::new();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            status = text(&sandbox.sh("openmsi manage-service status dropbox"));
+            status.contains("active (running)") && status.contains("restarted 1 time(s)")
+        }),
+        "{status}"
+    );
 
     let list = sandbox.openmsi_ok("manage-service list");
     assert!(list.contains("dropbox\tsystem\tactive (running)"), "{list}");
@@ -451,6 +461,14 @@ fn refused_installs_install_nothing_and_a_user_service_gets_its_environment() {
         "via-env.dat",
         Duration::from_secs(60)
     ));
+    let verify = as_tester(
+        "systemd-analyze --user verify /home/tester/.config/systemd/user/openmsi-mine.service",
+    );
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "user unit: {}",
+        text(&verify)
+    );
     let status = as_tester("openmsi manage-service status mine --user");
     assert!(
         text(&status).contains("active (running)"),
@@ -472,4 +490,56 @@ fn refused_installs_install_nothing_and_a_user_service_gets_its_environment() {
         "{}",
         text(&left)
     );
+}
+
+#[test]
+fn a_service_that_cannot_start_is_restarted_with_pauses_and_then_left_failed() {
+    let fixture = TopicFixture::new(common::Storage::Sqlite, "service-loop", 1);
+    let sandbox = Sandbox::boot();
+    add_lab_user(&sandbox);
+    let config = write_sandbox_config(&sandbox, "lab.config", &fixture.broker.bootstrap());
+    sandbox.openmsi_ok(&format!(
+        "manage-service install fragile --run-as lab -- upload-directory /srv/drop \
+         --config {config} --topic {}",
+        fixture.topic
+    ));
+    // The config breaks after install (an edit gone wrong), then the process dies: every
+    // restart now fails at once with a configuration error.
+    std::fs::write(sandbox.host_path(&config), "[broker\n").unwrap();
+    let killed =
+        sandbox.sh("systemctl kill --signal=KILL --kill-whom=main openmsi-fragile.service");
+    assert!(killed.status.success(), "{}", text(&killed));
+    let started = Instant::now();
+    let show = || {
+        text(&sandbox.sh("systemctl show openmsi-fragile.service -p ActiveState,Result,NRestarts"))
+    };
+    let mut state = String::new();
+    assert!(
+        wait_for(Duration::from_secs(150), || {
+            state = show();
+            state.contains("ActiveState=failed")
+        }),
+        "{state}"
+    );
+    // 10 s between attempts, and no more than 5 starts in 10 minutes: not a tight loop.
+    let took = started.elapsed();
+    let restarts: u32 = state
+        .lines()
+        .find_map(|l| l.strip_prefix("NRestarts="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u32::MAX);
+    assert!((1..=5).contains(&restarts), "{state}");
+    assert!(
+        took >= Duration::from_secs(10 * u64::from(restarts) - 5),
+        "gave up after {took:?}: {state}"
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    let later = show();
+    assert!(
+        later.contains("ActiveState=failed") && later.contains(&format!("NRestarts={restarts}")),
+        "restarted again: {later}"
+    );
+    let status = sandbox.openmsi_fails("manage-service status fragile");
+    assert!(status.contains("failed"), "{status}");
+    assert!(status.contains("last warning or error"), "{status}");
 }
