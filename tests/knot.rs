@@ -84,38 +84,20 @@ fn openmsi_feeds_a_knot_style_consumer_and_rebuilds_its_own_knot_uploads() {
     let watched = fixture.work.path().join("watched");
     std::fs::create_dir_all(&watched).unwrap();
     write_random_file(&watched.join("policy.json"), 70_000, 49);
-    let mut up = common::KillOnDrop(
-        common::openmsi_std()
-            .arg("upload-directory")
-            .arg(&watched)
-            .arg("--config")
-            .arg(&fixture.cfg)
-            .args([
-                "--topic",
-                &fixture.topic,
-                "--upload-existing",
-                "--settle-seconds",
-                "0.2",
-            ])
-            .args([
-                "--format",
-                "knot",
-                "--chunk-size",
-                "65536",
-                "--to-host",
-                "resolver-1",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    common::upload_existing_until(
+        &fixture.cfg,
+        &fixture.topic,
+        &watched,
+        &[
+            "--format",
+            "knot",
+            "--chunk-size",
+            "65536",
+            "--to-host",
+            "resolver-1",
+        ],
+        "policy.json",
     );
-    let registry = watched.join(".openmsi/uploaded.jsonl");
-    assert!(common::wait_for(Duration::from_secs(30), || {
-        std::fs::read_to_string(&registry).is_ok_and(|t| t.contains("policy.json"))
-    }));
-    assert!(common::quit_and_wait(&mut up, Duration::from_secs(30)).success());
 
     // Knot's own processing, as described, takes every file for its host, byte for byte.
     let knot_out = fixture.work.path().join("knot-resolver-1");

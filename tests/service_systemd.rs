@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{repo_root, sha512_file, wait_for, write_random_file, TopicFixture};
+use common::{files_under, repo_root, sha512_file, wait_for, write_random_file, TopicFixture};
 
 /// A booted sandbox; torn down on drop.
 struct Sandbox {
@@ -141,25 +141,6 @@ fn add_lab_user(sandbox: &Sandbox) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// Files under `dir` (host path) other than openmsi's state, relative.
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != ".openmsi")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            e.path()
-                .strip_prefix(dir)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 /// Waits until `name` is in `out` with the content of `src`.
 fn arrives(out: &Path, src: &Path, name: &str, within: Duration) -> bool {
     let want = sha512_file(&src.join(name));
@@ -235,7 +216,7 @@ fn system_services_move_files_stop_gracefully_survive_kill_9_and_remove_cleanly(
                 Duration::from_secs(60)
             ),
             "{:?}",
-            files_in(&out)
+            files_under(&out)
         );
     }
     // The program refreshes its status line every 5 s.
@@ -280,7 +261,7 @@ fn system_services_move_files_stop_gracefully_survive_kill_9_and_remove_cleanly(
     assert!(
         arrives(&out, &drop, "large.bin", Duration::from_secs(300)),
         "{:?}",
-        files_in(&out)
+        files_under(&out)
     );
     let logs = sandbox.openmsi_ok("manage-service logs getter -n 200");
     assert!(logs.contains("resuming partially received files"), "{logs}");
@@ -299,7 +280,7 @@ fn system_services_move_files_stop_gracefully_survive_kill_9_and_remove_cleanly(
     assert!(
         arrives(&out, &drop, "after-kill.bin", Duration::from_secs(180)),
         "{:?}",
-        files_in(&out)
+        files_under(&out)
     );
     let mut status = String::new();
     assert!(

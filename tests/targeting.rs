@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{openmsi, sha512_file, wait_for, write_random_file, TopicFixture};
+use common::{files_under, openmsi, sha512_file, write_random_file, TopicFixture};
 
 fn upload_to(cfg: &Path, topic: &str, root: &Path, file: &Path, hosts: &[&str]) {
     let mut cmd = openmsi();
@@ -30,24 +30,6 @@ fn download_as(cfg: &Path, topic: &str, out: &Path, host: &str) -> String {
     let (ok, output) = common::download_idle_with(cfg, topic, out, &group, &["--host", host]);
     assert!(ok, "{output}");
     output
-}
-
-fn files_under(out: &Path) -> Vec<String> {
-    let mut files: Vec<String> = walkdir::WalkDir::new(out)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != ".openmsi")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            e.path()
-                .strip_prefix(out)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -133,32 +115,13 @@ fn upload_directory_addresses_every_file_and_bad_host_names_are_refused() {
     let watched = work.path().join("watched");
     std::fs::create_dir_all(&watched).unwrap();
     write_random_file(&watched.join("resolver.yaml"), 5_000, 9);
-    let mut up = common::KillOnDrop(
-        common::openmsi_std()
-            .arg("upload-directory")
-            .arg(&watched)
-            .arg("--config")
-            .arg(&cfg)
-            .args([
-                "--topic",
-                &topic,
-                "--upload-existing",
-                "--settle-seconds",
-                "0.2",
-                "--to-host",
-                "resolver-1",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    common::upload_existing_until(
+        &cfg,
+        &topic,
+        &watched,
+        &["--to-host", "resolver-1"],
+        "resolver.yaml",
     );
-    let registry = watched.join(".openmsi/uploaded.jsonl");
-    assert!(wait_for(Duration::from_secs(30), || {
-        std::fs::read_to_string(&registry).is_ok_and(|t| t.contains("resolver.yaml"))
-    }));
-    assert!(common::quit_and_wait(&mut up, Duration::from_secs(30)).success());
 
     let other = work.path().join("other");
     let summary = download_as(&cfg, &topic, &other, "resolver-2");

@@ -143,6 +143,24 @@ fn request(args: &ServiceInstallArgs) -> anyhow::Result<InstallRequest> {
     })
 }
 
+/// Reads the config as the service will (a missing variable is asked for on a terminal), keeps
+/// the variables it reads, and gives a downloader whose config asks for a fresh consumer group
+/// at every run a stable one. Returns a note about that group.
+fn prepare(request: &mut InstallRequest) -> anyhow::Result<Option<String>> {
+    let (config, env) = preflight::load_config(&request.command.config, &ServiceEnv::new(), true)
+        .map_err(anyhow::Error::msg)?;
+    request.env = env;
+    let pinned = request
+        .command
+        .pin_group(config.consumer_group_is_fresh(), &request.name);
+    Ok(pinned.map(|group| {
+        format!(
+            "consumer group {group} (the config asks for a fresh group at every run; a service \
+             resumes where it stopped)"
+        )
+    }))
+}
+
 fn print_installed(request: &InstallRequest, installed: &Installed, runs_as: &str) {
     println!(
         "installed {} ({}, runs as {runs_as}, starts at boot{})",
@@ -171,6 +189,24 @@ fn print_installed(request: &InstallRequest, installed: &Installed, runs_as: &st
         println!("  note: {note}");
     }
     println!("  status: openmsi manage-service status {}", request.name);
+}
+
+/// Prints a service's state; the exit code is 0 when it runs, 3 when not (as systemctl's).
+fn report_status(name: &str, state: &ServiceState) -> ExitCode {
+    print_state(name, state);
+    if state.running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+fn report_removed(name: &str, removed: &[PathBuf]) -> ExitCode {
+    println!("removed service {name}: stopped and deleted:");
+    for path in removed {
+        println!("  {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_state(name: &str, s: &ServiceState) {
@@ -211,16 +247,10 @@ mod platform {
     pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
         match verb {
             Verb::Install(args) => install(&args),
-            Verb::Status(ServiceName { name, scope }) => {
-                let state = systemd::status(Scope::of(scope.user), &name)?;
-                print_state(&name, &state);
-                // Like systemctl status: 3 when not running.
-                Ok(if state.running {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(3)
-                })
-            }
+            Verb::Status(ServiceName { name, scope }) => Ok(report_status(
+                &name,
+                &systemd::status(Scope::of(scope.user), &name)?,
+            )),
             Verb::Logs(args) => {
                 let s = &args.service;
                 systemd::logs(Scope::of(s.scope.user), &s.name, args.lines, args.follow)?;
@@ -229,14 +259,10 @@ mod platform {
             Verb::Start(s) => control(&s, "start", "started"),
             Verb::Stop(s) => control(&s, "stop", "stopped"),
             Verb::Restart(s) => control(&s, "restart", "restarted"),
-            Verb::Remove(ServiceName { name, scope }) => {
-                let removed = systemd::remove(Scope::of(scope.user), &name)?;
-                println!("removed service {name}: stopped, disabled, and deleted:");
-                for path in removed {
-                    println!("  {}", path.display());
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+            Verb::Remove(ServiceName { name, scope }) => Ok(report_removed(
+                &name,
+                &systemd::remove(Scope::of(scope.user), &name)?,
+            )),
             Verb::List(scope) => {
                 let scopes: &[Scope] = if scope.user {
                     &[Scope::User]
@@ -312,14 +338,7 @@ mod platform {
         };
         let current = users::current().context("cannot tell which user this is")?;
         let runs_as = account.as_ref().unwrap_or(&current).clone();
-        // The config's variables, asked for on a terminal when missing.
-        let (config, env) =
-            preflight::load_config(&request.command.config, &ServiceEnv::new(), true)
-                .map_err(anyhow::Error::msg)?;
-        request.env = env;
-        let pinned = request
-            .command
-            .pin_group(config.consumer_group_is_fresh(), &request.name);
+        let group_note = prepare(&mut request)?;
         if runs_as.uid == current.uid {
             preflight::check_all(&request.command, &request.env, false)
                 .map_err(anyhow::Error::msg)?;
@@ -327,15 +346,7 @@ mod platform {
             check_as(&runs_as, &request)?;
         }
         let mut installed = systemd::install(scope, &request, account.as_ref())?;
-        if let Some(group) = pinned {
-            installed.notes.insert(
-                0,
-                format!(
-                    "consumer group {group} (the config asks for a fresh group at every run; a \
-                     service resumes where it stopped)"
-                ),
-            );
-        }
+        installed.notes.splice(0..0, group_note);
         print_installed(&request, &installed, &runs_as.name);
         Ok(ExitCode::SUCCESS)
     }
@@ -389,13 +400,7 @@ mod platform {
             }
             Verb::Status(ServiceName { name, scope }) => {
                 no_user(&scope)?;
-                let state = windows::status(&name)?;
-                print_state(&name, &state);
-                Ok(if state.running {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(3)
-                })
+                Ok(report_status(&name, &windows::status(&name)?))
             }
             Verb::Logs(args) => {
                 no_user(&args.service.scope)?;
@@ -407,12 +412,7 @@ mod platform {
             Verb::Restart(s) => control(&s, "restart", "restarted"),
             Verb::Remove(ServiceName { name, scope }) => {
                 no_user(&scope)?;
-                let removed = windows::remove(&name)?;
-                println!("removed service {name}: stopped, deleted, and removed:");
-                for path in removed {
-                    println!("  {}", path.display());
-                }
-                Ok(ExitCode::SUCCESS)
+                Ok(report_removed(&name, &windows::remove(&name)?))
             }
             Verb::List(scope) => {
                 no_user(&scope)?;
@@ -448,13 +448,7 @@ mod platform {
     fn install(args: &ServiceInstallArgs) -> anyhow::Result<ExitCode> {
         let mut request = request(args)?;
         windows::check_path(&request.program)?;
-        let (config, env) =
-            preflight::load_config(&request.command.config, &ServiceEnv::new(), true)
-                .map_err(anyhow::Error::msg)?;
-        request.env = env;
-        let pinned = request
-            .command
-            .pin_group(config.consumer_group_is_fresh(), &request.name);
+        let group_note = prepare(&mut request)?;
         preflight::check_all(&request.command, &request.env, false).map_err(anyhow::Error::msg)?;
         let (account, runs_as) = match args.run_as.as_deref() {
             None => (
@@ -478,9 +472,7 @@ mod platform {
             }
         };
         let mut installed = windows::install(&request, account)?;
-        if let Some(group) = pinned {
-            installed.notes.insert(0, format!("consumer group {group}"));
-        }
+        installed.notes.splice(0..0, group_note);
         installed.notes.push(format!(
             "the service's account ({runs_as}) must be able to read the config and write {}",
             request.command.folder.display()

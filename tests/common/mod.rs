@@ -831,3 +831,61 @@ pub fn rejected_kept(out: &Path) -> usize {
 pub fn failed_kept(out: &Path) -> usize {
     std::fs::read_dir(out.join(".openmsi/failed")).map_or(0, |entries| entries.count())
 }
+
+/// Files under `dir` other than openmsi's state (`.openmsi/`), as sorted relative paths.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".openmsi")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            e.path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `openmsi upload-directory WATCHED --upload-existing --settle-seconds 0.2 EXTRA...`
+/// until its registry lists `file_name`, then `quit`s it and asserts a clean exit.
+pub fn upload_existing_until(
+    cfg: &Path,
+    topic: &str,
+    watched: &Path,
+    extra: &[&str],
+    file_name: &str,
+) {
+    let mut up = KillOnDrop(
+        openmsi_std()
+            .arg("upload-directory")
+            .arg(watched)
+            .arg("--config")
+            .arg(cfg)
+            .args([
+                "--topic",
+                topic,
+                "--upload-existing",
+                "--settle-seconds",
+                "0.2",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let registry = watched.join(".openmsi/uploaded.jsonl");
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            std::fs::read_to_string(&registry).is_ok_and(|t| t.contains(file_name))
+        }),
+        "upload-directory did not upload {file_name}"
+    );
+    assert!(quit_and_wait(&mut up, Duration::from_secs(30)).success());
+}
