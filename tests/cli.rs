@@ -50,12 +50,28 @@ fn version_and_help_describe_every_flag() {
                 .and(predicate::str::contains("--update-seconds"))
                 .and(predicate::str::contains("--heartbeat-topic")),
         );
-    // Only working subcommands are listed.
+    // Only working subcommands are listed; the service host and check are hidden.
     openmsi().arg("--help").assert().success().stdout(
         predicate::str::contains("upload-directory")
-            .and(predicate::str::contains("provision-node").not())
-            .and(predicate::str::contains("manage-service").not()),
+            .and(predicate::str::contains("manage-service"))
+            .and(predicate::str::contains("provision-node").not()),
     );
+    openmsi()
+        .args(["manage-service", "--help"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("install")
+                .and(predicate::str::contains("status"))
+                .and(predicate::str::contains("logs"))
+                .and(predicate::str::contains("remove"))
+                .and(predicate::str::contains("list"))
+                .and(
+                    predicate::str::is_match(r"(?m)^\s+(host|check)\s")
+                        .unwrap()
+                        .not(),
+                ),
+        );
 }
 
 #[test]
