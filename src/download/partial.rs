@@ -551,6 +551,14 @@ impl PartialFile {
         }
     }
 
+    /// Sets the data file's modification time, through its descriptor while it is still open
+    /// (a burst of small files would otherwise pay one more open per file). Best effort.
+    pub fn set_modified(&mut self, time: std::time::SystemTime) {
+        if let Ok(f) = self.data() {
+            let _ = f.set_modified(time);
+        }
+    }
+
     /// Closes the data file (it is reopened on demand). Caller syncs first if it matters.
     pub fn close(&mut self) {
         self.data = None;

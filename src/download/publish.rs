@@ -166,8 +166,8 @@ impl Publisher {
         mut ready: Vec<ReadyFile>,
         staging_dir: &Path,
     ) -> io::Result<Vec<PublishedFile>> {
-        for file in &ready {
-            stamp_mtime(&file.partial);
+        for file in &mut ready {
+            stamp_mtime(&mut file.partial);
         }
         let batched = ready.len() >= SYNC_FILESYSTEM_FROM && sync_filesystem(staging_dir)?;
         if batched {
@@ -350,7 +350,7 @@ fn keep_backup(final_path: &Path, suffix: &str) -> io::Result<()> {
 
 /// Sets the source mtime (10-field messages) on a staged file about to be published. Best
 /// effort: a file that cannot even be opened fails (and is set aside) when it is placed.
-fn stamp_mtime(partial: &PartialFile) {
+fn stamp_mtime(partial: &mut PartialFile) {
     let Some(mtime) = partial
         .version
         .file_mtime
@@ -358,9 +358,7 @@ fn stamp_mtime(partial: &PartialFile) {
     else {
         return;
     };
-    if let Ok(f) = File::options().write(true).open(partial.data_path()) {
-        let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs_f64(mtime));
-    }
+    partial.set_modified(UNIX_EPOCH + Duration::from_secs_f64(mtime));
 }
 
 fn entry_for(
