@@ -704,18 +704,8 @@ fn kill_9_of_uploader_and_downloader_during_a_mixed_workload_loses_and_corrupts_
         })
         .map(|(rel, _)| rel)
         .collect();
-    let extra: Vec<String> = walkdir::WalkDir::new(&out)
+    let extra: Vec<String> = common::files_under(&out)
         .into_iter()
-        .filter_entry(|e| e.file_name() != ".openmsi")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            e.path()
-                .strip_prefix(&out)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
         .filter(|rel| !versions.contains_key(rel))
         .collect();
     let published = publications(&out);
