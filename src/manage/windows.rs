@@ -441,7 +441,8 @@ fn service_main(_arguments: Vec<OsString>) {
 fn run_hosted(name: &str, data_dir: &Path, command: &[String]) -> u32 {
     if let Ok(text) = std::fs::read_to_string(env_path_in(data_dir, name)) {
         for (key, value) in envfile::parse(&text) {
-            // SAFETY-free in edition 2021: no other thread reads the environment yet.
+            // Before the command starts, which reads them when it loads its config (and
+            // Windows synchronises environment access itself).
             std::env::set_var(key, value);
         }
     }
