@@ -41,7 +41,8 @@ if ((${#missing[@]})); then
     [[ $(id -u) == 0 ]] || fail "missing ${missing[*]}; install them as root (apt-get install)"
     echo "installing: ${missing[*]}"
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+    # With recommends: that is how Wine was installed and measured here (fonts, wine64 tools).
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null
 fi
 
 step "cargo clippy --target $TARGET (lib and binary) -- -D warnings"
