@@ -22,9 +22,25 @@ pub fn write_with(
     path: &Path,
     write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
 ) -> io::Result<()> {
+    write_file(path, false, write)
+}
+
+/// Replaces `path` with `bytes` atomically, as a file only its owner can read or write (mode
+/// 0600 from its creation on Unix, so no secret is ever readable by others, not even while it
+/// is written).
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, true, |out| out.write_all(bytes))
+}
+
+fn write_file(
+    path: &Path,
+    private: bool,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = tmp_path(path);
     {
-        let mut out = io::BufWriter::new(File::create(&tmp).map_err(|e| annotate(e, &tmp))?);
+        let file = create_truncated(&tmp, private).map_err(|e| annotate(e, &tmp))?;
+        let mut out = io::BufWriter::new(file);
         write(&mut out).map_err(|e| annotate(e, &tmp))?;
         let file = out
             .into_inner()
@@ -36,6 +52,26 @@ pub fn write_with(
         sync_dir(parent)?;
     }
     Ok(())
+}
+
+/// Creates (or truncates) `path`; `private`: mode 0600 on Unix. A leftover file from an
+/// earlier crash is removed first, so it cannot keep wider permissions.
+fn create_truncated(path: &Path, private: bool) -> io::Result<File> {
+    if !private {
+        return File::create(path);
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
 }
 
 /// Replaces `path` with `bytes`, atomically.

@@ -1,0 +1,19 @@
+//! End-to-end encryption compatible with KafkaCrypto (the library OpenMSIStream encrypts
+//! topics with), written from the format description in `docs/ENCRYPTION.md`: the broker never
+//! sees a chunk's bytes or its file's name.
+//!
+//! - [`primitives`]: the libsodium-equivalent building blocks.
+//! - [`msgpack`]: strict msgpack helpers for KafkaCrypto's structures.
+//! - [`ratchet`]: the producer's `.seed` ratchet, advanced durably before any key is used.
+//! - [`record`]: the encrypted key/value format.
+//! - [`chain`]: signed certificates and chain validation (who may do what on which topics).
+//! - [`node`]: a provisioned node's files (`.config`, `.crypto`, `.seed`).
+//! - [`provision`]: creating a node (`openmsi provision-node`).
+
+pub mod chain;
+pub mod msgpack;
+pub mod node;
+pub mod primitives;
+pub mod provision;
+pub mod ratchet;
+pub mod record;
