@@ -8,11 +8,13 @@
 //! - [`record`]: the encrypted key/value format.
 //! - [`chain`]: signed certificates and chain validation (who may do what on which topics).
 //! - [`node`]: a provisioned node's files (`.config`, `.crypto`, `.seed`).
+//! - [`nodeconf`]: the `.config` file format (Python configparser compatible).
 //! - [`provision`]: creating a node (`openmsi provision-node`).
 
 pub mod chain;
 pub mod msgpack;
 pub mod node;
+pub mod nodeconf;
 pub mod primitives;
 pub mod provision;
 pub mod ratchet;
