@@ -44,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topic(args) => runtime.block_on(crate::admin::run::run_topic(args.command)),
         Command::User(args) => runtime.block_on(crate::admin::run::run_user(args.command)),
         Command::ManageService(args) => crate::manage::run(args.command),
+        Command::ProvisionNode(args) => crate::provision_node::run(args),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
     // for it would hang the exit after a clean shutdown.

@@ -68,6 +68,66 @@ pub enum Command {
     /// Service Control Manager on Windows): install, status, logs, start, stop, restart,
     /// remove, list.
     ManageService(ManageServiceArgs),
+    /// Create a node for end-to-end encrypted topics (its keys, its certificate, its config),
+    /// in KafkaCrypto's formats; asks like KafkaCrypto's simple-provision, or runs from flags.
+    ProvisionNode(ProvisionNodeArgs),
+}
+
+/// `openmsi provision-node`. Every answer can be a flag; passwords come from environment
+/// variables or files, never from the command line (it is visible to other users in `ps`).
+#[derive(Debug, Args)]
+pub struct ProvisionNodeArgs {
+    /// The node's name: the files are OUTPUT_DIR/NODE_ID/NODE_ID.{config,crypto,seed}.
+    #[arg(long, value_name = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// What the node may do.
+    #[arg(long, value_enum)]
+    pub role: Option<crate::crypto::provision::Role>,
+
+    /// Space-separated topics the node may use (reduced to their roots, the part before the
+    /// first '.'); "all" for every topic.
+    #[arg(long, value_name = "TOPICS")]
+    pub topics: Option<String>,
+
+    /// How many certificates may follow the node's (-1: no limit). [default: 1]
+    #[arg(long, allow_negative_numbers = true)]
+    pub pathlen: Option<i64>,
+
+    /// Signing key type: 1 = Ed25519 (the only type openmsi supports). [default: 1]
+    #[arg(long, value_name = "TYPE")]
+    pub key_type: Option<u8>,
+
+    /// The folder that receives the node's folder. [default: .]
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Read the root-of-trust password from this file (else $OPENMSI_ROT_PASSWORD, else a
+    /// prompt on a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub rot_password_file: Option<PathBuf>,
+
+    /// Read the provisioning password from this file (else $OPENMSI_PROVISIONING_PASSWORD,
+    /// else a prompt on a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub provisioning_password_file: Option<PathBuf>,
+
+    /// Sign the node with the root key in FILE (created by --new-root-key) instead of
+    /// password-derived keys.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rot_password_file", "provisioning_password_file", "new_root_key"])]
+    pub root_key: Option<PathBuf>,
+
+    /// Create a random root key in FILE (keep it offline), then sign the node with it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rot_password_file", "provisioning_password_file"])]
+    pub new_root_key: Option<PathBuf>,
+
+    /// Replace an existing node (its keys are lost) or root key file.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Do not ask for confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `openmsi manage-service`.

@@ -36,6 +36,7 @@ pub mod kafka;
 pub mod logging;
 pub mod manage;
 pub mod progress;
+pub mod provision_node;
 pub mod service;
 pub mod state;
 pub mod targeting;

@@ -256,7 +256,7 @@ mod tests {
             let result = parse(&bad).and_then(|r| open(&r, RecordPart::Value, &secret));
             // A flip in the key id parses but names a key id we would not hold; here the
             // same secret is tried on purpose, so it must fail at the tag or the framing.
-            if i >= 4 && i < 36 {
+            if (4..36).contains(&i) {
                 assert!(
                     result.is_ok(),
                     "key id bytes are not authenticated by the box"
