@@ -12,6 +12,8 @@
 //! - [`provision`]: creating a node (`openmsi provision-node`).
 
 pub mod chain;
+pub mod exchange;
+pub mod keystore;
 pub mod msgpack;
 pub mod node;
 pub mod nodeconf;
