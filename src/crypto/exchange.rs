@@ -23,6 +23,9 @@ use super::primitives::{
     random_bytes, secretbox_open, secretbox_seal, sha256, x25519, x25519_keypair, Secret,
 };
 
+/// A message to produce: (key, value).
+pub type KafkaMessage = (Vec<u8>, Vec<u8>);
+
 /// A request sent and not yet answered: what is needed to open its reply.
 pub struct PendingRequest {
     /// The root it asked keys for.
@@ -128,7 +131,7 @@ pub fn answer_request(
     value: &[u8],
     lookup: &dyn Fn(&[u8; 32]) -> Option<Secret>,
     now: f64,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, ExchangeError> {
+) -> Result<Option<KafkaMessage>, ExchangeError> {
     let wanted = parse_key_id_list(key)?;
     let leaf = chain::validate(value, &node.trust, usage::KEY_ENCRYPT_REQUEST, root, now)?;
     let held: Vec<([u8; 32], Secret)> = wanted
