@@ -27,6 +27,32 @@ use crate::upload::directory::{
 use crate::upload::{upload_file, UploadFileSettings};
 use tokio_util::sync::CancellationToken;
 
+/// The envelopes of an upload: `--to-host` addressing, and encryption when the config has a
+/// `[kafkacrypto]` section (the node's key exchange starts here, so a missing exchange topic
+/// fails before anything is read).
+fn envelopes(
+    config: &LoadedConfig,
+    topic: &str,
+    to_hosts: &[String],
+    connect_timeout_secs: u64,
+) -> anyhow::Result<crate::upload::envelopes::Envelopes> {
+    let targets = HostTargets::new(to_hosts).map_err(anyhow::Error::msg)?;
+    let encryption =
+        match crate::crypto::session::node_config_path(config).map_err(anyhow::Error::msg)? {
+            Some(node) => Some(crate::crypto::session::Encryptor::start(
+                config,
+                &node,
+                topic,
+                Duration::from_secs(connect_timeout_secs),
+            )? as Arc<dyn crate::upload::send::Envelope>),
+            None => None,
+        };
+    Ok(crate::upload::envelopes::Envelopes {
+        targets,
+        encryption,
+    })
+}
+
 /// Runs the command. Errors are returned for `main` to print; per-item failures (a file that
 /// failed verification, a rejected message) are counted and give exit code 1.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -54,6 +80,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.kafka.config)?;
+    let envelopes = envelopes(
+        &config,
+        &args.kafka.topic,
+        &args.to_hosts,
+        args.kafka.connect_timeout,
+    )?;
     let settings = UploadFileSettings {
         file: args.file,
         root_dir: args.root_dir,
@@ -64,7 +96,7 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
         hash_threads: usize::from(args.n_threads),
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
         delivery_timeout: Duration::from_secs(args.delivery_timeout),
-        targets: HostTargets::new(&args.to_hosts).map_err(anyhow::Error::msg)?,
+        envelopes,
     };
     // A one-shot upload reacts to signals but leaves stdin alone (scripts may pipe into it).
     let cancel = console::spawn_signal_handlers();
@@ -120,6 +152,12 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 
 async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.kafka.config)?;
+    let envelopes = envelopes(
+        &config,
+        &args.kafka.topic,
+        &args.to_hosts,
+        args.kafka.connect_timeout,
+    )?;
     let upload_regex = args
         .upload_regex
         .as_deref()
@@ -151,7 +189,7 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
             .filter(|&s| s > 0)
             .map(Duration::from_secs),
         telemetry: telemetry_settings(&args.telemetry)?,
-        targets: HostTargets::new(&args.to_hosts).map_err(anyhow::Error::msg)?,
+        envelopes,
     };
     let stats = Arc::new(DirectoryStats::default());
     let status_stats = Arc::clone(&stats);

@@ -13,6 +13,7 @@
 
 pub mod chain;
 pub mod exchange;
+pub mod keyservice;
 pub mod keystore;
 pub mod msgpack;
 pub mod node;
@@ -21,3 +22,4 @@ pub mod primitives;
 pub mod provision;
 pub mod ratchet;
 pub mod record;
+pub mod session;

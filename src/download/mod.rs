@@ -145,6 +145,21 @@ pub fn download_directory(
             .with_context(|| format!("preparing {}", output.display()))?,
     };
 
+    // Encrypted topics: the key exchange starts (and its topics are checked) before reading.
+    let opener: Arc<dyn verify::Opener> =
+        match crate::crypto::session::node_config_path(config).map_err(anyhow::Error::msg)? {
+            Some(node) => Arc::new(ForHost::new(
+                settings.host.clone(),
+                crate::crypto::session::Decryptor::start(
+                    config,
+                    &node,
+                    &settings.topic,
+                    settings.connect_timeout,
+                    cancel.clone(),
+                )?,
+            )),
+            None => Arc::new(ForHost::new(settings.host.clone(), Plaintext)),
+        };
     let properties = config.consumer_properties(settings.group_id.as_deref(), true);
     let group_id = properties
         .iter()
@@ -177,7 +192,7 @@ pub fn download_directory(
         },
         verify_threads: settings.verify_threads,
         exit_when_idle: settings.exit_when_idle,
-        opener: Arc::new(ForHost::new(settings.host.clone(), Plaintext)),
+        opener,
         rejoin_unassigned_after: session_timeout(&properties) + Duration::from_secs(5),
     };
     let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel);

@@ -481,6 +481,13 @@ impl Writer<'_> {
                 next_seq += 1;
                 let MessagePosition { partition, offset } = v.at;
                 offsets.handled(partition, offset);
+                if matches!(v.verdict, Verdict::Retry) {
+                    // Pinned for good: commits stop below it, so the next run reads it again.
+                    let unopened = ChunkFile { id: format!("unopened {partition}:{offset}"), relative: format!("(message at partition {partition} offset {offset}, not opened before shutdown)") };
+                    offsets.unfinished(&unopened, partition, offset);
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
                 if let Some(file) = self.handle(v.verdict, v.at, &mut sink)? {
                     if sink.is_in_progress(&file.id) {
                         offsets.unfinished(&file, partition, offset);
@@ -512,6 +519,8 @@ impl Writer<'_> {
         match verdict {
             Verdict::Chunk(chunk) => return accept(*chunk, topic, at, sink, stats).map(Some),
             Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
+            // Handled by the caller (the offset stays pinned).
+            Verdict::Retry => {}
             Verdict::NotForUs => DownloadStats::add(&stats.other_hosts_messages, 1),
             Verdict::Defer { .. } if self.kept.deferred.already_kept(topic, at) => {
                 debug!(

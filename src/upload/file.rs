@@ -13,9 +13,8 @@ use crate::kafka::client::client_config;
 use crate::kafka::producer::ProduceError;
 use crate::kafka::{partition_for_path, producer_defaults, ChunkProducer, FileDelivery};
 use crate::progress::ByteProgress;
-use crate::targeting::HostTargets;
 use crate::upload::error::UploadError;
-use crate::upload::send::{max_message_bytes, queue_file, Envelope, SendOptions, Target};
+use crate::upload::send::{max_message_bytes, queue_file, SendOptions, Target};
 use crate::upload::source::SourceFile;
 
 /// How long an interrupted or failed upload waits to flush chunks already queued.
@@ -43,7 +42,7 @@ pub struct UploadFileSettings {
     /// Bound on waiting for acknowledgements after the last chunk was queued.
     pub delivery_timeout: Duration,
     /// Hosts the file is addressed to (None: every host).
-    pub targets: Option<HostTargets>,
+    pub envelopes: crate::upload::envelopes::Envelopes,
 }
 
 /// What an upload did, for the summary line.
@@ -106,13 +105,12 @@ pub fn upload_file(
     let source = SourceFile::open(&settings.file, settings.root_dir.as_deref())
         .map_err(UploadError::from)?;
     let relative_path = source.relative_path();
-    let targets = settings.targets.as_ref();
 
     let cfg = client_config(
         &config.producer_properties(),
         &producer_defaults(max_message_bytes(
             settings.chunk_size.get(),
-            targets.map(|t| t as &dyn Envelope),
+            settings.envelopes.get(),
         )),
         &[],
     );
@@ -135,7 +133,7 @@ pub fn upload_file(
         producer: &producer,
         partitions: topic.partitions,
         delivery: &delivery,
-        envelope: targets.map(|t| t as &dyn Envelope),
+        envelope: settings.envelopes.get(),
     };
     let send_error = |source: UploadError| UploadFileError::Send {
         path: settings.file.clone(),

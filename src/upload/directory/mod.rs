@@ -41,8 +41,7 @@ use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
 use crate::progress::mb_per_s;
 use crate::state::StateDir;
-use crate::targeting::HostTargets;
-use crate::upload::send::{max_message_bytes, Envelope, SendOptions};
+use crate::upload::send::{max_message_bytes, SendOptions};
 use dropbox::{Dropbox, LoopSettings, ProcScan, SystemClock, EVENT_RESCAN, POLL_RESCAN};
 use message::{Msg, EVENT_QUEUE};
 use registry::{EntryState, Registry};
@@ -85,7 +84,7 @@ pub struct UploadDirectorySettings {
     /// Heartbeat and log topics.
     pub telemetry: TelemetrySettings,
     /// Hosts every file is addressed to (None: every host).
-    pub targets: Option<HostTargets>,
+    pub envelopes: crate::upload::envelopes::Envelopes,
 }
 
 /// Live counters, for `check` and the alive line.
@@ -192,7 +191,7 @@ pub fn upload_directory(
         &config.producer_properties(),
         &producer_defaults(max_message_bytes(
             settings.chunk_size.get(),
-            settings.targets.as_ref().map(|t| t as &dyn Envelope),
+            settings.envelopes.get(),
         )),
         &[],
     );
@@ -239,7 +238,7 @@ pub fn upload_directory(
         },
         delivery_timeout: settings.delivery_timeout,
         resume: Arc::clone(&progress),
-        targets: settings.targets.clone(),
+        envelopes: settings.envelopes.clone(),
     };
     let workers = settings.concurrent_uploads.max(1);
     // Sixteen ready files per worker: a worker queues a small file in well under a millisecond

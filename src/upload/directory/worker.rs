@@ -19,10 +19,9 @@ use super::settle::Ready;
 use crate::chunk::hash::to_hex;
 use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
-use crate::targeting::HostTargets;
 use crate::upload::error::UploadError;
 use crate::upload::hashing::chunk_count;
-use crate::upload::send::{queue_file, Envelope, QueuedFile, SendOptions, Target};
+use crate::upload::send::{queue_file, QueuedFile, SendOptions, Target};
 use crate::upload::source::{SourceError, SourceFile};
 
 /// What happened to one file.
@@ -101,7 +100,7 @@ pub struct WorkerContext {
     /// Acknowledged chunks of unfinished files (shared with the loop, which saves it).
     pub resume: Arc<Mutex<ResumeState>>,
     /// Hosts every file is addressed to (None: every host).
-    pub targets: Option<HostTargets>,
+    pub envelopes: crate::upload::envelopes::Envelopes,
 }
 
 /// A worker thread's loop: runs until the ready queue is closed. Files that were queued go to
@@ -284,7 +283,7 @@ fn start_upload(
         producer: &ctx.producer,
         partitions: ctx.partitions,
         delivery: &delivery,
-        envelope: ctx.targets.as_ref().map(|t| t as &dyn Envelope),
+        envelope: ctx.envelopes.get(),
     };
     // Before the first chunk of a multi-chunk file: record its version, so a crash from here
     // on resumes it instead of re-sending it whole.

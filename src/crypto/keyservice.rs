@@ -1,0 +1,477 @@
+//! The key exchange on Kafka, one background thread per process: answers key requests for the
+//! roots this node produces to (from the keys it made in this process and those in the node's
+//! key store, so keys outlive the process that made them), and fetches the keys this process
+//! needs to decrypt, re-asking with a growing interval while none arrives.
+//!
+//! Topics, per root topic R (the topic name up to its first `.`): `R.reqs` (requests, read by
+//! producers), `R.subs` (requests, for controllers), `R.keys` (replies), each read and written
+//! on partition 0 as KafkaCrypto does. Replies are read from where `R.keys` ended when this
+//! process first needed a key of R (looked up before its first request is sent, so no reply to
+//! it can be missed); requests from where `R.reqs` ended when serving began (requesters ask
+//! again until answered).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::exchange::{accept_reply, answer_request, make_request, ExchangeError, PendingRequest};
+use super::keystore;
+use super::node::Node;
+use super::primitives::Secret;
+use crate::config::LoadedConfig;
+use crate::kafka::client::client_config;
+use crate::kafka::topic::{check_topic, TopicError};
+
+/// Suffixes of the key-exchange topics of a root.
+pub const EXCHANGE_SUFFIXES: [&str; 3] = [".keys", ".reqs", ".subs"];
+/// First re-request after this long without an answer; doubling up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(3);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+/// Requests kept open at once per process (older ones are forgotten).
+const MAX_PENDING: usize = 16;
+/// The key store is re-read for an unknown key id at most this often.
+const STORE_RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Unix time now, seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[derive(Default)]
+struct State {
+    /// Keys received (or made here), by (root, key id).
+    keys: HashMap<(String, [u8; 32]), Secret>,
+    /// Key ids needed, by root.
+    wanted: HashMap<String, BTreeSet<[u8; 32]>>,
+    /// When each root may be asked again, and the wait after that.
+    next_request: HashMap<String, (Instant, Duration)>,
+    pending: Vec<PendingRequest>,
+    /// Roots whose replies are read (`R.keys`), from the offset noted.
+    listening: HashMap<String, i64>,
+    /// Roots whose requests are answered (`R.reqs`), from the offset noted.
+    serving: HashMap<String, i64>,
+    /// Keys this node serves, by (root, key id).
+    served: HashMap<(String, [u8; 32]), Secret>,
+    last_store_reload: Option<Instant>,
+    assignment_changed: bool,
+}
+
+struct Shared {
+    node: Node,
+    state: Mutex<State>,
+    arrived: Condvar,
+    stop: AtomicBool,
+}
+
+/// The running key exchange of one process.
+pub struct KeyService {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    consumer: Arc<BaseConsumer>,
+    producer: Arc<BaseProducer>,
+}
+
+/// Why the key exchange could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyServiceError {
+    /// A key-exchange topic is missing.
+    #[error("the key-exchange topic `{topic}` does not exist: encrypted topics need {needed} (create them with `openmsi topic create NAME --partitions 1` or your cluster's tools; tansu and most managed clusters do not create topics on use)")]
+    MissingTopic {
+        /// The missing one.
+        topic: String,
+        /// All the root's exchange topics.
+        needed: String,
+    },
+    /// Kafka is unreachable or refused.
+    #[error("{0}")]
+    Kafka(String),
+}
+
+impl KeyService {
+    /// Connects the exchange's own producer and consumer (the config's `[broker]` settings)
+    /// and checks that every root's exchange topics exist.
+    pub fn start(
+        node: Node,
+        config: &LoadedConfig,
+        roots: &[String],
+        timeout: Duration,
+    ) -> Result<Arc<KeyService>, KeyServiceError> {
+        let producer_cfg = client_config(
+            &config.producer_properties(),
+            &[("linger.ms", "5".into())],
+            &[],
+        );
+        let producer: BaseProducer = producer_cfg
+            .create()
+            .map_err(|e| KeyServiceError::Kafka(e.to_string()))?;
+        let mut consumer_props =
+            config.consumer_properties(Some(&format!("openmsi-keys-{}", std::process::id())), true);
+        consumer_props.retain(|(k, _)| k != "group.instance.id");
+        let consumer_cfg: ClientConfig = client_config(
+            &consumer_props,
+            &[],
+            &[("enable.partition.eof", "false".into())],
+        );
+        let consumer: BaseConsumer = consumer_cfg
+            .create()
+            .map_err(|e| KeyServiceError::Kafka(e.to_string()))?;
+        for root in roots {
+            for suffix in EXCHANGE_SUFFIXES {
+                let topic = format!("{root}{suffix}");
+                match check_topic(consumer.client(), &consumer_cfg, &topic, timeout, &|| {
+                    let _ = consumer.poll(Duration::ZERO);
+                }) {
+                    Ok(_) => {}
+                    Err(TopicError::Missing { .. }) => {
+                        return Err(KeyServiceError::MissingTopic {
+                            topic,
+                            needed: EXCHANGE_SUFFIXES
+                                .iter()
+                                .map(|s| format!("{root}{s}"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        })
+                    }
+                    Err(e) => return Err(KeyServiceError::Kafka(e.to_string())),
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            node,
+            state: Mutex::new(State::default()),
+            arrived: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let service = Arc::new(KeyService {
+            shared,
+            thread: Mutex::new(None),
+            consumer: Arc::new(consumer),
+            producer: Arc::new(producer),
+        });
+        let (shared, consumer, producer) = (
+            Arc::clone(&service.shared),
+            Arc::clone(&service.consumer),
+            Arc::clone(&service.producer),
+        );
+        let handle = std::thread::Builder::new()
+            .name("key-exchange".into())
+            .spawn(move || run(&shared, &consumer, &producer))
+            .map_err(|e| {
+                KeyServiceError::Kafka(format!("starting the key-exchange thread: {e}"))
+            })?;
+        *service.thread.lock().expect("not poisoned") = Some(handle);
+        Ok(service)
+    }
+
+    /// The node this process runs as.
+    pub fn node(&self) -> &Node {
+        &self.shared.node
+    }
+
+    /// Starts answering requests for `root`, with `current` (the key this process encrypts
+    /// with) and every key of the root in the node's key store.
+    pub fn serve(&self, root: &str, current: Option<([u8; 32], Secret)>) {
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        if let Some((id, secret)) = current {
+            state.served.insert((root.to_owned(), id), secret.clone());
+            state.keys.insert((root.to_owned(), id), secret);
+        }
+        reload_store(&self.shared.node, &mut state);
+        if !state.serving.contains_key(root) {
+            drop(state);
+            let end = self.end_offset(&format!("{root}.reqs"));
+            let mut state = self.shared.state.lock().expect("not poisoned");
+            state.serving.entry(root.to_owned()).or_insert(end);
+            state.assignment_changed = true;
+        }
+    }
+
+    /// The secret of key `key_id` of `root`, if this process has it.
+    pub fn key(&self, root: &str, key_id: &[u8; 32]) -> Option<Secret> {
+        self.shared
+            .state
+            .lock()
+            .expect("not poisoned")
+            .keys
+            .get(&(root.to_owned(), *key_id))
+            .cloned()
+    }
+
+    /// Waits for key `key_id` of `root`, asking producers for it, until it arrives or
+    /// `give_up()` says to stop (checked every second).
+    pub fn wait_for_key(
+        &self,
+        root: &str,
+        key_id: &[u8; 32],
+        give_up: &dyn Fn() -> bool,
+    ) -> Option<Secret> {
+        let wanted_since = Instant::now();
+        let mut warned = false;
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        loop {
+            if let Some(secret) = state.keys.get(&(root.to_owned(), *key_id)) {
+                return Some(secret.clone());
+            }
+            if give_up() || self.shared.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            if !state.listening.contains_key(root) {
+                drop(state);
+                let end = self.end_offset(&format!("{root}.keys"));
+                state = self.shared.state.lock().expect("not poisoned");
+                state.listening.entry(root.to_owned()).or_insert(end);
+                state.assignment_changed = true;
+            }
+            let newly = state
+                .wanted
+                .entry(root.to_owned())
+                .or_default()
+                .insert(*key_id);
+            if newly {
+                state
+                    .next_request
+                    .entry(root.to_owned())
+                    .or_insert((Instant::now(), FIRST_RETRY));
+            }
+            if !warned && wanted_since.elapsed() > Duration::from_secs(30) {
+                warned = true;
+                warn!(root, "still waiting for a decryption key after 30 s: is a producer of this topic (upload-directory, or `openmsi serve-keys`) running with a node whose key store holds it? Reading waits; nothing is lost");
+            }
+            state = self
+                .shared
+                .arrived
+                .wait_timeout(state, Duration::from_secs(1))
+                .expect("not poisoned")
+                .0;
+        }
+    }
+
+    /// Stops the thread after flushing what it produced.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.arrived.notify_all();
+        if let Some(handle) = self.thread.lock().expect("not poisoned").take() {
+            let _ = handle.join();
+        }
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+
+    fn end_offset(&self, topic: &str) -> i64 {
+        match self
+            .consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        {
+            Ok((_, high)) => high,
+            Err(e) => {
+                warn!(topic, error = %e, "cannot read the end of a key-exchange topic; reading it from its start");
+                0
+            }
+        }
+    }
+}
+
+impl Drop for KeyService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn reload_store(node: &Node, state: &mut State) {
+    state.last_store_reload = Some(Instant::now());
+    match keystore::load(node) {
+        Ok(keys) => {
+            for key in keys {
+                state
+                    .served
+                    .insert((key.root.clone(), key.key_id), key.secret.clone());
+                state
+                    .keys
+                    .entry((key.root, key.key_id))
+                    .or_insert(key.secret);
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the node's key store; only this process's keys are served")
+        }
+    }
+}
+
+fn run(shared: &Shared, consumer: &BaseConsumer, producer: &BaseProducer) {
+    while !shared.stop.load(Ordering::Acquire) {
+        reassign(shared, consumer);
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let topic = message.topic().to_owned();
+                let (key, value) = (
+                    message.key().unwrap_or_default().to_vec(),
+                    message.payload().unwrap_or_default().to_vec(),
+                );
+                if let Some(root) = topic.strip_suffix(".reqs") {
+                    answer(shared, producer, root, &key, &value);
+                } else if let Some(root) = topic.strip_suffix(".keys") {
+                    receive(shared, root, &value);
+                }
+            }
+            Some(Err(e)) => debug!(error = %e, "key-exchange consumer"),
+            None => {}
+        }
+        send_due_requests(shared, producer);
+        producer.poll(Duration::ZERO);
+    }
+}
+
+fn reassign(shared: &Shared, consumer: &BaseConsumer) {
+    let mut state = shared.state.lock().expect("not poisoned");
+    if !state.assignment_changed {
+        return;
+    }
+    state.assignment_changed = false;
+    let mut list = TopicPartitionList::new();
+    for (root, offset) in &state.listening {
+        let _ = list.add_partition_offset(&format!("{root}.keys"), 0, Offset::Offset(*offset));
+    }
+    for (root, offset) in &state.serving {
+        let _ = list.add_partition_offset(&format!("{root}.reqs"), 0, Offset::Offset(*offset));
+    }
+    // Positions already read are kept: reassigning must not re-read from the noted start.
+    if let Ok(positions) = consumer.position() {
+        for element in positions.elements() {
+            if let Offset::Offset(o) = element.offset() {
+                let _ = list.set_partition_offset(
+                    element.topic(),
+                    element.partition(),
+                    Offset::Offset(o),
+                );
+            }
+        }
+    }
+    if let Err(e) = consumer.assign(&list) {
+        warn!(error = %e, "cannot read the key-exchange topics");
+    }
+}
+
+fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], value: &[u8]) {
+    let mut state = shared.state.lock().expect("not poisoned");
+    if !state.serving.contains_key(root) {
+        return;
+    }
+    let missing = super::exchange::parse_key_id_list(key)
+        .map(|ids| {
+            ids.iter()
+                .any(|id| !state.served.contains_key(&(root.to_owned(), *id)))
+        })
+        .unwrap_or(false);
+    if missing
+        && state
+            .last_store_reload
+            .is_none_or(|t| t.elapsed() >= STORE_RELOAD_EVERY)
+    {
+        reload_store(&shared.node, &mut state);
+    }
+    let lookup = |id: &[u8; 32]| state.served.get(&(root.to_owned(), *id)).cloned();
+    match answer_request(&shared.node, root, key, value, &lookup, unix_now()) {
+        Ok(Some((reply_key, reply))) => {
+            let topic = format!("{root}.keys");
+            if let Err((e, _)) = producer.send(
+                BaseRecord::to(&topic)
+                    .partition(0)
+                    .key(&reply_key)
+                    .payload(&reply),
+            ) {
+                warn!(topic, error = %e, "cannot send a key reply");
+            } else {
+                info!(root, "sent keys to a requesting consumer");
+            }
+        }
+        Ok(None) => debug!(root, "a key request for keys this node does not hold"),
+        Err(e) => warn!(root, error = %e, "refused a key request"),
+    }
+}
+
+fn receive(shared: &Shared, root: &str, value: &[u8]) {
+    let mut state = shared.state.lock().expect("not poisoned");
+    let state = &mut *state;
+    match accept_reply(&shared.node, root, value, &mut state.pending, unix_now()) {
+        Ok(keys) => {
+            for (id, secret) in keys {
+                if let Some(w) = state.wanted.get_mut(root) {
+                    w.remove(&id);
+                }
+                state.keys.insert((root.to_owned(), id), secret);
+            }
+            if state.wanted.get(root).is_none_or(BTreeSet::is_empty) {
+                state.wanted.remove(root);
+                state.next_request.remove(root);
+            }
+            info!(root, "received decryption keys");
+            shared.arrived.notify_all();
+        }
+        Err(ExchangeError::NotOurs) => debug!(root, "a key reply for another consumer"),
+        Err(e) => warn!(root, error = %e, "refused a key reply"),
+    }
+}
+
+fn send_due_requests(shared: &Shared, producer: &BaseProducer) {
+    let mut state = shared.state.lock().expect("not poisoned");
+    let state = &mut *state;
+    let now = Instant::now();
+    let due: Vec<String> = state
+        .next_request
+        .iter()
+        .filter(|(root, (at, _))| *at <= now && state.listening.contains_key(*root))
+        .map(|(root, _)| root.clone())
+        .collect();
+    for root in due {
+        let ids: Vec<[u8; 32]> = state
+            .wanted
+            .get(&root)
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            state.next_request.remove(&root);
+            continue;
+        }
+        match make_request(&shared.node, &root, &ids, unix_now()) {
+            Ok((key, value, pending)) => {
+                for suffix in [".subs", ".reqs"] {
+                    let topic = format!("{root}{suffix}");
+                    if let Err((e, _)) = producer.send(
+                        BaseRecord::to(&topic)
+                            .partition(0)
+                            .key(&key)
+                            .payload(&value),
+                    ) {
+                        warn!(topic, error = %e, "cannot send a key request");
+                    }
+                }
+                info!(
+                    root,
+                    keys = ids.len(),
+                    "asked producers for decryption keys"
+                );
+                state.pending.push(pending);
+                if state.pending.len() > MAX_PENDING {
+                    state.pending.remove(0);
+                }
+            }
+            Err(e) => warn!(root, error = %e, "cannot make a key request"),
+        }
+        let wait = state
+            .next_request
+            .get(&root)
+            .map_or(FIRST_RETRY, |(_, w)| *w);
+        state
+            .next_request
+            .insert(root, (now + wait, (wait * 2).min(MAX_RETRY)));
+    }
+}

@@ -1,0 +1,217 @@
+//! Encryption as the commands use it: which node a config names (`[kafkacrypto]`), the upload
+//! side's [`Encryptor`] (an [`Envelope`]) and the download side's [`Decryptor`] (an
+//! [`Opener`]), both on one [`KeyService`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::keyservice::{unix_now, KeyService};
+use super::keystore::{self, StoredKey};
+use super::node::Node;
+use super::primitives::Secret;
+use super::ratchet;
+use super::record::{self, RecordError, RecordPart, Sealer, SEAL_OVERHEAD};
+use crate::config::LoadedConfig;
+use crate::download::verify::{Opened, Opener, RawMessage};
+use crate::kafka::MessagePosition;
+use crate::upload::send::{ChunkMessage, Envelope};
+
+/// The section of an openmsi (and OpenMSIStream) config that turns encryption on.
+pub const SECTION: &str = "kafkacrypto";
+
+/// The node config a `[kafkacrypto]` section names: `config_file = PATH` (relative to the
+/// config file's folder), or `node_id = NAME` (`NAME/NAME.config` beside the config file or
+/// under the current folder, as OpenMSIStream looks). None without the section.
+pub fn node_config_path(config: &LoadedConfig) -> Result<Option<PathBuf>, String> {
+    let Some(section) = config.section(SECTION) else {
+        return Ok(None);
+    };
+    let beside = config.path().parent().unwrap_or(Path::new("."));
+    if let Some(file) = section.try_get("config_file").map_err(|e| e.to_string())? {
+        let path = Path::new(file);
+        let path = if path.is_relative() && beside.join(path).is_file() {
+            beside.join(path)
+        } else {
+            path.to_owned()
+        };
+        if !path.is_file() {
+            return Err(format!(
+                "[{SECTION}] config_file = {file} (in {}): no such file",
+                config.path().display()
+            ));
+        }
+        return Ok(Some(path));
+    }
+    if let Some(id) = section.try_get("node_id").map_err(|e| e.to_string())? {
+        return Node::find_by_id(id, beside).map(Some);
+    }
+    Err(format!(
+        "[{SECTION}] in {} needs node_id = NAME or config_file = PATH",
+        config.path().display()
+    ))
+}
+
+fn load_node(path: &Path) -> anyhow::Result<Node> {
+    Ok(Node::load(path)?)
+}
+
+/// Encrypts every chunk message of one topic with this process's key for its root.
+pub struct Encryptor {
+    sealer: Sealer,
+    service: Arc<KeyService>,
+}
+
+impl Encryptor {
+    /// Takes the node's next ratchet position (made durable before any use), records the key
+    /// in the node's key store (so it can be served after this process exits), and starts
+    /// serving it.
+    pub fn start(
+        config: &LoadedConfig,
+        node_path: &Path,
+        topic: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Arc<Encryptor>> {
+        let node = load_node(node_path)?;
+        let root = record::topic_root(topic).to_owned();
+        let position = ratchet::take_next(&node.seed_path).map_err(|e| {
+            anyhow::anyhow!("advancing the ratchet {}: {e}", node.seed_path.display())
+        })?;
+        let key_id = position.key_id(&node.signing_key_id());
+        let secret: Secret = position.root_secret(&root);
+        keystore::add(
+            &node,
+            StoredKey {
+                root: root.clone(),
+                key_id,
+                secret: secret.clone(),
+                birth: unix_now(),
+            },
+            unix_now(),
+        )?;
+        info!(node = %node.id, root, key_index = position.index, "encrypting with a new key (end-to-end, KafkaCrypto format)");
+        let service = KeyService::start(node, config, std::slice::from_ref(&root), timeout)?;
+        service.serve(&root, Some((key_id, secret.clone())));
+        Ok(Arc::new(Encryptor {
+            sealer: Sealer::new(key_id, secret),
+            service,
+        }))
+    }
+
+    /// Stops the key exchange (flushing replies in flight).
+    pub fn stop(&self) {
+        self.service.stop();
+    }
+}
+
+impl Envelope for Encryptor {
+    fn seal(&self, message: &mut ChunkMessage) -> Result<(), String> {
+        message.key = self.sealer.seal(RecordPart::Key, &message.key);
+        message.value = self.sealer.seal(RecordPart::Value, &message.value);
+        Ok(())
+    }
+
+    fn overhead(&self) -> usize {
+        2 * SEAL_OVERHEAD
+    }
+}
+
+/// Decrypts messages of one topic, fetching keys through the key exchange.
+pub struct Decryptor {
+    service: Arc<KeyService>,
+    root: String,
+    cancel: CancellationToken,
+}
+
+impl Decryptor {
+    /// Starts the key exchange for `topic`'s root as the node at `node_path`.
+    pub fn start(
+        config: &LoadedConfig,
+        node_path: &Path,
+        topic: &str,
+        timeout: Duration,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Decryptor> {
+        let node = load_node(node_path)?;
+        let root = record::topic_root(topic).to_owned();
+        info!(node = %node.id, root, "decrypting (end-to-end, KafkaCrypto format)");
+        let service = KeyService::start(node, config, std::slice::from_ref(&root), timeout)?;
+        Ok(Decryptor {
+            service,
+            root,
+            cancel,
+        })
+    }
+}
+
+impl Opener for Decryptor {
+    fn open(&self, message: RawMessage, _at: MessagePosition) -> Opened {
+        let unreadable =
+            |reason: String, message: RawMessage| Opened::Unreadable { reason, message };
+        let Some(value) = message.value.as_deref() else {
+            return unreadable(
+                "a message without a value on an encrypted topic".into(),
+                message,
+            );
+        };
+        let value_record = match record::parse(value) {
+            Ok(r) => r,
+            Err(RecordError::NotEncrypted(_)) => return unreadable("a plaintext message on an encrypted topic (refused: anyone who can write to the topic could have sent it)".into(), message),
+            Err(e) => return unreadable(e.to_string(), message),
+        };
+        let key_record = match message.key.as_deref().map(record::parse).transpose() {
+            Ok(r) => r,
+            Err(e) => return unreadable(format!("message key: {e}"), message),
+        };
+        let id = value_record.key_id;
+        let secret = match self.service.key(&self.root, &id) {
+            Some(s) => s,
+            None => match self
+                .service
+                .wait_for_key(&self.root, &id, &|| self.cancel.is_cancelled())
+            {
+                Some(s) => s,
+                None => {
+                    return Opened::Interrupted;
+                }
+            },
+        };
+        let value = match record::open(&value_record, RecordPart::Value, &secret) {
+            Ok(v) => v,
+            Err(e) => return unreadable(e.to_string(), message),
+        };
+        let key = match key_record {
+            None => None,
+            Some(k) => {
+                let Some(secret) = (if k.key_id == id {
+                    Some(secret.clone())
+                } else {
+                    self.service.key(&self.root, &k.key_id)
+                }) else {
+                    return unreadable(
+                        "the message key is sealed with a key other than the value's".into(),
+                        message,
+                    );
+                };
+                match record::open(&k, RecordPart::Key, &secret) {
+                    Ok(k) => Some(k),
+                    Err(e) => return unreadable(format!("message key: {e}"), message),
+                }
+            }
+        };
+        Opened::Readable(RawMessage {
+            key,
+            value: Some(value),
+            headers: message.headers,
+        })
+    }
+}
+
+impl Drop for Decryptor {
+    fn drop(&mut self) {
+        self.service.stop();
+    }
+}
