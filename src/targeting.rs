@@ -122,6 +122,15 @@ impl<O: Opener> Opener for ForHost<O> {
             Opened::NotForUs
         }
     }
+
+    // Kept messages were selected before they were kept (their headers are not kept).
+    fn open_now(&self, message: RawMessage, at: MessagePosition) -> Opened {
+        self.inner.open_now(message, at)
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ struct State {
 
 struct Shared {
     node: Node,
+    /// Counts keys received.
+    generation: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     arrived: Condvar,
     stop: AtomicBool,
@@ -148,6 +150,7 @@ impl KeyService {
         }
         let shared = Arc::new(Shared {
             node,
+            generation: Default::default(),
             state: Mutex::new(State::default()),
             arrived: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -207,50 +210,67 @@ impl KeyService {
             .cloned()
     }
 
-    /// Waits for key `key_id` of `root`, asking producers for it, until it arrives or
-    /// `give_up()` says to stop (checked every second).
+    /// Counts keys received so far (grows when one arrives).
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// Asks producers for key `key_id` of `root` (again, with growing intervals, until it
+    /// arrives), without waiting for it.
+    pub fn want(&self, root: &str, key_id: &[u8; 32]) {
+        let listening = self
+            .shared
+            .state
+            .lock()
+            .expect("not poisoned")
+            .listening
+            .contains_key(root);
+        // Where replies start is looked up before the first request goes out.
+        let end = (!listening).then(|| self.end_offset(&format!("{root}.keys")));
+        let mut state = self.shared.state.lock().expect("not poisoned");
+        if let Some(end) = end {
+            state.listening.entry(root.to_owned()).or_insert(end);
+            state.assignment_changed = true;
+        }
+        if state.keys.contains_key(&(root.to_owned(), *key_id)) {
+            return;
+        }
+        if state
+            .wanted
+            .entry(root.to_owned())
+            .or_default()
+            .insert(*key_id)
+        {
+            state
+                .next_request
+                .entry(root.to_owned())
+                .or_insert((Instant::now(), FIRST_RETRY));
+        }
+    }
+
+    /// Waits up to `max_wait` for key `key_id` of `root`, asking producers for it; None when
+    /// it did not come in time or `give_up()` (checked every 100 ms) said to stop.
     pub fn wait_for_key(
         &self,
         root: &str,
         key_id: &[u8; 32],
+        max_wait: Duration,
         give_up: &dyn Fn() -> bool,
     ) -> Option<Secret> {
-        let wanted_since = Instant::now();
-        let mut warned = false;
+        self.want(root, key_id);
+        let deadline = Instant::now() + max_wait;
         let mut state = self.shared.state.lock().expect("not poisoned");
         loop {
             if let Some(secret) = state.keys.get(&(root.to_owned(), *key_id)) {
                 return Some(secret.clone());
             }
-            if give_up() || self.shared.stop.load(Ordering::Acquire) {
+            if give_up() || self.shared.stop.load(Ordering::Acquire) || Instant::now() >= deadline {
                 return None;
-            }
-            if !state.listening.contains_key(root) {
-                drop(state);
-                let end = self.end_offset(&format!("{root}.keys"));
-                state = self.shared.state.lock().expect("not poisoned");
-                state.listening.entry(root.to_owned()).or_insert(end);
-                state.assignment_changed = true;
-            }
-            let newly = state
-                .wanted
-                .entry(root.to_owned())
-                .or_default()
-                .insert(*key_id);
-            if newly {
-                state
-                    .next_request
-                    .entry(root.to_owned())
-                    .or_insert((Instant::now(), FIRST_RETRY));
-            }
-            if !warned && wanted_since.elapsed() > Duration::from_secs(30) {
-                warned = true;
-                warn!(root, "still waiting for a decryption key after 30 s: is a producer of this topic (upload-directory, or `openmsi serve-keys`) running with a node whose key store holds it? Reading waits; nothing is lost");
             }
             state = self
                 .shared
                 .arrived
-                .wait_timeout(state, Duration::from_secs(1))
+                .wait_timeout(state, Duration::from_millis(100))
                 .expect("not poisoned")
                 .0;
         }
@@ -414,6 +434,7 @@ fn receive(shared: &Shared, root: &str, value: &[u8]) {
                 state.next_request.remove(root);
             }
             info!(root, "received decryption keys");
+            shared.generation.fetch_add(1, Ordering::AcqRel);
             shared.arrived.notify_all();
         }
         Err(ExchangeError::NotOurs) => debug!(root, "a key reply for another consumer"),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::chain::{self, usage};
 use super::keyservice::{unix_now, KeyService};
 use super::keystore::{self, StoredKey};
 use super::node::Node;
@@ -59,6 +60,28 @@ fn load_node(path: &Path) -> anyhow::Result<Node> {
     Ok(Node::load(path)?)
 }
 
+/// Fails unless the node's own certificate grants `usage` on `root` (checked against its own
+/// allowlist, as its peers will check it), so a node provisioned for other topics or another
+/// role is told so at start instead of waiting for keys no producer will send it.
+fn check_own_grant(node: &Node, usage: &str, root: &str, role: &str) -> anyhow::Result<()> {
+    let leaf = chain::Certificate {
+        max_age: 0.0,
+        poison: chain::Poison::default(),
+        key: super::msgpack::bin(Vec::new()),
+        extra: vec![],
+    };
+    let mut elements = chain::decode_chain(&node.chains[0])?;
+    elements.push(leaf.sign(&node.signing));
+    chain::validate(&chain::encode_chain(&elements), &node.trust, usage, root, unix_now()).map_err(|e| {
+        anyhow::anyhow!(
+            "node {} ({}) cannot {role} topic {root}: {e}; provision a node whose --topics include {root} and whose --role allows it",
+            node.id,
+            node.config_path.display()
+        )
+    })?;
+    Ok(())
+}
+
 /// Encrypts every chunk message of one topic with this process's key for its root.
 pub struct Encryptor {
     sealer: Sealer,
@@ -77,6 +100,7 @@ impl Encryptor {
     ) -> anyhow::Result<Arc<Encryptor>> {
         let node = load_node(node_path)?;
         let root = record::topic_root(topic).to_owned();
+        check_own_grant(&node, usage::KEY_ENCRYPT, &root, "encrypt to (producer)")?;
         let position = ratchet::take_next(&node.seed_path).map_err(|e| {
             anyhow::anyhow!("advancing the ratchet {}: {e}", node.seed_path.display())
         })?;
@@ -119,11 +143,19 @@ impl Envelope for Encryptor {
     }
 }
 
+/// How long reading waits for a key it has not asked for before: most keys come within a
+/// second or two of the first request (KafkaCrypto waits 10 s too). After that, messages
+/// under that key are kept aside and opened when it arrives, so nothing else waits for it.
+pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(10);
+
 /// Decrypts messages of one topic, fetching keys through the key exchange.
 pub struct Decryptor {
     service: Arc<KeyService>,
     root: String,
     cancel: CancellationToken,
+    /// Until when messages under each missing key id may wait for it (one shared wait per
+    /// key id; after it, its messages are kept aside at once).
+    wait_until: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
 }
 
 impl Decryptor {
@@ -137,18 +169,41 @@ impl Decryptor {
     ) -> anyhow::Result<Decryptor> {
         let node = load_node(node_path)?;
         let root = record::topic_root(topic).to_owned();
+        check_own_grant(
+            &node,
+            usage::KEY_ENCRYPT_REQUEST,
+            &root,
+            "request keys of (consumer)",
+        )?;
         info!(node = %node.id, root, "decrypting (end-to-end, KafkaCrypto format)");
         let service = KeyService::start(node, config, std::slice::from_ref(&root), timeout)?;
         Ok(Decryptor {
             service,
             root,
             cancel,
+            wait_until: Default::default(),
         })
     }
 }
 
 impl Opener for Decryptor {
     fn open(&self, message: RawMessage, _at: MessagePosition) -> Opened {
+        self.decrypt(message, true)
+    }
+
+    fn open_now(&self, message: RawMessage, _at: MessagePosition) -> Opened {
+        self.decrypt(message, false)
+    }
+
+    fn generation(&self) -> u64 {
+        self.service.generation()
+    }
+}
+
+impl Decryptor {
+    /// Decrypts key and value; `may_wait`: wait up to [`FIRST_KEY_WAIT`] for a key not asked
+    /// for before.
+    fn decrypt(&self, message: RawMessage, may_wait: bool) -> Opened {
         let unreadable =
             |reason: String, message: RawMessage| Opened::Unreadable { reason, message };
         let Some(value) = message.value.as_deref() else {
@@ -169,15 +224,36 @@ impl Opener for Decryptor {
         let id = value_record.key_id;
         let secret = match self.service.key(&self.root, &id) {
             Some(s) => s,
-            None => match self
-                .service
-                .wait_for_key(&self.root, &id, &|| self.cancel.is_cancelled())
-            {
-                Some(s) => s,
-                None => {
-                    return Opened::Interrupted;
+            None => {
+                let now = std::time::Instant::now();
+                let until = *self
+                    .wait_until
+                    .lock()
+                    .expect("not poisoned")
+                    .entry(id)
+                    .or_insert(now + FIRST_KEY_WAIT);
+                let wait = if may_wait {
+                    until.saturating_duration_since(now)
+                } else {
+                    Duration::ZERO
+                };
+                match self
+                    .service
+                    .wait_for_key(&self.root, &id, wait, &|| self.cancel.is_cancelled())
+                {
+                    Some(s) => s,
+                    None if self.cancel.is_cancelled() => return Opened::Interrupted,
+                    None => {
+                        return Opened::NotYet {
+                            reason: format!(
+                                "its decryption key ({}...) has not arrived from any producer yet",
+                                super::provision::hex(&id[..8])
+                            ),
+                            message,
+                        }
+                    }
                 }
-            },
+            }
         };
         let value = match record::open(&value_record, RecordPart::Value, &secret) {
             Ok(v) => v,

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod reassembler;
 pub mod rejects;
+pub mod replay;
 pub mod sink;
 pub mod stale;
 pub mod stats;

@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use super::offsets::{ChunkFile, CommitTracker};
 use super::rejects::RejectStore;
+use super::replay::Replay;
 use super::sink::{Accepted, ChunkSink, VerifiedChunk};
 use super::stats::DownloadStats;
 use super::verify::{verify, Opener, RawMessage, Selection, Verdict};
@@ -216,6 +217,7 @@ pub fn run<S: ChunkSink + Send>(
                     topic,
                     stats: &stats,
                     kept,
+                    replay: Replay::new(Arc::clone(&options.opener), options.selection.clone()),
                 };
                 let result = writer.run(out_rx, sink, &commit_tx, &in_flight);
                 writer_done.store(true, Ordering::Release);
@@ -452,6 +454,8 @@ struct Writer<'a> {
     stats: &'a DownloadStats,
     /// Where bad and not-yet-openable messages go.
     kept: KeptAside,
+    /// Retries the not-yet-openable ones.
+    replay: Replay,
 }
 
 impl Writer<'_> {
@@ -481,10 +485,22 @@ impl Writer<'_> {
                 next_seq += 1;
                 let MessagePosition { partition, offset } = v.at;
                 offsets.handled(partition, offset);
+                let unkept_deferral = matches!(&v.verdict, Verdict::Defer { .. })
+                    && !self.kept.deferred.already_kept(self.topic, v.at);
                 if matches!(v.verdict, Verdict::Retry) {
                     // Pinned for good: commits stop below it, so the next run reads it again.
                     let unopened = ChunkFile { id: format!("unopened {partition}:{offset}"), relative: format!("(message at partition {partition} offset {offset}, not opened before shutdown)") };
                     offsets.unfinished(&unopened, partition, offset);
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+                if unkept_deferral {
+                    if !self.defer(v.verdict, v.at) {
+                        // Could not be kept: pinned like an interrupted message (read again).
+                        let unopened = ChunkFile { id: format!("unopened {partition}:{offset}"), relative: format!("(message at partition {partition} offset {offset}, could not be kept aside)") };
+                        offsets.unfinished(&unopened, partition, offset);
+                    }
+                    oldest_unflushed.get_or_insert_with(Instant::now);
                     in_flight.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
@@ -498,14 +514,40 @@ impl Writer<'_> {
                 oldest_unflushed.get_or_insert_with(Instant::now);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             }
+            for id in self
+                .replay
+                .maybe_retry(&mut self.kept, &mut sink, self.stats)?
+            {
+                if !sink.is_in_progress(&id) {
+                    offsets.finished(&id);
+                }
+                oldest_unflushed.get_or_insert_with(Instant::now);
+            }
             let due = oldest_unflushed.is_some_and(|t| idle || t.elapsed() >= FLUSH_INTERVAL)
                 || sink.unflushed_bytes() >= FLUSH_BYTES;
             if due {
                 flush(&mut sink, &mut offsets, commit_tx)?;
+                self.replay.flushed(&mut self.kept);
                 oldest_unflushed = None;
             }
         }
-        flush(&mut sink, &mut offsets, commit_tx)
+        flush(&mut sink, &mut offsets, commit_tx)?;
+        self.replay.flushed(&mut self.kept);
+        Ok(())
+    }
+
+    /// Keeps a message that cannot be opened yet; false when it could not be kept.
+    fn defer(&mut self, verdict: Verdict, at: MessagePosition) -> bool {
+        let Verdict::Defer { reason, message } = verdict else {
+            return true;
+        };
+        let (topic, stats) = (self.topic, self.stats);
+        info!(topic, partition = at.partition, offset = at.offset, %reason, "message cannot be opened yet; kept in .openmsi/deferred");
+        let kept = keep(&mut self.kept.deferred, topic, at, &message, &reason);
+        if kept {
+            DownloadStats::add(&stats.deferred_messages, 1);
+        }
+        kept
     }
 
     /// Writes, skips or keeps aside one message; returns the file it is a chunk of.
@@ -530,11 +572,8 @@ impl Writer<'_> {
                     "message read again; already kept until it can be opened"
                 );
             }
-            Verdict::Defer { reason, message } => {
-                DownloadStats::add(&stats.deferred_messages, 1);
-                info!(topic, partition = at.partition, offset = at.offset, %reason, "message cannot be opened yet; kept in .openmsi/deferred");
-                keep(&mut self.kept.deferred, topic, at, &message, &reason);
-            }
+            // Kept by `defer` before `handle` is called.
+            Verdict::Defer { .. } => {}
             Verdict::Reject { .. } if self.kept.rejected.already_kept(topic, at) => {
                 debug!(topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
                 DownloadStats::add(&stats.skipped_messages, 1)
@@ -542,7 +581,7 @@ impl Writer<'_> {
             Verdict::Reject { reason, message } => {
                 DownloadStats::add(&stats.rejected_messages, 1);
                 warn!(topic, partition = at.partition, offset = at.offset, %reason, "bad message skipped and kept in .openmsi/rejected");
-                keep(&mut self.kept.rejected, topic, at, &message, &reason);
+                let _ = keep(&mut self.kept.rejected, topic, at, &message, &reason);
             }
         }
         Ok(None)
@@ -556,9 +595,9 @@ fn keep(
     at: MessagePosition,
     message: &RawMessage,
     reason: &str,
-) {
+) -> bool {
     let (key, value) = (message.key.as_deref(), message.value.as_deref());
-    store.keep(topic, at, key, value, reason);
+    store.keep(topic, at, key, value, reason)
 }
 
 /// Hands one verified chunk to the sink; returns the file it is a chunk of.
@@ -636,6 +675,10 @@ mod tests {
                 rejected: RejectStore::open(&dir.path().join("rejected")).unwrap(),
                 deferred: RejectStore::open(&dir.path().join("deferred")).unwrap(),
             },
+            replay: Replay::new(
+                Arc::new(crate::download::verify::Plaintext),
+                Selection::default(),
+            ),
         };
         let at = MessagePosition {
             partition: 2,
@@ -649,8 +692,9 @@ mod tests {
                 headers: Vec::new(),
             },
         };
-        assert!(writer.handle(defer(), at, &mut NoSink).unwrap().is_none());
-        // Read again after a restart: kept already, not counted twice.
+        assert!(writer.defer(defer(), at));
+        // Read again after a restart: the writer sees it kept already and only logs it.
+        assert!(writer.kept.deferred.already_kept("t", at));
         assert!(writer.handle(defer(), at, &mut NoSink).unwrap().is_none());
         let snap = stats.snapshot();
         assert_eq!((snap.deferred_messages, snap.rejected_messages), (1, 0));

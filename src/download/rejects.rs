@@ -41,8 +41,9 @@ impl RejectStore {
         self.dir.join(format!("{}.txt", stem(topic, at))).is_file()
     }
 
-    /// Saves the message and the reason. Failing to save is logged, never fatal: the reject
-    /// itself is already reported.
+    /// Saves the message and the reason, durably (files and folder entry fsynced); true when
+    /// kept. Failing to save is logged: for a reject that is all (it is already reported); a
+    /// deferred message that could not be kept must not be committed (the caller's job).
     pub fn keep(
         &mut self,
         topic: &str,
@@ -50,10 +51,10 @@ impl RejectStore {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         reason: &str,
-    ) {
+    ) -> bool {
         if self.kept >= MAX_KEPT {
-            warn!(limit = MAX_KEPT, "not keeping this rejected message: the rejected folder is full; inspect and clear it");
-            return;
+            warn!(limit = MAX_KEPT, dir = %self.dir.display(), "not keeping this message: the folder is full; inspect and clear it");
+            return false;
         }
         let stem = stem(topic, at);
         let result = (|| -> io::Result<()> {
@@ -73,15 +74,90 @@ impl RejectStore {
                 key.map_or(0, <[u8]>::len),
                 value.map_or(0, <[u8]>::len),
             );
-            write_synced(&self.dir.join(format!("{stem}.txt")), text.as_bytes())
+            write_synced(&self.dir.join(format!("{stem}.txt")), text.as_bytes())?;
+            crate::state::atomic::sync_dir(&self.dir)
         })();
         match result {
-            Ok(()) => self.kept += 1,
+            Ok(()) => {
+                self.kept += 1;
+                true
+            }
             Err(e) => {
-                warn!(error = %e, dir = %self.dir.display(), "could not keep a rejected message aside")
+                warn!(error = %e, dir = %self.dir.display(), "could not keep a message aside");
+                false
             }
         }
     }
+
+    /// Every message kept here (oldest offsets first within a partition), read back.
+    pub fn entries(&self) -> Vec<KeptMessage> {
+        let mut out = Vec::new();
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for entry in dir.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "txt") {
+                continue;
+            }
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .map(str::to_owned)
+            };
+            let (Some(topic), Some(partition), Some(offset)) =
+                (field("topic:"), field("partition:"), field("offset:"))
+            else {
+                continue;
+            };
+            let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) else {
+                continue;
+            };
+            let at = MessagePosition { partition, offset };
+            let stem = stem(&topic, at);
+            let (Ok(key), Ok(value)) = (
+                fs::read(self.dir.join(format!("{stem}.key"))),
+                fs::read(self.dir.join(format!("{stem}.value"))),
+            ) else {
+                continue;
+            };
+            out.push(KeptMessage {
+                topic,
+                at,
+                key: (!key.is_empty()).then_some(key),
+                value: Some(value),
+            });
+        }
+        out.sort_by_key(|m| (m.at.partition, m.at.offset));
+        out
+    }
+
+    /// Removes a kept message (its `.txt` last, so a crash leaves either all or a harmless
+    /// remainder that [`Self::entries`] ignores).
+    pub fn remove(&mut self, topic: &str, at: MessagePosition) {
+        let stem = stem(topic, at);
+        for ext in ["key", "value", "txt"] {
+            let _ = fs::remove_file(self.dir.join(format!("{stem}.{ext}")));
+        }
+        self.kept = self.kept.saturating_sub(1);
+    }
+}
+
+/// A message read back from a [`RejectStore`].
+#[derive(Debug, Clone)]
+pub struct KeptMessage {
+    /// Its topic.
+    pub topic: String,
+    /// Where it was read.
+    pub at: MessagePosition,
+    /// Its key (None when empty).
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub value: Option<Vec<u8>>,
 }
 
 /// File name stem of a kept message: topic, partition and offset.

@@ -57,6 +57,18 @@ pub enum Opened {
 pub trait Opener: Send + Sync {
     /// Opens the message read at `at`.
     fn open(&self, message: RawMessage, at: MessagePosition) -> Opened;
+
+    /// Opens without waiting for anything (for retrying kept messages): what cannot be opened
+    /// at once is `NotYet`.
+    fn open_now(&self, message: RawMessage, at: MessagePosition) -> Opened {
+        self.open(message, at)
+    }
+
+    /// Grows whenever something arrives that may let a `NotYet` message open (a decryption
+    /// key); kept messages are retried when it changes.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Plaintext topics: every message is readable as it is.
@@ -126,7 +138,21 @@ pub fn verify(
     opener: &dyn Opener,
     selection: &Selection,
 ) -> Verdict {
-    let message = match opener.open(message, at) {
+    decode_opened(opener.open(message, at), at, selection)
+}
+
+/// [`verify`] for a message kept earlier because it could not be opened: never waits.
+pub fn verify_kept(
+    message: RawMessage,
+    at: MessagePosition,
+    opener: &dyn Opener,
+    selection: &Selection,
+) -> Verdict {
+    decode_opened(opener.open_now(message, at), at, selection)
+}
+
+fn decode_opened(opened: Opened, at: MessagePosition, selection: &Selection) -> Verdict {
+    let message = match opened {
         Opened::Readable(m) => m,
         Opened::NotForUs => return Verdict::NotForUs,
         Opened::NotYet { reason, message } => return Verdict::Defer { reason, message },

@@ -1,0 +1,548 @@
+//! End-to-end encrypted topics on the real broker: openmsi ↔ openmsi (a producer that has
+//! exited, a restarted producer, a consumer node not entitled to the topic, tampered records,
+//! kill -9 cycles and nonce reuse, plaintext never on the broker), and openmsi ↔ OpenMSIStream
+//! 1.8.8 with the real KafkaCrypto 0.9.11.3 in both directions.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{
+    consumer_config, download_until_idle, openmsi, openmsi_std, produce_values, reference_command,
+    sha512_file, unique_topic, wait_for, write_config, write_random_file, Broker, KillOnDrop,
+    Storage,
+};
+use openmsi::crypto::record;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// A broker, a topic with its key-exchange topics, and two nodes provisioned by openmsi with
+/// the same password-derived root: `up` (producer) and `down` (consumer), each with an openmsi
+/// config naming it in `[kafkacrypto]`.
+struct Encrypted {
+    broker: Broker,
+    topic: String,
+    work: tempfile::TempDir,
+    up: PathBuf,
+    down: PathBuf,
+}
+
+fn provision(dir: &Path, node: &str, role: &str, topics: &str) {
+    openmsi()
+        .args([
+            "provision-node",
+            "--node-id",
+            node,
+            "--role",
+            role,
+            "--topics",
+            topics,
+            "--output-dir",
+        ])
+        .arg(dir)
+        .env("OPENMSI_ROT_PASSWORD", "rotpassword1234")
+        .env("OPENMSI_PROVISIONING_PASSWORD", "provpass99")
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+}
+
+/// The harness config of `broker` plus `[kafkacrypto] node_id = NODE`, in `dir` (where the
+/// node's folder is).
+fn node_config(dir: &Path, broker: &Broker, node: &str) -> PathBuf {
+    let base = write_config(dir, broker);
+    let path = dir.join(format!("{node}.openmsi.config"));
+    // The node files simple-provision writes say `security_protocol : SSL`; OpenMSIStream lets
+    // the config's [broker] settings win, so the plaintext test broker is named here.
+    let text = std::fs::read_to_string(&base)
+        .unwrap()
+        .replace("[broker]\n", "[broker]\nsecurity.protocol = PLAINTEXT\n")
+        + &format!("\n[kafkacrypto]\nnode_id = {node}\n");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Encrypted {
+    fn new(storage: Storage) -> Encrypted {
+        let broker = Broker::start(storage);
+        let topic = unique_topic("enc").replace('.', "-");
+        for name in [
+            topic.clone(),
+            format!("{topic}.keys"),
+            format!("{topic}.reqs"),
+            format!("{topic}.subs"),
+        ] {
+            broker.create_topic(&name, 1);
+        }
+        let work = tempfile::tempdir().unwrap();
+        provision(work.path(), "up", "producer", &topic);
+        provision(work.path(), "down", "consumer", &topic);
+        let up = node_config(work.path(), &broker, "up");
+        let down = node_config(work.path(), &broker, "down");
+        Encrypted {
+            broker,
+            topic,
+            work,
+            up,
+            down,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+
+    /// Every raw record value of the topic.
+    fn raw_values(&self) -> Vec<Vec<u8>> {
+        let consumer: BaseConsumer = consumer_config(&self.broker, &unique_topic("raw"))
+            .create()
+            .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(&self.topic, 0, Duration::from_secs(10))
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let mut values = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while (values.len() as i64) < high && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                values.push(m.payload().unwrap_or_default().to_vec());
+            }
+        }
+        assert_eq!(values.len() as i64, high, "could not read the whole topic");
+        values
+    }
+}
+
+fn upload_file(cfg: &Path, topic: &str, file: &Path) {
+    openmsi()
+        .arg("upload-file")
+        .arg(file)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--topic", topic, "--chunk-size", "65536"])
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+}
+
+/// A long-running `upload-directory` of `dir` (serving the node's keys), quit on drop.
+fn upload_directory(cfg: &Path, topic: &str, dir: &Path) -> KillOnDrop {
+    std::fs::create_dir_all(dir).unwrap();
+    let child = openmsi_std()
+        .arg("upload-directory")
+        .arg(dir)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--topic", topic, "--chunk-size", "65536"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// A producer's `upload-file` has exited: a downloader started afterwards waits (nothing is
+/// lost), and gets the key as soon as any process of the producer node runs (here its
+/// `upload-directory`, restarted and idle: it never encrypted anything to this topic).
+#[test]
+fn files_from_an_exited_producer_decrypt_once_its_node_serves_keys_again() {
+    let e = Encrypted::new(Storage::Memory);
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("scan-001.raw"), 300_000, 1);
+    upload_file(&e.up, &e.topic, &src.join("scan-001.raw"));
+
+    // Nobody serves the key: the downloader keeps waiting instead of skipping the file.
+    let out = e.path("out");
+    let mut down = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(&out)
+            .arg("--config")
+            .arg(&e.down)
+            .args(["--topic", &e.topic, "--group-id", "g1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!out.join("scan-001.raw").exists());
+
+    // The producer node's drop box starts (another process, nothing produced yet): it serves
+    // the earlier key from the node's key store.
+    let _serving = upload_directory(&e.up, &e.topic, &e.path("watched"));
+    assert!(
+        wait_for(Duration::from_secs(40), || out
+            .join("scan-001.raw")
+            .exists()),
+        "the file never arrived"
+    );
+    assert_eq!(
+        sha512_file(&out.join("scan-001.raw")),
+        sha512_file(&src.join("scan-001.raw"))
+    );
+    assert!(common::quit_and_wait(&mut down, Duration::from_secs(30)).success());
+
+    // The broker never saw the file's bytes or its name.
+    let content = std::fs::read(src.join("scan-001.raw")).unwrap();
+    for value in e.raw_values() {
+        assert_eq!(value[0], record::FORMAT_VERSION);
+        assert!(
+            !value.windows(9).any(|w| w == b"scan-001."),
+            "file name in the clear"
+        );
+        assert!(
+            !value.windows(64).any(|w| w == &content[1000..1064]),
+            "file bytes in the clear"
+        );
+    }
+}
+
+/// A consumer node whose certificate does not grant the topic is refused at start, saying why;
+/// a producer node likewise.
+#[test]
+fn nodes_not_entitled_to_the_topic_are_told_at_start() {
+    let e = Encrypted::new(Storage::Memory);
+    provision(e.work.path(), "stranger", "consumer", "elsewhere");
+    let cfg = node_config(e.work.path(), &e.broker, "stranger");
+    openmsi()
+        .arg("download-directory")
+        .arg(e.path("out"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--topic", &e.topic, "--exit-when-idle", "2"])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .failure()
+        .stderr(
+            predicates::str::contains("cannot request keys of (consumer) topic")
+                .and(predicates::str::contains("does not grant the topic")),
+        );
+    // The consumer node may not encrypt.
+    std::fs::write(e.path("f.txt"), b"x").unwrap();
+    openmsi()
+        .arg("upload-file")
+        .arg(e.path("f.txt"))
+        .arg("--config")
+        .arg(&e.down)
+        .args(["--topic", &e.topic])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("does not grant 'key-encrypt'"));
+    // A topic whose exchange topics are missing: named, with how to create them.
+    let bare = unique_topic("bare");
+    e.broker.create_topic(&bare, 1);
+    provision(e.work.path(), "anywhere", "producer", "all");
+    let anywhere = node_config(e.work.path(), &e.broker, "anywhere");
+    openmsi()
+        .arg("upload-file")
+        .arg(e.path("f.txt"))
+        .arg("--config")
+        .arg(&anywhere)
+        .args(["--topic", &bare])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(format!(
+            "`{bare}.keys` does not exist"
+        )));
+}
+
+use predicates::prelude::PredicateBooleanExt;
+
+/// Tampered records (a flipped bit, a plaintext chunk) are refused and kept aside; a record
+/// under a key no producer serves (an outsider's) waits in `.openmsi/deferred` without holding
+/// anything up; the other files arrive.
+#[test]
+fn tampered_and_foreign_records_are_refused_and_the_stream_goes_on() {
+    let e = Encrypted::new(Storage::Memory);
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("good.bin"), 200_000, 2);
+    upload_file(&e.up, &e.topic, &src.join("good.bin"));
+    let genuine = e.raw_values();
+    // A copy of a genuine record with one bit flipped in its ciphertext.
+    let mut flipped = genuine[0].clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 0x01;
+    // A record sealed with a key no producer of the deployment made (an outsider's key id).
+    let outsider_sealer =
+        record::Sealer::new([0x55; 32], openmsi::crypto::primitives::random_secret());
+    let outsider = (
+        outsider_sealer.seal(record::RecordPart::Key, b"forged"),
+        outsider_sealer.seal(record::RecordPart::Value, b"forged"),
+    );
+    // A plaintext chunk (anyone with write access could send it).
+    let plaintext = b"\x99plain".to_vec();
+    produce_values(&e.broker, &e.topic, &[flipped, plaintext]);
+    {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = common::producer_config(&e.broker).create().unwrap();
+        producer
+            .send(
+                BaseRecord::to(&e.topic)
+                    .partition(0)
+                    .key(&outsider.0)
+                    .payload(&outsider.1),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+    write_random_file(&src.join("after.bin"), 100_000, 3);
+    upload_file(&e.up, &e.topic, &src.join("after.bin"));
+    let _serving = upload_directory(&e.up, &e.topic, &e.path("watched"));
+    let out = e.path("out");
+    download_until_idle(&e.down, &e.topic, &out, "g1").code(1);
+    for name in ["good.bin", "after.bin"] {
+        assert_eq!(
+            sha512_file(&out.join(name)),
+            sha512_file(&src.join(name)),
+            "{name}"
+        );
+    }
+    let rejected = std::fs::read_dir(out.join(".openmsi/rejected"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|d| d.path().extension().is_some_and(|x| x == "txt"))
+        .count();
+    assert_eq!(rejected, 2);
+    let deferred = std::fs::read_dir(out.join(".openmsi/deferred"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|d| d.path().extension().is_some_and(|x| x == "txt"))
+        .count();
+    assert_eq!(deferred, 1);
+}
+
+/// Copies a node provisioned by KafkaCrypto's simple-provision (tests/fixtures) into `dir`.
+fn python_node(dir: &Path, name: &str) {
+    let from = common::repo_root()
+        .join("tests/fixtures/kafkacrypto-nodes")
+        .join(name);
+    let to = dir.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A running reference command with its output in files, killed on drop.
+fn spawn_reference(name: &str, args: &[&std::ffi::OsStr], log: &Path) -> KillOnDrop {
+    let child = reference_command(name)
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(log.with_extension("stdout")).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// openmsi encrypts (upload-file, whose process exits, and upload-directory, which also
+/// serves the keys); OpenMSIStream's encrypted DataFileDownloadDirectory, with the real
+/// KafkaCrypto and a node provisioned by openmsi, rebuilds every file.
+#[test]
+fn openmsi_encrypted_uploads_are_read_by_openmsistream() {
+    let e = Encrypted::new(Storage::Sqlite);
+    provision(e.work.path(), "pyreader", "consumer", &e.topic);
+    let reader_cfg = node_config(e.work.path(), &e.broker, "pyreader");
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("one-shot.dat"), 1_200_000, 7);
+    upload_file(&e.up, &e.topic, &src.join("one-shot.dat"));
+    let watched = e.path("watched");
+    let mut serving = upload_directory(&e.up, &e.topic, &watched);
+    std::thread::sleep(Duration::from_secs(2));
+    write_random_file(&watched.join("dropped.dat"), 700_000, 8);
+
+    let out = e.path("py-out");
+    let log = e.path("reference-download.stderr");
+    let group = unique_topic("pygroup");
+    let mut reference = spawn_reference(
+        "DataFileDownloadDirectory",
+        &[
+            out.as_os_str(),
+            "--config".as_ref(),
+            reader_cfg.as_os_str(),
+            "--topic_name".as_ref(),
+            e.topic.as_ref(),
+            "--consumer_group_id".as_ref(),
+            group.as_ref(),
+        ],
+        &log,
+    );
+    let arrived = wait_for(Duration::from_secs(90), || {
+        ["one-shot.dat", "dropped.dat"].iter().all(|n| {
+            out.join(n).is_file()
+                && std::fs::metadata(out.join(n)).map(|m| m.len()).ok()
+                    == std::fs::metadata(
+                        src.join(n)
+                            .exists()
+                            .then(|| src.join(n))
+                            .unwrap_or(watched.join(n)),
+                    )
+                    .map(|m| m.len())
+                    .ok()
+        })
+    });
+    let _ = reference.0.kill();
+    assert!(
+        arrived,
+        "OpenMSIStream did not rebuild the files:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        sha512_file(&out.join("one-shot.dat")),
+        sha512_file(&src.join("one-shot.dat"))
+    );
+    assert_eq!(
+        sha512_file(&out.join("dropped.dat")),
+        sha512_file(&watched.join("dropped.dat"))
+    );
+    assert!(common::quit_and_wait(&mut serving, Duration::from_secs(30)).success());
+}
+
+/// OpenMSIStream's encrypted DataFileUploadDirectory (the real KafkaCrypto, a node provisioned
+/// by KafkaCrypto's simple-provision) → openmsi download-directory, also on a node
+/// simple-provision made.
+#[test]
+fn openmsistream_encrypted_uploads_are_read_by_openmsi() {
+    let e = Encrypted::new(Storage::Sqlite);
+    python_node(e.work.path(), "p");
+    python_node(e.work.path(), "c");
+    let producer_cfg = node_config(e.work.path(), &e.broker, "p");
+    let consumer_cfg = node_config(e.work.path(), &e.broker, "c");
+    let watched = e.path("py-watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let log = e.path("reference-upload.stderr");
+    let _uploader = spawn_reference(
+        "DataFileUploadDirectory",
+        &[
+            watched.as_os_str(),
+            "--config".as_ref(),
+            producer_cfg.as_os_str(),
+            "--topic_name".as_ref(),
+            e.topic.as_ref(),
+        ],
+        &log,
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Listening for files")),
+        "DataFileUploadDirectory did not start:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    write_random_file(&watched.join("spectrum-a.dat"), 900_000, 9);
+    write_random_file(&watched.join("spectrum-b.dat"), 1_100_000, 10);
+    let out = e.path("out");
+    let mut down = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(&out)
+            .arg("--config")
+            .arg(&consumer_cfg)
+            .args(["--topic", &e.topic, "--group-id", "g1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(e.path("openmsi-download.stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let arrived = wait_for(Duration::from_secs(90), || {
+        ["spectrum-a.dat", "spectrum-b.dat"]
+            .iter()
+            .all(|n| out.join(n).is_file())
+    });
+    assert!(
+        arrived,
+        "openmsi did not rebuild the files:\n{}\n--- reference ---\n{}",
+        std::fs::read_to_string(e.path("openmsi-download.stderr")).unwrap_or_default(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    for n in ["spectrum-a.dat", "spectrum-b.dat"] {
+        assert_eq!(
+            sha512_file(&out.join(n)),
+            sha512_file(&watched.join(n)),
+            "{n}"
+        );
+    }
+    assert!(common::quit_and_wait(&mut down, Duration::from_secs(30)).success());
+}
+
+/// `kill -9` at random moments of many encrypted uploads: every run takes a fresh key index
+/// (the ratchet is advanced durably before use), so no (key index, counter) pair ever repeats
+/// on the topic, and every completed upload still decrypts.
+#[test]
+fn no_key_and_nonce_pair_repeats_across_kill_9_and_restarts() {
+    let e = Encrypted::new(Storage::Memory);
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("big.bin"), 6_000_000, 11);
+    // A little jitter source that needs no crate: the clock's nanoseconds.
+    let jitter = || {
+        u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        ) % 400
+    };
+    for _ in 0..12 {
+        let mut child = KillOnDrop(
+            openmsi_std()
+                .arg("upload-file")
+                .arg(src.join("big.bin"))
+                .arg("--config")
+                .arg(&e.up)
+                .args(["--topic", &e.topic, "--chunk-size", "65536"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_millis(100 + jitter()));
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+    }
+    upload_file(&e.up, &e.topic, &src.join("big.bin"));
+    let mut seen = HashSet::new();
+    let values = e.raw_values();
+    assert!(
+        values.len() > 100,
+        "the killed uploads sent too little to test anything ({})",
+        values.len()
+    );
+    for value in &values {
+        let parsed = record::parse(value).unwrap();
+        assert!(
+            seen.insert((parsed.key_id, parsed.salt)),
+            "a (key index, counter) pair was used twice"
+        );
+    }
+    let key_ids: HashSet<[u8; 32]> = values
+        .iter()
+        .map(|v| record::parse(v).unwrap().key_id)
+        .collect();
+    assert!(key_ids.len() >= 2, "every run must use its own key index");
+    let _serving = upload_directory(&e.up, &e.topic, &e.path("watched"));
+    let out = e.path("out");
+    download_until_idle(&e.down, &e.topic, &out, "g1").success();
+    assert_eq!(
+        sha512_file(&out.join("big.bin")),
+        sha512_file(&src.join("big.bin"))
+    );
+}
