@@ -27,6 +27,49 @@ use crate::upload::directory::{
 use crate::upload::{upload_file, UploadFileSettings};
 use tokio_util::sync::CancellationToken;
 
+async fn run_serve_keys(args: crate::cli::ServeKeysArgs) -> anyhow::Result<ExitCode> {
+    let config = LoadedConfig::load(&args.config)?;
+    let node = crate::crypto::session::node_config_path(&config)
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no [kafkacrypto] section naming the node whose keys to serve",
+                config.path().display()
+            )
+        })?;
+    let keys = Arc::new(crate::crypto::session::KeyServer::start(
+        &config,
+        &node,
+        &args.topics,
+        Duration::from_secs(args.connect_timeout),
+    )?);
+    let status_keys = Arc::clone(&keys);
+    let status: console::StatusFn =
+        Arc::new(move || format!("{} key replies sent", status_keys.replies_sent()));
+    let cancel = console::spawn(Arc::clone(&status));
+    let service = crate::service::spawn(status, cancel.clone());
+    crate::service::ready();
+    println!(
+        "serving keys of node {} for {}; type `check` for status or `quit` to stop",
+        keys.node_id(),
+        args.topics.join(", ")
+    );
+    // The key exchange runs on its own thread; this loop only keeps the watchdog fed.
+    while !cancel.is_cancelled() {
+        crate::service::beat();
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    keys.stop();
+    if let Some(handle) = service {
+        let _ = handle.join();
+    }
+    println!("stopped; {} key replies sent", keys.replies_sent());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The envelopes of an upload: `--to-host` addressing, and encryption when the config has a
 /// `[kafkacrypto]` section (the node's key exchange starts here, so a missing exchange topic
 /// fails before anything is read).
@@ -71,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(args) => runtime.block_on(crate::admin::run::run_user(args.command)),
         Command::ManageService(args) => crate::manage::run(args.command),
         Command::ProvisionNode(args) => crate::provision_node::run(args),
+        Command::ServeKeys(args) => runtime.block_on(run_serve_keys(args)),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
     // for it would hang the exit after a clean shutdown.

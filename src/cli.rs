@@ -71,6 +71,27 @@ pub enum Command {
     /// Create a node for end-to-end encrypted topics (its keys, its certificate, its config),
     /// in KafkaCrypto's formats; asks like KafkaCrypto's simple-provision, or runs from flags.
     ProvisionNode(ProvisionNodeArgs),
+    /// Answer key requests for encrypted topics with the keys this producer node made, also
+    /// those of uploads whose process has exited (run it where the producer node's files are,
+    /// e.g. as a service, when no upload-directory of that node runs). Type `check` or `quit`.
+    ServeKeys(ServeKeysArgs),
+}
+
+/// `openmsi serve-keys`.
+#[derive(Debug, Args)]
+pub struct ServeKeysArgs {
+    /// Config file naming the node in `[kafkacrypto]`, as for the uploads.
+    #[arg(long, value_name = "FILE|NAME", default_value = "local")]
+    pub config: String,
+
+    /// A topic whose keys to serve (keys are per root: the name up to its first '.'); repeat
+    /// for several.
+    #[arg(long = "topic", value_name = "TOPIC", required = true)]
+    pub topics: Vec<String>,
+
+    /// Seconds to wait for the broker to answer before giving up with an error that names it.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub connect_timeout: u64,
 }
 
 /// `openmsi provision-node`. Every answer can be a flag; passwords come from environment

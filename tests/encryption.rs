@@ -543,3 +543,36 @@ fn no_key_and_nonce_pair_repeats_across_kill_9_and_restarts() {
         sha512_file(&src.join("big.bin"))
     );
 }
+
+/// `openmsi serve-keys` on the producer node answers for an upload whose process has exited;
+/// `quit` stops it with exit 0.
+#[test]
+fn serve_keys_answers_for_exited_uploads() {
+    let e = Encrypted::new(Storage::Memory);
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("a.bin"), 150_000, 21);
+    upload_file(&e.up, &e.topic, &src.join("a.bin"));
+    let mut server = KillOnDrop(
+        openmsi_std()
+            .args(["serve-keys", "--config"])
+            .arg(&e.up)
+            .args(["--topic", &e.topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = e.path("out");
+    download_until_idle(&e.down, &e.topic, &out, "g1").success();
+    assert_eq!(
+        sha512_file(&out.join("a.bin")),
+        sha512_file(&src.join("a.bin"))
+    );
+    assert!(common::quit_and_wait(&mut server, Duration::from_secs(30)).success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(server.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("serving keys of node up"), "{stdout}");
+    assert!(!stdout.contains("stopped; 0 key replies"), "{stdout}");
+}

@@ -70,6 +70,8 @@ struct Shared {
     node: Node,
     /// Counts keys received.
     generation: std::sync::atomic::AtomicU64,
+    /// Counts key replies sent.
+    replies: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     arrived: Condvar,
     stop: AtomicBool,
@@ -151,6 +153,7 @@ impl KeyService {
         let shared = Arc::new(Shared {
             node,
             generation: Default::default(),
+            replies: Default::default(),
             state: Mutex::new(State::default()),
             arrived: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -208,6 +211,11 @@ impl KeyService {
             .keys
             .get(&(root.to_owned(), *key_id))
             .cloned()
+    }
+
+    /// Key replies sent so far.
+    pub fn replies_sent(&self) -> u64 {
+        self.shared.replies.load(Ordering::Relaxed)
     }
 
     /// Counts keys received so far (grows when one arrives).
@@ -410,6 +418,7 @@ fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], valu
             ) {
                 warn!(topic, error = %e, "cannot send a key reply");
             } else {
+                shared.replies.fetch_add(1, Ordering::Relaxed);
                 info!(root, "sent keys to a requesting consumer");
             }
         }

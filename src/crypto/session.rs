@@ -143,6 +143,52 @@ impl Envelope for Encryptor {
     }
 }
 
+/// `openmsi serve-keys`: the key exchange of a producer node, answering requests for the keys
+/// in its key store.
+pub struct KeyServer {
+    service: Arc<KeyService>,
+}
+
+impl KeyServer {
+    /// Starts serving the roots of `topics` as the node at `node_path`.
+    pub fn start(
+        config: &LoadedConfig,
+        node_path: &Path,
+        topics: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<KeyServer> {
+        let node = load_node(node_path)?;
+        let mut roots: Vec<String> = topics
+            .iter()
+            .map(|t| record::topic_root(t).to_owned())
+            .collect();
+        roots.dedup();
+        for root in &roots {
+            check_own_grant(&node, usage::KEY_ENCRYPT, root, "serve keys of (producer)")?;
+        }
+        let service = KeyService::start(node, config, &roots, timeout)?;
+        for root in &roots {
+            service.serve(root, None);
+        }
+        Ok(KeyServer { service })
+    }
+
+    /// Key replies sent so far.
+    pub fn replies_sent(&self) -> u64 {
+        self.service.replies_sent()
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        &self.service.node().id
+    }
+
+    /// Stops, flushing replies in flight.
+    pub fn stop(&self) {
+        self.service.stop();
+    }
+}
+
 /// How long reading waits for a key it has not asked for before: most keys come within a
 /// second or two of the first request (KafkaCrypto waits 10 s too). After that, messages
 /// under that key are kept aside and opened when it arrives, so nothing else waits for it.
