@@ -54,8 +54,20 @@ fn version_and_help_describe_every_flag() {
     openmsi().arg("--help").assert().success().stdout(
         predicate::str::contains("upload-directory")
             .and(predicate::str::contains("manage-service"))
-            .and(predicate::str::contains("provision-node").not()),
+            .and(predicate::str::contains("provision-node"))
+            .and(predicate::str::contains("serve-keys")),
     );
+    openmsi()
+        .args(["provision-node", "--help"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("--node-id")
+                .and(predicate::str::contains("--role"))
+                .and(predicate::str::contains("--topics"))
+                .and(predicate::str::contains("--rot-password-file"))
+                .and(predicate::str::contains("--new-root-key")),
+        );
     openmsi()
         .args(["manage-service", "--help"])
         .assert()
