@@ -465,6 +465,21 @@ value.deserializer = DataFileChunkDeserializer
 
     # -- one tool, one run --------------------------------------------------------------------
 
+    def encryption_configs(self) -> tuple[Path, Path]:
+        """A producer and a consumer node (provision-node, password-derived root), and a config
+        for each naming it in [kafkacrypto]; made once per benchmark."""
+        up, down = self.work / "bench-up.config", self.work / "bench-down.config"
+        if up.exists() and down.exists():
+            return up, down
+        env = {**os.environ, "OPENMSI_ROT_PASSWORD": "bench-root-password",
+               "OPENMSI_PROVISIONING_PASSWORD": "bench-provisioning"}
+        for node, role, cfg in (("benchup", "producer", up), ("benchdown", "consumer", down)):
+            subprocess.run([self.args.openmsi, "provision-node", "--node-id", node, "--role", role,
+                            "--topics", "all", "--output-dir", str(self.work), "--force"],
+                           env=env, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            cfg.write_text(self.config.read_text() + f"\n[kafkacrypto]\nnode_id = {node}\n")
+        return up, down
+
     def run_tool(self, case: Case, tool: str, run: int, data: Path) -> None:
         size = data.stat().st_size
         tag = f"{case.name}-{tool}-{run}-{uuid.uuid4().hex[:8]}".replace(" ", "")
@@ -472,8 +487,19 @@ value.deserializer = DataFileChunkDeserializer
         out_dir = self.work / "out" / tag
         self.create_topic(topic)
         interrupted = False
+        key_server = None
         try:
-            if tool == "openmsi":
+            if tool == "openmsi-encrypted":
+                up_cfg, down_cfg = self.encryption_configs()
+                for suffix in (".keys", ".reqs", ".subs"):
+                    self.create_topic(topic + suffix)
+                up = [self.args.openmsi, "upload-file", str(data), "--config", str(up_cfg),
+                      "--topic", topic, "--chunk-size", str(CHUNK_SIZE)]
+                down = [self.args.openmsi, "download-directory", str(out_dir), "--config",
+                        str(down_cfg), "--topic", topic, "--group-id", f"g-{tag}",
+                        "--exit-when-idle", str(OPENMSI_IDLE_SECS)]
+                output = out_dir / data.name
+            elif tool == "openmsi":
                 up = [self.args.openmsi, "upload-file", str(data), "--config", str(self.config),
                       "--topic", topic, "--chunk-size", str(CHUNK_SIZE)]
                 down = [self.args.openmsi, "download-directory", str(out_dir), "--config",
@@ -501,6 +527,13 @@ value.deserializer = DataFileChunkDeserializer
             for step, measure in (("upload", lambda: self.measure_upload(case, tool, run, up, size)),
                                   ("download", lambda: self.measure_download(
                                       case, tool, run, down, size, output))):
+                if step == "download" and tool == "openmsi-encrypted":
+                    # upload-file has exited: the producer node's key server answers the
+                    # downloader's key request (as it would run as a service).
+                    key_server = self.spawn([self.args.openmsi, "serve-keys", "--config",
+                                             str(up_cfg), "--topic", topic],
+                                            self.logs / f"{tag}-serve-keys.log",
+                                            stdin=subprocess.PIPE)
                 m = measure()
                 self.measurements.append(m)
                 log(f"{case.name} run {run} {tool:9} {step:8}: {m.mb_per_s:7.1f} MB/s "
@@ -513,6 +546,8 @@ value.deserializer = DataFileChunkDeserializer
             interrupted = True
             raise
         finally:
+            if key_server is not None:
+                key_server.kill()
             self.kill_children()
             shutil.rmtree(out_dir, ignore_errors=True)
             # On Ctrl-C the broker is going away (it may already be gone): no topic to tidy.
@@ -981,6 +1016,9 @@ value.deserializer = DataFileChunkDeserializer
         out = []
         if "speed" in self.args.cases:
             out.append(Case(size_name(small), small, tools))
+        if "encrypted" in self.args.cases and "openmsi" in tools:
+            # The same file plain and end-to-end encrypted (KafkaCrypto format), same broker.
+            out.append(Case(f"{size_name(small)} encrypted", small, ["openmsi", "openmsi-encrypted"]))
         if "memory" in self.args.cases and "openmsi" in tools:
             out.append(Case(size_name(big), big, ["openmsi"]))
         if "small" in self.args.cases:

@@ -41,7 +41,9 @@ Options:
   --runs N            Runs per case; the table shows the median (default 3, or 1 with --quick).
   --results FILE      Also write the results to FILE: markdown if it ends in .md, else JSON
                       (every run, the medians and the environment). Repeatable.
-  --cases LIST        speed,memory,small,tiny,latency (default all): speed = the 1 GiB file
+  --cases LIST        speed,memory,small,tiny,latency,encrypted (default all but encrypted):
+                      encrypted = the speed file through openmsi plain and end-to-end
+                      encrypted (provision-node, serve-keys for the download); speed = the 1 GiB file
                       through every tool; memory = openmsi's peak RSS on a 4 GiB file; small =
                       2,000 x 64 KiB files end to end through the directory commands
                       (upload-directory + download-directory; the reference's

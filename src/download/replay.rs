@@ -56,6 +56,7 @@ impl Replay {
         self.seen_generation = Some(generation);
         self.last_try = Instant::now();
         let mut files = Vec::new();
+        let mut waiting = 0u64;
         for message in kept.deferred.entries() {
             if self
                 .written
@@ -84,7 +85,7 @@ impl Replay {
                     files.push(chunk.id.clone());
                     self.written.push(message);
                 }
-                Verdict::Defer { .. } | Verdict::Retry => {}
+                Verdict::Defer { .. } | Verdict::Retry => waiting += 1,
                 Verdict::Reject {
                     reason,
                     message: raw,
@@ -105,6 +106,10 @@ impl Replay {
                 }
             }
         }
+        // The status line's "waiting to be opened" is what is still in the folder.
+        stats
+            .deferred_messages
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
         Ok(files)
     }
 
