@@ -576,3 +576,112 @@ fn serve_keys_answers_for_exited_uploads() {
     assert!(stdout.contains("serving keys of node up"), "{stdout}");
     assert!(!stdout.contains("stopped; 0 key replies"), "{stdout}");
 }
+
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The (key, value) pairs of `topic` (raw bytes) read from its start, for up to 30 s or until
+/// `enough` says so.
+fn raw_records(broker: &Broker, topic: &str, enough: impl Fn(&Records) -> bool) -> Records {
+    let consumer: BaseConsumer = consumer_config(broker, &unique_topic("raw"))
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !enough(&got) && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            got.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    got
+}
+
+/// With encryption on, heartbeats and log lines are encrypted like the data (OpenMSIStream
+/// sends them through its encrypting producer); they decrypt with the node's keys, and the
+/// uploaded file's name is not in the clear on the log topic.
+#[test]
+fn heartbeats_and_logs_are_encrypted_too() {
+    let e = Encrypted::new(Storage::Memory);
+    for name in [
+        "hb", "hb.keys", "hb.reqs", "hb.subs", "lg", "lg.keys", "lg.reqs", "lg.subs",
+    ] {
+        e.broker.create_topic(name, 1);
+    }
+    provision(
+        e.work.path(),
+        "station",
+        "producer",
+        &format!("{} hb lg", e.topic),
+    );
+    let cfg = node_config(e.work.path(), &e.broker, "station");
+    let watched = e.path("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let mut up = KillOnDrop(
+        openmsi_std()
+            .arg("upload-directory")
+            .arg(&watched)
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "--topic",
+                &e.topic,
+                "--heartbeat-topic",
+                "hb",
+                "--log-topic",
+                "lg",
+            ])
+            .args(["--heartbeat-interval", "1", "--program-id", "lab1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    write_random_file(&watched.join("secret-sample-name.bin"), 10_000, 31);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(common::quit_and_wait(&mut up, Duration::from_secs(30)).success());
+
+    let node =
+        openmsi::crypto::node::Node::load(&e.work.path().join("station/station.config")).unwrap();
+    let keys = openmsi::crypto::keystore::load(&node).unwrap();
+    let open = |root: &str, bytes: &[u8], part: record::RecordPart| -> Vec<u8> {
+        let parsed = record::parse(bytes).expect("an encrypted record");
+        let key = keys
+            .iter()
+            .find(|k| k.root == root && k.key_id == parsed.key_id)
+            .expect("its key is in the node's store");
+        record::open(&parsed, part, &key.secret).unwrap()
+    };
+    let beats = raw_records(&e.broker, "hb", |got| got.len() >= 2);
+    assert!(!beats.is_empty(), "no heartbeat sent");
+    for (key, value) in &beats {
+        assert_eq!(open("hb", key, record::RecordPart::Key), b"lab1_heartbeat");
+        let json: serde_json::Value =
+            serde_json::from_slice(&open("hb", value, record::RecordPart::Value)).unwrap();
+        assert!(json["n_messages_produced"].is_u64(), "{json}");
+    }
+    let names_the_file = |value: &[u8]| {
+        String::from_utf8_lossy(&open("lg", value, record::RecordPart::Value))
+            .contains("secret-sample-name")
+    };
+    let logs = raw_records(&e.broker, "lg", |got| {
+        got.iter().any(|(_, v)| names_the_file(v))
+    });
+    assert!(
+        logs.iter().any(|(_, v)| names_the_file(v)),
+        "the log lines (decrypted) should name the uploaded file"
+    );
+    for (_, value) in &logs {
+        assert!(
+            !value.windows(18).any(|w| w == b"secret-sample-name"),
+            "a file name in the clear"
+        );
+    }
+}

@@ -129,6 +129,14 @@ impl Encryptor {
     pub fn stop(&self) {
         self.service.stop();
     }
+
+    /// Encrypts a record's key and value (for messages other than chunks: heartbeats, logs).
+    pub fn seal_record(&self, key: &[u8], value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.sealer.seal(RecordPart::Key, key),
+            self.sealer.seal(RecordPart::Value, value),
+        )
+    }
 }
 
 impl Envelope for Encryptor {

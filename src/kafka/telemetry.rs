@@ -4,7 +4,13 @@
 //! produced since the previous one) and the log lines since the previous send (key
 //! `<program_id>_log`, JSON with a Unix timestamp and the lines). Best effort: a failure to
 //! send is logged and never affects the data stream.
+//!
+//! With encryption on (`[kafkacrypto]`), heartbeats and log lines are encrypted like the data,
+//! with the node's key for each telemetry topic's root, as OpenMSIStream does (it sends them
+//! through its encrypting producer): log lines name files. A node not entitled to encrypt to
+//! those topics is refused at start.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +22,7 @@ use tracing::warn;
 use super::client::{client_config, create_client};
 use super::context::LogContext;
 use crate::config::LoadedConfig;
+use crate::crypto::session::Encryptor;
 use crate::logging;
 
 /// Where and how often to send.
@@ -52,6 +59,22 @@ pub fn spawn(
     let cfg = client_config(&config.producer_properties(), &[], &[]);
     let producer: ThreadedProducer<LogContext> =
         create_client(&cfg, LogContext, config, "heartbeat producer")?;
+    let mut sealers: HashMap<String, Arc<Encryptor>> = HashMap::new();
+    if let Some(node) =
+        crate::crypto::session::node_config_path(config).map_err(anyhow::Error::msg)?
+    {
+        for topic in settings
+            .heartbeat_topic
+            .iter()
+            .chain(settings.log_topic.iter())
+        {
+            let encryptor = Encryptor::start(config, &node, topic, Duration::from_secs(15))
+                .map_err(|e| {
+                    anyhow::anyhow!("heartbeat/log topic {topic} (encrypted like the data): {e}")
+                })?;
+            sealers.insert(topic.clone(), encryptor);
+        }
+    }
     Ok(Some(std::thread::spawn(move || {
         let mut last: Vec<(&'static str, u64)> = Vec::new();
         loop {
@@ -67,6 +90,7 @@ pub fn spawn(
                 let value = serde_json::Value::Object(value).to_string();
                 send(
                     &producer,
+                    sealers.get(topic),
                     topic,
                     &format!("{}_heartbeat", settings.program_id),
                     &value,
@@ -79,6 +103,7 @@ pub fn spawn(
                     let value = json!({"timestamp": unix_now(), "messages": messages}).to_string();
                     send(
                         &producer,
+                        sealers.get(topic),
                         topic,
                         &format!("{}_log", settings.program_id),
                         &value,
@@ -87,6 +112,9 @@ pub fn spawn(
             }
             if stopping {
                 let _ = producer.flush(Duration::from_secs(5));
+                for encryptor in sealers.values() {
+                    encryptor.stop();
+                }
                 return;
             }
         }
@@ -107,8 +135,18 @@ fn wait(cancel: &CancellationToken, interval: Duration) -> bool {
     cancel.is_cancelled()
 }
 
-fn send(producer: &ThreadedProducer<LogContext>, topic: &str, key: &str, value: &str) {
-    if let Err((e, _)) = producer.send(BaseRecord::to(topic).key(key).payload(value)) {
+fn send(
+    producer: &ThreadedProducer<LogContext>,
+    encryptor: Option<&Arc<Encryptor>>,
+    topic: &str,
+    key: &str,
+    value: &str,
+) {
+    let (key, value) = match encryptor {
+        Some(e) => e.seal_record(key.as_bytes(), value.as_bytes()),
+        None => (key.as_bytes().to_vec(), value.as_bytes().to_vec()),
+    };
+    if let Err((e, _)) = producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
         warn!(topic, error = %e, "could not queue a heartbeat/log message");
     }
 }
