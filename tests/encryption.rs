@@ -685,3 +685,59 @@ fn heartbeats_and_logs_are_encrypted_too() {
         );
     }
 }
+
+/// A long-running producer moves to the next key every `crypto_ratchet_interval` (KafkaCrypto's
+/// node setting, 24 h by default; 2 s here): files on either side of the change decrypt.
+#[test]
+fn long_running_producers_move_to_new_keys() {
+    let e = Encrypted::new(Storage::Memory);
+    let node_config = e.work.path().join("up/up.config");
+    let text = std::fs::read_to_string(&node_config).unwrap();
+    std::fs::write(
+        &node_config,
+        text.replace("[up]\n", "[up]\ncrypto_ratchet_interval : 2\n"),
+    )
+    .unwrap();
+    let watched = e.path("watched");
+    let mut up = upload_directory(&e.up, &e.topic, &watched);
+    std::thread::sleep(Duration::from_secs(1));
+    write_random_file(&watched.join("before.bin"), 50_000, 41);
+    std::thread::sleep(Duration::from_secs(6));
+    write_random_file(&watched.join("after.bin"), 50_000, 42);
+    let out = e.path("out");
+    let mut down = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(&out)
+            .arg("--config")
+            .arg(&e.down)
+            .args(["--topic", &e.topic, "--group-id", "g1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || out.join("before.bin").exists()
+            && out.join("after.bin").exists()),
+        "files did not arrive"
+    );
+    for name in ["before.bin", "after.bin"] {
+        assert_eq!(
+            sha512_file(&out.join(name)),
+            sha512_file(&watched.join(name))
+        );
+    }
+    assert!(common::quit_and_wait(&mut down, Duration::from_secs(30)).success());
+    assert!(common::quit_and_wait(&mut up, Duration::from_secs(30)).success());
+    let key_ids: HashSet<[u8; 32]> = e
+        .raw_values()
+        .iter()
+        .map(|v| record::parse(v).unwrap().key_id)
+        .collect();
+    assert!(
+        key_ids.len() >= 2,
+        "the two files should be under different keys"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::chain::{self, usage};
 use super::keyservice::{unix_now, KeyService};
@@ -84,14 +84,38 @@ fn check_own_grant(node: &Node, usage: &str, root: &str, role: &str) -> anyhow::
 
 /// Encrypts every chunk message of one topic with this process's key for its root.
 pub struct Encryptor {
-    sealer: Sealer,
+    /// The key in use (replaced by [`Encryptor::rotate_if_due`]).
+    current: std::sync::RwLock<Arc<Sealer>>,
+    root: String,
+    /// When to move to the next key; how long a key is used (`crypto_ratchet_interval` in the
+    /// node's section, KafkaCrypto's setting; 24 h by default).
+    next_key_at: std::sync::Mutex<std::time::Instant>,
+    interval: Duration,
     service: Arc<KeyService>,
 }
 
+/// How long a producer uses one key unless the node config says otherwise (KafkaCrypto's).
+pub const RATCHET_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// Takes the node's next ratchet position for `root` (durable before any use) and records the
+/// key in the node's key store (so it can be served after this process exits).
+fn take_key(node: &Node, root: &str) -> anyhow::Result<([u8; 32], Secret, u64)> {
+    let position = ratchet::take_next(&node.seed_path)
+        .map_err(|e| anyhow::anyhow!("advancing the ratchet {}: {e}", node.seed_path.display()))?;
+    let key_id = position.key_id(&node.signing_key_id());
+    let secret: Secret = position.root_secret(root);
+    let stored = StoredKey {
+        root: root.to_owned(),
+        key_id,
+        secret: secret.clone(),
+        birth: unix_now(),
+    };
+    keystore::add(node, stored, unix_now())?;
+    Ok((key_id, secret, position.index))
+}
+
 impl Encryptor {
-    /// Takes the node's next ratchet position (made durable before any use), records the key
-    /// in the node's key store (so it can be served after this process exits), and starts
-    /// serving it.
+    /// Takes a new key (see [`take_key`]) and starts serving it.
     pub fn start(
         config: &LoadedConfig,
         node_path: &Path,
@@ -101,26 +125,30 @@ impl Encryptor {
         let node = load_node(node_path)?;
         let root = record::topic_root(topic).to_owned();
         check_own_grant(&node, usage::KEY_ENCRYPT, &root, "encrypt to (producer)")?;
-        let position = ratchet::take_next(&node.seed_path).map_err(|e| {
-            anyhow::anyhow!("advancing the ratchet {}: {e}", node.seed_path.display())
-        })?;
-        let key_id = position.key_id(&node.signing_key_id());
-        let secret: Secret = position.root_secret(&root);
-        keystore::add(
-            &node,
-            StoredKey {
-                root: root.clone(),
-                key_id,
-                secret: secret.clone(),
-                birth: unix_now(),
-            },
-            unix_now(),
-        )?;
-        info!(node = %node.id, root, key_index = position.index, "encrypting with a new key (end-to-end, KafkaCrypto format)");
+        let interval = match node.conf.get(&node.id, "crypto_ratchet_interval") {
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s >= 1.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: crypto_ratchet_interval '{v}' must be a number of seconds, at least 1",
+                        node.config_path.display()
+                    )
+                })?,
+            None => RATCHET_INTERVAL,
+        };
+        let (key_id, secret, index) = take_key(&node, &root)?;
+        info!(node = %node.id, root, key_index = index, "encrypting with a new key (end-to-end, KafkaCrypto format)");
         let service = KeyService::start(node, config, std::slice::from_ref(&root), timeout)?;
         service.serve(&root, Some((key_id, secret.clone())));
         Ok(Arc::new(Encryptor {
-            sealer: Sealer::new(key_id, secret),
+            current: std::sync::RwLock::new(Arc::new(Sealer::new(key_id, secret))),
+            root,
+            next_key_at: std::sync::Mutex::new(std::time::Instant::now() + interval),
+            interval,
             service,
         }))
     }
@@ -132,17 +160,49 @@ impl Encryptor {
 
     /// Encrypts a record's key and value (for messages other than chunks: heartbeats, logs).
     pub fn seal_record(&self, key: &[u8], value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let sealer = self.sealer();
         (
-            self.sealer.seal(RecordPart::Key, key),
-            self.sealer.seal(RecordPart::Value, value),
+            sealer.seal(RecordPart::Key, key),
+            sealer.seal(RecordPart::Value, value),
         )
+    }
+
+    /// The key to use now; a long-running producer moves to the next ratchet position once its
+    /// key is `interval` old (the old key stays in the store and is still served). If the next
+    /// key cannot be taken (the seed cannot be written), the current one stays in use (its
+    /// counters go on, so nothing repeats) and taking a new one is retried a minute later.
+    fn sealer(&self) -> Arc<Sealer> {
+        let now = std::time::Instant::now();
+        let due = self.next_key_at.lock().map(|t| now >= *t).unwrap_or(false);
+        if due {
+            let mut next_key_at = self.next_key_at.lock().expect("not poisoned");
+            if now >= *next_key_at {
+                match take_key(self.service.node(), &self.root) {
+                    Ok((key_id, secret, index)) => {
+                        info!(root = %self.root, key_index = index, "moved to the next key (ratchet interval)");
+                        self.service
+                            .serve(&self.root, Some((key_id, secret.clone())));
+                        *self.current.write().expect("not poisoned") =
+                            Arc::new(Sealer::new(key_id, secret));
+                        *next_key_at = now + self.interval;
+                    }
+                    Err(e) => {
+                        warn!(root = %self.root, error = %e, "cannot take the next key; the current one stays in use");
+                        *next_key_at = now + Duration::from_secs(60);
+                    }
+                }
+            }
+        }
+        Arc::clone(&self.current.read().expect("not poisoned"))
     }
 }
 
 impl Envelope for Encryptor {
     fn seal(&self, message: &mut ChunkMessage) -> Result<(), String> {
-        message.key = self.sealer.seal(RecordPart::Key, &message.key);
-        message.value = self.sealer.seal(RecordPart::Value, &message.value);
+        // One key for both halves of a message.
+        let sealer = self.sealer();
+        message.key = sealer.seal(RecordPart::Key, &message.key);
+        message.value = sealer.seal(RecordPart::Value, &message.value);
         Ok(())
     }
 
