@@ -741,3 +741,143 @@ fn long_running_producers_move_to_new_keys() {
         "the two files should be under different keys"
     );
 }
+
+/// A one-certificate allow- or denylist message: `key` with its allowlist entry, signed by
+/// `signer` and granted `usage`.
+fn list_message(
+    signer: &openmsi::crypto::primitives::SigningKey,
+    key: &[u8; 32],
+    usage: &str,
+) -> Vec<u8> {
+    use openmsi::crypto::chain::{allowlist_entry, encode_chain, Certificate, Poison};
+    use openmsi::crypto::msgpack::bin;
+    let leaf = Certificate {
+        max_age: 0.0,
+        poison: Poison {
+            usages: Some(vec![usage.to_string()]),
+            topics: None,
+            pathlen: None,
+        },
+        key: bin(key.to_vec()),
+        extra: vec![bin(allowlist_entry(key))],
+    };
+    encode_chain(&[leaf.sign(signer)])
+}
+
+/// The global `allowlist` and `denylist` topics change whom running nodes trust: a consumer
+/// signed by another root gets keys once each side's root allowlists the other's (and the
+/// change is recorded in the node's config); a denylisted consumer gets none.
+#[test]
+fn allowlist_and_denylist_topics_change_trust_at_run_time() {
+    use openmsi::crypto::node::Node;
+    let e = Encrypted::new(Storage::Memory);
+    for name in ["chains", "allowlist", "denylist"] {
+        e.broker.create_topic(name, 1);
+    }
+    let root_key = e.path("other-root.key");
+    openmsi()
+        .args([
+            "provision-node",
+            "--node-id",
+            "outsider",
+            "--role",
+            "consumer",
+            "--topics",
+            &e.topic,
+            "--output-dir",
+        ])
+        .arg(e.work.path())
+        .arg("--new-root-key")
+        .arg(&root_key)
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+    let outsider_cfg = node_config(e.work.path(), &e.broker, "outsider");
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("shared.bin"), 80_000, 51);
+    upload_file(&e.up, &e.topic, &src.join("shared.bin"));
+    let mut server = KillOnDrop(
+        openmsi_std()
+            .args(["serve-keys", "--config"])
+            .arg(&e.up)
+            .args(["--topic", &e.topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(e.path("serve-keys.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let downloader = |cfg: &Path, out: &Path, group: &str| {
+        KillOnDrop(
+            openmsi_std()
+                .arg("download-directory")
+                .arg(out)
+                .arg("--config")
+                .arg(cfg)
+                .args(["--topic", &e.topic, "--group-id", group])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let outsider_out = e.path("outsider-out");
+    let mut outsider = downloader(&outsider_cfg, &outsider_out, "g-outsider");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !outsider_out.join("shared.bin").exists(),
+        "an untrusted consumer got the key"
+    );
+
+    // Each root allowlists the other's.
+    let password_root = openmsi::crypto::provision::password_root("rotpassword1234");
+    let other_root = openmsi::crypto::provision::read_root_key(&root_key).unwrap();
+    let allow = [
+        list_message(&password_root, &other_root.public(), "key-allowlist"),
+        list_message(&other_root, &password_root.public(), "key-allowlist"),
+    ];
+    produce_values(&e.broker, "allowlist", &allow);
+    assert!(
+        wait_for(Duration::from_secs(40), || outsider_out
+            .join("shared.bin")
+            .exists()),
+        "the allowlisted consumer did not get the key:\n{}",
+        std::fs::read_to_string(e.path("serve-keys.log")).unwrap_or_default()
+    );
+    assert_eq!(
+        sha512_file(&outsider_out.join("shared.bin")),
+        sha512_file(&src.join("shared.bin"))
+    );
+    assert!(common::quit_and_wait(&mut outsider, Duration::from_secs(30)).success());
+
+    // The consumer node `down` is denylisted: it gets no key for a new file.
+    let down_key = Node::load(&e.work.path().join("down/down.config"))
+        .unwrap()
+        .signing
+        .public();
+    produce_values(
+        &e.broker,
+        "denylist",
+        &[list_message(&password_root, &down_key, "key-denylist")],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    write_random_file(&src.join("later.bin"), 60_000, 52);
+    upload_file(&e.up, &e.topic, &src.join("later.bin"));
+    let down_out = e.path("down-out");
+    let mut down = downloader(&e.down, &down_out, "g-down");
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(
+        !down_out.join("later.bin").exists(),
+        "a denylisted consumer got a key"
+    );
+    assert!(common::quit_and_wait(&mut down, Duration::from_secs(30)).success());
+    assert!(common::quit_and_wait(&mut server, Duration::from_secs(30)).success());
+    let log = std::fs::read_to_string(e.path("serve-keys.log")).unwrap();
+    assert!(log.contains("denylisted"), "{log}");
+    // Both changes were recorded in the producer node's config.
+    let up = Node::load(&e.work.path().join("up/up.config")).unwrap();
+    assert!(up.trust.allow.contains(&other_root.public()));
+    assert!(up.trust.deny.contains(&down_key));
+}

@@ -248,7 +248,8 @@ pub struct Trust {
 }
 
 /// Validates `chain` for `usage` on `topic` (a root topic) at unix time `now`; returns the
-/// leaf's body on success. The walk starts at the last element signed by an allowlisted key
+/// leaf's body on success. An empty `usage` or `topic` is not checked (allow/deny list
+/// entries name no topic; a replacement chain for a node is checked for no usage). The walk starts at the last element signed by an allowlisted key
 /// (so a trusted intermediate overrides a distrusted parent) and follows signatures to the
 /// leaf, adding up every certificate's restrictions.
 pub fn validate(
@@ -321,12 +322,13 @@ pub fn validate(
     if expiry < now {
         return Err(ChainError::Expired(expiry));
     }
-    if !usages.iter().all(|set| set.iter().any(|u| u == usage)) {
+    if !usage.is_empty() && !usages.iter().all(|set| set.iter().any(|u| u == usage)) {
         return Err(ChainError::UsageNotGranted(usage.to_owned()));
     }
-    if !topics
-        .iter()
-        .all(|set| set.iter().any(|t| topic_matches(t, topic)))
+    if !topic.is_empty()
+        && !topics
+            .iter()
+            .all(|set| set.iter().any(|t| topic_matches(t, topic)))
     {
         return Err(ChainError::TopicNotGranted(topic.to_owned()));
     }

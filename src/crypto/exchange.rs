@@ -16,11 +16,12 @@
 
 use rmpv::Value;
 
-use super::chain::{self, usage, Certificate, ChainError, Poison};
+use super::chain::{self, usage, Certificate, ChainError, Poison, Trust};
 use super::msgpack::{self, WireError};
 use super::node::Node;
 use super::primitives::{
     random_bytes, secretbox_open, secretbox_seal, sha256, x25519, x25519_keypair, Secret,
+    SigningKey,
 };
 
 /// A message to produce: (key, value).
@@ -63,10 +64,37 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// Who this process is in the exchange: its signing key and certificate chain, whom it
+/// trusts, and how long what it signs is valid. The chain and the trust can change at run time
+/// (the global `chains`, `allowlist` and `denylist` topics), so they are borrowed per call.
+#[derive(Clone, Copy)]
+pub struct Identity<'a> {
+    /// The node's signing key.
+    pub signing: &'a SigningKey,
+    /// The node's certificate chain.
+    pub chain: &'a [u8],
+    /// Roots of trust and distrusted keys.
+    pub trust: &'a Trust,
+    /// Lifetime of what it signs, seconds.
+    pub max_age: f64,
+}
+
+impl Node {
+    /// The node's identity as loaded from its files.
+    pub fn identity(&self) -> Identity<'_> {
+        Identity {
+            signing: &self.signing,
+            chain: &self.chains[0],
+            trust: &self.trust,
+            max_age: self.max_age,
+        }
+    }
+}
+
 /// The node's chain with `leaf` (signed by the node) appended.
-fn signed_chain(node: &Node, leaf: &Certificate) -> Result<Vec<u8>, ExchangeError> {
-    let mut elements = chain::decode_chain(&node.chains[0])?;
-    elements.push(leaf.sign(&node.signing));
+fn signed_chain(me: &Identity<'_>, leaf: &Certificate) -> Result<Vec<u8>, ExchangeError> {
+    let mut elements = chain::decode_chain(me.chain)?;
+    elements.push(leaf.sign(me.signing));
     Ok(chain::encode_chain(&elements))
 }
 
@@ -89,7 +117,7 @@ pub fn parse_key_id_list(bytes: &[u8]) -> Result<Vec<[u8; 32]>, ExchangeError> {
 
 /// A key request for `wanted` on `root`: (message key, message value, pending state).
 pub fn make_request(
-    node: &Node,
+    me: &Identity<'_>,
     root: &str,
     wanted: &[[u8; 32]],
     now: f64,
@@ -97,7 +125,7 @@ pub fn make_request(
     let (ephemeral, public) = x25519_keypair();
     let random0 = random_bytes::<32>();
     let leaf = Certificate {
-        max_age: now + node.max_age,
+        max_age: now + me.max_age,
         poison: Poison {
             topics: Some(vec![root.to_owned()]),
             usages: Some(strings(&[
@@ -109,7 +137,7 @@ pub fn make_request(
         key: Value::Array(vec![msgpack::bin(public.to_vec())]),
         extra: vec![msgpack::bin(random0.to_vec())],
     };
-    let value = signed_chain(node, &leaf)?;
+    let value = signed_chain(me, &leaf)?;
     Ok((
         key_id_list(wanted),
         value,
@@ -125,7 +153,7 @@ pub fn make_request(
 /// Answers a request read from `<root>.reqs` with those of its key ids `lookup` holds:
 /// `Ok(None)` when it asks for none we hold.
 pub fn answer_request(
-    node: &Node,
+    me: &Identity<'_>,
     root: &str,
     key: &[u8],
     value: &[u8],
@@ -133,7 +161,7 @@ pub fn answer_request(
     now: f64,
 ) -> Result<Option<KafkaMessage>, ExchangeError> {
     let wanted = parse_key_id_list(key)?;
-    let leaf = chain::validate(value, &node.trust, usage::KEY_ENCRYPT_REQUEST, root, now)?;
+    let leaf = chain::validate(value, me.trust, usage::KEY_ENCRYPT_REQUEST, root, now)?;
     let held: Vec<([u8; 32], Secret)> = wanted
         .iter()
         .filter_map(|id| lookup(id).map(|s| (*id, s)))
@@ -176,7 +204,7 @@ pub fn answer_request(
         &msgpack::encode(&Value::Array(payload)),
     ));
     let leaf = Certificate {
-        max_age: now + node.max_age,
+        max_age: now + me.max_age,
         poison: Poison {
             topics: Some(vec![root.to_owned()]),
             usages: Some(strings(&[usage::KEY_ENCRYPT])),
@@ -189,19 +217,19 @@ pub fn answer_request(
         ],
     };
     let ids: Vec<[u8; 32]> = held.iter().map(|(id, _)| *id).collect();
-    Ok(Some((key_id_list(&ids), signed_chain(node, &leaf)?)))
+    Ok(Some((key_id_list(&ids), signed_chain(me, &leaf)?)))
 }
 
 /// Opens a reply read from `<root>.keys` if it answers one of `pending` (which is then
 /// removed): the key ids and their topic secrets.
 pub fn accept_reply(
-    node: &Node,
+    me: &Identity<'_>,
     root: &str,
     value: &[u8],
     pending: &mut Vec<PendingRequest>,
     now: f64,
 ) -> Result<Vec<([u8; 32], Secret)>, ExchangeError> {
-    let leaf = chain::validate(value, &node.trust, usage::KEY_ENCRYPT, root, now)?;
+    let leaf = chain::validate(value, me.trust, usage::KEY_ENCRYPT, root, now)?;
     let randoms = leaf
         .extra
         .first()
@@ -293,27 +321,31 @@ mod tests {
         let consumer = node(dir.path(), "c", Role::Consumer, &["xrd"]);
         let id = [7u8; 32];
         let secret = Secret::new([9u8; 32]);
-        let (key, value, pending) = make_request(&consumer, "xrd", &[id, [8u8; 32]], NOW).unwrap();
+        let (key, value, pending) =
+            make_request(&consumer.identity(), "xrd", &[id, [8u8; 32]], NOW).unwrap();
         let lookup = |k: &[u8; 32]| (*k == id).then(|| secret.clone());
-        let (reply_key, reply) = answer_request(&producer, "xrd", &key, &value, &lookup, NOW)
-            .unwrap()
-            .unwrap();
+        let (reply_key, reply) =
+            answer_request(&producer.identity(), "xrd", &key, &value, &lookup, NOW)
+                .unwrap()
+                .unwrap();
         assert_eq!(parse_key_id_list(&reply_key).unwrap(), vec![id]);
         let mut pending = vec![pending];
-        let keys = accept_reply(&consumer, "xrd", &reply, &mut pending, NOW).unwrap();
+        let keys = accept_reply(&consumer.identity(), "xrd", &reply, &mut pending, NOW).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!((keys[0].0, *keys[0].1), (id, *secret));
         assert!(pending.is_empty());
         // The same reply again: its request is answered already.
         assert!(matches!(
-            accept_reply(&consumer, "xrd", &reply, &mut pending, NOW),
+            accept_reply(&consumer.identity(), "xrd", &reply, &mut pending, NOW),
             Err(ExchangeError::NotOurs)
         ));
         // A request for nothing held: no reply.
-        let (key, value, _) = make_request(&consumer, "xrd", &[[1u8; 32]], NOW).unwrap();
-        assert!(answer_request(&producer, "xrd", &key, &value, &lookup, NOW)
-            .unwrap()
-            .is_none());
+        let (key, value, _) = make_request(&consumer.identity(), "xrd", &[[1u8; 32]], NOW).unwrap();
+        assert!(
+            answer_request(&producer.identity(), "xrd", &key, &value, &lookup, NOW)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -325,35 +357,35 @@ mod tests {
         let id = [7u8; 32];
         let lookup = |_: &[u8; 32]| Some(Secret::new([9u8; 32]));
         // A consumer not granted the root gets nothing.
-        let (key, value, _) = make_request(&elsewhere, "xrd", &[id], NOW).unwrap();
+        let (key, value, _) = make_request(&elsewhere.identity(), "xrd", &[id], NOW).unwrap();
         assert!(matches!(
-            answer_request(&producer, "xrd", &key, &value, &lookup, NOW),
+            answer_request(&producer.identity(), "xrd", &key, &value, &lookup, NOW),
             Err(ExchangeError::Chain(ChainError::TopicNotGranted(_)))
         ));
         // A reply signed by a consumer (no key-encrypt) is refused.
-        let (key, value, pending) = make_request(&consumer, "xrd", &[id], NOW).unwrap();
-        let (_, forged) = answer_request(&consumer, "xrd", &key, &value, &lookup, NOW)
+        let (key, value, pending) = make_request(&consumer.identity(), "xrd", &[id], NOW).unwrap();
+        let (_, forged) = answer_request(&consumer.identity(), "xrd", &key, &value, &lookup, NOW)
             .unwrap()
             .unwrap();
         let mut pending = vec![pending];
         assert!(matches!(
-            accept_reply(&consumer, "xrd", &forged, &mut pending, NOW),
+            accept_reply(&consumer.identity(), "xrd", &forged, &mut pending, NOW),
             Err(ExchangeError::Chain(ChainError::UsageNotGranted(_)))
         ));
         // A flipped bit anywhere in a genuine reply: refused, and the request stays pending.
-        let (_, reply) = answer_request(&producer, "xrd", &key, &value, &lookup, NOW)
+        let (_, reply) = answer_request(&producer.identity(), "xrd", &key, &value, &lookup, NOW)
             .unwrap()
             .unwrap();
         for at in [reply.len() - 1, reply.len() - 40, reply.len() / 2] {
             let mut bad = reply.clone();
             bad[at] ^= 1;
             assert!(
-                accept_reply(&consumer, "xrd", &bad, &mut pending, NOW).is_err(),
+                accept_reply(&consumer.identity(), "xrd", &bad, &mut pending, NOW).is_err(),
                 "flip at {at}"
             );
         }
         assert_eq!(pending.len(), 1);
-        assert!(accept_reply(&consumer, "xrd", &reply, &mut pending, NOW).is_ok());
+        assert!(accept_reply(&consumer.identity(), "xrd", &reply, &mut pending, NOW).is_ok());
     }
 
     #[test]

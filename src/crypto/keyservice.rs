@@ -21,9 +21,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
-use super::exchange::{accept_reply, answer_request, make_request, ExchangeError, PendingRequest};
+use super::chain::Trust;
+use super::exchange::{
+    accept_reply, answer_request, make_request, ExchangeError, Identity, PendingRequest,
+};
+use super::globals;
 use super::keystore;
 use super::node::Node;
+use super::nodeconf::encode_bytes;
 use super::primitives::Secret;
 use crate::config::LoadedConfig;
 use crate::kafka::client::client_config;
@@ -47,8 +52,14 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Deployment-wide topics: renewed chains, allowlist and denylist updates (read from their
+/// start when they exist).
+pub const GLOBAL_TOPICS: [&str; 3] = ["chains", "allowlist", "denylist"];
+
 #[derive(Default)]
 struct State {
+    /// Global topics that exist (read from their start).
+    globals: Vec<String>,
     /// Keys received (or made here), by (root, key id).
     keys: HashMap<(String, [u8; 32]), Secret>,
     /// Key ids needed, by root.
@@ -68,6 +79,9 @@ struct State {
 
 struct Shared {
     node: Node,
+    /// The node's chain and trust, which the global topics can change at run time.
+    chain: std::sync::RwLock<Vec<u8>>,
+    trust: std::sync::RwLock<Trust>,
     /// Counts keys received.
     generation: std::sync::atomic::AtomicU64,
     /// Counts key replies sent.
@@ -150,11 +164,30 @@ impl KeyService {
                 }
             }
         }
+        let globals: Vec<String> = GLOBAL_TOPICS
+            .iter()
+            .filter(|t| {
+                check_topic(consumer.client(), &consumer_cfg, t, timeout, &|| {
+                    let _ = consumer.poll(Duration::ZERO);
+                })
+                .is_ok()
+            })
+            .map(|t| t.to_string())
+            .collect();
+        if globals.len() < GLOBAL_TOPICS.len() {
+            debug!(present = ?globals, "not all of the global chains/allowlist/denylist topics exist; changes of trust at run time come only through those that do");
+        }
         let shared = Arc::new(Shared {
+            chain: std::sync::RwLock::new(node.chains[0].clone()),
+            trust: std::sync::RwLock::new(node.trust.clone()),
             node,
             generation: Default::default(),
             replies: Default::default(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                globals,
+                assignment_changed: true,
+                ..State::default()
+            }),
             arrived: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -348,6 +381,8 @@ fn run(shared: &Shared, consumer: &BaseConsumer, producer: &BaseProducer) {
                     answer(shared, producer, root, &key, &value);
                 } else if let Some(root) = topic.strip_suffix(".keys") {
                     receive(shared, root, &value);
+                } else {
+                    global_update(shared, &topic, &key, &value);
                 }
             }
             Some(Err(e)) => debug!(error = %e, "key-exchange consumer"),
@@ -371,6 +406,9 @@ fn reassign(shared: &Shared, consumer: &BaseConsumer) {
     for (root, offset) in &state.serving {
         let _ = list.add_partition_offset(&format!("{root}.reqs"), 0, Offset::Offset(*offset));
     }
+    for topic in &state.globals {
+        let _ = list.add_partition_offset(topic, 0, Offset::Beginning);
+    }
     // Positions already read are kept: reassigning must not re-read from the noted start.
     if let Ok(positions) = consumer.position() {
         for element in positions.elements() {
@@ -389,6 +427,10 @@ fn reassign(shared: &Shared, consumer: &BaseConsumer) {
 }
 
 fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], value: &[u8]) {
+    let (chain, trust) = (
+        shared.chain.read().expect("not poisoned"),
+        shared.trust.read().expect("not poisoned"),
+    );
     let mut state = shared.state.lock().expect("not poisoned");
     if !state.serving.contains_key(root) {
         return;
@@ -407,7 +449,14 @@ fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], valu
         reload_store(&shared.node, &mut state);
     }
     let lookup = |id: &[u8; 32]| state.served.get(&(root.to_owned(), *id)).cloned();
-    match answer_request(&shared.node, root, key, value, &lookup, unix_now()) {
+    match answer_request(
+        &identity(shared, &chain[..], &trust),
+        root,
+        key,
+        value,
+        &lookup,
+        unix_now(),
+    ) {
         Ok(Some((reply_key, reply))) => {
             let topic = format!("{root}.keys");
             if let Err((e, _)) = producer.send(
@@ -428,9 +477,19 @@ fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], valu
 }
 
 fn receive(shared: &Shared, root: &str, value: &[u8]) {
+    let (chain, trust) = (
+        shared.chain.read().expect("not poisoned"),
+        shared.trust.read().expect("not poisoned"),
+    );
     let mut state = shared.state.lock().expect("not poisoned");
     let state = &mut *state;
-    match accept_reply(&shared.node, root, value, &mut state.pending, unix_now()) {
+    match accept_reply(
+        &identity(shared, &chain[..], &trust),
+        root,
+        value,
+        &mut state.pending,
+        unix_now(),
+    ) {
         Ok(keys) => {
             for (id, secret) in keys {
                 if let Some(w) = state.wanted.get_mut(root) {
@@ -452,6 +511,10 @@ fn receive(shared: &Shared, root: &str, value: &[u8]) {
 }
 
 fn send_due_requests(shared: &Shared, producer: &BaseProducer) {
+    let (chain, trust) = (
+        shared.chain.read().expect("not poisoned"),
+        shared.trust.read().expect("not poisoned"),
+    );
     let mut state = shared.state.lock().expect("not poisoned");
     let state = &mut *state;
     let now = Instant::now();
@@ -471,7 +534,12 @@ fn send_due_requests(shared: &Shared, producer: &BaseProducer) {
             state.next_request.remove(&root);
             continue;
         }
-        match make_request(&shared.node, &root, &ids, unix_now()) {
+        match make_request(
+            &identity(shared, &chain[..], &trust),
+            &root,
+            &ids,
+            unix_now(),
+        ) {
             Ok((key, value, pending)) => {
                 for suffix in [".subs", ".reqs"] {
                     let topic = format!("{root}{suffix}");
@@ -503,5 +571,83 @@ fn send_due_requests(shared: &Shared, producer: &BaseProducer) {
         state
             .next_request
             .insert(root, (now + wait, (wait * 2).min(MAX_RETRY)));
+    }
+}
+
+/// The node's identity with its current chain and trust (the guards are the caller's).
+fn identity<'a>(shared: &'a Shared, chain: &'a [u8], trust: &'a Trust) -> Identity<'a> {
+    Identity {
+        signing: &shared.node.signing,
+        chain,
+        trust,
+        max_age: shared.node.max_age,
+    }
+}
+
+/// Applies a message of a global topic: an allow- or denylist entry from a trusted key, or a
+/// renewed chain for this node; each is recorded in the node's config, as KafkaCrypto does.
+fn global_update(shared: &Shared, topic: &str, key: &[u8], value: &[u8]) {
+    let node = &shared.node;
+    match topic {
+        "allowlist" | "denylist" => {
+            let deny = topic == "denylist";
+            let update = globals::list_update(
+                value,
+                &shared.trust.read().expect("not poisoned"),
+                deny,
+                unix_now(),
+            );
+            match update {
+                Ok(update) => {
+                    let mut trust = shared.trust.write().expect("not poisoned");
+                    let list = if deny {
+                        &mut trust.deny
+                    } else {
+                        &mut trust.allow
+                    };
+                    if list.contains(&update.key) {
+                        return;
+                    }
+                    list.push(update.key);
+                    drop(trust);
+                    warn!(list = topic, key = %super::provision::hex(&update.key), "trust changed by a {topic} message");
+                    let section = format!("{}-{topic}", node.id);
+                    let name = encode_bytes(&super::primitives::sha256(&[&update.entry]));
+                    if let Err(e) = keystore::update_conf(node, |conf| {
+                        conf.set(&section, &name, encode_bytes(&update.entry));
+                        Ok(())
+                    }) {
+                        warn!(error = %e, "cannot record the {topic} change in the node's config (it applies until the process stops)");
+                    }
+                }
+                Err(e) => debug!(topic, error = %e, "ignored a {topic} message"),
+            }
+        }
+        "chains" if key == node.signing.public() => {
+            let current = shared.chain.read().expect("not poisoned").clone();
+            let update = globals::chain_update(
+                value,
+                &node.signing.public(),
+                &current,
+                &shared.trust.read().expect("not poisoned"),
+                unix_now(),
+            );
+            match update {
+                Ok(Some(chain)) => {
+                    *shared.chain.write().expect("not poisoned") = chain.clone();
+                    info!("using a renewed certificate chain from the chains topic");
+                    let section = format!("{}-chains", node.id);
+                    if let Err(e) = keystore::update_conf(node, |conf| {
+                        conf.set(&section, "chain0", encode_bytes(&chain));
+                        Ok(())
+                    }) {
+                        warn!(error = %e, "cannot record the renewed chain in the node's config");
+                    }
+                }
+                Ok(None) => debug!("a chain for this node that does not expire later than the current one: ignored"),
+                Err(e) => warn!(error = %e, "refused a chain for this node"),
+            }
+        }
+        _ => {}
     }
 }

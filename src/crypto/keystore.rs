@@ -58,6 +58,27 @@ pub fn load(node: &Node) -> Result<Vec<StoredKey>, KeyStoreError> {
 
 /// Adds `key` durably (the config is fsynced before this returns), pruning expired keys.
 pub fn add(node: &Node, key: StoredKey, now: f64) -> Result<(), KeyStoreError> {
+    update_conf(node, |conf| {
+        let mut keys = decode(conf, node)?;
+        keys.retain(|k| {
+            now - k.birth < MAX_KEY_AGE_SECS && !(k.root == key.root && k.key_id == key.key_id)
+        });
+        keys.push(key);
+        conf.set(
+            &section(&node.id),
+            "oldkeys",
+            encode_bytes(&wrap(node, &keys)),
+        );
+        Ok(())
+    })
+}
+
+/// Changes the node's config file under its lock: re-read, `change`, replaced atomically
+/// (mode 0600). Every writer of the file goes through here.
+pub fn update_conf(
+    node: &Node,
+    change: impl FnOnce(&mut NodeConf) -> Result<(), KeyStoreError>,
+) -> Result<(), KeyStoreError> {
     let err = |message: String| KeyStoreError {
         path: node.config_path.clone(),
         message,
@@ -72,19 +93,9 @@ pub fn add(node: &Node, key: StoredKey, now: f64) -> Result<(), KeyStoreError> {
     lock.lock()
         .map_err(|e| err(format!("locking {}: {e}", lock_path.display())))?;
     let mut conf = read_conf(&node.config_path)?;
-    let mut keys = decode(&conf, node)?;
-    keys.retain(|k| {
-        now - k.birth < MAX_KEY_AGE_SECS && !(k.root == key.root && k.key_id == key.key_id)
-    });
-    keys.push(key);
-    conf.set(
-        &section(&node.id),
-        "oldkeys",
-        encode_bytes(&wrap(node, &keys)),
-    );
+    change(&mut conf)?;
     write_private_atomically(&node.config_path, conf.to_text().as_bytes())
-        .map_err(|e| err(e.to_string()))?;
-    Ok(())
+        .map_err(|e| err(e.to_string()))
 }
 
 fn lock_path(config: &Path) -> PathBuf {

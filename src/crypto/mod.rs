@@ -13,6 +13,7 @@
 
 pub mod chain;
 pub mod exchange;
+pub mod globals;
 pub mod keyservice;
 pub mod keystore;
 pub mod msgpack;
