@@ -881,3 +881,130 @@ fn allowlist_and_denylist_topics_change_trust_at_run_time() {
     assert!(up.trust.allow.contains(&other_root.public()));
     assert!(up.trust.deny.contains(&down_key));
 }
+
+/// Forged and replayed key replies on the topic are refused: a reply signed by a node not
+/// granted `key-encrypt` (carrying a wrong key), and old genuine replies re-sent by the broker;
+/// the downloader takes only the genuine answer to its own request.
+#[test]
+fn forged_and_replayed_key_replies_are_refused() {
+    use openmsi::crypto::exchange;
+    use openmsi::crypto::node::Node;
+    let e = Encrypted::new(Storage::Memory);
+    provision(e.work.path(), "rogue", "consumer", &e.topic);
+    let rogue = Node::load(&e.work.path().join("rogue/rogue.config")).unwrap();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("first.bin"), 40_000, 61);
+    upload_file(&e.up, &e.topic, &src.join("first.bin"));
+    // A first genuine exchange, whose replies the broker will replay later.
+    let server = |log: &str| {
+        KillOnDrop(
+            openmsi_std()
+                .args(["serve-keys", "--config"])
+                .arg(&e.up)
+                .args(["--topic", &e.topic])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(e.path(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut first_server = server("serve-1.log");
+    download_until_idle(&e.down, &e.topic, &e.path("out-1"), "g1").success();
+    assert!(common::quit_and_wait(&mut first_server, Duration::from_secs(30)).success());
+    let old_replies = raw_records(&e.broker, &format!("{}.keys", e.topic), |got| {
+        !got.is_empty()
+    });
+    assert!(!old_replies.is_empty());
+
+    // A second file and a new downloader, with no key server running yet.
+    write_random_file(&src.join("second.bin"), 40_000, 62);
+    upload_file(&e.up, &e.topic, &src.join("second.bin"));
+    let out = e.path("out-2");
+    let log = e.path("download-2.log");
+    let mut down = KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(&out)
+            .arg("--config")
+            .arg(&e.down)
+            .args(["--topic", &e.topic, "--group-id", "g2"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // Its request, answered by the rogue node with a made-up key; then the old replies again.
+    let reqs = format!("{}.reqs", e.topic);
+    let before = {
+        let consumer: BaseConsumer = consumer_config(&e.broker, &unique_topic("len"))
+            .create()
+            .unwrap();
+        consumer
+            .fetch_watermarks(&reqs, 0, Duration::from_secs(10))
+            .unwrap()
+            .1 as usize
+    };
+    let requests = raw_records(&e.broker, &reqs, |got| got.len() > before);
+    let (key, value) = requests.last().unwrap().clone();
+    let fake = |_: &[u8; 32]| Some(openmsi::crypto::primitives::random_secret());
+    let (reply_key, forged) = exchange::answer_request(
+        &rogue.identity(),
+        &e.topic,
+        &key,
+        &value,
+        &fake,
+        1.8e9 - 1.0e8,
+    )
+    .unwrap()
+    .unwrap();
+    {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = common::producer_config(&e.broker).create().unwrap();
+        let keys_topic = format!("{}.keys", e.topic);
+        producer
+            .send(
+                BaseRecord::to(&keys_topic)
+                    .partition(0)
+                    .key(&reply_key)
+                    .payload(&forged),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        for (k, v) in &old_replies {
+            producer
+                .send(BaseRecord::to(&keys_topic).partition(0).key(k).payload(v))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!out.join("second.bin").exists());
+    // The genuine server answers; the file arrives intact (a forged key would have failed it).
+    let mut second_server = server("serve-2.log");
+    assert!(
+        wait_for(Duration::from_secs(40), || out.join("second.bin").exists()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        sha512_file(&out.join("second.bin")),
+        sha512_file(&src.join("second.bin"))
+    );
+    assert!(common::quit_and_wait(&mut down, Duration::from_secs(30)).success());
+    assert!(common::quit_and_wait(&mut second_server, Duration::from_secs(30)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("refused a key reply") && text.contains("does not grant 'key-encrypt'"),
+        "{text}"
+    );
+    assert!(
+        !out.join(".openmsi/rejected")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "nothing may be rejected"
+    );
+}
