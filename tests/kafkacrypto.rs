@@ -275,3 +275,49 @@ fn records_encrypted_by_kafkacrypto_decrypt_in_openmsi() {
     assert!(record::open(&parsed, RecordPart::Key, &secret).is_err());
     assert!(record::open(&parsed, RecordPart::Value, &used.root_secret("other")).is_err());
 }
+
+/// Interactive provisioning on a terminal (a pseudo-terminal from `script`) takes the answers
+/// in simple-provision's order (key type, root-of-trust password, provisioning password, node
+/// id, role, limited?, topics, path length, confirmation), so the same answers work for both;
+/// the node it writes passes KafkaCrypto's validation.
+#[test]
+fn interactive_provisioning_asks_what_simple_provision_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = assert_cmd::cargo::cargo_bin("openmsi");
+    let command = format!(
+        "{} provision-node --output-dir {}",
+        binary.display(),
+        dir.path().display()
+    );
+    let answers = "1\nrotpassword1234\nprovpass99\ninteractive\n4\nn\nxrd\n\nyes\n";
+    let output = assert_cmd::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .write_stdin(answers)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    for question in [
+        "Key type",
+        "root-of-trust password",
+        "provisioning password",
+        "Node ID",
+        "Consumer and Producer",
+        "Limit the consumer",
+        "topics",
+        "pathlength",
+        "correct",
+    ] {
+        assert!(text.contains(question), "not asked: {question}\n{text}");
+    }
+    let config = dir.path().join("interactive/interactive.config");
+    for usage in ["key-encrypt", "key-encrypt-request"] {
+        let out = peer(&["check-chain", config.to_str().unwrap(), usage, "xrd"]);
+        assert!(
+            out.status.success(),
+            "{usage}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
