@@ -257,10 +257,12 @@ impl KeyServer {
     }
 }
 
-/// How long reading waits for a key it has not asked for before: most keys come within a
-/// second or two of the first request (KafkaCrypto waits 10 s too). After that, messages
-/// under that key are kept aside and opened when it arrives, so nothing else waits for it.
-pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(10);
+/// How long reading waits, once per key id, for a key it has not asked for before: keys
+/// usually arrive within a second or two of the first request, and waiting a little spares
+/// writing every message of a starting download aside. The wait holds up what comes after the
+/// message (the writer keeps poll order), so it is short (KafkaCrypto waits 10 s); after it,
+/// messages under that key are kept aside at once and opened when it arrives.
+pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(3);
 
 /// Decrypts messages of one topic, fetching keys through the key exchange.
 pub struct Decryptor {
