@@ -289,34 +289,6 @@ impl KeyService {
         }
     }
 
-    /// Waits up to `max_wait` for key `key_id` of `root`, asking producers for it; None when
-    /// it did not come in time or `give_up()` (checked every 100 ms) said to stop.
-    pub fn wait_for_key(
-        &self,
-        root: &str,
-        key_id: &[u8; 32],
-        max_wait: Duration,
-        give_up: &dyn Fn() -> bool,
-    ) -> Option<Secret> {
-        self.want(root, key_id);
-        let deadline = Instant::now() + max_wait;
-        let mut state = self.shared.state.lock().expect("not poisoned");
-        loop {
-            if let Some(secret) = state.keys.get(&(root.to_owned(), *key_id)) {
-                return Some(secret.clone());
-            }
-            if give_up() || self.shared.stop.load(Ordering::Acquire) || Instant::now() >= deadline {
-                return None;
-            }
-            state = self
-                .shared
-                .arrived
-                .wait_timeout(state, Duration::from_millis(100))
-                .expect("not poisoned")
-                .0;
-        }
-    }
-
     /// Stops the thread after flushing what it produced.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::chain::{self, usage};
@@ -257,21 +256,10 @@ impl KeyServer {
     }
 }
 
-/// How long reading waits, once per key id, for a key it has not asked for before: keys
-/// usually arrive within a second or two of the first request, and waiting a little spares
-/// writing every message of a starting download aside. The wait holds up what comes after the
-/// message (the writer keeps poll order), so it is short (KafkaCrypto waits 10 s); after it,
-/// messages under that key are kept aside at once and opened when it arrives.
-pub const FIRST_KEY_WAIT: Duration = Duration::from_secs(3);
-
 /// Decrypts messages of one topic, fetching keys through the key exchange.
 pub struct Decryptor {
     service: Arc<KeyService>,
     root: String,
-    cancel: CancellationToken,
-    /// Until when messages under each missing key id may wait for it (one shared wait per
-    /// key id; after it, its messages are kept aside at once).
-    wait_until: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
 }
 
 impl Decryptor {
@@ -281,7 +269,6 @@ impl Decryptor {
         node_path: &Path,
         topic: &str,
         timeout: Duration,
-        cancel: CancellationToken,
     ) -> anyhow::Result<Decryptor> {
         let node = load_node(node_path)?;
         let root = record::topic_root(topic).to_owned();
@@ -293,22 +280,13 @@ impl Decryptor {
         )?;
         info!(node = %node.id, root, "decrypting (end-to-end, KafkaCrypto format)");
         let service = KeyService::start(node, config, std::slice::from_ref(&root), timeout)?;
-        Ok(Decryptor {
-            service,
-            root,
-            cancel,
-            wait_until: Default::default(),
-        })
+        Ok(Decryptor { service, root })
     }
 }
 
 impl Opener for Decryptor {
     fn open(&self, message: RawMessage, _at: MessagePosition) -> Opened {
-        self.decrypt(message, true)
-    }
-
-    fn open_now(&self, message: RawMessage, _at: MessagePosition) -> Opened {
-        self.decrypt(message, false)
+        self.decrypt(message)
     }
 
     fn generation(&self) -> u64 {
@@ -317,9 +295,8 @@ impl Opener for Decryptor {
 }
 
 impl Decryptor {
-    /// Decrypts key and value; `may_wait`: wait up to [`FIRST_KEY_WAIT`] for a key not asked
-    /// for before.
-    fn decrypt(&self, message: RawMessage, may_wait: bool) -> Opened {
+    /// Decrypts key and value, or says why not (never waits).
+    fn decrypt(&self, message: RawMessage) -> Opened {
         let unreadable =
             |reason: String, message: RawMessage| Opened::Unreadable { reason, message };
         let Some(value) = message.value.as_deref() else {
@@ -338,38 +315,17 @@ impl Decryptor {
             Err(e) => return unreadable(format!("message key: {e}"), message),
         };
         let id = value_record.key_id;
-        let secret = match self.service.key(&self.root, &id) {
-            Some(s) => s,
-            None => {
-                let now = std::time::Instant::now();
-                let until = *self
-                    .wait_until
-                    .lock()
-                    .expect("not poisoned")
-                    .entry(id)
-                    .or_insert(now + FIRST_KEY_WAIT);
-                let wait = if may_wait {
-                    until.saturating_duration_since(now)
-                } else {
-                    Duration::ZERO
-                };
-                match self
-                    .service
-                    .wait_for_key(&self.root, &id, wait, &|| self.cancel.is_cancelled())
-                {
-                    Some(s) => s,
-                    None if self.cancel.is_cancelled() => return Opened::Interrupted,
-                    None => {
-                        return Opened::NotYet {
-                            reason: format!(
-                                "its decryption key ({}...) has not arrived from any producer yet",
-                                super::provision::hex(&id[..8])
-                            ),
-                            message,
-                        }
-                    }
-                }
-            }
+        // A missing key is asked for, and the message handed back at once: the writer holds
+        // it (and the rest of the stream goes on) until the key arrives (download/replay.rs).
+        let Some(secret) = self.service.key(&self.root, &id) else {
+            self.service.want(&self.root, &id);
+            return Opened::NotYet {
+                reason: format!(
+                    "its decryption key ({}...) has not arrived from any producer yet",
+                    super::provision::hex(&id[..8])
+                ),
+                message,
+            };
         };
         let value = match record::open(&value_record, RecordPart::Value, &secret) {
             Ok(v) => v,

@@ -156,7 +156,6 @@ pub fn download_directory(
                     &node,
                     &settings.topic,
                     settings.connect_timeout,
-                    cancel.clone(),
                 )?,
             )),
             None => Arc::new(ForHost::new(settings.host.clone(), Plaintext)),

@@ -485,26 +485,20 @@ impl Writer<'_> {
                 next_seq += 1;
                 let MessagePosition { partition, offset } = v.at;
                 offsets.handled(partition, offset);
-                let unkept_deferral = matches!(&v.verdict, Verdict::Defer { .. })
-                    && !self.kept.deferred.already_kept(self.topic, v.at);
-                if matches!(v.verdict, Verdict::Retry) {
-                    // Pinned for good: commits stop below it, so the next run reads it again.
-                    let unopened = ChunkFile { id: format!("unopened {partition}:{offset}"), relative: format!("(message at partition {partition} offset {offset}, not opened before shutdown)") };
-                    offsets.unfinished(&unopened, partition, offset);
-                    in_flight.fetch_sub(1, Ordering::AcqRel);
-                    continue;
-                }
-                if unkept_deferral {
-                    if !self.defer(v.verdict, v.at) {
-                        // Could not be kept: pinned like an interrupted message (read again).
-                        let unopened = ChunkFile { id: format!("unopened {partition}:{offset}"), relative: format!("(message at partition {partition} offset {offset}, could not be kept aside)") };
-                        offsets.unfinished(&unopened, partition, offset);
+                // Not openable yet (its key has not come): held by the replay, its offset
+                // pinned, and the writer goes on with the next message.
+                let verdict = match v.verdict {
+                    Verdict::Defer { reason, message }
+                        if !self.kept.deferred.already_kept(self.topic, v.at) =>
+                    {
+                        // Still in flight (an idle exit waits for it) until released.
+                        self.replay.hold(self.topic, v.at, message, reason);
+                        offsets.unfinished(&Replay::pin(v.at), partition, offset);
+                        continue;
                     }
-                    oldest_unflushed.get_or_insert_with(Instant::now);
-                    in_flight.fetch_sub(1, Ordering::AcqRel);
-                    continue;
-                }
-                if let Some(file) = self.handle(v.verdict, v.at, &mut sink)? {
+                    other => other,
+                };
+                if let Some(file) = self.handle(verdict, v.at, &mut sink)? {
                     if sink.is_in_progress(&file.id) {
                         offsets.unfinished(&file, partition, offset);
                     } else {
@@ -514,15 +508,23 @@ impl Writer<'_> {
                 oldest_unflushed.get_or_insert_with(Instant::now);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             }
-            for id in self
+            let retried = self
                 .replay
-                .maybe_retry(&mut self.kept, &mut sink, self.stats)?
-            {
-                if !sink.is_in_progress(&id) {
-                    offsets.finished(&id);
+                .maybe_retry(&mut self.kept, &mut sink, self.stats)?;
+            for (file, at) in &retried.chunks {
+                match at {
+                    Some(at) if sink.is_in_progress(&file.id) => {
+                        offsets.unfinished(file, at.partition, at.offset)
+                    }
+                    _ if !sink.is_in_progress(&file.id) => offsets.finished(&file.id),
+                    _ => {}
                 }
                 oldest_unflushed.get_or_insert_with(Instant::now);
             }
+            for at in &retried.released {
+                offsets.finished(&Replay::pin(*at).id);
+            }
+            in_flight.fetch_sub(retried.released.len() as u64, Ordering::AcqRel);
             let due = oldest_unflushed.is_some_and(|t| idle || t.elapsed() >= FLUSH_INTERVAL)
                 || sink.unflushed_bytes() >= FLUSH_BYTES;
             if due {
@@ -531,23 +533,14 @@ impl Writer<'_> {
                 oldest_unflushed = None;
             }
         }
+        // Held messages go to disk before the end: the topic may not keep them until next time.
+        for at in self.replay.keep_all_held(&mut self.kept) {
+            offsets.finished(&Replay::pin(at).id);
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
         flush(&mut sink, &mut offsets, commit_tx)?;
         self.replay.flushed(&mut self.kept);
         Ok(())
-    }
-
-    /// Keeps a message that cannot be opened yet; false when it could not be kept.
-    fn defer(&mut self, verdict: Verdict, at: MessagePosition) -> bool {
-        let Verdict::Defer { reason, message } = verdict else {
-            return true;
-        };
-        let (topic, stats) = (self.topic, self.stats);
-        info!(topic, partition = at.partition, offset = at.offset, %reason, "message cannot be opened yet; kept in .openmsi/deferred");
-        let kept = keep(&mut self.kept.deferred, topic, at, &message, &reason);
-        if kept {
-            DownloadStats::add(&stats.deferred_messages, 1);
-        }
-        kept
     }
 
     /// Writes, skips or keeps aside one message; returns the file it is a chunk of.
@@ -561,8 +554,6 @@ impl Writer<'_> {
         match verdict {
             Verdict::Chunk(chunk) => return accept(*chunk, topic, at, sink, stats).map(Some),
             Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
-            // Handled by the caller (the offset stays pinned).
-            Verdict::Retry => {}
             Verdict::NotForUs => DownloadStats::add(&stats.other_hosts_messages, 1),
             Verdict::Defer { .. } if self.kept.deferred.already_kept(topic, at) => {
                 debug!(
@@ -572,7 +563,7 @@ impl Writer<'_> {
                     "message read again; already kept until it can be opened"
                 );
             }
-            // Kept by `defer` before `handle` is called.
+            // Held by the replay before `handle` is called.
             Verdict::Defer { .. } => {}
             Verdict::Reject { .. } if self.kept.rejected.already_kept(topic, at) => {
                 debug!(topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
@@ -664,47 +655,97 @@ mod tests {
         }
     }
 
+    /// An opener whose key "arrives" when told.
+    struct KeyLater(std::sync::atomic::AtomicBool);
+
+    impl Opener for KeyLater {
+        fn open(
+            &self,
+            message: RawMessage,
+            _at: MessagePosition,
+        ) -> crate::download::verify::Opened {
+            if self.0.load(Ordering::Acquire) {
+                crate::download::verify::Opened::Readable(message)
+            } else {
+                crate::download::verify::Opened::NotYet {
+                    reason: "key 17 not received yet".into(),
+                    message,
+                }
+            }
+        }
+
+        fn generation(&self) -> u64 {
+            u64::from(self.0.load(Ordering::Acquire))
+        }
+    }
+
+    fn kept_aside(dir: &std::path::Path) -> KeptAside {
+        KeptAside {
+            rejected: RejectStore::open(&dir.join("rejected")).unwrap(),
+            deferred: RejectStore::open(&dir.join("deferred")).unwrap(),
+        }
+    }
+
+    fn waiting_message() -> RawMessage {
+        RawMessage {
+            key: Some(b"k".to_vec()),
+            value: Some(b"ciphertext".to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
     #[test]
-    fn a_message_that_cannot_be_opened_yet_is_kept_once_and_counted_apart_from_rejects() {
+    fn a_message_held_too_long_is_kept_on_disk_once_and_released() {
         let dir = tempfile::tempdir().unwrap();
         let stats = DownloadStats::default();
-        let mut writer = Writer {
-            topic: "t",
-            stats: &stats,
-            kept: KeptAside {
-                rejected: RejectStore::open(&dir.path().join("rejected")).unwrap(),
-                deferred: RejectStore::open(&dir.path().join("deferred")).unwrap(),
-            },
-            replay: Replay::new(
-                Arc::new(crate::download::verify::Plaintext),
-                Selection::default(),
-            ),
-        };
+        let mut kept = kept_aside(dir.path());
+        let opener = Arc::new(KeyLater(Default::default()));
+        let mut replay = Replay::new(opener, Selection::default()).holding_for(Duration::ZERO);
         let at = MessagePosition {
             partition: 2,
             offset: 9,
         };
-        let defer = || Verdict::Defer {
-            reason: "key 17 not received yet".into(),
-            message: RawMessage {
-                key: Some(b"k".to_vec()),
-                value: Some(b"ciphertext".to_vec()),
-                headers: Vec::new(),
-            },
-        };
-        assert!(writer.defer(defer(), at));
-        // Read again after a restart: the writer sees it kept already and only logs it.
-        assert!(writer.kept.deferred.already_kept("t", at));
-        assert!(writer.handle(defer(), at, &mut NoSink).unwrap().is_none());
+        replay.hold("t", at, waiting_message(), "key 17 not received yet".into());
+        let retried = replay.maybe_retry(&mut kept, &mut NoSink, &stats).unwrap();
+        assert_eq!(retried.released, vec![at]);
+        assert_eq!(replay.held(), 0);
+        assert!(kept.deferred.already_kept("t", at));
         let snap = stats.snapshot();
         assert_eq!((snap.deferred_messages, snap.rejected_messages), (1, 0));
-        let kept = dir.path().join("deferred/t-2-9");
+        let file = dir.path().join("deferred/t-2-9");
         assert_eq!(
-            std::fs::read(kept.with_extension("value")).unwrap(),
+            std::fs::read(file.with_extension("value")).unwrap(),
             b"ciphertext"
         );
-        let why = std::fs::read_to_string(kept.with_extension("txt")).unwrap();
+        let why = std::fs::read_to_string(file.with_extension("txt")).unwrap();
         assert!(why.contains("key 17 not received yet"), "{why}");
+    }
+
+    #[test]
+    fn a_held_message_is_retried_from_memory_when_its_key_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = DownloadStats::default();
+        let mut kept = kept_aside(dir.path());
+        let opener = Arc::new(KeyLater(Default::default()));
+        let mut replay = Replay::new(Arc::clone(&opener) as Arc<dyn Opener>, Selection::default());
+        let at = MessagePosition {
+            partition: 0,
+            offset: 4,
+        };
+        replay.hold("t", at, waiting_message(), "key 17 not received yet".into());
+        // Nothing new: it stays held (its offset pinned by the writer), nothing on disk.
+        let retried = replay.maybe_retry(&mut kept, &mut NoSink, &stats).unwrap();
+        assert!(retried.released.is_empty() && retried.chunks.is_empty());
+        assert_eq!((replay.held(), stats.snapshot().deferred_messages), (1, 1));
+        assert!(!kept.deferred.already_kept("t", at));
+        // The key arrives: the message opens (here into a bad chunk, so it is rejected) and is
+        // released.
+        opener.0.store(true, Ordering::Release);
+        let retried = replay.maybe_retry(&mut kept, &mut NoSink, &stats).unwrap();
+        assert_eq!(retried.released, vec![at]);
+        assert_eq!(replay.held(), 0);
+        let snap = stats.snapshot();
+        assert_eq!((snap.deferred_messages, snap.rejected_messages), (0, 1));
     }
 }
 

@@ -40,9 +40,6 @@ pub enum Opened {
         /// The message as received.
         message: RawMessage,
     },
-    /// Opening was interrupted by shutdown (e.g. while waiting for its decryption key): the
-    /// message is neither processed nor committed, so the next run reads it again.
-    Interrupted,
     /// Can never be opened (tampered ciphertext, unknown sender): rejected like any bad
     /// message.
     Unreadable {
@@ -97,9 +94,6 @@ pub enum Verdict {
         /// The message as received.
         message: RawMessage,
     },
-    /// Not processed because the run is stopping: its offset is never committed, so it is
-    /// read again next time.
-    Retry,
     /// Not a valid chunk: kept aside with the reason.
     Reject {
         /// Why.
@@ -156,7 +150,6 @@ fn decode_opened(opened: Opened, at: MessagePosition, selection: &Selection) -> 
         Opened::Readable(m) => m,
         Opened::NotForUs => return Verdict::NotForUs,
         Opened::NotYet { reason, message } => return Verdict::Defer { reason, message },
-        Opened::Interrupted => return Verdict::Retry,
         Opened::Unreadable { reason, message } => return Verdict::Reject { reason, message },
     };
     let knot = match selection.formats {
