@@ -33,6 +33,12 @@ echo "==> OpenMSIStream reference" >&2
 python=$(scripts/install-reference.sh)
 # Tests find the venv on their own; exporting it makes the choice visible and overridable.
 export OPENMSI_REFERENCE_PYTHON="${OPENMSI_REFERENCE_PYTHON:-$python}"
+# The encryption interop tests run the real KafkaCrypto, whose pysodium loads the system's
+# libsodium: say so plainly instead of letting those tests fail with a traceback.
+if ! "$OPENMSI_REFERENCE_PYTHON" -c 'import pysodium' 2>/dev/null; then
+    echo "test.sh: the reference venv cannot load libsodium (KafkaCrypto needs it): apt-get install libsodium23" >&2
+    exit 1
+fi
 
 # .ci/run installs cargo-nextest into the cache when the machine has none.
 if ! cargo nextest --version >/dev/null 2>&1 && [[ -x $cache/cargo-nextest/bin/cargo-nextest ]]; then
