@@ -11,9 +11,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{
-    consumer_config, download_until_idle, openmsi, openmsi_std, produce_values, reference_command,
-    sha512_file, unique_topic, wait_for, write_config, write_random_file, Broker, KillOnDrop,
-    Storage,
+    consumer_config, download_until_idle, openmsi, openmsi_std, produce_values, provision_node,
+    reference_command, sha512_file, unique_topic, wait_for, write_config, write_random_file,
+    Broker, KillOnDrop, Storage,
 };
 use openmsi::crypto::record;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -28,26 +28,6 @@ struct Encrypted {
     work: tempfile::TempDir,
     up: PathBuf,
     down: PathBuf,
-}
-
-fn provision(dir: &Path, node: &str, role: &str, topics: &str) {
-    openmsi()
-        .args([
-            "provision-node",
-            "--node-id",
-            node,
-            "--role",
-            role,
-            "--topics",
-            topics,
-            "--output-dir",
-        ])
-        .arg(dir)
-        .env("OPENMSI_ROT_PASSWORD", "rotpassword1234")
-        .env("OPENMSI_PROVISIONING_PASSWORD", "provpass99")
-        .timeout(Duration::from_secs(60))
-        .assert()
-        .success();
 }
 
 /// The harness config of `broker` plus `[kafkacrypto] node_id = NODE`, in `dir` (where the
@@ -78,8 +58,8 @@ impl Encrypted {
             broker.create_topic(&name, 1);
         }
         let work = tempfile::tempdir().unwrap();
-        provision(work.path(), "up", "producer", &topic);
-        provision(work.path(), "down", "consumer", &topic);
+        provision_node(work.path(), "up", "producer", &topic);
+        provision_node(work.path(), "down", "consumer", &topic);
         let up = node_config(work.path(), &broker, "up");
         let down = node_config(work.path(), &broker, "down");
         Encrypted {
@@ -117,6 +97,53 @@ impl Encrypted {
         assert_eq!(values.len() as i64, high, "could not read the whole topic");
         values
     }
+}
+
+/// A long-running `openmsi serve-keys` (stdin open for `quit`, stdout piped; stderr to `log` if
+/// given).
+fn serve_keys_in_background(cfg: &Path, topic: &str, log: Option<&Path>) -> KillOnDrop {
+    let stderr = match log {
+        Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
+        None => Stdio::null(),
+    };
+    KillOnDrop(
+        openmsi_std()
+            .args(["serve-keys", "--config"])
+            .arg(cfg)
+            .args(["--topic", topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A long-running `download-directory` (stdin open for `quit`; stderr to `log` if given).
+fn download_in_background(
+    cfg: &Path,
+    topic: &str,
+    out: &Path,
+    group: &str,
+    log: Option<&Path>,
+) -> KillOnDrop {
+    let stderr = match log {
+        Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
+        None => Stdio::null(),
+    };
+    KillOnDrop(
+        openmsi_std()
+            .arg("download-directory")
+            .arg(out)
+            .arg("--config")
+            .arg(cfg)
+            .args(["--topic", topic, "--group-id", group])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn upload_file(cfg: &Path, topic: &str, file: &Path) {
@@ -161,19 +188,7 @@ fn files_from_an_exited_producer_decrypt_once_its_node_serves_keys_again() {
 
     // Nobody serves the key: the downloader keeps waiting instead of skipping the file.
     let out = e.path("out");
-    let mut down = KillOnDrop(
-        openmsi_std()
-            .arg("download-directory")
-            .arg(&out)
-            .arg("--config")
-            .arg(&e.down)
-            .args(["--topic", &e.topic, "--group-id", "g1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut down = download_in_background(&e.down, &e.topic, &out, "g1", None);
     std::thread::sleep(Duration::from_secs(5));
     assert!(!out.join("scan-001.raw").exists());
 
@@ -212,7 +227,7 @@ fn files_from_an_exited_producer_decrypt_once_its_node_serves_keys_again() {
 #[test]
 fn nodes_not_entitled_to_the_topic_are_told_at_start() {
     let e = Encrypted::new(Storage::Memory);
-    provision(e.work.path(), "stranger", "consumer", "elsewhere");
+    provision_node(e.work.path(), "stranger", "consumer", "elsewhere");
     let cfg = node_config(e.work.path(), &e.broker, "stranger");
     openmsi()
         .arg("download-directory")
@@ -242,7 +257,7 @@ fn nodes_not_entitled_to_the_topic_are_told_at_start() {
     // A topic whose exchange topics are missing: named, with how to create them.
     let bare = unique_topic("bare");
     e.broker.create_topic(&bare, 1);
-    provision(e.work.path(), "anywhere", "producer", "all");
+    provision_node(e.work.path(), "anywhere", "producer", "all");
     let anywhere = node_config(e.work.path(), &e.broker, "anywhere");
     openmsi()
         .arg("upload-file")
@@ -357,7 +372,7 @@ fn spawn_reference(name: &str, args: &[&std::ffi::OsStr], log: &Path) -> KillOnD
 #[test]
 fn openmsi_encrypted_uploads_are_read_by_openmsistream() {
     let e = Encrypted::new(Storage::Sqlite);
-    provision(e.work.path(), "pyreader", "consumer", &e.topic);
+    provision_node(e.work.path(), "pyreader", "consumer", &e.topic);
     let reader_cfg = node_config(e.work.path(), &e.broker, "pyreader");
     let src = e.path("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -446,18 +461,12 @@ fn openmsistream_encrypted_uploads_are_read_by_openmsi() {
     write_random_file(&watched.join("spectrum-a.dat"), 900_000, 9);
     write_random_file(&watched.join("spectrum-b.dat"), 1_100_000, 10);
     let out = e.path("out");
-    let mut down = KillOnDrop(
-        openmsi_std()
-            .arg("download-directory")
-            .arg(&out)
-            .arg("--config")
-            .arg(&consumer_cfg)
-            .args(["--topic", &e.topic, "--group-id", "g1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(e.path("openmsi-download.stderr")).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut down = download_in_background(
+        &consumer_cfg,
+        &e.topic,
+        &out,
+        "g1",
+        Some(&e.path("openmsi-download.stderr")),
     );
     let arrived = wait_for(Duration::from_secs(90), || {
         ["spectrum-a.dat", "spectrum-b.dat"]
@@ -553,17 +562,7 @@ fn serve_keys_answers_for_exited_uploads() {
     std::fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("a.bin"), 150_000, 21);
     upload_file(&e.up, &e.topic, &src.join("a.bin"));
-    let mut server = KillOnDrop(
-        openmsi_std()
-            .args(["serve-keys", "--config"])
-            .arg(&e.up)
-            .args(["--topic", &e.topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut server = serve_keys_in_background(&e.up, &e.topic, None);
     let out = e.path("out");
     download_until_idle(&e.down, &e.topic, &out, "g1").success();
     assert_eq!(
@@ -613,7 +612,7 @@ fn heartbeats_and_logs_are_encrypted_too() {
     ] {
         e.broker.create_topic(name, 1);
     }
-    provision(
+    provision_node(
         e.work.path(),
         "station",
         "producer",
@@ -705,19 +704,7 @@ fn long_running_producers_move_to_new_keys() {
     std::thread::sleep(Duration::from_secs(6));
     write_random_file(&watched.join("after.bin"), 50_000, 42);
     let out = e.path("out");
-    let mut down = KillOnDrop(
-        openmsi_std()
-            .arg("download-directory")
-            .arg(&out)
-            .arg("--config")
-            .arg(&e.down)
-            .args(["--topic", &e.topic, "--group-id", "g1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut down = download_in_background(&e.down, &e.topic, &out, "g1", None);
     assert!(
         wait_for(Duration::from_secs(60), || out.join("before.bin").exists()
             && out.join("after.bin").exists()),
@@ -797,31 +784,9 @@ fn allowlist_and_denylist_topics_change_trust_at_run_time() {
     std::fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("shared.bin"), 80_000, 51);
     upload_file(&e.up, &e.topic, &src.join("shared.bin"));
-    let mut server = KillOnDrop(
-        openmsi_std()
-            .args(["serve-keys", "--config"])
-            .arg(&e.up)
-            .args(["--topic", &e.topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(e.path("serve-keys.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut server = serve_keys_in_background(&e.up, &e.topic, Some(&e.path("serve-keys.log")));
     let downloader = |cfg: &Path, out: &Path, group: &str| {
-        KillOnDrop(
-            openmsi_std()
-                .arg("download-directory")
-                .arg(out)
-                .arg("--config")
-                .arg(cfg)
-                .args(["--topic", &e.topic, "--group-id", group])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        download_in_background(cfg, &e.topic, out, group, None)
     };
     let outsider_out = e.path("outsider-out");
     let mut outsider = downloader(&outsider_cfg, &outsider_out, "g-outsider");
@@ -890,26 +855,14 @@ fn forged_and_replayed_key_replies_are_refused() {
     use openmsi::crypto::exchange;
     use openmsi::crypto::node::Node;
     let e = Encrypted::new(Storage::Memory);
-    provision(e.work.path(), "rogue", "consumer", &e.topic);
+    provision_node(e.work.path(), "rogue", "consumer", &e.topic);
     let rogue = Node::load(&e.work.path().join("rogue/rogue.config")).unwrap();
     let src = e.path("src");
     std::fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("first.bin"), 40_000, 61);
     upload_file(&e.up, &e.topic, &src.join("first.bin"));
     // A first genuine exchange, whose replies the broker will replay later.
-    let server = |log: &str| {
-        KillOnDrop(
-            openmsi_std()
-                .args(["serve-keys", "--config"])
-                .arg(&e.up)
-                .args(["--topic", &e.topic])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(e.path(log)).unwrap())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let server = |log: &str| serve_keys_in_background(&e.up, &e.topic, Some(&e.path(log)));
     let mut first_server = server("serve-1.log");
     download_until_idle(&e.down, &e.topic, &e.path("out-1"), "g1").success();
     assert!(common::quit_and_wait(&mut first_server, Duration::from_secs(30)).success());
@@ -923,19 +876,7 @@ fn forged_and_replayed_key_replies_are_refused() {
     upload_file(&e.up, &e.topic, &src.join("second.bin"));
     let out = e.path("out-2");
     let log = e.path("download-2.log");
-    let mut down = KillOnDrop(
-        openmsi_std()
-            .arg("download-directory")
-            .arg(&out)
-            .arg("--config")
-            .arg(&e.down)
-            .args(["--topic", &e.topic, "--group-id", "g2"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut down = download_in_background(&e.down, &e.topic, &out, "g2", Some(&log));
     // Its request, answered by the rogue node with a made-up key; then the old replies again.
     let reqs = format!("{}.reqs", e.topic);
     let before = {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{openmsi, reference_python, repo_root, Broker, Storage};
+use common::{openmsi, provision_node, reference_python, repo_root, Broker, Storage};
 use openmsi::crypto::node::Node;
 use openmsi::crypto::ratchet::RatchetKey;
 use openmsi::crypto::record::{self, RecordPart};
@@ -22,31 +21,10 @@ fn peer(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn provision(dir: &Path, node: &str, role: &str, topics: &str) -> PathBuf {
-    openmsi()
-        .args([
-            "provision-node",
-            "--node-id",
-            node,
-            "--role",
-            role,
-            "--topics",
-            topics,
-            "--output-dir",
-        ])
-        .arg(dir)
-        .env("OPENMSI_ROT_PASSWORD", "rotpassword1234")
-        .env("OPENMSI_PROVISIONING_PASSWORD", "provpass99")
-        .timeout(Duration::from_secs(60))
-        .assert()
-        .success();
-    dir.join(node).join(format!("{node}.config"))
-}
-
 #[test]
 fn openmsi_nodes_pass_kafkacrypto_chain_validation() {
     let dir = tempfile::tempdir().unwrap();
-    let prodcon = provision(dir.path(), "both", "prodcon", "xrd other.sub");
+    let prodcon = provision_node(dir.path(), "both", "prodcon", "xrd other.sub");
     for (usage, topic, ok) in [
         ("key-encrypt", "xrd", true),
         ("key-encrypt-request", "other", true),
@@ -60,7 +38,7 @@ fn openmsi_nodes_pass_kafkacrypto_chain_validation() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let consumer = provision(dir.path(), "reader", "consumer", "xrd");
+    let consumer = provision_node(dir.path(), "reader", "consumer", "xrd");
     let out = peer(&[
         "check-chain",
         consumer.to_str().unwrap(),
@@ -148,7 +126,7 @@ fn provision_node_without_a_terminal_names_what_is_missing_and_never_overwrites(
         .assert()
         .failure()
         .stderr(predicates::str::contains("--node-id is missing"));
-    let config = provision(dir.path(), "n", "producer", "t");
+    let config = provision_node(dir.path(), "n", "producer", "t");
     let before = std::fs::read(&config).unwrap();
     openmsi()
         .args([
@@ -224,7 +202,7 @@ fn records_encrypted_by_kafkacrypto_decrypt_in_openmsi() {
         broker.create_topic(topic, 1);
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = provision(dir.path(), "up", "prodcon", "xrd");
+    let config = provision_node(dir.path(), "up", "prodcon", "xrd");
     let seed_before = std::fs::read(dir.path().join("up/up.seed")).unwrap();
     let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let data_path = dir.path().join("data.bin");

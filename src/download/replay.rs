@@ -177,15 +177,7 @@ impl Replay {
                     done.chunks.push((file, Some(held.at)));
                 }
                 Verdict::Reject { reason, message } => {
-                    warn!(topic = %held.topic, partition = held.at.partition, offset = held.at.offset, %reason, "a message that waited for its key is bad; kept in .openmsi/rejected");
-                    DownloadStats::add(&stats.rejected_messages, 1);
-                    kept.rejected.keep(
-                        &held.topic,
-                        held.at,
-                        message.key.as_deref(),
-                        message.value.as_deref(),
-                        &reason,
-                    );
+                    reject(kept, stats, &held.topic, held.at, &message, &reason)
                 }
                 Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
                 Verdict::NotForUs => DownloadStats::add(&stats.other_hosts_messages, 1),
@@ -230,15 +222,7 @@ impl Replay {
                     reason,
                     message: raw,
                 } => {
-                    warn!(topic = %message.topic, partition = message.at.partition, offset = message.at.offset, %reason, "a kept message is bad; moved to .openmsi/rejected");
-                    DownloadStats::add(&stats.rejected_messages, 1);
-                    kept.rejected.keep(
-                        &message.topic,
-                        message.at,
-                        raw.key.as_deref(),
-                        raw.value.as_deref(),
-                        &reason,
-                    );
+                    reject(kept, stats, &message.topic, message.at, &raw, &reason);
                     kept.deferred.remove(&message.topic, message.at);
                 }
                 Verdict::Skip | Verdict::NotForUs => {
@@ -290,6 +274,26 @@ impl Replay {
             kept.deferred.remove(&message.topic, message.at);
         }
     }
+}
+
+/// A message that opened but is bad: counted, logged and kept in `.openmsi/rejected/`.
+fn reject(
+    kept: &mut KeptAside,
+    stats: &DownloadStats,
+    topic: &str,
+    at: MessagePosition,
+    message: &RawMessage,
+    reason: &str,
+) {
+    warn!(topic, partition = at.partition, offset = at.offset, %reason, "a message that waited for its key is bad; kept in .openmsi/rejected");
+    DownloadStats::add(&stats.rejected_messages, 1);
+    kept.rejected.keep(
+        topic,
+        at,
+        message.key.as_deref(),
+        message.value.as_deref(),
+        reason,
+    );
 }
 
 /// Hands a retried chunk to the sink; returns its file.

@@ -889,3 +889,31 @@ pub fn upload_existing_until(
     );
     assert!(quit_and_wait(&mut up, Duration::from_secs(30)).success());
 }
+
+/// Test passwords of the password-derived root of trust every provisioned test node shares.
+pub const TEST_ROT_PASSWORD: &str = "rotpassword1234";
+/// See [`TEST_ROT_PASSWORD`].
+pub const TEST_PROVISIONING_PASSWORD: &str = "provpass99";
+
+/// `openmsi provision-node --node-id NODE --role ROLE --topics TOPICS --output-dir DIR` with the
+/// test passwords; returns the node's config file (`DIR/NODE/NODE.config`).
+pub fn provision_node(dir: &Path, node: &str, role: &str, topics: &str) -> PathBuf {
+    openmsi()
+        .args([
+            "provision-node",
+            "--node-id",
+            node,
+            "--role",
+            role,
+            "--topics",
+            topics,
+            "--output-dir",
+        ])
+        .arg(dir)
+        .env("OPENMSI_ROT_PASSWORD", TEST_ROT_PASSWORD)
+        .env("OPENMSI_PROVISIONING_PASSWORD", TEST_PROVISIONING_PASSWORD)
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+    dir.join(node).join(format!("{node}.config"))
+}
