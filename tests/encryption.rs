@@ -437,8 +437,12 @@ fn openmsistream_encrypted_uploads_are_read_by_openmsi() {
     python_node(e.work.path(), "c");
     let producer_cfg = node_config(e.work.path(), &e.broker, "p");
     let consumer_cfg = node_config(e.work.path(), &e.broker, "c");
+    // The files are there before the reference starts (`--upload_existing`): a file written
+    // just as its folder watcher starts can be missed by it (seen once under load).
     let watched = e.path("py-watched");
     std::fs::create_dir_all(&watched).unwrap();
+    write_random_file(&watched.join("spectrum-a.dat"), 900_000, 9);
+    write_random_file(&watched.join("spectrum-b.dat"), 1_100_000, 10);
     let log = e.path("reference-upload.stderr");
     let _uploader = spawn_reference(
         "DataFileUploadDirectory",
@@ -448,18 +452,17 @@ fn openmsistream_encrypted_uploads_are_read_by_openmsi() {
             producer_cfg.as_os_str(),
             "--topic_name".as_ref(),
             e.topic.as_ref(),
+            "--upload_existing".as_ref(),
         ],
         &log,
     );
     assert!(
         wait_for(Duration::from_secs(60), || std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("Listening for files")),
+            .contains("Will upload files")),
         "DataFileUploadDirectory did not start:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    write_random_file(&watched.join("spectrum-a.dat"), 900_000, 9);
-    write_random_file(&watched.join("spectrum-b.dat"), 1_100_000, 10);
     let out = e.path("out");
     let mut down = download_in_background(
         &consumer_cfg,
