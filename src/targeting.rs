@@ -123,9 +123,9 @@ impl<O: Opener> Opener for ForHost<O> {
         }
     }
 
-    // Kept messages were selected before they were kept (their headers are not kept).
-    fn open_now(&self, message: RawMessage, at: MessagePosition) -> Opened {
-        self.inner.open_now(message, at)
+    // Set-aside messages were selected when first read (and kept ones have no headers).
+    fn open_kept(&self, message: RawMessage, at: MessagePosition) -> Opened {
+        self.inner.open_kept(message, at)
     }
 
     fn generation(&self) -> u64 {

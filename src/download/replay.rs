@@ -161,14 +161,13 @@ impl Replay {
         done: &mut Retried,
     ) -> std::io::Result<()> {
         let mut still = VecDeque::new();
-        while let Some(held) = self.held.pop_front() {
-            match verify_kept(
-                held.message.clone(),
-                held.at,
-                self.opener.as_ref(),
-                &self.selection,
-            ) {
-                Verdict::Defer { .. } => {
+        while let Some(mut held) = self.held.pop_front() {
+            let bytes = held.bytes();
+            // The message moves into the retry and, if still not openable, back (no copy).
+            let message = std::mem::take(&mut held.message);
+            match verify_kept(message, held.at, self.opener.as_ref(), &self.selection) {
+                Verdict::Defer { message, .. } => {
+                    held.message = message;
                     still.push_back(held);
                     continue;
                 }
@@ -182,7 +181,7 @@ impl Replay {
                 Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
                 Verdict::NotForUs => DownloadStats::add(&stats.other_hosts_messages, 1),
             }
-            self.held_bytes -= held.bytes();
+            self.held_bytes -= bytes;
             done.released.push(held.at);
         }
         self.held = still;

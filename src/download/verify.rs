@@ -55,9 +55,10 @@ pub trait Opener: Send + Sync {
     /// Opens the message read at `at`.
     fn open(&self, message: RawMessage, at: MessagePosition) -> Opened;
 
-    /// Opens without waiting for anything (for retrying kept messages): what cannot be opened
-    /// at once is `NotYet`.
-    fn open_now(&self, message: RawMessage, at: MessagePosition) -> Opened {
+    /// Opens a message retried after it was set aside as `NotYet`. It was selected by header
+    /// when first read, and a message kept on disk has lost its headers, so an opener that
+    /// selects by header passes it straight to the next step.
+    fn open_kept(&self, message: RawMessage, at: MessagePosition) -> Opened {
         self.open(message, at)
     }
 
@@ -135,14 +136,15 @@ pub fn verify(
     decode_opened(opener.open(message, at), at, selection)
 }
 
-/// [`verify`] for a message kept earlier because it could not be opened: never waits.
+/// [`verify`] for a message set aside earlier because it could not be opened yet (see
+/// [`Opener::open_kept`]).
 pub fn verify_kept(
     message: RawMessage,
     at: MessagePosition,
     opener: &dyn Opener,
     selection: &Selection,
 ) -> Verdict {
-    decode_opened(opener.open_now(message, at), at, selection)
+    decode_opened(opener.open_kept(message, at), at, selection)
 }
 
 fn decode_opened(opened: Opened, at: MessagePosition, selection: &Selection) -> Verdict {
