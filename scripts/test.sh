@@ -64,6 +64,13 @@ if (($# == 0)); then
     fi
 fi
 
+# Every test's scratch folder (tempfile honours TMPDIR) goes under one folder that is removed at
+# the end: a test that nextest kills on a timeout never drops its TempDir, and those leftovers
+# (100+ MB each) once filled a CI machine's disk.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/openmsi-tests.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR="$scratch"
+
 # nextest does not run doctests. They run first (only for a full run) so nextest's summary is
 # (nearly) the last thing printed.
 if (($# == 0)); then
