@@ -68,6 +68,8 @@ fi
 # the end: a test that nextest kills on a timeout never drops its TempDir, and those leftovers
 # (100+ MB each) once filled a CI machine's disk.
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/openmsi-tests.XXXXXX")
+# Like /tmp itself: some tests run the tool as another user, who must reach their folders.
+chmod 1777 "$scratch"
 trap 'rm -rf "$scratch"' EXIT
 export TMPDIR="$scratch"
 
