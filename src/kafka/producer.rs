@@ -271,6 +271,20 @@ pub struct ChunkProducer {
     brokers: String,
 }
 
+/// librdkafka (2.10 on) drops its bootstrap connection as soon as the first metadata answer
+/// names the brokers. An idempotent producer's first InitProducerId request often went out on
+/// that connection and is lost with it; librdkafka then asks again only after a fixed 500 ms, and
+/// no message goes out before. Every metadata answer also re-runs that request when it is due,
+/// so one more metadata request, answered by the named broker, gets the producer id at once.
+/// Measured on tansu with 2,000 files waiting: first acknowledgement 0.49 s after start in 3 of
+/// 4 runs without this, 0.01-0.05 s with it. A failure here changes nothing (the next produce
+/// finds out and says so).
+fn ask_for_producer_id_now(producer: &ThreadedProducer<DeliveryContext>, topic: &str) {
+    let _ = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(1));
+}
+
 impl ChunkProducer {
     /// Creates the producer and checks, within `connect_timeout`, that the topic exists.
     pub fn connect(
@@ -291,6 +305,7 @@ impl ChunkProducer {
         let brokers = bootstrap_servers(cfg);
         // The producer's own thread serves its events.
         let info = check_topic(inner.client(), cfg, topic, connect_timeout, &|| {})?;
+        ask_for_producer_id_now(&inner, topic);
         window.set_partitions(info.partitions);
         Ok((
             Self {
