@@ -73,7 +73,9 @@ cleanup() {
     set +e
     wine "$EXE" manage-service remove wsvc >/dev/null 2>&1
     wineserver -k 2>/dev/null
-    [[ -n $BROKER_DIR ]] && scripts/broker.sh stop --dir "$BROKER_DIR" >/dev/null 2>&1
+    # broker.sh stop keeps the broker's folder (for a restart); this check is done with it.
+    [[ -n $BROKER_DIR ]] && scripts/broker.sh stop --dir "$BROKER_DIR" >/dev/null 2>&1 &&
+        rm -rf "$BROKER_DIR"
     rm -rf "$WORK" "$WINEPREFIX/drive_c/openmsi-drop" "$WINEPREFIX/drive_c/ProgramData/openmsi"
 }
 trap cleanup EXIT
