@@ -276,9 +276,9 @@ pub struct ChunkProducer {
 /// that connection and is lost with it; librdkafka then asks again only after a fixed 500 ms, and
 /// no message goes out before. Every metadata answer also re-runs that request when it is due,
 /// so one more metadata request, answered by the named broker, gets the producer id at once.
-/// Measured on tansu with 2,000 files waiting: first acknowledgement 0.49 s after start in 3 of
-/// 4 runs without this, 0.01-0.05 s with it. A failure here changes nothing (the next produce
-/// finds out and says so).
+/// Measured on tansu with 2,000 files waiting (bench/results/2026-11-30-small-files-producer-id.md):
+/// first acknowledgement 0.52 s after start in 4 of 10 runs without this, 0.08-0.09 s in all 10
+/// with it. A failure here changes nothing (the next produce finds out and says so).
 fn ask_for_producer_id_now(producer: &ThreadedProducer<DeliveryContext>, topic: &str) {
     let _ = producer
         .client()
