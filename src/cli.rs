@@ -28,20 +28,24 @@ impl Cli {
     pub fn log_file(&self) -> Option<PathBuf> {
         match &self.command {
             Command::UploadDirectory(args) if args.dir.is_dir() => {
-                Some(crate::state::StateDir::of(&args.dir).log_file("upload-directory"))
+                let state = crate::state::StateDir::located(&args.dir, args.state_dir.as_deref());
+                Some(state.log_file("upload-directory"))
             }
             // A Windows service has no stderr anyone reads: both commands log to their folder.
             Command::ManageService(ManageServiceArgs {
                 command: ServiceCommand::Host(host),
             }) => {
                 let argv = std::iter::once("openmsi".to_string()).chain(host.command.clone());
-                let (dir, name) = match Cli::try_parse_from(argv).ok()?.command {
-                    Command::UploadDirectory(a) => (a.dir, "upload-directory"),
-                    Command::DownloadDirectory(a) => (a.output_dir, "download-directory"),
+                let (dir, state_dir, name) = match Cli::try_parse_from(argv).ok()?.command {
+                    Command::UploadDirectory(a) => (a.dir, a.state_dir, "upload-directory"),
+                    Command::DownloadDirectory(a) => {
+                        (a.output_dir, a.state_dir, "download-directory")
+                    }
                     _ => return None,
                 };
                 std::fs::create_dir_all(&dir).ok()?;
-                Some(crate::state::StateDir::of(&dir).log_file(name))
+                let state = crate::state::StateDir::located(&dir, state_dir.as_deref());
+                Some(state.log_file(name))
             }
             _ => None,
         }
@@ -85,8 +89,13 @@ pub struct ServeKeysArgs {
     pub config: String,
 
     /// A topic whose keys to serve (keys are per root: the name up to its first '.'); repeat
-    /// for several.
-    #[arg(long = "topic", value_name = "TOPIC", required = true)]
+    /// for several. The default is every other command's default topic.
+    #[arg(
+        long = "topic",
+        alias = "topic_name",
+        value_name = "TOPIC",
+        default_value = "openmsistream"
+    )]
     pub topics: Vec<String>,
 
     /// Seconds to wait for the broker to answer before giving up with an error that names it.
@@ -323,10 +332,9 @@ pub struct TopicCreateArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub replication_factor: i32,
 
-    /// Either the config file (a path or name, as for every command) or, when it contains
-    /// `=`, a topic setting KEY=VALUE such as retention.ms=604800000 (repeatable).
-    #[arg(long = "config", value_name = "FILE|NAME|KEY=VALUE")]
-    pub config: Vec<String>,
+    /// A topic setting KEY=VALUE such as retention.ms=604800000 (repeatable).
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    pub topic_config: Vec<String>,
 
     /// Also create the key-exchange topics of an encrypted topic (TOPIC.keys, .reqs, .subs).
     #[arg(long)]
@@ -336,9 +344,8 @@ pub struct TopicCreateArgs {
     #[arg(long, value_name = "BYTES", default_value_t = ChunkSize::default())]
     pub chunk_size: ChunkSize,
 
-    /// Seconds to wait for the broker to answer.
-    #[arg(long, value_name = "SECS", default_value_t = 15)]
-    pub connect_timeout: u64,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `openmsi topic list`.
@@ -471,13 +478,13 @@ pub struct UploadFileArgs {
     #[arg(value_name = "FILE", alias = "filepath")]
     pub file: PathBuf,
 
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
     /// Address the file to this host only (repeatable: to each host named). Downloaders on
     /// other hosts skip it. [default: every host]
     #[arg(long = "to-host", value_name = "NAME")]
     pub to_hosts: Vec<String>,
-
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
 
     /// Bytes per chunk (one Kafka message each); a non-zero power of two.
     #[arg(long, alias = "chunk_size", value_name = "BYTES", default_value_t = ChunkSize::default())]
@@ -499,10 +506,11 @@ pub struct UploadFileArgs {
     #[arg(long, value_enum, default_value = "openmsi")]
     pub format: crate::chunk::MessageFormat,
 
-    /// Threads that compute chunk hashes while the whole-file hash is computed.
-    #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub n_threads: u16,
+    /// Threads that compute chunk hashes while the whole-file hash is computed (`--n-threads`
+    /// and OpenMSIStream's `--n_threads` are accepted as old names).
+    #[arg(long, visible_alias = "n-threads", alias = "n_threads", value_name = "N",
+          default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub hash_threads: u16,
 
     /// Seconds to wait, after the last chunk is queued, for the broker to acknowledge all of them.
     #[arg(
@@ -521,6 +529,27 @@ pub struct DownloadDirectoryArgs {
     /// `.openmsi/` inside it: partial files, the completed-file log and rejected messages.
     #[arg(value_name = "OUTPUT_DIR", alias = "output_dir")]
     pub output_dir: PathBuf,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Consumer group id. Reuse one to resume where a previous run stopped; `create_new`
+    /// makes a fresh group that reads the topic from the start. [default: group.id from the
+    /// config file, else create_new]
+    #[arg(
+        long,
+        alias = "consumer_group_id",
+        alias = "group_id",
+        value_name = "ID"
+    )]
+    pub group_id: Option<String>,
+
+    /// This is the only process reading with --group-id: read every partition at once instead
+    /// of waiting for the group's first rebalance (a stock Kafka delays it 3 s), resuming from
+    /// the group's committed offsets. Never with a group other processes share. A fresh group
+    /// (`create_new`) always starts this way.
+    #[arg(long)]
+    pub sole_reader: bool,
 
     /// Take only files addressed to this host (`--to-host` on the uploader) and files addressed
     /// to no host; compared without regard to case. [default: this machine's host name]
@@ -580,20 +609,6 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, requires = "backup")]
     pub restore_on_hook_failure: bool,
 
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-
-    /// Consumer group id. Reuse one to resume where a previous run stopped; `create_new`
-    /// makes a fresh group that reads the topic from the start. [default: group.id from the
-    /// config file, else create_new]
-    #[arg(
-        long,
-        alias = "consumer_group_id",
-        alias = "group_id",
-        value_name = "ID"
-    )]
-    pub group_id: Option<String>,
-
     /// Only rebuild files whose path relative to the upload root matches this regular
     /// expression (others are skipped and counted). [default: every file]
     #[arg(long, alias = "download_regex", value_name = "REGEX")]
@@ -610,10 +625,16 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, alias = "exit_when_idle", value_name = "SECS")]
     pub exit_when_idle: Option<f64>,
 
-    /// Threads that verify chunk hashes.
-    #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 2,
-          value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub n_threads: u16,
+    /// Threads that verify chunk hashes (`--n-threads` and OpenMSIStream's `--n_threads` are
+    /// accepted as old names).
+    #[arg(long, visible_alias = "n-threads", alias = "n_threads", value_name = "N",
+          default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub verify_threads: u16,
+
+    /// Keep openmsi's state (partial files, the completed log, rejected messages, the lock) in DIR instead of `.openmsi/` inside the folder, e.g.
+    /// to keep the output folder free of it; on the same filesystem as the output folder (files are renamed into place from it). One state folder per output folder; outside the folder.
+    #[arg(long, alias = "state_dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// At start, discard partial files (in `.openmsi/staging/`) not written to for this many
     /// days: their missing chunks are not coming. 0 keeps them forever.
@@ -637,13 +658,13 @@ pub struct UploadDirectoryArgs {
     #[arg(value_name = "DIR", alias = "upload_dir")]
     pub dir: PathBuf,
 
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
     /// Address every file to this host only (repeatable: to each host named). Downloaders on
     /// other hosts skip them. [default: every host]
     #[arg(long = "to-host", value_name = "NAME")]
     pub to_hosts: Vec<String>,
-
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
 
     /// Bytes per chunk (one Kafka message each); a non-zero power of two.
     #[arg(long, alias = "chunk_size", value_name = "BYTES", default_value_t = ChunkSize::default())]
@@ -659,6 +680,11 @@ pub struct UploadDirectoryArgs {
     /// `file-sha512`), to feed Knot Resolvers (with `--to-host`).
     #[arg(long, value_enum, default_value = "openmsi")]
     pub format: crate::chunk::MessageFormat,
+
+    /// Keep openmsi's state (the registry of uploaded files, the lock, the log) in DIR instead of `.openmsi/` inside the folder, e.g.
+    /// for a folder this user may only read (a read-only share). One state folder per watched folder; outside the folder.
+    #[arg(long, alias = "state_dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Also upload the files already in the folder at the first start. [default: only files
     /// that appear or change later, as OpenMSIStream]
@@ -690,10 +716,11 @@ pub struct UploadDirectoryArgs {
     #[arg(long)]
     pub poll: bool,
 
-    /// Files uploaded at the same time.
-    #[arg(long, alias = "n_threads", value_name = "N", default_value_t = 4,
-          value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub n_threads: u16,
+    /// Files read and sent at the same time (`--n-threads` and OpenMSIStream's `--n_threads`
+    /// are accepted as old names).
+    #[arg(long, visible_alias = "n-threads", alias = "n_threads", value_name = "N",
+          default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub files_at_once: u16,
 
     /// Seconds to wait for the broker to acknowledge all chunks of one file before it counts as
     /// failed (it is retried later).

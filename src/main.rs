@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             } else {
                 ""
             };
-            eprintln!("{priority}error: {e:#}");
+            eprintln!("{priority}error: {}", openmsi::app::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,14 +1,25 @@
 //! Progress for long work: a bar when stderr is a terminal, a log line every few seconds
-//! otherwise (services, CI, pipes), so progress is visible either way.
+//! otherwise (services, CI, pipes), so progress is visible either way. [`ByteProgress`] is one
+//! task (upload-file); [`Activity`] the files a long-running command is moving right now, shown
+//! by [`spawn_display`]. Sizes and rates are in decimal units (MB, MB/s) everywhere, bars and
+//! summaries alike. [`ActiveTime`] measures how long data was actually moving, for rates that
+//! do not average over idle hours.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tracing::info;
 
 /// How often the non-terminal fallback logs.
 const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// One bar: decimal units, like the summaries (`MB`, `MB/s`).
+const BAR_TEMPLATE: &str =
+    "{msg} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta}";
 
 /// Byte progress of one task.
 pub struct ByteProgress {
@@ -24,11 +35,9 @@ impl ByteProgress {
     pub fn new(label: &str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
-            let style = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style = ProgressStyle::with_template(BAR_TEMPLATE)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
             bar.set_style(style);
             bar.set_message(label.to_string());
             bar
@@ -72,6 +81,281 @@ impl ByteProgress {
     }
 }
 
+/// How far one task of an [`Activity`] is: bytes done and bytes in all (the total may be an
+/// estimate that is refined as the work goes on).
+pub trait TaskProgress: Send + Sync {
+    /// Bytes done so far.
+    fn done(&self) -> u64;
+    /// Bytes in all.
+    fn total(&self) -> u64;
+}
+
+/// A task's progress as two counters, for work that counts as it goes.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes done.
+    pub done: AtomicU64,
+    /// Bytes in all.
+    pub total: AtomicU64,
+}
+
+impl TaskProgress for Counters {
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+    fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// One task being worked on.
+struct Task {
+    label: String,
+    progress: Arc<dyn TaskProgress>,
+    started: Instant,
+}
+
+/// The tasks (files) a long-running command is moving right now. The data path registers a
+/// task with [`Activity::begin`] and keeps the [`Ticket`] while it works on it; the display
+/// thread only reads. Registering takes one lock per file, never per chunk.
+#[derive(Default)]
+pub struct Activity {
+    tasks: Mutex<BTreeMap<u64, Task>>,
+    next_id: AtomicU64,
+}
+
+impl Activity {
+    /// Registers a task until the returned ticket is dropped.
+    pub fn begin(self: &Arc<Self>, label: &str, progress: Arc<dyn TaskProgress>) -> Ticket {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let task = Task {
+            label: label.to_string(),
+            progress,
+            started: Instant::now(),
+        };
+        self.lock().insert(id, task);
+        Ticket {
+            activity: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// The tasks running for at least `min_age`: id, label, done, total, age.
+    fn older_than(&self, min_age: Duration) -> Vec<(u64, String, u64, u64, Duration)> {
+        self.lock()
+            .iter()
+            .filter(|(_, t)| t.started.elapsed() >= min_age)
+            .map(|(id, t)| {
+                let total = t.progress.total();
+                let done = t.progress.done().min(total);
+                (*id, t.label.clone(), done, total, t.started.elapsed())
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Task>> {
+        // Statistics only: a panic elsewhere must not stop the display.
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A task's registration: dropping it ends the task.
+pub struct Ticket {
+    activity: Arc<Activity>,
+    id: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.activity.lock().remove(&self.id);
+    }
+}
+
+/// A task shows on a terminal once it has run this long (most files are done sooner, and a bar
+/// per small file would only flicker).
+const SHOW_AFTER: Duration = Duration::from_secs(1);
+/// Bars shown at most; the rest are summed up in one line.
+const MAX_BARS: usize = 4;
+
+/// Shows the tasks of `activity` until the returned handle is stopped: bars on a terminal
+/// (stderr), else a log line every 5 s for each file that has taken longer than that.
+pub fn spawn_display(activity: Arc<Activity>) -> DisplayHandle {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let terminal = std::io::stderr().is_terminal();
+    let thread = std::thread::Builder::new()
+        .name("progress".into())
+        .spawn(move || {
+            if terminal {
+                draw_bars(&activity, &stopped)
+            } else {
+                log_lines(&activity, &stopped)
+            }
+        })
+        .ok();
+    DisplayHandle { stop, thread }
+}
+
+/// Stops the display thread when dropped.
+pub struct DisplayHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DisplayHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn draw_bars(activity: &Activity, stop: &AtomicBool) {
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template(BAR_TEMPLATE)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut bars: BTreeMap<u64, ProgressBar> = BTreeMap::new();
+    let more = multi.add(ProgressBar::hidden());
+    while !stop.load(Ordering::Relaxed) {
+        let tasks = activity.older_than(SHOW_AFTER);
+        bars.retain(|id, bar| {
+            let alive = tasks.iter().any(|t| t.0 == *id);
+            if !alive {
+                bar.finish_and_clear();
+                multi.remove(bar);
+            }
+            alive
+        });
+        for (id, label, done, total, _) in tasks.iter().take(MAX_BARS) {
+            let bar = bars.entry(*id).or_insert_with(|| {
+                let bar = multi.insert_before(&more, ProgressBar::new(*total));
+                bar.set_style(style.clone());
+                bar.set_message(label.clone());
+                bar
+            });
+            bar.set_length(*total);
+            bar.set_position(*done);
+        }
+        if tasks.len() > MAX_BARS {
+            more.set_style(
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            more.set_message(format!(
+                "… and {} more files in flight",
+                tasks.len() - MAX_BARS
+            ));
+        } else {
+            more.set_message("");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for bar in bars.values() {
+        bar.finish_and_clear();
+    }
+    more.finish_and_clear();
+}
+
+fn log_lines(activity: &Activity, stop: &AtomicBool) {
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() < LOG_EVERY {
+            continue;
+        }
+        last = Instant::now();
+        for (_, label, done, total, age) in activity.older_than(LOG_EVERY) {
+            info!(
+                path = %label,
+                percent = format_args!("{:.1}", percent(done, total)),
+                done_mb = format_args!("{:.1}", done as f64 / 1e6),
+                total_mb = format_args!("{:.1}", total as f64 / 1e6),
+                mb_per_s = format_args!("{:.1}", mb_per_s(done, age)),
+                "in progress"
+            );
+        }
+    }
+}
+
+fn percent(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    }
+}
+
+/// How long data was moving: the time between events (a chunk written, a delivery
+/// acknowledged) that follow each other within [`ActiveTime::GAP`]; a longer pause is idle time
+/// and does not count. A rate over this time is the rate while transferring, not an average
+/// over idle hours.
+#[derive(Debug)]
+pub struct ActiveTime {
+    origin: Instant,
+    /// Nanoseconds since `origin` of the last event; `u64::MAX` before the first.
+    last_ns: AtomicU64,
+    active_ns: AtomicU64,
+}
+
+impl Default for ActiveTime {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ns: AtomicU64::new(u64::MAX),
+            active_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ActiveTime {
+    /// Pauses longer than this are idle.
+    pub const GAP: Duration = Duration::from_secs(2);
+
+    /// Records an event now. Called from one thread at a time per instance (the delivery
+    /// callback, the download writer); relaxed atomics suffice for a statistic.
+    pub fn mark(&self) {
+        self.mark_at(Instant::now());
+    }
+
+    fn mark_at(&self, now: Instant) {
+        let now_ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        let last = self.last_ns.swap(now_ns, Ordering::Relaxed);
+        if last != u64::MAX {
+            let gap = now_ns.saturating_sub(last);
+            if gap <= Self::GAP.as_nanos() as u64 {
+                self.active_ns.fetch_add(gap, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Time spent moving data so far.
+    pub fn active(&self) -> Duration {
+        Duration::from_nanos(self.active_ns.load(Ordering::Relaxed))
+    }
+}
+
+/// `bytes` over `active` as a summary's rate: `" (12.3 MB/s)"`, or nothing when the transfer
+/// was too short to time (a file of one chunk) rather than a meaningless `0.0 MB/s`.
+pub fn rate_note(bytes: u64, active: Duration) -> String {
+    // Below a megabyte the time is mostly start-up and round trips, not transfer.
+    if active < Duration::from_millis(10) || bytes < 1_000_000 {
+        String::new()
+    } else {
+        format!(" ({:.1} MB/s)", mb_per_s(bytes, active))
+    }
+}
+
+/// `n` and the noun, plural when `n` is not 1: `1 chunk`, `2 chunks`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Megabytes (10^6) per second, 0 for a zero duration.
 pub fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
@@ -79,5 +363,46 @@ pub fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
         0.0
     } else {
         bytes as f64 / 1e6 / secs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_time_leaves_out_idle_pauses() {
+        let t = ActiveTime::default();
+        let start = t.origin;
+        t.mark_at(start + Duration::from_secs(1));
+        t.mark_at(start + Duration::from_millis(1500));
+        // An hour idle, then another burst of a second.
+        t.mark_at(start + Duration::from_secs(3600));
+        t.mark_at(start + Duration::from_secs(3601));
+        assert_eq!(t.active(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn summaries_count_and_rate_read_naturally() {
+        assert_eq!(count(1, "chunk"), "1 chunk");
+        assert_eq!(count(0, "file"), "0 files");
+        assert_eq!(count(3, "file"), "3 files");
+        assert_eq!(rate_note(10, Duration::ZERO), "");
+        assert_eq!(rate_note(4, Duration::from_millis(30)), "");
+        assert_eq!(rate_note(2_000_000, Duration::from_secs(1)), " (2.0 MB/s)");
+    }
+
+    #[test]
+    fn tasks_leave_the_activity_when_their_ticket_drops() {
+        let activity = Arc::new(Activity::default());
+        let counters = Arc::new(Counters::default());
+        counters.total.store(100, Ordering::Relaxed);
+        counters.done.store(40, Ordering::Relaxed);
+        let ticket = activity.begin("a.bin", counters);
+        let tasks = activity.older_than(Duration::ZERO);
+        assert_eq!(tasks.len(), 1);
+        assert_eq!((tasks[0].2, tasks[0].3), (40, 100));
+        drop(ticket);
+        assert!(activity.older_than(Duration::ZERO).is_empty());
     }
 }

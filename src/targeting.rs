@@ -131,6 +131,10 @@ impl<O: Opener> Opener for ForHost<O> {
     fn generation(&self) -> u64 {
         self.inner.generation()
     }
+
+    fn decrypts(&self) -> bool {
+        self.inner.decrypts()
+    }
 }
 
 #[cfg(test)]

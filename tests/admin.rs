@@ -45,15 +45,25 @@ fn create_is_idempotent_names_differences_and_sizes_max_message_bytes() {
         args.extend_from_slice(extra);
         run(&args)
     };
-    let first = create(&["--partitions", "3", "--config", "retention.ms=604800000"]);
+    let first = create(&[
+        "--partitions",
+        "3",
+        "--topic-config",
+        "retention.ms=604800000",
+    ]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stdout(&first).contains("created topic xrd: 3 partition(s)"));
     // Scripts re-run it: the same settings are not an error.
-    let again = create(&["--partitions", "3", "--config", "retention.ms=604800000"]);
+    let again = create(&[
+        "--partitions",
+        "3",
+        "--topic-config",
+        "retention.ms=604800000",
+    ]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("already exists with these settings"));
     // Other settings: the error says what differs.
-    let other = create(&["--partitions", "2", "--config", "retention.ms=1000"]);
+    let other = create(&["--partitions", "2", "--topic-config", "retention.ms=1000"]);
     assert!(!other.status.success());
     let err = stderr(&other);
     assert!(err.contains("3 partition(s), not 2"), "{err}");
@@ -76,7 +86,7 @@ fn create_is_idempotent_names_differences_and_sizes_max_message_bytes() {
         "tiny",
         "--config",
         cfg,
-        "--config",
+        "--topic-config",
         "max.message.bytes=1000",
     ]);
     assert!(!small.status.success());

@@ -101,7 +101,7 @@ fn bad_messages_are_skipped_kept_aside_and_never_reread() {
     run()
         .code(1)
         .stdout(
-            predicate::str::contains("1 files completed")
+            predicate::str::contains("1 file completed")
                 .and(predicate::str::contains(format!(
                     "{} messages rejected",
                     bad.len()

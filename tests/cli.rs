@@ -102,6 +102,62 @@ fn bad_chunk_size_is_rejected_before_anything_else() {
     }
 }
 
+/// Each command's thread count has a name that says what the threads do; the old
+/// `--n-threads` still parses everywhere. The common flags (`--config`, `--topic`) come first
+/// in `--help`.
+#[test]
+fn thread_flags_say_what_they_count_and_common_flags_come_first() {
+    let help = |command: &str| {
+        let out = openmsi().args([command, "--help"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (command, flag) in [
+        ("upload-file", "--hash-threads"),
+        ("upload-directory", "--files-at-once"),
+        ("download-directory", "--verify-threads"),
+    ] {
+        let text = help(command);
+        assert!(text.contains(flag), "{command}: {text}");
+        let config = text.find("--config").unwrap();
+        let topic = text.find("--topic").unwrap();
+        let first_other = ["--host", "--to-host", "--validate", "--chunk-size"]
+            .iter()
+            .filter_map(|f| text.find(f))
+            .min()
+            .unwrap();
+        assert!(
+            config < first_other && topic < first_other,
+            "{command}: {text}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (command, old) in [
+        ("upload-directory", "--n-threads"),
+        ("download-directory", "--n-threads"),
+        ("download-directory", "--n_threads"),
+    ] {
+        openmsi()
+            .arg(command)
+            .arg(dir.path())
+            .args([old, "2", "--config", "/nonexistent/none.config"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("unexpected argument").not());
+    }
+    // serve-keys defaults to the same topic as every other command.
+    let text = help("serve-keys");
+    assert!(text.contains("[default: openmsistream]"), "{text}");
+    // topic create: settings have their own flag, and the old spelling is explained.
+    let text = help("topic");
+    assert!(text.contains("create"), "{text}");
+    let out = openmsi()
+        .args(["topic", "create", "t", "--config", "retention.ms=1000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--topic-config KEY=VALUE"), "{stderr}");
+}
+
 #[test]
 fn underscore_aliases_of_openmsistream_are_accepted() {
     // Parsing succeeds (the failure is the missing config, not an unknown flag).
@@ -225,18 +281,60 @@ fn property_rejected_by_librdkafka_is_named_with_its_line() {
 }
 
 #[test]
-fn missing_file_is_reported() {
+fn missing_file_is_reported_with_its_cause_said_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.config");
     std::fs::write(&cfg, "[broker]\nbootstrap.servers = 127.0.0.1:1\n").unwrap();
-    openmsi()
+    let out = openmsi()
         .arg("upload-file")
         .arg(dir.path().join("missing.tif"))
         .arg("--config")
         .arg(&cfg)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("missing.tif"));
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.tif"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// A folder this user may not write: the error names that folder (the cause), not the path
+/// that could not be made inside it, and says the cause once.
+#[test]
+fn an_unwritable_output_folder_is_named_as_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.config");
+    std::fs::write(&cfg, "[broker]\nbootstrap.servers = 127.0.0.1:1\n").unwrap();
+    let parent = dir.path().join("locked");
+    std::fs::create_dir(&parent).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        mode(&parent, 0o555);
+        mode(&cfg, 0o644);
+    }
+    let out = common::openmsi_unprivileged()
+        .arg("download-directory")
+        .arg(parent.join("out"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("this user may not write in {}", parent.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("ermission denied").count(), 1, "{stderr}");
 }
 
 /// `DIR/c.config` naming a broker on a 127.0.0.1 port nothing listens on, and that port.
@@ -290,6 +388,48 @@ fn unreachable_broker_fails_within_the_timeout_and_names_it() {
         .stderr(predicate::str::contains(format!("127.0.0.1:{port}")));
 }
 
+/// "Connection refused" on every bootstrap address is certain at once: every command says it
+/// within a second or so (not after --connect-timeout), in the same words.
+#[test]
+fn a_refused_connection_is_reported_at_once_in_the_same_words_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = unreachable_broker_config(dir.path());
+    let file = dir.path().join("x");
+    std::fs::write(&file, b"x").unwrap();
+    let watched = dir.path().join("watched");
+    std::fs::create_dir(&watched).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let file = file.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let watched = watched.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["upload-file", file],
+        &["upload-directory", watched],
+        &["download-directory", out],
+        &["topic", "list"],
+        &["topic", "describe", "t"],
+    ];
+    let expected = format!(
+        "cannot connect to Kafka at 127.0.0.1:{port}: nothing accepts connections there (connection refused)"
+    );
+    for command in commands {
+        let started = Instant::now();
+        let output = openmsi()
+            .args(command)
+            .args(["--config", cfg, "--connect-timeout", "30"])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command:?}: {stderr}");
+        assert!(stderr.contains(&expected), "{command:?}: {stderr}");
+        // Well under the 30 s timeout; generous for a loaded 2-core machine (it takes ~0.5 s).
+        assert!(took < Duration::from_secs(5), "{command:?} took {took:?}");
+    }
+}
+
 /// Log lines to a file, a pipe or a service manager's journal carry no colour codes (only a
 /// terminal gets them).
 #[test]
@@ -311,4 +451,45 @@ fn log_lines_to_a_pipe_have_no_colour_codes() {
         "no log lines to check: {stderr}"
     );
     assert!(!stderr.contains('\u{1b}'), "colour codes in: {stderr}");
+}
+
+/// Where systemd is not the service manager (a container, WSL1; these test machines: PID 1 is
+/// not systemd), `manage-service install` says so in one line before it checks or writes
+/// anything, and leaves no folder behind.
+#[cfg(target_os = "linux")]
+#[test]
+fn manage_service_without_systemd_says_so_in_one_line_and_changes_nothing() {
+    assert!(
+        !std::path::Path::new("/run/systemd/system").exists(),
+        "this test needs a machine not booted with systemd (the service tests boot their own in a sandbox)"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let watched = home.path().join("drop");
+    std::fs::create_dir(&watched).unwrap();
+    let system_dir_existed = std::path::Path::new("/etc/openmsi/services").exists();
+    for scope in [&["--user"][..], &[][..]] {
+        let out = openmsi()
+            .env("HOME", home.path())
+            .args(["manage-service", "install", "dropbox"])
+            .args(scope)
+            .args(["--", "upload-directory"])
+            .arg(&watched)
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("systemd is not running on this machine"),
+            "{stderr}"
+        );
+        assert!(!home.path().join(".config").exists(), "{scope:?}");
+        assert_eq!(
+            std::path::Path::new("/etc/openmsi/services").exists(),
+            system_dir_existed
+        );
+    }
+    let out = openmsi().args(["manage-service", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("systemd is not running"));
 }

@@ -71,6 +71,11 @@ fn validation_keeps_a_bad_version_out_and_backup_keeps_the_replaced_one() {
     let (ok, log) = download(&cfg, &topic, &out, &flags);
     assert!(!ok, "a refused file makes the run fail: {log}");
     assert!(log.contains("--validate refused the new version"), "{log}");
+    // Counted as what it is, not as a checksum failure.
+    assert!(
+        log.contains("0 failed verification") && log.contains("1 refused by --validate"),
+        "{log}"
+    );
     assert_eq!(
         std::fs::read(out.join("resolver.json")).unwrap(),
         br#"{"version": 1}"#

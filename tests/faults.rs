@@ -253,7 +253,7 @@ fn upload_through_outage(graceful: bool, seed: u64) -> (std::process::ExitStatus
         let out = work.path().join("out");
         common::download_until_idle(&cfg, &topic, &out, "outage-up-check")
             .success()
-            .stdout(predicates::str::contains("1 files completed"));
+            .stdout(predicates::str::contains("1 file completed"));
         assert_eq!(sha512_file(&out.join("data.bin")), want);
     }
     (status, stderr)
@@ -1004,9 +1004,7 @@ fn a_restart_reading_an_old_version_again_keeps_the_newer_one() {
     );
     common::download_until_idle(&cfg, &topic, &out, "reread-version-group")
         .success()
-        .stdout(predicates::str::contains(
-            "1 files completed, 0 in progress",
-        ));
+        .stdout(predicates::str::contains("1 file completed, 0 in progress"));
     assert_eq!(
         std::fs::read(out.join("unfinished.bin")).unwrap(),
         unfinished

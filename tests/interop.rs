@@ -530,8 +530,9 @@ fn openmsi_download(cfg: &Path, topic: &str, out: &Path, n_files: usize) -> Stri
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "{shown}");
+    let files = if n_files == 1 { "file" } else { "files" };
     let want = format!(
-        "downloaded: {n_files} files completed, 0 in progress, 0 failed verification, \
+        "downloaded: {n_files} {files} completed, 0 in progress, 0 failed verification, \
          0 messages rejected"
     );
     assert!(stdout.contains(&want), "expected {want:?}:\n{shown}");

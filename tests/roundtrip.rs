@@ -174,7 +174,7 @@ fn changed_file_replaces_the_old_copy_and_resumes_with_the_same_group() {
     upload(&cfg, &topic, &src, &file, 4096);
     let summary = download(&cfg, &topic, &out, "versions-group");
     // The same group resumes: only the new version's chunks are read.
-    assert!(summary.contains("1 files completed"), "{summary}");
+    assert!(summary.contains("1 file completed"), "{summary}");
     assert_eq!(
         std::fs::read(out.join("scan.tif")).unwrap(),
         std::fs::read(&file).unwrap()

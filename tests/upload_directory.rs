@@ -416,7 +416,7 @@ fn check_and_quit_on_stdin() {
     );
     let lines = up.quit();
     assert!(
-        lines.iter().any(|l| l.contains("1 files uploaded")),
+        lines.iter().any(|l| l.contains("1 file uploaded")),
         "{lines:?}"
     );
 }

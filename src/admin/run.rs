@@ -11,40 +11,35 @@ use super::Admin;
 use crate::cli::{AdminArgs, TopicCommand, TopicCreateArgs, UserCommand};
 use crate::config::LoadedConfig;
 
-fn connect(config: &str, connect_timeout: u64) -> anyhow::Result<Admin> {
-    let config = LoadedConfig::load(config)?;
-    Admin::connect(config, Duration::from_secs(connect_timeout))
-}
-
 fn connect_with(args: &AdminArgs) -> anyhow::Result<Admin> {
-    connect(&args.config, args.connect_timeout)
+    let config = LoadedConfig::load(&args.config)?;
+    Admin::connect(config, Duration::from_secs(args.connect_timeout))
 }
 
-/// `topic create`'s `--config` values: at most one config file (no `=`), any number of topic
-/// settings (`KEY=VALUE`).
-fn split_config_values(values: &[String]) -> anyhow::Result<(String, Vec<(String, String)>)> {
-    let mut file = None;
-    let mut settings = Vec::new();
-    for v in values {
-        match v.split_once('=') {
+/// `topic create`'s `--topic-config KEY=VALUE` values.
+fn topic_settings(values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|v| match v.split_once('=') {
             Some((k, val)) if !k.trim().is_empty() => {
-                settings.push((k.trim().to_string(), val.trim().to_string()))
+                Ok((k.trim().to_string(), val.trim().to_string()))
             }
-            Some(_) => bail!("--config {v}: a topic setting needs a name before `=`"),
-            None if file.is_some() => {
-                bail!(
-                    "--config given two config files ({} and {v}); topic settings are KEY=VALUE",
-                    file.unwrap_or_default()
-                )
-            }
-            None => file = Some(v.clone()),
-        }
-    }
-    Ok((file.unwrap_or_else(|| "local".into()), settings))
+            _ => bail!(
+                "--topic-config {v}: a topic setting is KEY=VALUE, e.g. retention.ms=604800000"
+            ),
+        })
+        .collect()
 }
 
 async fn create(args: TopicCreateArgs) -> anyhow::Result<ExitCode> {
-    let (file, settings) = split_config_values(&args.config)?;
+    // Before 0.3, topic settings went into --config too: say where they go now.
+    if args.admin.config.contains('=') {
+        bail!(
+            "--config {} looks like a topic setting: --config names the config file; give topic settings with --topic-config KEY=VALUE",
+            args.admin.config
+        );
+    }
+    let settings = topic_settings(&args.topic_config)?;
     let request = CreateRequest {
         name: args.name,
         partitions: args.partitions,
@@ -55,7 +50,7 @@ async fn create(args: TopicCreateArgs) -> anyhow::Result<ExitCode> {
     };
     // Refuse a bad request before connecting.
     topic::topic_settings(&request)?;
-    let admin = connect(&file, args.connect_timeout)?;
+    let admin = connect_with(&args.admin)?;
     topic::create(&admin, &request).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -126,14 +121,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_values_split_into_file_and_settings() {
+    fn topic_settings_are_key_value_pairs() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let (file, settings) =
-            split_config_values(&v(&["lab.config", "retention.ms=1000"])).unwrap();
-        assert_eq!(file, "lab.config");
-        assert_eq!(settings, vec![("retention.ms".into(), "1000".into())]);
-        assert_eq!(split_config_values(&[]).unwrap().0, "local");
-        assert!(split_config_values(&v(&["a", "b"])).is_err());
-        assert!(split_config_values(&v(&["=x"])).is_err());
+        let settings = topic_settings(&v(&["retention.ms=1000", " a = b "])).unwrap();
+        assert_eq!(
+            settings,
+            vec![
+                ("retention.ms".into(), "1000".into()),
+                ("a".into(), "b".into())
+            ]
+        );
+        assert!(topic_settings(&[]).unwrap().is_empty());
+        assert!(topic_settings(&v(&["lab.config"])).is_err());
+        assert!(topic_settings(&v(&["=x"])).is_err());
     }
 }

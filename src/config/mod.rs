@@ -501,7 +501,8 @@ fn set_property(props: &mut Vec<(String, String)>, key: &str, value: &str) {
 }
 
 /// Whether a `group.id` asks for a fresh group.
-fn is_create_new(group_id: &str) -> bool {
+/// Whether `group_id` asks for a fresh group for this run (`create_new`, or the older `new`).
+pub fn is_create_new(group_id: &str) -> bool {
     CREATE_NEW_GROUP_IDS
         .iter()
         .any(|magic| group_id.trim().eq_ignore_ascii_case(magic))

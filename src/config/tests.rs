@@ -913,3 +913,20 @@ fn confluent_example_takes_secrets_from_the_reference_variables() {
         "{e}"
     );
 }
+
+/// The shipped local.config gives the latency the README reports: nothing that makes a producer
+/// or a fetch wait longer than librdkafka's defaults (a user once got 0.165 s instead of 0.061 s
+/// from its `linger.ms = 100`).
+#[test]
+fn the_shipped_local_config_adds_no_waiting() {
+    let (_, text) = EMBEDDED.iter().find(|(n, _)| *n == "local.config").unwrap();
+    let c = LoadedConfig::from_reader(Path::new("local.config"), text.as_bytes(), &no_env).unwrap();
+    let p = c.producer_properties();
+    let linger: f64 = prop(&p, "linger.ms").map_or(5.0, |v| v.parse().unwrap());
+    assert!(linger <= 5.0, "linger.ms = {linger}");
+    let q = c.consumer_properties(None, true);
+    let min_bytes: u64 = prop(&q, "fetch.min.bytes").map_or(1, |v| v.parse().unwrap());
+    assert_eq!(min_bytes, 1);
+    let wait: u64 = prop(&q, "fetch.wait.max.ms").map_or(500, |v| v.parse().unwrap());
+    assert!(wait <= 10, "fetch.wait.max.ms = {wait}");
+}

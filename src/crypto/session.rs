@@ -292,6 +292,10 @@ impl Opener for Decryptor {
     fn generation(&self) -> u64 {
         self.service.generation()
     }
+
+    fn decrypts(&self) -> bool {
+        true
+    }
 }
 
 impl Decryptor {

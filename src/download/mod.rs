@@ -16,6 +16,7 @@
 
 pub mod command;
 pub mod completed;
+pub mod foreign;
 pub mod hooks;
 pub mod offsets;
 pub mod partial;
@@ -30,7 +31,7 @@ pub mod stats;
 pub mod validate;
 pub mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::LoadedConfig;
-use crate::kafka::consumer::{self, ConsumerSpec};
+use crate::kafka::consumer::{self, ConsumerSpec, Membership};
 use crate::state::StateDir;
 use crate::targeting::ForHost;
 use hooks::HookSettings;
@@ -56,10 +57,14 @@ use verify::Plaintext;
 pub struct DownloadSettings {
     /// Folder files are rebuilt into.
     pub output_dir: PathBuf,
+    /// Where staging, logs and kept messages live (`--state-dir`); None: `output_dir/.openmsi`.
+    pub state_dir: Option<PathBuf>,
     /// Topic to read.
     pub topic: String,
     /// Consumer group from the CLI (overrides the config file).
     pub group_id: Option<String>,
+    /// `--sole-reader`: read every partition at once, without the group's rebalance.
+    pub sole_reader: bool,
     /// Only files whose relative path matches are rebuilt.
     pub download_regex: Option<Regex>,
     /// `--format`: the message formats read.
@@ -89,6 +94,8 @@ pub struct DownloadSummary {
     pub stats: StatsSnapshot,
     /// Wall time.
     pub elapsed: Duration,
+    /// Time data was being written (the wall time less idle pauses).
+    pub active: Duration,
     /// The consumer group used (pass it as --group-id to resume).
     pub group_id: String,
     /// True when it stopped because the topic was idle.
@@ -106,6 +113,27 @@ fn session_timeout(properties: &[(String, String)]) -> Duration {
         .unwrap_or(crate::kafka::consumer::DEFAULT_SESSION_TIMEOUT)
 }
 
+/// Creates the output folder and its state folder (`--state-dir`, or `output/.openmsi`). A
+/// chosen state folder must be outside the output folder and on its filesystem: verified files
+/// are renamed from its staging area into place, which cannot cross filesystems.
+fn prepare_state(output: &Path, chosen: Option<&Path>) -> std::io::Result<StateDir> {
+    std::fs::create_dir_all(output).map_err(|e| crate::state::annotate_create(e, output))?;
+    let state = StateDir::located(output, chosen).ensure()?;
+    if let Some(chosen) = chosen {
+        crate::state::refuse_inside(chosen, output, "the output folder")?;
+        if !crate::state::same_filesystem(chosen, output)? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "--state-dir {} is on another filesystem than the output folder: files are renamed into place from it, which cannot cross filesystems. Choose a folder on the output folder's filesystem",
+                    chosen.display()
+                ),
+            ));
+        }
+    }
+    Ok(state)
+}
+
 /// Runs the downloader until `cancel`, idle exit, or a fatal error.
 pub fn download_directory(
     config: &LoadedConfig,
@@ -116,7 +144,7 @@ pub fn download_directory(
     let started = Instant::now();
     let output = &settings.output_dir;
     // Local state first: a bad output folder fails before anything touches Kafka.
-    let state_dir = StateDir::create(output)
+    let state_dir = prepare_state(output, settings.state_dir.as_deref())
         .with_context(|| format!("preparing output folder {}", output.display()))?;
     // Held until return: a second downloader on this folder would share its staging files.
     let _lock = state_dir.lock(output, "download-directory")?;
@@ -137,7 +165,7 @@ pub fn download_directory(
         hooks: hook_log,
         topic: settings.topic.clone(),
     };
-    let reassembler = Reassembler::open(output, Arc::clone(&stats), control)
+    let reassembler = Reassembler::open(output, &state_dir, Arc::clone(&stats), control)
         .with_context(|| format!("preparing output folder {}", output.display()))?;
     let kept = KeptAside {
         rejected: RejectStore::open(&state_dir.rejected())
@@ -167,6 +195,16 @@ pub fn download_directory(
         .find(|(k, _)| k == "group.id")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    // A fresh group has no other member, by construction: it need not wait for a rebalance.
+    let fresh_group = match &settings.group_id {
+        Some(id) => crate::config::is_create_new(id),
+        None => config.consumer_group_is_fresh(),
+    };
+    let membership = if fresh_group || settings.sole_reader {
+        Membership::Sole
+    } else {
+        Membership::Group
+    };
     let consumer = consumer::subscribe(
         config,
         &ConsumerSpec {
@@ -174,6 +212,7 @@ pub fn download_directory(
             topic: &settings.topic,
             partition_eof: settings.exit_when_idle.is_some(),
             connect_timeout: settings.connect_timeout,
+            membership,
         },
     )?;
     info!(
@@ -206,6 +245,7 @@ pub fn download_directory(
     Ok(DownloadSummary {
         stats: stats.snapshot(),
         elapsed: started.elapsed(),
+        active: stats.active.active(),
         group_id,
         stopped_idle: stop == StopReason::Idle,
     })

@@ -24,12 +24,13 @@ use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::foreign::{Foreign, ForeignReport};
 use super::offsets::{ChunkFile, CommitTracker};
 use super::rejects::RejectStore;
 use super::replay::Replay;
 use super::sink::{Accepted, ChunkSink, VerifiedChunk};
 use super::stats::DownloadStats;
-use super::verify::{verify, Opener, RawMessage, Selection, Verdict};
+use super::verify::{verify, Formats, Opener, RawMessage, Selection, Verdict};
 use crate::kafka::{ConsumerLogContext, MessagePosition};
 use crate::state::is_out_of_space;
 
@@ -216,6 +217,9 @@ pub fn run<S: ChunkSink + Send>(
                 let writer = Writer {
                     topic,
                     stats: &stats,
+                    formats: options.selection.formats,
+                    decrypting: options.opener.decrypts(),
+                    foreign: ForeignReport::default(),
                     kept,
                     replay: Replay::new(Arc::clone(&options.opener), options.selection.clone()),
                 };
@@ -452,6 +456,12 @@ struct Writer<'a> {
     /// The topic read, for logs and kept messages.
     topic: &'a str,
     stats: &'a DownloadStats,
+    /// The formats read and whether messages are decrypted: to recognise messages of another
+    /// format among the rejected ones.
+    formats: Formats,
+    decrypting: bool,
+    /// Which other formats were already explained.
+    foreign: ForeignReport,
     /// Where bad and not-yet-openable messages go.
     kept: KeptAside,
     /// Retries the not-yet-openable ones.
@@ -571,7 +581,8 @@ impl Writer<'_> {
             }
             Verdict::Reject { reason, message } => {
                 DownloadStats::add(&stats.rejected_messages, 1);
-                warn!(topic, partition = at.partition, offset = at.offset, %reason, "bad message skipped and kept in .openmsi/rejected");
+                let foreign = Foreign::of(&message, self.formats, self.decrypting);
+                self.foreign.rejected(foreign, topic, at, &reason);
                 let _ = keep(&mut self.kept.rejected, topic, at, &message, &reason);
             }
         }

@@ -208,7 +208,7 @@ impl Publisher {
                 Err(e) => {
                     // One file that cannot be placed (a folder in the way, permissions) must
                     // not stop the stream; it is kept aside.
-                    DownloadStats::add(&self.stats.files_failed, 1);
+                    DownloadStats::add(&self.stats.files_unplaced, 1);
                     error!(path = %file.partial.version.relative, error = %e, "could not put the rebuilt file in place; it is kept in .openmsi/failed");
                     let kept = self.failed_dir.join(file.partial.version.id());
                     file.partial.remove_record();
@@ -296,7 +296,7 @@ impl Publisher {
             Ok(ran) => (ran.describe(), ran.output_tail),
             Err(e) => (format!("could not be started: {e}"), String::new()),
         };
-        DownloadStats::add(&self.stats.files_failed, 1);
+        DownloadStats::add(&self.stats.files_refused, 1);
         let kept = self.failed_dir.join(format!(
             "{}-{}",
             ready.partial.version.id(),

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tracing::info;
@@ -18,6 +19,7 @@ use super::sink::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use super::stats::DownloadStats;
 use crate::chunk::hash::from_hex;
 use crate::kafka::MessagePosition;
+use crate::progress::{Activity, Counters, TaskProgress, Ticket};
 use crate::state::{annotate, StateDir};
 
 /// Above this many files in progress, idle staging files are closed so that a stream
@@ -47,20 +49,24 @@ pub struct Reassembler {
     unflushed_bytes: u64,
     /// True when something (data, a completion) awaits a flush.
     unflushed: bool,
+    /// Where files of several chunks show while they arrive (None: not shown).
+    activity: Option<Arc<Activity>>,
+    /// The files shown, by staging id: their place in the display and their counters.
+    shown: HashMap<String, (Ticket, Arc<Counters>)>,
 }
 
 impl Reassembler {
     /// Opens the state of `output_dir` (creating it) and resumes staged files.
     pub fn open(
         output_dir: &Path,
+        state: &StateDir,
         stats: Arc<DownloadStats>,
         control: DeliveryControl,
     ) -> io::Result<Self> {
         fs::create_dir_all(output_dir).map_err(|e| annotate(e, output_dir))?;
-        let state = StateDir::of(output_dir);
         let staging_dir = state.staging();
         fs::create_dir_all(&staging_dir).map_err(|e| annotate(e, &staging_dir))?;
-        let publisher = Publisher::open(output_dir, &state, Arc::clone(&stats), control)?;
+        let publisher = Publisher::open(output_dir, state, Arc::clone(&stats), control)?;
         let mut me = Self {
             staging_dir,
             partials: HashMap::new(),
@@ -72,9 +78,38 @@ impl Reassembler {
             stats,
             unflushed_bytes: 0,
             unflushed: false,
+            activity: None,
+            shown: HashMap::new(),
         };
         me.recover()?;
         Ok(me)
+    }
+
+    /// Shows files of several chunks in `activity` while they arrive.
+    pub fn show_progress(&mut self, activity: Arc<Activity>) {
+        self.activity = Some(activity);
+    }
+
+    /// Counts `len` more bytes of chunk `chunk_i` of `n_total` (at `offset`) for the display.
+    /// The total is an estimate (chunks × this chunk's size) until the last chunk says it.
+    fn count_shown(&mut self, id: &str, relative: &str, n_total: u64, chunk: (u64, u64, u64)) {
+        let Some(activity) = &self.activity else {
+            return;
+        };
+        let (chunk_i, offset, len) = chunk;
+        if n_total < 2 {
+            return;
+        }
+        let (_, counters) = self.shown.entry(id.to_string()).or_insert_with(|| {
+            let counters = Arc::new(Counters::default());
+            counters.total.store(n_total * len, Ordering::Relaxed);
+            let ticket = activity.begin(relative, Arc::clone(&counters) as Arc<dyn TaskProgress>);
+            (ticket, counters)
+        });
+        counters.done.fetch_add(len, Ordering::Relaxed);
+        if chunk_i == n_total {
+            counters.total.store(offset + len, Ordering::Relaxed);
+        }
     }
 
     /// Reloads staging files left by an earlier run.
@@ -261,11 +296,21 @@ impl ChunkSink for Reassembler {
         }
         DownloadStats::add(&self.stats.chunks_written, 1);
         DownloadStats::add(&self.stats.bytes_written, data.len() as u64);
-        self.unflushed_bytes += data.len() as u64;
+        self.stats.active.mark();
+        let (n_total, len) = (partial.version.n_total_chunks, data.len() as u64);
+        let complete = partial.is_complete();
+        self.unflushed_bytes += len;
+        self.count_shown(
+            &chunk.id,
+            &chunk.version.relative,
+            n_total,
+            (chunk.chunk_i, chunk.offset, len),
+        );
         self.unflushed = true;
-        if !partial.is_complete() {
+        if !complete {
             return Ok(Accepted::Written);
         }
+        self.shown.remove(&chunk.id);
         let Some(partial) = self.partials.remove(&chunk.id) else {
             return Ok(Accepted::Written);
         };
@@ -368,6 +413,7 @@ mod tests {
     fn open(dir: &Path) -> Reassembler {
         Reassembler::open(
             dir,
+            &StateDir::of(dir),
             Arc::new(DownloadStats::default()),
             DeliveryControl::default(),
         )

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::progress::ActiveTime;
+
 /// Live counters. Relaxed ordering: they are statistics, never used for synchronisation.
 #[derive(Debug, Default)]
 pub struct DownloadStats {
@@ -27,10 +29,16 @@ pub struct DownloadStats {
     pub files_completed: AtomicU64,
     /// Files whose whole-file hash did not match (kept aside in .openmsi/failed).
     pub files_failed: AtomicU64,
+    /// Verified files the `--validate` command refused (kept aside in .openmsi/failed).
+    pub files_refused: AtomicU64,
+    /// Verified files that could not be put in place (a folder in the way, permissions).
+    pub files_unplaced: AtomicU64,
     /// Files with some but not all chunks staged.
     pub files_in_progress: AtomicU64,
     /// `--on-file`/`--on-batch` commands that failed (exit code, timeout, not startable).
     pub hooks_failed: AtomicU64,
+    /// How long chunks were being written (for a rate that leaves out idle time).
+    pub active: ActiveTime,
 }
 
 /// A snapshot of the counters.
@@ -47,6 +55,8 @@ pub struct StatsSnapshot {
     pub deferred_messages: u64,
     pub files_completed: u64,
     pub files_failed: u64,
+    pub files_refused: u64,
+    pub files_unplaced: u64,
     pub files_in_progress: u64,
     pub hooks_failed: u64,
 }
@@ -72,6 +82,8 @@ impl DownloadStats {
             deferred_messages: get(&self.deferred_messages),
             files_completed: get(&self.files_completed),
             files_failed: get(&self.files_failed),
+            files_refused: get(&self.files_refused),
+            files_unplaced: get(&self.files_unplaced),
             files_in_progress: get(&self.files_in_progress),
             hooks_failed: get(&self.hooks_failed),
         }
@@ -94,6 +106,12 @@ impl std::fmt::Display for StatsSnapshot {
             self.rejected_messages,
             self.files_failed,
         )?;
+        if self.files_refused > 0 {
+            write!(f, "; {} refused by --validate", self.files_refused)?;
+        }
+        if self.files_unplaced > 0 {
+            write!(f, "; {} could not be put in place", self.files_unplaced)?;
+        }
         if self.hooks_failed > 0 {
             write!(f, "; {} hooks failed", self.hooks_failed)?;
         }
@@ -112,5 +130,12 @@ impl std::fmt::Display for StatsSnapshot {
             )?;
         }
         Ok(())
+    }
+}
+
+impl StatsSnapshot {
+    /// Files that ended badly in any way (the exit code of a run that stops by itself).
+    pub fn files_not_delivered(&self) -> u64 {
+        self.files_failed + self.files_refused + self.files_unplaced
     }
 }

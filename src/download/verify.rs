@@ -67,6 +67,12 @@ pub trait Opener: Send + Sync {
     fn generation(&self) -> u64 {
         0
     }
+
+    /// Whether this opener decrypts (so an encrypted message it rejects was not simply
+    /// unexpected; see [`super::foreign`]).
+    fn decrypts(&self) -> bool {
+        false
+    }
 }
 
 /// Plaintext topics: every message is readable as it is.

@@ -47,6 +47,12 @@ pub fn client_config(
     for (key, value) in overrides {
         cfg.set(*key, value);
     }
+    // Never create a topic by asking about it. A stock Kafka (and the quick start's broker)
+    // creates any topic a metadata request names when the client allows it, and librdkafka
+    // allows it for producers by default: a typo in --topic would then upload into a new topic
+    // that nobody reads, and `topic describe nosuch` would create `nosuch`. Topics are made with
+    // `openmsi topic create`.
+    cfg.set("allow.auto.create.topics", "false");
     // librdkafka only emits log lines at or below its own level; follow ours so `--log-level
     // debug` also shows the client's internals.
     let level = match LevelFilter::current() {

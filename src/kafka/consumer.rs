@@ -8,6 +8,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::{client_config, create_client, KafkaSetupError};
 use super::context::ConsumerLogContext;
@@ -44,10 +45,28 @@ pub struct ConsumerSpec<'a> {
     pub partition_eof: bool,
     /// Bound on waiting for the broker's first answer.
     pub connect_timeout: Duration,
+    /// Read every partition at once instead of joining the group's rebalance (see
+    /// [`Membership`]).
+    pub membership: Membership,
+}
+
+/// How the consumer gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Subscribe and let the group's rebalance share the partitions among its members (a group
+    /// spread over several machines; a member that dies is replaced).
+    Group,
+    /// Assign every partition of the topic to itself, starting at the group's committed offsets
+    /// (else `auto.offset.reset`): correct only when no other process reads with this group,
+    /// which is certain for a fresh group (`create_new`) and the user's word for
+    /// `--sole-reader`. It starts reading at once: a new group's first rebalance waits for
+    /// other members (3 s by default on a stock Kafka, `group.initial.rebalance.delay.ms`;
+    /// ~5 s on the quick start's broker). Offsets are still committed to the group.
+    Sole,
 }
 
 /// Creates the consumer, checks within the connect timeout that the topic exists, and
-/// subscribes.
+/// subscribes (or assigns itself every partition, see [`Membership`]).
 pub fn subscribe(
     config: &LoadedConfig,
     spec: &ConsumerSpec<'_>,
@@ -64,19 +83,31 @@ pub fn subscribe(
             }
         }
     };
-    check_topic(
+    let topic = check_topic(
         consumer.client(),
         &cfg,
         spec.topic,
         spec.connect_timeout,
         &serve_events,
     )?;
-    consumer
-        .subscribe(&[spec.topic])
-        .map_err(|source| ConsumeError::Subscribe {
-            topic: spec.topic.to_string(),
-            source,
-        })?;
+    let joined = match spec.membership {
+        Membership::Group => consumer.subscribe(&[spec.topic]),
+        Membership::Sole => {
+            let mut all = TopicPartitionList::new();
+            for partition in 0..topic.partitions {
+                all.add_partition_offset(spec.topic, partition, Offset::Stored)
+                    .map_err(|source| ConsumeError::Subscribe {
+                        topic: spec.topic.to_string(),
+                        source,
+                    })?;
+            }
+            consumer.assign(&all)
+        }
+    };
+    joined.map_err(|source| ConsumeError::Subscribe {
+        topic: spec.topic.to_string(),
+        source,
+    })?;
     Ok(consumer)
 }
 

@@ -306,6 +306,33 @@ pub enum Probe {
     Unreachable,
 }
 
+/// True when every address of every bootstrap server refuses a TCP connection at once. A
+/// refusal on loopback or a reachable host is immediate and certain: nothing listens there, so
+/// waiting the whole connect timeout would only delay the same answer. A server that does not
+/// resolve, or an address that does not answer within `timeout` (a firewall, a host that is
+/// down), is not a refusal: the caller keeps waiting for those.
+pub fn every_bootstrap_refuses(servers: &str, timeout: Duration) -> bool {
+    use std::io::ErrorKind;
+    use std::net::{TcpStream, ToSocketAddrs};
+
+    let mut any = false;
+    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        // librdkafka accepts an optional "PROTOCOL://" before host:port.
+        let address = server.rsplit("://").next().unwrap_or(server);
+        let Ok(addrs) = address.to_socket_addrs() else {
+            return false;
+        };
+        for addr in addrs {
+            any = true;
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                _ => return false,
+            }
+        }
+    }
+    any
+}
+
 /// Makes one TLS handshake with `host:port`, verifying the certificate against `ca_file` (or the
 /// system's CAs) and `host`, within `timeout`.
 pub fn probe(host: &str, port: u16, ca_file: Option<&str>, timeout: Duration) -> Probe {
@@ -381,6 +408,35 @@ mod tests {
         assert!(Cause::BrokerCertificate(Some("Hostname mismatch".into()))
             .explain()
             .contains("does not name the host"));
+    }
+
+    #[test]
+    fn refusal_on_every_bootstrap_address_is_seen_at_once() {
+        // A port that was just free: nothing listens there.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = free.local_addr().unwrap().port();
+        drop(free);
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = open.local_addr().unwrap().port();
+        let timeout = Duration::from_millis(300);
+        assert!(every_bootstrap_refuses(
+            &format!("127.0.0.1:{closed}"),
+            timeout
+        ));
+        assert!(every_bootstrap_refuses(
+            &format!("PLAINTEXT://127.0.0.1:{closed}, 127.0.0.1:{closed}"),
+            timeout
+        ));
+        // One address that answers is enough to keep waiting for the broker.
+        assert!(!every_bootstrap_refuses(
+            &format!("127.0.0.1:{closed},127.0.0.1:{listening}"),
+            timeout
+        ));
+        assert!(!every_bootstrap_refuses("", timeout));
+        assert!(!every_bootstrap_refuses(
+            "no-such-host.invalid:9092",
+            timeout
+        ));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::topic::{check_topic, TopicError, TopicInfo};
 use super::window::Window;
 use crate::chunk::RangeSet;
 use crate::config::LoadedConfig;
+use crate::progress::ActiveTime;
 
 /// librdkafka's queue is capped at this many KiB: it is the back-pressure that keeps memory
 /// flat however large the file (or however many files), and 32 MiB (64 chunks of 512 KiB)
@@ -61,6 +62,8 @@ pub struct DeliveryTracker {
     failures: Failures,
     /// Largest payload queued, to say how big a rejected message was.
     largest_payload: AtomicU64,
+    /// How long acknowledgements were arriving (for a rate that leaves out idle time).
+    active: ActiveTime,
 }
 
 impl DeliveryTracker {
@@ -75,6 +78,10 @@ impl DeliveryTracker {
     /// Payload bytes acknowledged so far.
     pub fn delivered_bytes(&self) -> u64 {
         self.delivered_bytes.load(Ordering::Acquire)
+    }
+    /// How long acknowledgements kept arriving (pauses of more than a few seconds left out).
+    pub fn active_time(&self) -> Duration {
+        self.active.active()
     }
     /// Messages that failed for good.
     pub fn failed(&self) -> u64 {
@@ -222,6 +229,7 @@ impl ProducerContext for DeliveryContext {
                     .delivered_bytes
                     .fetch_add(tag.bytes as u64, Ordering::AcqRel);
                 self.tracker.delivered.fetch_add(1, Ordering::AcqRel);
+                self.tracker.active.mark();
             }
             Err((error, _message)) => {
                 tag.file.failures.record(error.clone());

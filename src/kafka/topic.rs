@@ -55,6 +55,8 @@ pub fn connect<C: ClientContext>(
     let deadline = Instant::now() + timeout;
     // The cause our own TLS handshake found, made once when librdkafka's lines are not enough.
     let mut probed: Option<Option<Cause>> = None;
+    // Whether a refused connection was already checked on every bootstrap address (once).
+    let mut refusal_checked = false;
     loop {
         let started = Instant::now();
         let slice = deadline.saturating_duration_since(started).min(CHECK_SLICE);
@@ -76,8 +78,20 @@ pub fn connect<C: ClientContext>(
             let left = deadline.saturating_duration_since(Instant::now());
             probed = Some(probe_cause(cfg, seen.as_ref(), left.min(PROBE_TIMEOUT)));
         }
-        let cause = probed.clone().flatten().or(seen);
-        let certain = cause.as_ref().is_some_and(Cause::is_certain);
+        // "Connection refused" from every bootstrap address is as certain as a bad password:
+        // say so now instead of after the whole timeout (librdkafka's own lines may not have
+        // arrived yet, or, for an admin client, never reach this watch in time).
+        let refused_everywhere =
+            !refusal_checked && matches!(seen, None | Some(Cause::Refused)) && {
+                refusal_checked = true;
+                diagnose::every_bootstrap_refuses(&bootstrap_servers(cfg), REFUSAL_CHECK_TIMEOUT)
+            };
+        let cause = if refused_everywhere {
+            Some(Cause::Refused)
+        } else {
+            probed.clone().flatten().or(seen)
+        };
+        let certain = refused_everywhere || cause.as_ref().is_some_and(Cause::is_certain);
         if certain || Instant::now() >= deadline {
             let cause = match cause {
                 Some(cause) => cause.explain(),
@@ -99,6 +113,10 @@ pub fn connect<C: ClientContext>(
         );
     }
 }
+
+/// Bound on each TCP connection of the refusal check (a refusal is immediate; this only bounds
+/// an address that does not answer at all).
+const REFUSAL_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Bound on our own TLS handshake (a TLS client at a plaintext port only learns by waiting).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -37,6 +37,8 @@ pub struct ServiceCommand {
     pub args: Vec<String>,
     /// The folder it watches or writes, absolute.
     pub folder: PathBuf,
+    /// `--state-dir`, absolute, when given.
+    pub state_dir: Option<PathBuf>,
     /// Its config.
     pub config: ConfigChoice,
     /// The topic it uses.
@@ -84,11 +86,14 @@ pub fn parse(command: &[String], cwd: &Path) -> Result<ServiceCommand, String> {
         let text = e.render().to_string();
         format!("the service's command does not parse: {}", text.trim())
     })?;
-    let (kind, dir, kafka, group_id) = match &cli.command {
-        Command::UploadDirectory(a) => (Kind::UploadDirectory, &a.dir, &a.kafka, None),
+    let (kind, dir, state_dir, kafka, group_id) = match &cli.command {
+        Command::UploadDirectory(a) => {
+            (Kind::UploadDirectory, &a.dir, &a.state_dir, &a.kafka, None)
+        }
         Command::DownloadDirectory(a) => (
             Kind::DownloadDirectory,
             &a.output_dir,
+            &a.state_dir,
             &a.kafka,
             a.group_id.clone(),
         ),
@@ -105,12 +110,14 @@ pub fn parse(command: &[String], cwd: &Path) -> Result<ServiceCommand, String> {
         return Err("--exit-when-idle is for scripts: a service runs until it is stopped".into());
     }
     let folder = absolute(cwd, dir);
+    let state_dir = state_dir.as_deref().map(|d| absolute(cwd, d));
     let config = resolve_config(&kafka.config, cwd)?;
-    let args = rewrite(command, &folder, &config)?;
+    let args = rewrite(command, &folder, state_dir.as_deref(), &config)?;
     Ok(ServiceCommand {
         kind,
         args,
         folder,
+        state_dir,
         config,
         topic: kafka.topic.clone(),
         connect_timeout: Duration::from_secs(kafka.connect_timeout),
@@ -132,11 +139,13 @@ fn resolve_config(spec: &str, cwd: &Path) -> Result<ConfigChoice, String> {
     }
 }
 
-/// The argument list with the folder (the first positional argument) and `--config` replaced.
-/// Options are told apart from their values with the parser's own table of arguments.
+/// The argument list with the folder (the first positional argument), `--state-dir` and
+/// `--config` replaced. Options are told apart from their values with the parser's own table of
+/// arguments.
 fn rewrite(
     command: &[String],
     folder: &Path,
+    state_dir: Option<&Path>,
     config: &ConfigChoice,
 ) -> Result<Vec<String>, String> {
     let mut root = Cli::command();
@@ -169,6 +178,15 @@ fn rewrite(
             };
             let arg = find_long(name);
             let is_config = arg.is_some_and(|a| a.get_id() == "config");
+            if let Some(state_dir) =
+                state_dir.filter(|_| arg.is_some_and(|a| a.get_id() == "state_dir"))
+            {
+                if inline.is_none() {
+                    tokens.next();
+                }
+                out.extend(["--state-dir".to_string(), text(state_dir)?]);
+                continue;
+            }
             if arg.is_some_and(takes_value) && inline.is_none() {
                 let value = tokens.next().cloned().unwrap_or_default();
                 if is_config {
@@ -275,6 +293,21 @@ mod tests {
             ["--config".to_string(), written]
         );
         assert_eq!(cmd.args[1], cwd.join("out").to_string_lossy());
+        // --state-dir becomes absolute too, in both spellings.
+        for spelling in [&["--state-dir", "st"][..], &["--state-dir=st"][..]] {
+            let mut words = vec!["upload-directory", "in"];
+            words.extend_from_slice(spelling);
+            let cmd = parse(&args(&words), cwd).unwrap();
+            let state = cwd.join("st");
+            assert_eq!(cmd.state_dir.as_deref(), Some(state.as_path()));
+            assert_eq!(
+                cmd.args[2..4],
+                [
+                    "--state-dir".to_string(),
+                    state.to_string_lossy().into_owned()
+                ]
+            );
+        }
     }
 
     #[test]

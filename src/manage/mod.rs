@@ -245,6 +245,11 @@ mod platform {
     use systemd::Scope;
 
     pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+        // Before anything is checked or written: without a running systemd there is nothing
+        // to install into, and systemctl's own two lines would not say what to do.
+        if !matches!(verb, Verb::Check(_) | Verb::Host(_)) {
+            systemd::require_running()?;
+        }
         match verb {
             Verb::Install(args) => install(&args),
             Verb::Status(ServiceName { name, scope }) => Ok(report_status(

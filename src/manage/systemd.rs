@@ -150,6 +150,20 @@ fn journal(scope: Scope, unit: &str) -> Command {
     cmd
 }
 
+/// Where a system booted with systemd has its runtime state (what `sd_booted()` looks at).
+const SYSTEMD_RUNTIME: &str = "/run/systemd/system";
+
+/// Fails in one line when systemd is not this machine's service manager (a container, WSL1, a
+/// minimal VM): no unit can be installed, started or asked about there.
+pub fn require_running() -> anyhow::Result<()> {
+    if Path::new(SYSTEMD_RUNTIME).is_dir() {
+        return Ok(());
+    }
+    bail!(
+        "systemd is not running on this machine (no {SYSTEMD_RUNTIME}; a container or WSL1?), so there is no service manager to install into and nothing was changed. Run the command directly (e.g. under the container's own process manager), or use a machine booted with systemd"
+    )
+}
+
 /// Writes `text` to `path` atomically with `mode`, owned by `owner` when given.
 fn write_private(
     path: &Path,
@@ -179,6 +193,18 @@ fn write_private(
     Ok(())
 }
 
+/// The folders above `file` that do not exist yet, outermost first.
+fn missing_folders(file: &Path) -> Vec<PathBuf> {
+    let mut missing: Vec<PathBuf> = file
+        .ancestors()
+        .skip(1)
+        .take_while(|dir| !dir.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    missing
+}
+
 /// Installs and enables (and starts unless asked not to) the unit for `request`.
 pub fn install(
     scope: Scope,
@@ -197,7 +223,12 @@ pub fn install(
         );
     }
     let env_path = scope.env_dir()?.join(format!("{}.env", request.name));
+    // Folders this install creates, removed again if it fails (an install that fails leaves
+    // nothing behind).
+    let mut created = missing_folders(&env_path);
+    created.extend(missing_folders(&unit_path));
     let mut read_write = vec![request.command.folder.clone()];
+    read_write.extend(request.command.state_dir.clone());
     read_write.dedup();
     let mut needs_to_see = vec![
         request.program.clone(),
@@ -229,16 +260,27 @@ pub fn install(
         unit::check_writable(arg).map_err(anyhow::Error::msg)?;
     }
     let env_text = super::envfile::render(&request.env).map_err(anyhow::Error::msg)?;
-    write_private(&env_path, &env_text, 0o600, account)?;
+    let remove_created = || {
+        for dir in created.iter().rev() {
+            // Only if empty: never take away what another install put there meanwhile.
+            let _ = fs::remove_dir(dir);
+        }
+    };
+    if let Err(e) = write_private(&env_path, &env_text, 0o600, account) {
+        remove_created();
+        return Err(e);
+    }
     let text = unit::render(&spec);
     if let Err(e) = write_private(&unit_path, &text, 0o644, None) {
         let _ = fs::remove_file(&env_path);
+        remove_created();
         return Err(e);
     }
     let undo = || {
         let _ = fs::remove_file(&unit_path);
         let _ = fs::remove_file(&env_path);
         let _ = systemctl(scope, &["daemon-reload"]);
+        remove_created();
     };
     let started = (|| {
         systemctl_ok(scope, &["daemon-reload"])?;

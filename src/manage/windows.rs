@@ -104,8 +104,11 @@ pub fn install(
         .with_context(|| format!("cannot create {}", data_dir().display()))?;
     let env_text = envfile::render(&request.env).map_err(anyhow::Error::msg)?;
     std::fs::write(env_path(name), env_text)?;
-    let log_file =
-        crate::state::StateDir::of(&request.command.folder).log_file(request.command.name());
+    let log_file = crate::state::StateDir::located(
+        &request.command.folder,
+        request.command.state_dir.as_deref(),
+    )
+    .log_file(request.command.name());
     let summary = format!(
         "{} {}",
         request.command.name(),

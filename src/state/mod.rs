@@ -30,18 +30,38 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// The state folder of `folder` (not created).
+    /// The default state folder of `folder` (not created): `folder/.openmsi`.
     pub fn of(folder: &Path) -> Self {
         Self {
             root: folder.join(STATE_DIR_NAME),
         }
     }
 
-    /// Creates the state folder (and `folder` itself) when missing.
+    /// The state folder of `folder`: `chosen` (`--state-dir`) when given, else the default.
+    pub fn located(folder: &Path, chosen: Option<&Path>) -> Self {
+        match chosen {
+            Some(root) => Self {
+                root: root.to_path_buf(),
+            },
+            None => Self::of(folder),
+        }
+    }
+
+    /// Creates the default state folder (and `folder` itself) when missing.
     pub fn create(folder: &Path) -> io::Result<Self> {
-        let me = Self::of(folder);
-        std::fs::create_dir_all(&me.root).map_err(|e| annotate(e, &me.root))?;
-        Ok(me)
+        Self::of(folder).ensure()
+    }
+
+    /// Creates this state folder when missing. A permission error names the folder that
+    /// refused (the nearest existing ancestor), not the path that could not be made inside it.
+    pub fn ensure(self) -> io::Result<Self> {
+        std::fs::create_dir_all(&self.root).map_err(|e| annotate_create(e, &self.root))?;
+        Ok(self)
+    }
+
+    /// The folder itself (`--state-dir`, or `FOLDER/.openmsi`).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Takes the folder's lock for `command` (see [`lock`]); `folder` is named in errors.
@@ -117,6 +137,67 @@ pub fn annotate(e: io::Error, path: &Path) -> io::Error {
             source: e,
         },
     )
+}
+
+/// `e`, from creating `path` (and its missing parents), annotated with the folder at fault: for
+/// a permission error that is the nearest existing ancestor, which this user cannot write.
+pub fn annotate_create(e: io::Error, path: &Path) -> io::Error {
+    if e.kind() != io::ErrorKind::PermissionDenied {
+        return annotate(e, path);
+    }
+    let Some(blocking) = path.ancestors().skip(1).find(|a| a.is_dir()) else {
+        return annotate(e, path);
+    };
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot create {}: this user may not write in {} (permission denied)",
+            path.display(),
+            blocking.display(),
+        ),
+    )
+}
+
+/// Refuses a `--state-dir` inside `folder` (what it names in the error): the watcher would
+/// upload the state files, a downloader could be sent files that overwrite them.
+pub fn refuse_inside(state_dir: &Path, folder: &Path, what: &str) -> io::Result<()> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p)
+            .map(|p| p.canonicalize().unwrap_or(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let (state, folder_abs) = (absolute(state_dir), absolute(folder));
+    if state.starts_with(&folder_abs) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--state-dir {} is inside {what} {}: choose a folder outside it",
+                state_dir.display(),
+                folder.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` (both existing) are on one filesystem, so a rename between them works.
+/// Always true where the platform does not say (a failed rename is still reported then).
+pub fn same_filesystem(a: &Path, b: &Path) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let device = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.dev())
+                .map_err(|e| annotate(e, p))
+        };
+        Ok(device(a)? == device(b)?)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        Ok(true)
+    }
 }
 
 /// Disk-full errors stop a command (nothing can progress); most other per-file errors do not.

@@ -84,6 +84,17 @@ pub enum Storage {
     /// `memory://tansu/`: fast but loses everything on restart, and fetches that start inside
     /// a record batch skip the rest of it (so [`write_config`] sets `batch.num.messages=1`).
     Memory,
+    /// The quick start's prebuilt tansu (memory storage), which behaves like a stock Kafka where
+    /// the source build does not: it auto-creates a topic that a metadata request names (4
+    /// partitions), and a new consumer group waits ~5 s for its first assignment.
+    Prebuilt,
+}
+
+impl Storage {
+    /// Whether the broker keeps its records in memory (and so has the mid-batch fetch bug).
+    pub fn in_memory(self) -> bool {
+        matches!(self, Storage::Memory | Storage::Prebuilt)
+    }
 }
 
 /// A tansu broker on 127.0.0.1, stopped (and its directory removed) on drop.
@@ -324,8 +335,10 @@ fn start_broker(dir: &Path, port: u16, storage: Storage, extra: &[String]) -> Re
     // --owner: the broker dies with this test process even if the test aborts before `Drop`.
     let owner = std::process::id().to_string();
     let mut args = vec!["start", "--port", &port, "--dir", dir, "--owner", &owner];
-    if storage == Storage::Memory {
-        args.push("--memory");
+    match storage {
+        Storage::Memory => args.push("--memory"),
+        Storage::Prebuilt => args.push("--prebuilt"),
+        Storage::Sqlite => {}
     }
     args.extend(extra.iter().map(String::as_str));
     let out = broker_sh(&args);
@@ -356,7 +369,7 @@ pub fn write_config(dir: &Path, broker: &Broker) -> PathBuf {
          value.serializer = DataFileChunkSerializer\n",
         broker.bootstrap()
     );
-    if broker.storage() == Storage::Memory {
+    if broker.storage().in_memory() {
         // One message per batch avoids the memory engine's mid-batch fetch bug.
         text.push_str("batch.num.messages = 1\n");
     }
@@ -503,7 +516,7 @@ pub fn producer_config(broker: &Broker) -> ClientConfig {
     config
         .set("bootstrap.servers", broker.bootstrap())
         .set("message.timeout.ms", "30000");
-    if broker.storage() == Storage::Memory {
+    if broker.storage().in_memory() {
         config.set("batch.num.messages", "1");
     }
     config
@@ -547,6 +560,22 @@ pub fn openmsi_std_through(wrapper: &[&str]) -> Command {
     cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_openmsi"));
     clean_env(&mut cmd);
     cmd
+}
+
+/// `openmsi` as a user that file permissions apply to: `nobody` (uid 65534, through util-linux's
+/// `setpriv`) when the tests run as root, whom permissions do not stop; else the current user.
+/// The folders it uses must let that user in.
+pub fn openmsi_unprivileged() -> Command {
+    if unsafe { libc::geteuid() } == 0 {
+        openmsi_std_through(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+    } else {
+        openmsi_std()
+    }
 }
 
 /// `openmsi` as an `assert_cmd::Command`, for runs that finish: `.assert().success()`.

@@ -22,7 +22,7 @@ pub mod settle;
 pub mod watch;
 pub mod worker;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,7 @@ use crate::kafka::client::client_config;
 use crate::kafka::producer_defaults;
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
-use crate::progress::mb_per_s;
+use crate::progress::{self, Activity};
 use crate::state::StateDir;
 use crate::upload::send::{max_message_bytes, SendOptions};
 use dropbox::{Dropbox, LoopSettings, ProcScan, SystemClock, EVENT_RESCAN, POLL_RESCAN};
@@ -55,6 +55,8 @@ use worker::WorkerContext;
 pub struct UploadDirectorySettings {
     /// The folder to watch.
     pub dir: PathBuf,
+    /// Where the registry, lock and log live (`--state-dir`); None: `dir/.openmsi`.
+    pub state_dir: Option<PathBuf>,
     /// Destination topic.
     pub topic: String,
     /// Bytes per chunk.
@@ -156,6 +158,8 @@ pub struct UploadDirectorySummary {
     pub bytes: u64,
     /// Run time.
     pub elapsed: Duration,
+    /// Time acknowledgements were arriving (the run time less its idle pauses).
+    pub active: Duration,
 }
 
 /// Runs until `cancel` fires, then lets in-flight files finish (bounded), flushes and returns.
@@ -167,7 +171,7 @@ pub fn upload_directory(
 ) -> anyhow::Result<UploadDirectorySummary> {
     let started = Instant::now();
     let root = open_root(&settings.dir)?;
-    let state_dir = StateDir::create(&root).context("creating the state folder")?;
+    let state_dir = state_folder(&root, settings.state_dir.as_deref())?;
     // Held until return: a second upload-directory on this folder would share the registry.
     let _lock = state_dir.lock(&settings.dir, "upload-directory")?;
     let registry =
@@ -239,7 +243,10 @@ pub fn upload_directory(
         delivery_timeout: settings.delivery_timeout,
         resume: Arc::clone(&progress),
         envelopes: settings.envelopes.clone(),
+        activity: Arc::new(Activity::default()),
     };
+    // Files that take more than a moment show with their bytes and rate until they are done.
+    let _display = progress::spawn_display(Arc::clone(&ctx.activity));
     let workers = settings.concurrent_uploads.max(1);
     // Sixteen ready files per worker: a worker queues a small file in well under a millisecond
     // and does not wait for its acknowledgement, so the queue must hold what they take between
@@ -319,6 +326,7 @@ pub fn upload_directory(
         files_failed: dropbox.files_failing(),
         bytes: producer.tracker().delivered_bytes(),
         elapsed: started.elapsed(),
+        active: producer.tracker().active_time(),
     })
 }
 
@@ -342,7 +350,18 @@ fn open_root(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(root)
 }
 
-/// Throughput helper for the summary line.
-pub fn summary_rate(summary: &UploadDirectorySummary) -> f64 {
-    mb_per_s(summary.bytes, summary.elapsed)
+/// The state folder of the watched folder `root`: `--state-dir` (outside the folder, or its
+/// files would be uploaded) or `root/.openmsi`, created when missing.
+fn state_folder(root: &Path, chosen: Option<&Path>) -> anyhow::Result<StateDir> {
+    if let Some(chosen) = chosen {
+        crate::state::refuse_inside(chosen, root, "the watched folder")?;
+    }
+    StateDir::located(root, chosen).ensure().map_err(|e| {
+        let hint = if chosen.is_none() && e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (for a folder this user may only read, keep openmsi's state elsewhere with --state-dir DIR)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("creating the state folder: {e}{hint}")
+    })
 }

@@ -19,6 +19,7 @@ use super::settle::Ready;
 use crate::chunk::hash::to_hex;
 use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
+use crate::progress::{Activity, TaskProgress, Ticket};
 use crate::upload::error::UploadError;
 use crate::upload::hashing::chunk_count;
 use crate::upload::send::{queue_file, QueuedFile, SendOptions, Target};
@@ -83,6 +84,8 @@ pub struct InFlight {
     queued: QueuedFile,
     /// When its last chunk was queued.
     since: Instant,
+    /// Its place in the progress display, until it is done.
+    _shown: Ticket,
 }
 
 /// What every worker shares.
@@ -101,6 +104,23 @@ pub struct WorkerContext {
     pub resume: Arc<Mutex<ResumeState>>,
     /// Hosts every file is addressed to (None: every host).
     pub envelopes: crate::upload::envelopes::Envelopes,
+    /// The files being sent, for the progress display.
+    pub activity: Arc<Activity>,
+}
+
+/// A file's progress as the broker acknowledges it.
+struct Acknowledged {
+    delivery: Arc<FileDelivery>,
+    size: u64,
+}
+
+impl TaskProgress for Acknowledged {
+    fn done(&self) -> u64 {
+        self.delivery.acked_bytes()
+    }
+    fn total(&self) -> u64 {
+        self.size
+    }
 }
 
 /// A worker thread's loop: runs until the ready queue is closed. Files that were queued go to
@@ -279,6 +299,13 @@ fn start_upload(
         info!(path = %job.relative, acknowledged_before = point.acked.count(), n_chunks, "resuming an interrupted upload: sending only the chunks the broker did not acknowledge");
     }
     let delivery = FileDelivery::new();
+    let shown = ctx.activity.begin(
+        &job.relative,
+        Arc::new(Acknowledged {
+            delivery: Arc::clone(&delivery),
+            size: source.size,
+        }),
+    );
     let target = Target {
         producer: &ctx.producer,
         partitions: ctx.partitions,
@@ -307,6 +334,7 @@ fn start_upload(
             delivery,
             queued,
             since: Instant::now(),
+            _shown: shown,
         }),
         Err(e) => Err(Outcome::from_error(e, cancel)),
     }
