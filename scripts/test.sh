@@ -11,8 +11,10 @@ case ${1:-} in
     cat <<'USAGE'
 Usage: scripts/test.sh [NEXTEST ARGS...]
 
-Installs tansu (scripts/broker.sh install) and the OpenMSIStream reference venv
-(scripts/install-reference.sh) into ${OPENMSI_CACHE_DIR:-~/.cache/openmsi} when missing; for a
+Installs the Debian packages the tests need (scripts/install-packages.sh; as root, else it
+names them), tansu (scripts/broker.sh install --with-prebuilt) and the OpenMSIStream
+reference venv (scripts/install-reference.sh) into ${OPENMSI_CACHE_DIR:-~/.cache/openmsi}
+when missing; cargo-nextest when missing; for a
 full run (no arguments) checks the Windows build under Wine (scripts/windows-check.sh; skip with
 OPENMSI_SKIP_WINDOWS=1) and runs the doctests; then `cargo nextest run --no-fail-fast [NEXTEST
 ARGS...]`. The service tests boot a throw-away systemd (scripts/systemd-sandbox.sh: root and
@@ -27,8 +29,10 @@ esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cache="${OPENMSI_CACHE_DIR:-$HOME/.cache/openmsi}"
 
-echo "==> tansu test broker" >&2
-scripts/broker.sh install >/dev/null
+echo "==> Debian packages" >&2
+scripts/install-packages.sh
+echo "==> tansu test broker (built from source, and the prebuilt one that auto-creates topics)" >&2
+scripts/broker.sh install --with-prebuilt >/dev/null
 echo "==> OpenMSIStream reference" >&2
 python=$(scripts/install-reference.sh)
 # Tests find the venv on their own; exporting it makes the choice visible and overridable.
@@ -40,12 +44,16 @@ if ! "$OPENMSI_REFERENCE_PYTHON" -c 'import pysodium' 2>/dev/null; then
     exit 1
 fi
 
-# .ci/run installs cargo-nextest into the cache when the machine has none.
-if ! cargo nextest --version >/dev/null 2>&1 && [[ -x $cache/cargo-nextest/bin/cargo-nextest ]]; then
-    export PATH="$cache/cargo-nextest/bin:$PATH"
+# cargo-nextest: the machine's, else one built once into the cache.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    nextest_root="$cache/cargo-nextest"
+    if [[ ! -x $nextest_root/bin/cargo-nextest ]]; then
+        echo "==> cargo-nextest (built once into $nextest_root)" >&2
+        CARGO_TARGET_DIR="$cache/cargo-nextest-build" \
+            cargo install cargo-nextest --locked --root "$nextest_root"
+    fi
+    export PATH="$nextest_root/bin:$PATH"
 fi
-cargo nextest --version >/dev/null 2>&1 ||
-    { echo "test.sh: cargo-nextest is missing: cargo install cargo-nextest --locked" >&2; exit 1; }
 
 # A full run also checks the Windows build under Wine (scripts/windows-check.sh; the first run
 # installs MinGW and Wine as root and builds for ~10 minutes). OPENMSI_SKIP_WINDOWS=1 leaves it

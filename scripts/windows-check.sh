@@ -33,17 +33,7 @@ fail() {
 
 step "toolchain"
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
-missing=()
-for pkg in gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 cmake wine wine64; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    [[ $(id -u) == 0 ]] || fail "missing ${missing[*]}; install them as root (apt-get install)"
-    echo "installing: ${missing[*]}"
-    apt-get update -q
-    # With recommends: that is how Wine was installed and measured here (fonts, wine64 tools).
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null
-fi
+scripts/install-packages.sh --windows || fail "the MinGW and Wine packages are missing (see above)"
 
 step "cargo clippy --target $TARGET (lib and binary) -- -D warnings"
 CARGO_TARGET_DIR=$WIN_TARGET_DIR cargo clippy --target "$TARGET" --lib --bins --locked -- -D warnings

@@ -19,7 +19,7 @@ use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
-use crate::progress::{count, mb_per_s, rate_note};
+use crate::progress::{count, mb_per_s, rate_note, size};
 use crate::targeting::HostTargets;
 use crate::upload::directory::{upload_directory, DirectoryStats, UploadDirectorySettings};
 use crate::upload::{upload_file, UploadFileSettings};
@@ -201,6 +201,15 @@ fn validate_globs(patterns: &[String]) -> anyhow::Result<Option<globset::GlobSet
     Ok(Some(set.build()?))
 }
 
+/// Seconds from a flag that must be more than zero.
+fn positive_seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    let duration = seconds(flag, secs)?;
+    if duration.is_zero() {
+        anyhow::bail!("{flag} must be greater than 0");
+    }
+    Ok(duration)
+}
+
 /// Seconds from a flag, with an error naming the flag when negative or not finite.
 fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs)
@@ -230,6 +239,7 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
     let settings = UploadDirectorySettings {
         dir: args.dir,
         state_dir: args.state_dir,
+        progress_every: positive_seconds("--progress-seconds", args.progress_seconds)?,
         topic: args.kafka.topic,
         chunk_size: args.chunk_size,
         wire_fields: args.wire_fields,
@@ -260,9 +270,9 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
             .await
             .context("internal error: the upload thread panicked")??;
     println!(
-        "upload-directory stopped: {} uploaded ({:.1} MB{}) in {:.2} s, {} failing",
+        "upload-directory stopped: {} uploaded ({}{}) in {:.2} s, {} failing",
         count(summary.files_sent, "file"),
-        summary.bytes as f64 / 1e6,
+        size(summary.bytes),
         while_moving(summary.bytes, summary.active, "sending"),
         summary.elapsed.as_secs_f64(),
         summary.files_failed,
@@ -310,6 +320,7 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     let settings = DownloadSettings {
         output_dir: args.output_dir,
         state_dir: args.state_dir,
+        progress_every: positive_seconds("--progress-seconds", args.progress_seconds)?,
         topic: args.kafka.topic,
         group_id: args.group_id,
         sole_reader: args.sole_reader,
@@ -423,12 +434,12 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     }
     println!(
         "downloaded: {} completed, {} in progress, {} failed verification, {} rejected{extras}; \
-         {:.1} MB written{} in {:.2} s; consumer group {}",
+         {} written{} in {:.2} s; consumer group {}",
         count(s.files_completed, "file"),
         s.files_in_progress,
         s.files_failed,
         count(s.rejected_messages, "message"),
-        s.bytes_written as f64 / 1e6,
+        size(s.bytes_written),
         while_moving(s.bytes_written, summary.active, "writing"),
         summary.elapsed.as_secs_f64(),
         summary.group_id,

@@ -646,6 +646,11 @@ pub struct DownloadDirectoryArgs {
     )]
     pub discard_partials_after_days: u32,
 
+    /// When stderr is not a terminal (a service, a log file): seconds between progress lines
+    /// for each file still moving after that long (on a terminal, bars show instead).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub progress_seconds: f64,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -741,6 +746,11 @@ pub struct UploadDirectoryArgs {
         allow_negative_numbers = true
     )]
     pub update_seconds: i64,
+
+    /// When stderr is not a terminal (a service, a log file): seconds between progress lines
+    /// for each file still moving after that long (on a terminal, bars show instead).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub progress_seconds: f64,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

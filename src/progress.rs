@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tracing::info;
 
-/// How often the non-terminal fallback logs.
+/// How often the non-terminal fallback logs (upload-file; the long-running commands take
+/// `--progress-seconds`).
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// One bar: decimal units, like the summaries (`MB`, `MB/s`).
@@ -178,8 +179,8 @@ const SHOW_AFTER: Duration = Duration::from_secs(1);
 const MAX_BARS: usize = 4;
 
 /// Shows the tasks of `activity` until the returned handle is stopped: bars on a terminal
-/// (stderr), else a log line every 5 s for each file that has taken longer than that.
-pub fn spawn_display(activity: Arc<Activity>) -> DisplayHandle {
+/// (stderr), else a log line every `log_every` for each file that has taken longer than that.
+pub fn spawn_display(activity: Arc<Activity>, log_every: Duration) -> DisplayHandle {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let terminal = std::io::stderr().is_terminal();
@@ -189,7 +190,7 @@ pub fn spawn_display(activity: Arc<Activity>) -> DisplayHandle {
             if terminal {
                 draw_bars(&activity, &stopped)
             } else {
-                log_lines(&activity, &stopped)
+                log_lines(&activity, &stopped, log_every)
             }
         })
         .ok();
@@ -258,15 +259,16 @@ fn draw_bars(activity: &Activity, stop: &AtomicBool) {
     more.finish_and_clear();
 }
 
-fn log_lines(activity: &Activity, stop: &AtomicBool) {
+fn log_lines(activity: &Activity, stop: &AtomicBool, every: Duration) {
     let mut last = Instant::now();
+    let nap = every.min(Duration::from_millis(200));
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        if last.elapsed() < LOG_EVERY {
+        std::thread::sleep(nap);
+        if last.elapsed() < every {
             continue;
         }
         last = Instant::now();
-        for (_, label, done, total, age) in activity.older_than(LOG_EVERY) {
+        for (_, label, done, total, age) in activity.older_than(every) {
             info!(
                 path = %label,
                 percent = format_args!("{:.1}", percent(done, total)),
@@ -347,6 +349,18 @@ pub fn rate_note(bytes: u64, active: Duration) -> String {
     }
 }
 
+/// A size in decimal units, precise enough to read: `512 bytes`, `12.3 kB`, `4.5 MB`,
+/// `1.07 GB` (never `0.0 MB` for a small file).
+pub fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => count(bytes, "byte"),
+        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
+}
+
 /// `n` and the noun, plural when `n` is not 1: `1 chunk`, `2 chunks`.
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -387,6 +401,10 @@ mod tests {
         assert_eq!(count(1, "chunk"), "1 chunk");
         assert_eq!(count(0, "file"), "0 files");
         assert_eq!(count(3, "file"), "3 files");
+        assert_eq!(size(1), "1 byte");
+        assert_eq!(size(1000), "1.0 kB");
+        assert_eq!(size(4_500_000), "4.5 MB");
+        assert_eq!(size(1_073_741_824), "1.07 GB");
         assert_eq!(rate_note(10, Duration::ZERO), "");
         assert_eq!(rate_note(4, Duration::from_millis(30)), "");
         assert_eq!(rate_note(2_000_000, Duration::from_secs(1)), " (2.0 MB/s)");

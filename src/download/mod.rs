@@ -42,6 +42,7 @@ use tracing::{info, warn};
 
 use crate::config::LoadedConfig;
 use crate::kafka::consumer::{self, ConsumerSpec, Membership};
+use crate::progress::Activity;
 use crate::state::StateDir;
 use crate::targeting::ForHost;
 use hooks::HookSettings;
@@ -59,6 +60,8 @@ pub struct DownloadSettings {
     pub output_dir: PathBuf,
     /// Where staging, logs and kept messages live (`--state-dir`); None: `output_dir/.openmsi`.
     pub state_dir: Option<PathBuf>,
+    /// Seconds between progress lines in a log for a file still arriving.
+    pub progress_every: Duration,
     /// Topic to read.
     pub topic: String,
     /// Consumer group from the CLI (overrides the config file).
@@ -165,8 +168,12 @@ pub fn download_directory(
         hooks: hook_log,
         topic: settings.topic.clone(),
     };
-    let reassembler = Reassembler::open(output, &state_dir, Arc::clone(&stats), control)
+    let mut reassembler = Reassembler::open(output, &state_dir, Arc::clone(&stats), control)
         .with_context(|| format!("preparing output folder {}", output.display()))?;
+    // Files of several chunks show with their bytes and rate while they arrive.
+    let activity = Arc::new(Activity::default());
+    reassembler.show_progress(Arc::clone(&activity));
+    let _display = crate::progress::spawn_display(activity, settings.progress_every);
     let kept = KeptAside {
         rejected: RejectStore::open(&state_dir.rejected())
             .with_context(|| format!("preparing {}", output.display()))?,

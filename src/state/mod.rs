@@ -142,19 +142,29 @@ pub fn annotate(e: io::Error, path: &Path) -> io::Error {
 /// `e`, from creating `path` (and its missing parents), annotated with the folder at fault: for
 /// a permission error that is the nearest existing ancestor, which this user cannot write.
 pub fn annotate_create(e: io::Error, path: &Path) -> io::Error {
-    if e.kind() != io::ErrorKind::PermissionDenied {
-        return annotate(e, path);
-    }
+    let why = match e.kind() {
+        io::ErrorKind::PermissionDenied => "permission denied",
+        io::ErrorKind::ReadOnlyFilesystem => "a read-only filesystem",
+        _ => return annotate(e, path),
+    };
     let Some(blocking) = path.ancestors().skip(1).find(|a| a.is_dir()) else {
         return annotate(e, path);
     };
     io::Error::new(
         e.kind(),
         format!(
-            "cannot create {}: this user may not write in {} (permission denied)",
+            "cannot create {}: this user may not write in {} ({why})",
             path.display(),
             blocking.display(),
         ),
+    )
+}
+
+/// Whether `e` means "this place cannot be written" (permissions, a read-only filesystem).
+pub fn is_unwritable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
     )
 }
 

@@ -57,6 +57,8 @@ pub struct UploadDirectorySettings {
     pub dir: PathBuf,
     /// Where the registry, lock and log live (`--state-dir`); None: `dir/.openmsi`.
     pub state_dir: Option<PathBuf>,
+    /// Seconds between progress lines in a log for a file still moving.
+    pub progress_every: Duration,
     /// Destination topic.
     pub topic: String,
     /// Bytes per chunk.
@@ -246,7 +248,7 @@ pub fn upload_directory(
         activity: Arc::new(Activity::default()),
     };
     // Files that take more than a moment show with their bytes and rate until they are done.
-    let _display = progress::spawn_display(Arc::clone(&ctx.activity));
+    let _display = progress::spawn_display(Arc::clone(&ctx.activity), settings.progress_every);
     let workers = settings.concurrent_uploads.max(1);
     // Sixteen ready files per worker: a worker queues a small file in well under a millisecond
     // and does not wait for its acknowledgement, so the queue must hold what they take between
@@ -357,7 +359,7 @@ fn state_folder(root: &Path, chosen: Option<&Path>) -> anyhow::Result<StateDir> 
         crate::state::refuse_inside(chosen, root, "the watched folder")?;
     }
     StateDir::located(root, chosen).ensure().map_err(|e| {
-        let hint = if chosen.is_none() && e.kind() == std::io::ErrorKind::PermissionDenied {
+        let hint = if chosen.is_none() && crate::state::is_unwritable(&e) {
             " (for a folder this user may only read, keep openmsi's state elsewhere with --state-dir DIR)"
         } else {
             ""

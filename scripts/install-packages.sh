@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The Debian packages the build and the tests need, in one list that `scripts/test.sh` and
+# `.ci/run` both use: the missing ones are installed (as root; `apt-get update` first), or, for
+# another user, named with the command that installs them.
+#
+# Usage: scripts/install-packages.sh [--windows]
+#   --windows  also the MinGW cross compiler, cmake and Wine (scripts/windows-check.sh)
+set -euo pipefail
+
+# Why each is here:
+#   pkg-config libssl-dev zlib1g-dev make gcc g++  rdkafka's librdkafka and openssl-sys builds
+#   python3-venv             the OpenMSIStream reference venv (scripts/install-reference.sh)
+#   stunnel4 openssl         the TLS front end of the secured-broker tests, test certificates
+#   systemd systemd-container  the service tests boot a throw-away systemd (systemd-nspawn)
+#   libsodium23              the real KafkaCrypto's pysodium loads it (encryption interop)
+#   util-linux               setpriv/runuser: tests run the tool as an unprivileged user
+PACKAGES=(pkg-config libssl-dev zlib1g-dev make gcc g++ python3 python3-venv stunnel4 openssl
+    systemd systemd-container libsodium23 util-linux)
+# Cross-building and running the Windows binary (PLATFORMS.md): with recommends, as measured.
+WINDOWS_PACKAGES=(gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 cmake wine wine64)
+
+wanted=("${PACKAGES[@]}")
+recommends=(--no-install-recommends)
+if [[ ${1:-} == --windows ]]; then
+    wanted=("${WINDOWS_PACKAGES[@]}")
+    recommends=()
+elif [[ $# -gt 0 ]]; then
+    echo "install-packages.sh: unknown argument '$1' (see the head of this script)" >&2
+    exit 2
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+    echo "install-packages.sh: all ${#wanted[@]} Debian packages present" >&2
+    exit 0
+fi
+if [[ $(id -u) != 0 ]]; then
+    echo "install-packages.sh: missing Debian packages: ${missing[*]}. Install them as root:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+echo "install-packages.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >&2
+apt-get install -y -q "${recommends[@]}" "${missing[@]}" </dev/null >&2
