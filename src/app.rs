@@ -85,7 +85,7 @@ fn envelopes(
                 &node,
                 topic,
                 Duration::from_secs(connect_timeout_secs),
-            )? as Arc<dyn crate::upload::send::Envelope>),
+            )? as Arc<dyn crate::contract::Envelope>),
             None => None,
         };
     Ok(crate::upload::envelopes::Envelopes {
@@ -125,7 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DownloadDirectory(args) => runtime.block_on(run_download_directory(args)),
         Command::Topic(args) => runtime.block_on(crate::admin::run::run_topic(args.command)),
         Command::User(args) => runtime.block_on(crate::admin::run::run_user(args.command)),
-        Command::ManageService(args) => crate::manage::run(args.command),
+        Command::ManageService(args) => crate::manage::run(args.command, run),
         Command::ProvisionNode(args) => crate::provision_node::run(args),
         Command::ServeKeys(args) => runtime.block_on(run_serve_keys(args)),
     };

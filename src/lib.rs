@@ -29,6 +29,7 @@ pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod contract;
 pub mod crypto;
 pub mod download;
 pub mod host;

@@ -10,9 +10,9 @@
 //! never needs quoting or a separator, and a message for a single host carries exactly the
 //! `hostname` header Knot Resolver's client compares with its own name.
 
-use crate::download::verify::{Opened, Opener, RawMessage};
-use crate::kafka::MessagePosition;
-use crate::upload::send::{ChunkMessage, Envelope};
+use crate::contract::MessagePosition;
+use crate::contract::{ChunkMessage, Envelope};
+use crate::contract::{Opened, Opener, RawMessage};
 
 /// The header that names a target host (Knot Resolver's name for it).
 pub const HOSTNAME_HEADER: &str = "hostname";
@@ -140,7 +140,7 @@ impl<O: Opener> Opener for ForHost<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::download::verify::Plaintext;
+    use crate::contract::Plaintext;
 
     fn headers(hosts: &[&str]) -> Vec<(String, Vec<u8>)> {
         hosts

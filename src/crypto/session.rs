@@ -16,9 +16,9 @@ use super::primitives::Secret;
 use super::ratchet;
 use super::record::{self, RecordError, RecordPart, Sealer, SEAL_OVERHEAD};
 use crate::config::LoadedConfig;
-use crate::download::verify::{Opened, Opener, RawMessage};
-use crate::kafka::MessagePosition;
-use crate::upload::send::{ChunkMessage, Envelope};
+use crate::contract::MessagePosition;
+use crate::contract::{ChunkMessage, Envelope};
+use crate::contract::{Opened, Opener, RawMessage};
 
 /// The section of an openmsi (and OpenMSIStream) config that turns encryption on.
 pub const SECTION: &str = "kafkacrypto";

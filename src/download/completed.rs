@@ -36,7 +36,7 @@ pub struct CompletedEntry {
     pub completed_by: Option<MessagePosition>,
 }
 
-pub use crate::kafka::MessagePosition;
+pub use crate::contract::MessagePosition;
 
 impl Keyed for CompletedEntry {
     const LOG_NAME: &'static str = "the completed-file log";

@@ -8,9 +8,10 @@ use std::collections::HashSet;
 
 use tracing::{debug, warn};
 
-use super::verify::{Formats, RawMessage};
+use super::verify::Formats;
 use crate::chunk::knot;
-use crate::kafka::MessagePosition;
+use crate::contract::MessagePosition;
+use crate::contract::RawMessage;
 
 /// A recognised format this downloader does not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,7 +25,6 @@ pub mod publish;
 pub mod reassembler;
 pub mod rejects;
 pub mod replay;
-pub mod sink;
 pub mod stale;
 pub mod stats;
 pub mod validate;
@@ -41,17 +40,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::LoadedConfig;
+use crate::contract::Plaintext;
 use crate::kafka::consumer::{self, ConsumerSpec, Membership};
 use crate::progress::Activity;
 use crate::state::StateDir;
 use crate::targeting::ForHost;
 use hooks::HookSettings;
-use pipeline::{KeptAside, PipelineOptions, StopReason};
+use pipeline::{PipelineOptions, StopReason};
 use publish::{DeliveryControl, Validation};
 use reassembler::Reassembler;
+use rejects::KeptAside;
 use rejects::RejectStore;
 pub use stats::{DownloadStats, StatsSnapshot};
-use verify::Plaintext;
 
 /// Validated settings for a download run.
 #[derive(Debug, Clone)]
@@ -182,7 +182,7 @@ pub fn download_directory(
     };
 
     // Encrypted topics: the key exchange starts (and its topics are checked) before reading.
-    let opener: Arc<dyn verify::Opener> =
+    let opener: Arc<dyn crate::contract::Opener> =
         match crate::crypto::session::node_config_path(config).map_err(anyhow::Error::msg)? {
             Some(node) => Arc::new(ForHost::new(
                 settings.host.clone(),

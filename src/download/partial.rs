@@ -12,101 +12,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::chunk::hash::{from_hex, sha512, to_hex, Sha512Stream};
+use crate::chunk::hash::{to_hex, Sha512Stream};
 use crate::chunk::Sha512Digest;
-use crate::kafka::MessagePosition;
+use crate::contract::{FileVersion, PartLayout};
 use crate::state::annotate;
 
 #[cfg(unix)]
 use std::os::unix::fs::FileExt;
-
-/// Identity of one version of one file, as the chunks describe it. Written as the first line
-/// of the `.chunks` file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileVersion {
-    /// Relative path of the rebuilt file (validated, `/`-separated).
-    pub relative: String,
-    /// Hex SHA-512 of the whole file.
-    pub file_hash: String,
-    /// Number of chunks.
-    pub n_total_chunks: u64,
-    /// Source mtime (Unix seconds) to set on the rebuilt file, when the producer sent one.
-    pub file_mtime: Option<f64>,
-    /// Where the parts go in the staging file.
-    #[serde(default, skip_serializing_if = "PartLayout::is_offsets")]
-    pub layout: PartLayout,
-    /// For a version that names no whole-file hash (Knot's format without `file-sha512`):
-    /// the message that started it. Without a hash nothing else tells two versions of one
-    /// path apart (see [`super::reassembler`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<MessagePosition>,
-}
-
-/// How a version's parts are placed in its staging file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartLayout {
-    /// At the byte offset each chunk carries (openmsi's format).
-    #[default]
-    Offsets,
-    /// Appended in arrival order, then put in index order once every part is there (Knot
-    /// Resolver's format carries no offsets, and its parts need not be of equal size). Part
-    /// slots are the sent index + 1, so 0- and 1-based indices both fit in `1..=n + 1`; which
-    /// one a file used is decided once it is whole.
-    Appended,
-}
-
-impl PartLayout {
-    fn is_offsets(&self) -> bool {
-        *self == PartLayout::Offsets
-    }
-}
-
-impl FileVersion {
-    /// Staging id: a digest of everything that identifies the version, so two versions of a
-    /// path (or hostile chunks with another count) never share a staging file.
-    pub fn id(&self) -> String {
-        let mut text = Vec::new();
-        text.extend_from_slice(self.relative.as_bytes());
-        text.push(0);
-        text.extend_from_slice(self.file_hash.as_bytes());
-        text.push(0);
-        text.extend_from_slice(self.n_total_chunks.to_string().as_bytes());
-        // Versions staged before these fields existed keep their ids.
-        if self.layout == PartLayout::Appended {
-            text.extend_from_slice(b"\0appended");
-        }
-        if let Some(at) = self.started_at {
-            text.extend_from_slice(format!("\0{}:{}", at.partition, at.offset).as_bytes());
-        }
-        to_hex(&sha512(&text)[..16])
-    }
-
-    /// True for a version that names no whole-file hash: its content is checked for
-    /// completeness only, and its hash is computed when it is whole.
-    pub fn is_unverified(&self) -> bool {
-        self.file_hash.is_empty()
-    }
-
-    /// The expected whole-file hash: None for an unverified version (Knot parts without
-    /// `file-sha512`); an error for anything else that is not 128 hex digits.
-    fn expected_hash(&self) -> Option<Option<Sha512Digest>> {
-        if self.is_unverified() && self.layout == PartLayout::Appended {
-            return Some(None);
-        }
-        from_hex(&self.file_hash).map(Some)
-    }
-
-    /// Highest chunk slot a chunk of this version may use.
-    fn max_slot(&self) -> u64 {
-        match self.layout {
-            PartLayout::Offsets => self.n_total_chunks,
-            PartLayout::Appended => self.n_total_chunks + 1,
-        }
-    }
-}
 
 /// A chunk written but not yet recorded as durable.
 #[derive(Debug, Clone, Copy)]
@@ -542,7 +454,7 @@ impl PartialFile {
     /// Notes in the record which message completed the file, so that a crash after the file
     /// was renamed into place (before the completed log learnt of it) still tells start-up
     /// its position. Best effort and not synced: without it, the position is unknown.
-    pub fn record_completion(&self, at: crate::kafka::MessagePosition) {
+    pub fn record_completion(&self, at: crate::contract::MessagePosition) {
         if !self.recorded {
             return;
         }
@@ -573,11 +485,11 @@ impl PartialFile {
 
 /// What recovery found for one `.chunks` record.
 /// A record's completion line, `@ PARTITION OFFSET` (see [`PartialFile::record_completion`]).
-fn parse_completion(line: &str) -> Option<crate::kafka::MessagePosition> {
+fn parse_completion(line: &str) -> Option<crate::contract::MessagePosition> {
     let mut words = line.strip_prefix("@ ")?.split_whitespace();
     let partition = words.next()?.parse().ok()?;
     let offset = words.next()?.parse().ok()?;
-    Some(crate::kafka::MessagePosition { partition, offset })
+    Some(crate::contract::MessagePosition { partition, offset })
 }
 
 pub enum Recovered {
@@ -585,7 +497,7 @@ pub enum Recovered {
     Partial(Box<PartialFile>),
     /// The data file is gone: it was renamed into place before the crash; with the message
     /// that completed it when the record says.
-    AlreadyPublished(FileVersion, Option<crate::kafka::MessagePosition>),
+    AlreadyPublished(FileVersion, Option<crate::contract::MessagePosition>),
     /// The record is unreadable (torn before its first sync): discard.
     Unusable,
 }
@@ -617,6 +529,7 @@ fn read_exact_at(mut f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::hash::sha512;
 
     fn version(content: &[u8], n: u64) -> FileVersion {
         FileVersion {
@@ -697,7 +610,7 @@ mod tests {
             Recovered::AlreadyPublished(_, None)
         ));
         // Completed by a known message before the rename: start-up learns where.
-        let at = crate::kafka::MessagePosition {
+        let at = crate::contract::MessagePosition {
             partition: 1,
             offset: 42,
         };

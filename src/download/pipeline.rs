@@ -26,12 +26,14 @@ use tracing::{debug, error, info, warn};
 
 use super::foreign::{Foreign, ForeignReport};
 use super::offsets::{ChunkFile, CommitTracker};
-use super::rejects::RejectStore;
+use super::rejects::{KeptAside, RejectStore};
 use super::replay::Replay;
-use super::sink::{Accepted, ChunkSink, VerifiedChunk};
 use super::stats::DownloadStats;
-use super::verify::{verify, Formats, Opener, RawMessage, Selection, Verdict};
-use crate::kafka::{ConsumerLogContext, MessagePosition};
+use super::verify::{verify, Formats, Selection, Verdict};
+use crate::contract::MessagePosition;
+use crate::contract::{Accepted, ChunkSink, VerifiedChunk};
+use crate::contract::{Opener, RawMessage};
+use crate::kafka::ConsumerLogContext;
 use crate::state::is_out_of_space;
 
 /// Messages between stages. 32 chunks of 512 KiB is 16 MiB per queue: enough to keep both
@@ -70,7 +72,7 @@ pub struct PipelineOptions {
     pub verify_threads: usize,
     /// Stop after reading everything and this much quiet.
     pub exit_when_idle: Option<Duration>,
-    /// The step before decoding ([`super::verify::Plaintext`] for plaintext topics).
+    /// The step before decoding ([`crate::contract::Plaintext`] for plaintext topics).
     pub opener: Arc<dyn Opener>,
     /// When nothing was assigned for this long, leave and rejoin the group (see [`Rejoin`]).
     pub rejoin_unassigned_after: Duration,
@@ -139,14 +141,6 @@ impl Rejoin {
         self.unassigned_since = Some(now);
         self.wait = (self.wait * 2).min(REJOIN_MAX_WAIT);
     }
-}
-
-/// Where messages that are not chunks for the sink are kept.
-pub struct KeptAside {
-    /// Bad messages (`.openmsi/rejected/`).
-    pub rejected: RejectStore,
-    /// Messages that cannot be opened yet (`.openmsi/deferred/`).
-    pub deferred: RejectStore,
 }
 
 /// Why the pipeline failed. (A requested stop is not a failure: it is
@@ -646,7 +640,7 @@ fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::download::sink::PublishedFile;
+    use crate::contract::PublishedFile;
 
     /// A sink that must never be reached.
     struct NoSink;
@@ -670,15 +664,11 @@ mod tests {
     struct KeyLater(std::sync::atomic::AtomicBool);
 
     impl Opener for KeyLater {
-        fn open(
-            &self,
-            message: RawMessage,
-            _at: MessagePosition,
-        ) -> crate::download::verify::Opened {
+        fn open(&self, message: RawMessage, _at: MessagePosition) -> crate::contract::Opened {
             if self.0.load(Ordering::Acquire) {
-                crate::download::verify::Opened::Readable(message)
+                crate::contract::Opened::Readable(message)
             } else {
-                crate::download::verify::Opened::NotYet {
+                crate::contract::Opened::NotYet {
                     reason: "key 17 not received yet".into(),
                     message,
                 }

@@ -21,11 +21,12 @@ use globset::GlobSet;
 use super::command::{self, FileFacts, UserCommand};
 use super::completed::{CompletedEntry, CompletedLog};
 use super::hooks::HookLog;
-use super::partial::{FileVersion, PartialFile};
-use super::sink::PublishedFile;
+use super::partial::PartialFile;
 use super::stats::DownloadStats;
 use crate::chunk::Sha512Digest;
-use crate::kafka::MessagePosition;
+use crate::contract::FileVersion;
+use crate::contract::MessagePosition;
+use crate::contract::PublishedFile;
 use crate::state::{annotate, is_out_of_space, sync_dir, sync_filesystem, StateDir};
 
 /// From this many files in one flush on, their data (and then the renames) are made durable

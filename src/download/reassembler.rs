@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::partial::{FileVersion, PartialFile, Recovered};
+use super::partial::{PartialFile, Recovered};
 use super::publish::{DeliveryControl, Publisher, ReadyFile};
-use super::sink::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use super::stats::DownloadStats;
 use crate::chunk::hash::from_hex;
-use crate::kafka::MessagePosition;
+use crate::contract::FileVersion;
+use crate::contract::MessagePosition;
+use crate::contract::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use crate::progress::{Activity, Counters, TaskProgress, Ticket};
 use crate::state::{annotate, StateDir};
 
@@ -354,7 +355,7 @@ mod tests {
 
     use crate::chunk::hash::sha512;
     use crate::chunk::hash::to_hex;
-    use crate::download::partial::{FileVersion, PartLayout};
+    use crate::contract::{FileVersion, PartLayout};
     use std::time::UNIX_EPOCH;
 
     impl Reassembler {

@@ -8,11 +8,19 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use crate::kafka::MessagePosition;
+use crate::contract::MessagePosition;
 
 /// Keep at most this many rejected messages on disk: a flood of garbage must not fill the disk.
 /// Beyond it, rejects are still logged and counted.
 pub const MAX_KEPT: u64 = 10_000;
+
+/// Where messages that are not chunks for the sink are kept.
+pub struct KeptAside {
+    /// Bad messages (`.openmsi/rejected/`).
+    pub rejected: RejectStore,
+    /// Messages that cannot be opened yet (`.openmsi/deferred/`).
+    pub deferred: RejectStore,
+}
 
 /// Where rejected messages go.
 pub struct RejectStore {

@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::offsets::ChunkFile;
-use super::pipeline::KeptAside;
+use super::rejects::KeptAside;
 use super::rejects::KeptMessage;
-use super::sink::{Accepted, ChunkSink, VerifiedChunk};
 use super::stats::DownloadStats;
-use super::verify::{verify_kept, Opener, RawMessage, Selection, Verdict};
-use crate::kafka::MessagePosition;
+use super::verify::{verify_kept, Selection, Verdict};
+use crate::contract::MessagePosition;
+use crate::contract::{Accepted, ChunkSink, VerifiedChunk};
+use crate::contract::{Opener, RawMessage};
 
 /// Kept messages are retried at least this often, even when nothing new arrived.
 const RETRY_EVERY: Duration = Duration::from_secs(60);

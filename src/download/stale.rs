@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-use super::partial::FileVersion;
+use crate::contract::FileVersion;
 use crate::state::annotate;
 
 /// One partial file removed.

@@ -7,7 +7,6 @@ pub mod client;
 pub mod consumer;
 pub mod context;
 pub mod diagnose;
-pub mod message;
 pub mod partition;
 pub mod producer;
 pub mod telemetry;
@@ -16,7 +15,6 @@ pub mod window;
 
 pub use client::{client_config, KafkaSetupError};
 pub use context::{ConsumerLogContext, LogContext};
-pub use message::MessagePosition;
 pub use partition::partition_for_path;
 pub use producer::{
     producer_defaults, ChunkProducer, ChunkTag, DeliveryTracker, FileDelivery, QUEUE_MAX_KBYTES,

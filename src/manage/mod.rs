@@ -106,11 +106,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Runs `openmsi manage-service ...`.
-pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+/// How a hosted service runs its command: the program's own entry point, handed down by the
+/// caller (`app::run`), so that this module never imports the layer that dispatches to it.
+pub type CommandRunner = fn(crate::cli::Cli) -> anyhow::Result<ExitCode>;
+
+/// Runs `openmsi manage-service ...`; `runner` runs the command of a hosted Windows service.
+pub fn run(verb: Verb, runner: CommandRunner) -> anyhow::Result<ExitCode> {
     match verb {
         Verb::Check(args) => check(args),
-        other => platform::run(other),
+        other => platform::run(other, runner),
     }
 }
 
@@ -244,7 +248,7 @@ mod platform {
     use crate::cli::ServiceName;
     use systemd::Scope;
 
-    pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+    pub fn run(verb: Verb, _runner: CommandRunner) -> anyhow::Result<ExitCode> {
         // Before anything is checked or written: without a running systemd there is nothing
         // to install into, and systemctl's own two lines would not say what to do.
         if !matches!(verb, Verb::Check(_) | Verb::Host(_)) {
@@ -391,7 +395,7 @@ mod platform {
     use super::*;
     use crate::cli::ServiceName;
 
-    pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+    pub fn run(verb: Verb, runner: CommandRunner) -> anyhow::Result<ExitCode> {
         let no_user = |s: &crate::cli::ServiceScope| -> anyhow::Result<()> {
             if s.user {
                 bail!("--user is for systemd; a Windows service belongs to the machine");
@@ -431,7 +435,7 @@ mod platform {
                 Ok(ExitCode::SUCCESS)
             }
             Verb::Check(_) => unreachable!("handled by manage::run"),
-            Verb::Host(args) => windows::host(args.name, args.data_dir, args.command),
+            Verb::Host(args) => windows::host(args.name, args.data_dir, args.command, runner),
         }
     }
 
@@ -491,7 +495,7 @@ mod platform {
 mod platform {
     use super::*;
 
-    pub fn run(_verb: Verb) -> anyhow::Result<ExitCode> {
+    pub fn run(_verb: Verb, _runner: CommandRunner) -> anyhow::Result<ExitCode> {
         bail!("manage-service supports systemd (Linux) and Windows services only")
     }
 }

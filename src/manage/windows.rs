@@ -373,6 +373,9 @@ struct Hosted {
     name: String,
     data_dir: PathBuf,
     command: Vec<String>,
+    /// Runs the parsed command (the program's own entry point, handed down so this module
+    /// does not import the layer above it).
+    runner: super::CommandRunner,
 }
 
 static HOSTED: OnceLock<Hosted> = OnceLock::new();
@@ -382,13 +385,19 @@ static EXIT: AtomicU32 = AtomicU32::new(0);
 define_windows_service!(ffi_service_main, service_main);
 
 /// Runs as service `name` under the SCM (which must have started this process).
-pub fn host(name: String, data_dir: PathBuf, command: Vec<String>) -> anyhow::Result<ExitCode> {
+pub fn host(
+    name: String,
+    data_dir: PathBuf,
+    command: Vec<String>,
+    runner: super::CommandRunner,
+) -> anyhow::Result<ExitCode> {
     let scm = scm_name(&name);
     HOSTED
         .set(Hosted {
             name,
             data_dir,
             command,
+            runner,
         })
         .map_err(|_| anyhow::anyhow!("internal: service hosted twice"))?;
     service_dispatcher::start(&scm, ffi_service_main).context(
@@ -403,6 +412,7 @@ fn service_main(_arguments: Vec<OsString>) {
         name,
         data_dir,
         command,
+        runner,
     }) = HOSTED.get().cloned()
     else {
         return;
@@ -434,14 +444,19 @@ fn service_main(_arguments: Vec<OsString>) {
         ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
         0,
     );
-    let code = run_hosted(&name, &data_dir, &command);
+    let code = run_hosted(&name, &data_dir, &command, runner);
     EXIT.store(code, Ordering::Relaxed);
     // A non-zero code makes the SCM run the recovery actions (restart).
     report(ScmState::Stopped, ServiceControlAccept::empty(), code);
 }
 
 /// Loads the environment file and runs the command; returns its exit code.
-fn run_hosted(name: &str, data_dir: &Path, command: &[String]) -> u32 {
+fn run_hosted(
+    name: &str,
+    data_dir: &Path,
+    command: &[String],
+    runner: super::CommandRunner,
+) -> u32 {
     if let Ok(text) = std::fs::read_to_string(env_path_in(data_dir, name)) {
         for (key, value) in envfile::parse(&text) {
             // Before the command starts, which reads them when it loads its config (and
@@ -460,7 +475,7 @@ fn run_hosted(name: &str, data_dir: &Path, command: &[String]) -> u32 {
             return 2;
         }
     };
-    match crate::app::run(cli) {
+    match runner(cli) {
         Ok(code) if code == ExitCode::SUCCESS => 0,
         Ok(_) => 1,
         Err(e) => {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::send::{ChunkMessage, Envelope};
+use crate::contract::{ChunkMessage, Envelope};
 use crate::targeting::HostTargets;
 
 /// Every envelope configured for a run (none by default).

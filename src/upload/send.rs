@@ -18,6 +18,7 @@ use crate::chunk::{
     finish_value, message_key, value_data_slot, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
 };
 use crate::chunk::{knot, MessageFormat};
+use crate::contract::{ChunkMessage, Envelope};
 use crate::kafka::{partition_for_path, ChunkProducer, ChunkTag, FileDelivery};
 use crate::upload::error::UploadError;
 use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
@@ -51,29 +52,6 @@ pub struct QueuedFile {
     pub n_queued: u64,
     /// Partition all chunks went to.
     pub partition: i32,
-}
-
-/// A finished chunk message on its way to the producer.
-#[derive(Debug, Default)]
-pub struct ChunkMessage {
-    /// Partition (chosen by the file's path).
-    pub partition: i32,
-    /// Message key bytes.
-    pub key: Vec<u8>,
-    /// Message value bytes.
-    pub value: Vec<u8>,
-    /// Message headers (none for openmsi's own plaintext chunks).
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-/// A transform every chunk message passes through before it is produced (encryption, extra
-/// headers). It may replace the key and value and add headers; it must not change the
-/// partition, so a file's chunks stay together.
-pub trait Envelope: Send + Sync {
-    /// Transforms `message` in place; an error fails the file with the reason.
-    fn seal(&self, message: &mut ChunkMessage) -> Result<(), String>;
-    /// The most bytes the transform adds to a message's key, value and headers together.
-    fn overhead(&self) -> usize;
 }
 
 /// The largest message a chunk of `chunk_size` bytes can become, envelope included: what the

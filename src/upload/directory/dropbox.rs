@@ -18,6 +18,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::message::Outcome;
 use super::message::{Msg, EVENT_QUEUE};
 use super::migrate;
 use super::open_files::{self, FileId};
@@ -25,7 +26,6 @@ use super::registry::{Entry, EntryState, Registry};
 use super::resume::{self, ResumeState};
 use super::scan::{Filter, Seen};
 use super::settle::{Ready, Settler};
-use super::worker::Outcome;
 use super::DirectoryStats;
 
 /// Longest wait for a message before the loop does its periodic work.
@@ -637,7 +637,7 @@ mod tests {
     use crate::chunk::RangeSet;
     use crate::kafka::FileDelivery;
     use crate::state::StateDir;
-    use crate::upload::directory::worker::Done;
+    use crate::upload::directory::message::Done;
     use crate::upload::error::UploadError;
     use std::path::PathBuf;
     use std::sync::mpsc;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::message::Msg;
+use super::message::{Done, Msg, Outcome};
 use super::resume::{self, lock, ResumeState};
 use super::settle::Ready;
 use crate::chunk::hash::to_hex;
@@ -24,45 +24,6 @@ use crate::upload::error::UploadError;
 use crate::upload::hashing::chunk_count;
 use crate::upload::send::{queue_file, QueuedFile, SendOptions, Target};
 use crate::upload::source::{SourceError, SourceFile};
-
-/// What happened to one file.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Every chunk acknowledged; the file was unchanged from open to last acknowledgement.
-    Sent {
-        /// Hex SHA-512 of what was sent.
-        sha512: String,
-    },
-    /// The file changed before or during the upload: it settles again and is sent anew.
-    Changed,
-    /// Could not be sent (broker refused, read error, ...): reported and retried later.
-    Failed(UploadError),
-    /// This user may not read the file: reported with what to do, retried at the next scan.
-    PermissionDenied,
-    /// Stopped by `quit`/a signal before every chunk was acknowledged: sent again next run.
-    Interrupted,
-}
-
-impl Outcome {
-    /// The outcome of an attempt that ended with `e`: interrupted when a stop was requested
-    /// (whatever error the stop caused), failed otherwise.
-    fn from_error(e: UploadError, cancel: &CancellationToken) -> Self {
-        if e.is_cancelled() || cancel.is_cancelled() {
-            Self::Interrupted
-        } else {
-            Self::Failed(e)
-        }
-    }
-}
-
-/// A finished job, reported to the loop.
-#[derive(Debug)]
-pub struct Done {
-    /// The file, as it was when it settled.
-    pub file: Ready,
-    /// What happened.
-    pub outcome: Outcome,
-}
 
 /// Files whose chunks are all queued and whose acknowledgements are awaited, at most. Each holds
 /// its file open, so this also bounds the descriptors used (far below the usual limit of 1024).

@@ -3,19 +3,18 @@
 //!
 //! The pipeline only needs four things of a sink: take a chunk, say whether a file is still
 //! unfinished (its first offset then pins the partition's committed offset, see
-//! [`super::offsets`]), say how much is waiting for a flush, and flush. *Durable* is whatever
-//! the sink means by it: for [`super::reassembler::Reassembler`] (the output folder) the bytes
+//! `download::offsets`), say how much is waiting for a flush, and flush. *Durable* is whatever
+//! the sink means by it: for `download::reassembler::Reassembler` (the output folder) the bytes
 //! are fsynced in staging files; for a sink that re-publishes files to another topic it would
 //! mean acknowledged by that broker. Either way the pipeline commits an offset only after the
-//! flush that made its chunk durable returned, so [`super::offsets::CommitTracker`] works
+//! flush that made its chunk durable returned, so `download::offsets::CommitTracker` works
 //! unchanged for every sink.
 
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
 
-use super::partial::FileVersion;
-use crate::kafka::MessagePosition;
+use super::{FileVersion, MessagePosition};
 
 /// A chunk that passed opening, decoding, validation and its hash check.
 #[derive(Debug, Clone)]
