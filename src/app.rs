@@ -14,12 +14,15 @@ use crate::cli::{
 };
 use crate::config::LoadedConfig;
 use crate::console;
+use crate::contract::{Envelope, Opener, Plaintext};
+use crate::crypto::session::Encryption;
 use crate::download::command::UserCommand;
 use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::progress::{count, mb_per_s, rate_note, size};
+use crate::targeting::ForHost;
 use crate::targeting::HostTargets;
 use crate::upload::directory::{upload_directory, DirectoryStats, UploadDirectorySettings};
 use crate::upload::{upload_file, UploadFileSettings};
@@ -27,20 +30,14 @@ use tokio_util::sync::CancellationToken;
 
 async fn run_serve_keys(args: crate::cli::ServeKeysArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.config)?;
-    let node = crate::crypto::session::node_config_path(&config)
-        .map_err(anyhow::Error::msg)?
+    let encryption = Encryption::of(&config, Duration::from_secs(args.connect_timeout))?
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{} has no [kafkacrypto] section naming the node whose keys to serve",
                 config.path().display()
             )
         })?;
-    let keys = Arc::new(crate::crypto::session::KeyServer::start(
-        &config,
-        &node,
-        &args.topics,
-        Duration::from_secs(args.connect_timeout),
-    )?);
+    let keys = Arc::new(encryption.key_server(&args.topics)?);
     let status_keys = Arc::clone(&keys);
     let status: console::StatusFn =
         Arc::new(move || format!("{} key replies sent", status_keys.replies_sent()));
@@ -72,25 +69,34 @@ async fn run_serve_keys(args: crate::cli::ServeKeysArgs) -> anyhow::Result<ExitC
 /// `[kafkacrypto]` section (the node's key exchange starts here, so a missing exchange topic
 /// fails before anything is read).
 fn envelopes(
-    config: &LoadedConfig,
+    encryption: Option<&Encryption>,
     topic: &str,
     to_hosts: &[String],
-    connect_timeout_secs: u64,
 ) -> anyhow::Result<crate::upload::envelopes::Envelopes> {
-    let targets = HostTargets::new(to_hosts).map_err(anyhow::Error::msg)?;
-    let encryption =
-        match crate::crypto::session::node_config_path(config).map_err(anyhow::Error::msg)? {
-            Some(node) => Some(crate::crypto::session::Encryptor::start(
-                config,
-                &node,
-                topic,
-                Duration::from_secs(connect_timeout_secs),
-            )? as Arc<dyn crate::contract::Envelope>),
-            None => None,
-        };
+    let targets = HostTargets::new(to_hosts)?;
+    let encryption = match encryption {
+        Some(e) => Some(e.encryptor(topic)? as Arc<dyn Envelope>),
+        None => None,
+    };
     Ok(crate::upload::envelopes::Envelopes {
         targets,
         encryption,
+    })
+}
+
+/// The step before decoding for a downloader: selection by `--host`, then decryption when the
+/// config names a node. Built when the downloader asks (after its output folder is ready, so a
+/// bad folder fails before anything touches Kafka).
+fn opener_factory(
+    encryption: Option<Encryption>,
+    topic: String,
+    host: String,
+) -> crate::download::OpenerFactory {
+    Box::new(move || {
+        Ok(match encryption {
+            Some(e) => Arc::new(ForHost::new(host, e.decryptor(&topic)?)) as Arc<dyn Opener>,
+            None => Arc::new(ForHost::new(host, Plaintext)),
+        })
     })
 }
 
@@ -137,12 +143,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.kafka.config)?;
-    let envelopes = envelopes(
-        &config,
-        &args.kafka.topic,
-        &args.to_hosts,
-        args.kafka.connect_timeout,
-    )?;
+    let encryption = Encryption::of(&config, Duration::from_secs(args.kafka.connect_timeout))?;
+    let envelopes = envelopes(encryption.as_ref(), &args.kafka.topic, &args.to_hosts)?;
     let settings = UploadFileSettings {
         file: args.file,
         root_dir: args.root_dir,
@@ -173,12 +175,26 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The heartbeat/log topic settings from their flags.
-fn telemetry_settings(args: &TelemetryArgs) -> anyhow::Result<TelemetrySettings> {
+fn telemetry_settings(
+    args: &TelemetryArgs,
+    encryption: Option<&Encryption>,
+) -> anyhow::Result<TelemetrySettings> {
     let interval = seconds("--heartbeat-interval", args.heartbeat_interval)?;
     if interval.is_zero() {
         anyhow::bail!("--heartbeat-interval must be greater than 0");
     }
+    // Heartbeats and log lines name files: encrypted like the data, as OpenMSIStream does.
+    let mut sealers = telemetry::Sealers::new();
+    if let Some(encryption) = encryption {
+        for topic in args.heartbeat_topic.iter().chain(args.log_topic.iter()) {
+            let encryptor = encryption.encryptor(topic).with_context(|| {
+                format!("heartbeat/log topic {topic} (encrypted like the data)")
+            })?;
+            sealers.insert(topic.clone(), encryptor as Arc<dyn Envelope>);
+        }
+    }
     Ok(TelemetrySettings {
+        sealers,
         heartbeat_topic: args.heartbeat_topic.clone(),
         log_topic: args.log_topic.clone(),
         interval,
@@ -218,12 +234,8 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 
 async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.kafka.config)?;
-    let envelopes = envelopes(
-        &config,
-        &args.kafka.topic,
-        &args.to_hosts,
-        args.kafka.connect_timeout,
-    )?;
+    let encryption = Encryption::of(&config, Duration::from_secs(args.kafka.connect_timeout))?;
+    let envelopes = envelopes(encryption.as_ref(), &args.kafka.topic, &args.to_hosts)?;
     let upload_regex = args
         .upload_regex
         .as_deref()
@@ -256,7 +268,7 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
             .ok()
             .filter(|&s| s > 0)
             .map(Duration::from_secs),
-        telemetry: telemetry_settings(&args.telemetry)?,
+        telemetry: telemetry_settings(&args.telemetry, encryption.as_ref())?,
         envelopes,
     };
     let stats = Arc::new(DirectoryStats::default());
@@ -333,7 +345,7 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
             .then(|| Duration::from_secs(u64::from(args.discard_partials_after_days) * 86_400)),
         validation: match &args.validate {
             Some(text) => Some(Validation {
-                command: UserCommand::parse("--validate", text).map_err(anyhow::Error::msg)?,
+                command: UserCommand::parse("--validate", text)?,
                 globs: validate_globs(&args.validate_globs)?,
                 timeout: seconds("--validate-timeout", args.validate_timeout)?,
             }),
@@ -354,29 +366,30 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
                 .on_file
                 .as_deref()
                 .map(|t| UserCommand::parse("--on-file", t))
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
+                .transpose()?,
             on_batch: args
                 .on_batch
                 .as_deref()
                 .map(|t| UserCommand::parse("--on-batch", t))
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
+                .transpose()?,
             batch_delay: seconds("--hook-delay", args.hook_delay)?,
             timeout: seconds("--hook-timeout", args.hook_timeout)?,
             restore_from_backup: args
                 .restore_on_hook_failure
                 .then(|| args.backup_suffix.clone()),
         },
-        host: match args.host {
-            Some(host) => {
-                crate::targeting::validate_host_name(&host)
-                    .map_err(|e| anyhow::anyhow!("--host {host:?}: {e}"))?;
-                host
-            }
-            None => crate::host::name(),
-        },
     };
+    let host = match args.host {
+        Some(host) => {
+            crate::targeting::validate_host_name(&host)
+                .map_err(|e| anyhow::anyhow!("--host {host:?}: {e}"))?;
+            host
+        }
+        None => crate::host::name(),
+    };
+    let encryption = Encryption::of(&config, settings.connect_timeout)?;
+    let telemetry_settings = telemetry_settings(&args.telemetry, encryption.as_ref())?;
+    let opener = opener_factory(encryption, settings.topic.clone(), host);
     let stats = Arc::new(DownloadStats::default());
     let status_stats = Arc::clone(&stats);
     let status: console::StatusFn = Arc::new(move || status_stats.snapshot().to_string());
@@ -388,7 +401,7 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     let heartbeat_stats = Arc::clone(&stats);
     let telemetry = telemetry::spawn(
         &config,
-        telemetry_settings(&args.telemetry)?,
+        telemetry_settings,
         Arc::new(move || {
             let s = heartbeat_stats.snapshot();
             vec![
@@ -406,9 +419,10 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         }),
         telemetry_stop.clone(),
     )?;
-    let outcome =
-        tokio::task::spawn_blocking(move || download_directory(&config, &settings, stats, &cancel))
-            .await;
+    let outcome = tokio::task::spawn_blocking(move || {
+        download_directory(&config, &settings, opener, stats, &cancel)
+    })
+    .await;
     telemetry_stop.cancel();
     if let Some(handle) = telemetry {
         let _ = tokio::task::spawn_blocking(move || handle.join()).await;

@@ -117,14 +117,27 @@ where
     }
 }
 
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// `--log-level` is not a level or a tracing directive.
+    #[error("invalid --log-level `{level}`: {reason}")]
+    Level { level: String, reason: String },
+    /// A subscriber was installed already.
+    #[error("could not initialise logging: {0}")]
+    Init(String),
+}
+
 /// Installs the global subscriber. `--log-level` wins over `RUST_LOG`; the default is `info`.
 /// librdkafka's own messages arrive under the `librdkafka` target (see `kafka::context`).
 /// With `log_file`, lines also go there (without colours); a file that cannot be opened is
 /// reported on stderr and logging continues there alone.
-pub fn init(level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> {
+pub fn init(level: Option<&str>, log_file: Option<&Path>) -> Result<(), LoggingError> {
     let filter = match level {
-        Some(level) => EnvFilter::try_new(level)
-            .map_err(|e| anyhow::anyhow!("invalid --log-level `{level}`: {e}"))?,
+        Some(level) => EnvFilter::try_new(level).map_err(|e| LoggingError::Level {
+            level: level.to_string(),
+            reason: e.to_string(),
+        })?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let file = log_file.and_then(|path| match open_log_file(path) {
@@ -167,7 +180,7 @@ pub fn init(level: Option<&str>, log_file: Option<&Path>) -> anyhow::Result<()> 
         .with(file_layer)
         .with(CaptureLayer)
         .try_init()
-        .map_err(|e| anyhow::anyhow!("could not initialise logging: {e}"))?;
+        .map_err(|e| LoggingError::Init(e.to_string()))?;
     Ok(())
 }
 

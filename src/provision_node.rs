@@ -96,7 +96,7 @@ pub fn run(args: ProvisionNodeArgs) -> anyhow::Result<ExitCode> {
         Some(id) => id,
         None => answers.line("Node ID: ", "--node-id")?,
     };
-    crate::crypto::provision::check_node_id(&node_id).map_err(anyhow::Error::msg)?;
+    crate::crypto::provision::check_node_id(&node_id)?;
     let role = match args.role {
         Some(role) => role,
         None => ask_role(&answers)?,
@@ -198,9 +198,7 @@ fn root_of_trust(args: &ProvisionNodeArgs, answers: &Answers) -> anyhow::Result<
         return Ok(RootOfTrust::KeyFile(key));
     }
     if let Some(path) = &args.root_key {
-        return Ok(RootOfTrust::KeyFile(
-            read_root_key(path).map_err(anyhow::Error::msg)?,
-        ));
+        return Ok(RootOfTrust::KeyFile(read_root_key(path)?));
     }
     let root = answers.password(
         args.rot_password_file.as_deref(),

@@ -20,21 +20,38 @@ pub const HOSTNAME_HEADER: &str = "hostname";
 /// Longest host name accepted (DNS allows 253 characters).
 const MAX_HOST_NAME: usize = 253;
 
+/// Why a name given to `--to-host` or `--host` cannot be a host name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostNameError {
+    #[error("a host name must not be empty")]
+    Empty,
+    #[error("host name of {0} characters is longer than {MAX_HOST_NAME}")]
+    TooLong(usize),
+    #[error("host name {0:?} contains spaces or control characters")]
+    Spaces(String),
+}
+
+/// A `--to-host` value that is not a host name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--to-host {host:?}: {source}")]
+pub struct TargetError {
+    /// The value given.
+    pub host: String,
+    /// What is wrong with it.
+    #[source]
+    pub source: HostNameError,
+}
+
 /// Checks a name given to `--to-host` or `--host`.
-pub fn validate_host_name(name: &str) -> Result<(), String> {
+pub fn validate_host_name(name: &str) -> Result<(), HostNameError> {
     if name.is_empty() {
-        return Err("a host name must not be empty".into());
+        return Err(HostNameError::Empty);
     }
     if name.len() > MAX_HOST_NAME {
-        return Err(format!(
-            "host name of {} characters is longer than {MAX_HOST_NAME}",
-            name.len()
-        ));
+        return Err(HostNameError::TooLong(name.len()));
     }
     if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "host name {name:?} contains spaces or control characters"
-        ));
+        return Err(HostNameError::Spaces(name.to_string()));
     }
     Ok(())
 }
@@ -47,10 +64,13 @@ pub struct HostTargets {
 
 impl HostTargets {
     /// Targets `hosts` (validated, duplicates ignored); None when there are none.
-    pub fn new(hosts: &[String]) -> Result<Option<Self>, String> {
+    pub fn new(hosts: &[String]) -> Result<Option<Self>, TargetError> {
         let mut unique: Vec<String> = Vec::new();
         for h in hosts {
-            validate_host_name(h).map_err(|e| format!("--to-host {h:?}: {e}"))?;
+            validate_host_name(h).map_err(|source| TargetError {
+                host: h.clone(),
+                source,
+            })?;
             if !unique.iter().any(|u| u.eq_ignore_ascii_case(h)) {
                 unique.push(h.clone());
             }
@@ -68,13 +88,12 @@ impl HostTargets {
 const HEADER_FRAMING: usize = 16;
 
 impl Envelope for HostTargets {
-    fn seal(&self, message: &mut ChunkMessage) -> Result<(), String> {
+    fn seal(&self, message: &mut ChunkMessage) {
         for host in &self.hosts {
             message
                 .headers
                 .push((HOSTNAME_HEADER.to_string(), host.as_bytes().to_vec()));
         }
-        Ok(())
     }
 
     fn overhead(&self) -> usize {
@@ -172,7 +191,7 @@ mod tests {
             .unwrap();
         assert_eq!(t.hosts(), ["a", "bb"]);
         let mut m = ChunkMessage::default();
-        t.seal(&mut m).unwrap();
+        t.seal(&mut m);
         assert_eq!(m.headers, headers(&["a", "bb"]));
         let bytes: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         assert!(bytes <= t.overhead());

@@ -17,10 +17,12 @@ pub struct ChunkMessage {
 
 /// A transform every chunk message passes through before it is produced (encryption, extra
 /// headers). It may replace the key and value and add headers; it must not change the
-/// partition, so a file's chunks stay together.
+/// partition, so a file's chunks stay together. Sealing cannot fail: whatever can go wrong (a
+/// node not entitled to the topic, a key exchange that does not start) is found when the
+/// envelope is built, before anything is read.
 pub trait Envelope: Send + Sync {
-    /// Transforms `message` in place; an error fails the file with the reason.
-    fn seal(&self, message: &mut ChunkMessage) -> Result<(), String>;
+    /// Transforms `message` in place.
+    fn seal(&self, message: &mut ChunkMessage);
     /// The most bytes the transform adds to a message's key, value and headers together.
     fn overhead(&self) -> usize;
 }

@@ -208,7 +208,10 @@ impl KeyService {
             .map_err(|e| {
                 KeyServiceError::Kafka(format!("starting the key-exchange thread: {e}"))
             })?;
-        *service.thread.lock().expect("not poisoned") = Some(handle);
+        *service
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
         Ok(service)
     }
 
@@ -220,7 +223,11 @@ impl KeyService {
     /// Starts answering requests for `root`, with `current` (the key this process encrypts
     /// with) and every key of the root in the node's key store.
     pub fn serve(&self, root: &str, current: Option<([u8; 32], Secret)>) {
-        let mut state = self.shared.state.lock().expect("not poisoned");
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((id, secret)) = current {
             state.served.insert((root.to_owned(), id), secret.clone());
             state.keys.insert((root.to_owned(), id), secret);
@@ -229,7 +236,11 @@ impl KeyService {
         if !state.serving.contains_key(root) {
             drop(state);
             let end = self.end_offset(&format!("{root}.reqs"));
-            let mut state = self.shared.state.lock().expect("not poisoned");
+            let mut state = self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             state.serving.entry(root.to_owned()).or_insert(end);
             state.assignment_changed = true;
         }
@@ -240,7 +251,7 @@ impl KeyService {
         self.shared
             .state
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .keys
             .get(&(root.to_owned(), *key_id))
             .cloned()
@@ -263,12 +274,16 @@ impl KeyService {
             .shared
             .state
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .listening
             .contains_key(root);
         // Where replies start is looked up before the first request goes out.
         let end = (!listening).then(|| self.end_offset(&format!("{root}.keys")));
-        let mut state = self.shared.state.lock().expect("not poisoned");
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(end) = end {
             state.listening.entry(root.to_owned()).or_insert(end);
             state.assignment_changed = true;
@@ -293,7 +308,12 @@ impl KeyService {
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.arrived.notify_all();
-        if let Some(handle) = self.thread.lock().expect("not poisoned").take() {
+        if let Some(handle) = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
             let _ = handle.join();
         }
         let _ = self.producer.flush(Duration::from_secs(5));
@@ -366,7 +386,10 @@ fn run(shared: &Shared, consumer: &BaseConsumer, producer: &BaseProducer) {
 }
 
 fn reassign(shared: &Shared, consumer: &BaseConsumer) {
-    let mut state = shared.state.lock().expect("not poisoned");
+    let mut state = shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !state.assignment_changed {
         return;
     }
@@ -400,10 +423,19 @@ fn reassign(shared: &Shared, consumer: &BaseConsumer) {
 
 fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], value: &[u8]) {
     let (chain, trust) = (
-        shared.chain.read().expect("not poisoned"),
-        shared.trust.read().expect("not poisoned"),
+        shared
+            .chain
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        shared
+            .trust
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    let mut state = shared.state.lock().expect("not poisoned");
+    let mut state = shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !state.serving.contains_key(root) {
         return;
     }
@@ -450,10 +482,19 @@ fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], valu
 
 fn receive(shared: &Shared, root: &str, value: &[u8]) {
     let (chain, trust) = (
-        shared.chain.read().expect("not poisoned"),
-        shared.trust.read().expect("not poisoned"),
+        shared
+            .chain
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        shared
+            .trust
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    let mut state = shared.state.lock().expect("not poisoned");
+    let mut state = shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let state = &mut *state;
     match accept_reply(
         &identity(shared, &chain[..], &trust),
@@ -484,10 +525,19 @@ fn receive(shared: &Shared, root: &str, value: &[u8]) {
 
 fn send_due_requests(shared: &Shared, producer: &BaseProducer) {
     let (chain, trust) = (
-        shared.chain.read().expect("not poisoned"),
-        shared.trust.read().expect("not poisoned"),
+        shared
+            .chain
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        shared
+            .trust
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    let mut state = shared.state.lock().expect("not poisoned");
+    let mut state = shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let state = &mut *state;
     let now = Instant::now();
     let due: Vec<String> = state
@@ -565,13 +615,19 @@ fn global_update(shared: &Shared, topic: &str, key: &[u8], value: &[u8]) {
             let deny = topic == "denylist";
             let update = globals::list_update(
                 value,
-                &shared.trust.read().expect("not poisoned"),
+                &shared
+                    .trust
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
                 deny,
                 unix_now(),
             );
             match update {
                 Ok(update) => {
-                    let mut trust = shared.trust.write().expect("not poisoned");
+                    let mut trust = shared
+                        .trust
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let list = if deny {
                         &mut trust.deny
                     } else {
@@ -596,17 +652,24 @@ fn global_update(shared: &Shared, topic: &str, key: &[u8], value: &[u8]) {
             }
         }
         "chains" if key == node.signing.public() => {
-            let current = shared.chain.read().expect("not poisoned").clone();
+            let current = shared
+                .chain
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             let update = globals::chain_update(
                 value,
                 &node.signing.public(),
                 &current,
-                &shared.trust.read().expect("not poisoned"),
+                &shared
+                    .trust
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
                 unix_now(),
             );
             match update {
                 Ok(Some(chain)) => {
-                    *shared.chain.write().expect("not poisoned") = chain.clone();
+                    *shared.chain.write().unwrap_or_else(std::sync::PoisonError::into_inner) = chain.clone();
                     info!("using a renewed certificate chain from the chains topic");
                     let section = format!("{}-chains", node.id);
                     if let Err(e) = keystore::update_conf(node, |conf| {

@@ -58,6 +58,16 @@ pub enum NodeError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// `[kafkacrypto] node_id = NAME` names no node.
+    #[error("no node '{node_id}': looked for {looked} (provision it with `openmsi provision-node --node-id {node_id} --output-dir {beside}`)")]
+    NotFound {
+        /// The name.
+        node_id: String,
+        /// The paths looked at.
+        looked: String,
+        /// The folder the config file is in.
+        beside: PathBuf,
+    },
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> NodeError {
@@ -101,27 +111,28 @@ impl KeyFile {
     }
 
     /// Parses the file form.
-    pub fn from_bytes(bytes: &[u8]) -> Result<KeyFile, String> {
-        let value = msgpack::decode(bytes, "key file").map_err(|e| e.0)?;
-        let items = msgpack::array(&value, None, "key file").map_err(|e| e.0)?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<KeyFile, msgpack::WireError> {
+        let value = msgpack::decode(bytes, "key file")?;
+        let items = msgpack::array(&value, None, "key file")?;
         if items.len() < 3 || items[0].as_u64() != Some(2) {
-            return Err("not a KafkaCrypto key file of version 2".into());
+            return Err(msgpack::malformed(
+                "not a KafkaCrypto key file of version 2",
+            ));
         }
-        let keys = msgpack::array(&items[1], None, "signing keys").map_err(|e| e.0)?;
+        let keys = msgpack::array(&items[1], None, "signing keys")?;
         let mut signing = Vec::new();
         for key in keys {
             match key {
                 Value::Binary(b) if b.len() == 64 => signing.push(
-                    SigningKey::from_libsodium(b).ok_or("a signing key whose halves do not match")?,
+                    SigningKey::from_libsodium(b).ok_or_else(|| msgpack::malformed("a signing key whose halves do not match"))?,
                 ),
-                _ => return Err("the node uses a post-quantum (Ed25519+SLH-DSA) signing key, which openmsi does not support; provision a node with key type 1 (Ed25519)".into()),
+                _ => return Err(msgpack::malformed("the node uses a post-quantum (Ed25519+SLH-DSA) signing key, which openmsi does not support; provision a node with key type 1 (Ed25519)")),
             }
         }
         if signing.is_empty() {
-            return Err("no signing key".into());
+            return Err(msgpack::malformed("no signing key"));
         }
-        let opaque_key =
-            Secret::new(msgpack::fixed::<32>(&items[2], "opaque key").map_err(|e| e.0)?);
+        let opaque_key = Secret::new(msgpack::fixed::<32>(&items[2], "opaque key")?);
         Ok(KeyFile {
             signing,
             opaque_key,
@@ -154,7 +165,7 @@ impl Node {
         };
         let key_path = file_setting("cryptokey")?;
         let seed_path = file_setting("ratchet")?;
-        let keys = KeyFile::from_bytes(&read(&key_path)?).map_err(|m| invalid(&key_path, m))?;
+        let keys = KeyFile::from_bytes(&read(&key_path)?).map_err(|m| invalid(&key_path, m.0))?;
         let mut trust = Trust::default();
         for (key, value) in conf.entries(&format!("{id}-allowlist")) {
             let bytes = decode_bytes(value).ok_or_else(|| {
@@ -235,18 +246,24 @@ impl Node {
 
     /// Finds the node config for `[kafkacrypto] node_id = NAME` as OpenMSIStream does: `NAME/NAME.config` beside the
     /// openmsi config file, then under the current folder.
-    pub fn find_by_id(node_id: &str, beside: &Path) -> Result<PathBuf, String> {
+    pub fn find_by_id(node_id: &str, beside: &Path) -> Result<PathBuf, NodeError> {
         let candidates = [
             beside.join(node_id).join(format!("{node_id}.config")),
             PathBuf::from(node_id).join(format!("{node_id}.config")),
         ];
-        candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-            format!(
-                "no node '{node_id}': looked for {} (provision it with `openmsi provision-node --node-id {node_id} --output-dir {}`)",
-                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "),
-                beside.display()
-            )
-        })
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound {
+                node_id: node_id.to_string(),
+                looked: candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                beside: beside.to_path_buf(),
+            })
     }
 }
 

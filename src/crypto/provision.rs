@@ -154,6 +154,17 @@ pub enum ProvisionError {
     /// A bad answer.
     #[error("{0}")]
     Invalid(String),
+    /// A node id that cannot name files and config sections.
+    #[error("node id '{0}' must be 1-64 letters, digits, '_', '-' or '.' (not first)")]
+    BadNodeId(String),
+    /// A root key file that cannot be used.
+    #[error("{path}: {problem}")]
+    RootKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The node exists.
     #[error("{0} already exists; pass --force to replace the node (its old keys are lost)")]
     Exists(PathBuf),
@@ -168,7 +179,7 @@ pub enum ProvisionError {
 }
 
 /// Node ids name files and config sections: letters, digits, `_`, `-`, `.` (not first).
-pub fn check_node_id(id: &str) -> Result<(), String> {
+pub fn check_node_id(id: &str) -> Result<(), ProvisionError> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && !id.starts_with('.')
@@ -178,9 +189,7 @@ pub fn check_node_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "node id '{id}' must be 1-64 letters, digits, '_', '-' or '.' (not first)"
-        ))
+        Err(ProvisionError::BadNodeId(id.to_string()))
     }
 }
 
@@ -203,7 +212,7 @@ pub fn root_topics(topics: &[String]) -> Vec<String> {
 
 /// Creates the node's three files in `OUTPUT/NODE/`.
 pub fn provision(request: &Request, now: f64) -> Result<Provisioned, ProvisionError> {
-    check_node_id(&request.node_id).map_err(ProvisionError::Invalid)?;
+    check_node_id(&request.node_id)?;
     if request.pathlen < -1 {
         return Err(ProvisionError::Invalid(
             "--pathlen must be -1 (no limit) or more".into(),
@@ -368,16 +377,20 @@ pub fn write_root_key(path: &Path, force: bool) -> Result<SigningKey, ProvisionE
 }
 
 /// Reads a root key file written by [`write_root_key`].
-pub fn read_root_key(path: &Path) -> Result<SigningKey, String> {
+pub fn read_root_key(path: &Path) -> Result<SigningKey, ProvisionError> {
+    let problem = |problem: String| ProvisionError::RootKey {
+        path: path.to_path_buf(),
+        problem,
+    };
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the root key {}: {e}", path.display()))?;
+        .map_err(|e| problem(format!("cannot read the root key: {e}")))?;
     let hex_seed = text
         .trim()
         .strip_prefix("openmsi-root-key-v1 ")
-        .ok_or_else(|| format!("{} is not an openmsi root key file", path.display()))?;
+        .ok_or_else(|| problem("not an openmsi root key file".into()))?;
     let bytes = unhex(hex_seed)
         .filter(|b| b.len() == 32)
-        .ok_or_else(|| format!("{}: malformed key", path.display()))?;
+        .ok_or_else(|| problem("malformed key".into()))?;
     Ok(SigningKey::from_seed(&bytes.try_into().expect("32 bytes")))
 }
 

@@ -23,15 +23,59 @@ use crate::contract::{Opened, Opener, RawMessage};
 /// The section of an openmsi (and OpenMSIStream) config that turns encryption on.
 pub const SECTION: &str = "kafkacrypto";
 
+/// Why encryption could not be set up: the file or setting at fault and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// `config_file = PATH` names no file.
+    #[error("[{SECTION}] config_file = {file} (in {config}): no such file")]
+    NoConfigFile { file: String, config: PathBuf },
+    /// The section names no node.
+    #[error("[{SECTION}] in {0} needs node_id = NAME or config_file = PATH")]
+    NoNodeNamed(PathBuf),
+    /// A value of the section could not be read (an unset `$VARIABLE`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The node's files could not be loaded.
+    #[error(transparent)]
+    Node(#[from] super::node::NodeError),
+    /// The node's own certificate chain is unreadable.
+    #[error("the node's certificate chain: {0}")]
+    Chain(#[from] chain::ChainError),
+    /// The node is not entitled to what the command does with the topic.
+    #[error("node {node} ({path}) cannot {role} topic {root}: {source}; provision a node whose --topics include {root} and whose --role allows it")]
+    NotGranted {
+        node: String,
+        path: PathBuf,
+        role: &'static str,
+        root: String,
+        source: chain::ChainError,
+    },
+    /// `crypto_ratchet_interval` is not a number of seconds.
+    #[error("{path}: crypto_ratchet_interval '{value}' must be a number of seconds, at least 1")]
+    RatchetInterval { path: PathBuf, value: String },
+    /// The ratchet (`NODE.seed`) could not be advanced.
+    #[error("advancing the ratchet {path}: {source}")]
+    Ratchet {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The key could not be recorded in the node's key store.
+    #[error(transparent)]
+    KeyStore(#[from] keystore::KeyStoreError),
+    /// The key exchange could not start (missing exchange topics, Kafka unreachable).
+    #[error(transparent)]
+    KeyService(#[from] super::keyservice::KeyServiceError),
+}
+
 /// The node config a `[kafkacrypto]` section names: `config_file = PATH` (relative to the
 /// config file's folder), or `node_id = NAME` (`NAME/NAME.config` beside the config file or
 /// under the current folder, as OpenMSIStream looks). None without the section.
-pub fn node_config_path(config: &LoadedConfig) -> Result<Option<PathBuf>, String> {
+pub fn node_config_path(config: &LoadedConfig) -> Result<Option<PathBuf>, SessionError> {
     let Some(section) = config.section(SECTION) else {
         return Ok(None);
     };
     let beside = config.path().parent().unwrap_or(Path::new("."));
-    if let Some(file) = section.try_get("config_file").map_err(|e| e.to_string())? {
+    if let Some(file) = section.try_get("config_file")? {
         let path = Path::new(file);
         let path = if path.is_relative() && beside.join(path).is_file() {
             beside.join(path)
@@ -39,30 +83,68 @@ pub fn node_config_path(config: &LoadedConfig) -> Result<Option<PathBuf>, String
             path.to_owned()
         };
         if !path.is_file() {
-            return Err(format!(
-                "[{SECTION}] config_file = {file} (in {}): no such file",
-                config.path().display()
-            ));
+            return Err(SessionError::NoConfigFile {
+                file: file.to_string(),
+                config: config.path().to_path_buf(),
+            });
         }
         return Ok(Some(path));
     }
-    if let Some(id) = section.try_get("node_id").map_err(|e| e.to_string())? {
-        return Node::find_by_id(id, beside).map(Some);
+    if let Some(id) = section.try_get("node_id")? {
+        return Ok(Some(Node::find_by_id(id, beside)?));
     }
-    Err(format!(
-        "[{SECTION}] in {} needs node_id = NAME or config_file = PATH",
-        config.path().display()
-    ))
+    Err(SessionError::NoNodeNamed(config.path().to_path_buf()))
 }
 
-fn load_node(path: &Path) -> anyhow::Result<Node> {
+/// The node a config names, and the one place everything built on it is made: the upload
+/// side's [`Encryptor`], the download side's [`Decryptor`], `serve-keys`' [`KeyServer`]. The
+/// command layer (`app.rs`) builds one per run and hands what it made to the commands.
+pub struct Encryption {
+    config: LoadedConfig,
+    node_path: PathBuf,
+    /// Bound on the key exchange's first answer from the broker.
+    timeout: Duration,
+}
+
+impl Encryption {
+    /// The node of `config`'s `[kafkacrypto]` section; None without the section (plaintext).
+    pub fn of(config: &LoadedConfig, timeout: Duration) -> Result<Option<Self>, SessionError> {
+        Ok(node_config_path(config)?.map(|node_path| Encryption {
+            config: config.clone(),
+            node_path,
+            timeout,
+        }))
+    }
+
+    /// An encryptor for `topic` (a new key, served at once).
+    pub fn encryptor(&self, topic: &str) -> Result<Arc<Encryptor>, SessionError> {
+        Encryptor::start(&self.config, &self.node_path, topic, self.timeout)
+    }
+
+    /// A decryptor for `topic` (the key exchange starts, asking for keys as they are needed).
+    pub fn decryptor(&self, topic: &str) -> Result<Decryptor, SessionError> {
+        Decryptor::start(&self.config, &self.node_path, topic, self.timeout)
+    }
+
+    /// A key server for the roots of `topics`.
+    pub fn key_server(&self, topics: &[String]) -> Result<KeyServer, SessionError> {
+        KeyServer::start(&self.config, &self.node_path, topics, self.timeout)
+    }
+}
+
+fn load_node(path: &Path) -> Result<Node, SessionError> {
     Ok(Node::load(path)?)
 }
 
 /// Fails unless the node's own certificate grants `usage` on `root` (checked against its own
 /// allowlist, as its peers will check it), so a node provisioned for other topics or another
 /// role is told so at start instead of waiting for keys no producer will send it.
-fn check_own_grant(node: &Node, usage: &str, root: &str, role: &str) -> anyhow::Result<()> {
+fn check_own_grant(
+    node: &Node,
+    usage: &str,
+    root: &str,
+    role: &'static str,
+) -> Result<(), SessionError> {
     let leaf = chain::Certificate {
         max_age: 0.0,
         poison: chain::Poison::default(),
@@ -71,12 +153,19 @@ fn check_own_grant(node: &Node, usage: &str, root: &str, role: &str) -> anyhow::
     };
     let mut elements = chain::decode_chain(&node.chains[0])?;
     elements.push(leaf.sign(&node.signing));
-    chain::validate(&chain::encode_chain(&elements), &node.trust, usage, root, unix_now()).map_err(|e| {
-        anyhow::anyhow!(
-            "node {} ({}) cannot {role} topic {root}: {e}; provision a node whose --topics include {root} and whose --role allows it",
-            node.id,
-            node.config_path.display()
-        )
+    chain::validate(
+        &chain::encode_chain(&elements),
+        &node.trust,
+        usage,
+        root,
+        unix_now(),
+    )
+    .map_err(|source| SessionError::NotGranted {
+        node: node.id.clone(),
+        path: node.config_path.clone(),
+        role,
+        root: root.to_string(),
+        source,
     })?;
     Ok(())
 }
@@ -98,9 +187,11 @@ pub const RATCHET_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// Takes the node's next ratchet position for `root` (durable before any use) and records the
 /// key in the node's key store (so it can be served after this process exits).
-fn take_key(node: &Node, root: &str) -> anyhow::Result<([u8; 32], Secret, u64)> {
-    let position = ratchet::take_next(&node.seed_path)
-        .map_err(|e| anyhow::anyhow!("advancing the ratchet {}: {e}", node.seed_path.display()))?;
+fn take_key(node: &Node, root: &str) -> Result<([u8; 32], Secret, u64), SessionError> {
+    let position = ratchet::take_next(&node.seed_path).map_err(|source| SessionError::Ratchet {
+        path: node.seed_path.clone(),
+        source,
+    })?;
     let key_id = position.key_id(&node.signing_key_id());
     let secret: Secret = position.root_secret(root);
     let stored = StoredKey {
@@ -115,12 +206,12 @@ fn take_key(node: &Node, root: &str) -> anyhow::Result<([u8; 32], Secret, u64)> 
 
 impl Encryptor {
     /// Takes a new key (see [`take_key`]) and starts serving it.
-    pub fn start(
+    fn start(
         config: &LoadedConfig,
         node_path: &Path,
         topic: &str,
         timeout: Duration,
-    ) -> anyhow::Result<Arc<Encryptor>> {
+    ) -> Result<Arc<Encryptor>, SessionError> {
         let node = load_node(node_path)?;
         let root = record::topic_root(topic).to_owned();
         check_own_grant(&node, usage::KEY_ENCRYPT, &root, "encrypt to (producer)")?;
@@ -131,11 +222,9 @@ impl Encryptor {
                 .ok()
                 .filter(|s| *s >= 1.0)
                 .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: crypto_ratchet_interval '{v}' must be a number of seconds, at least 1",
-                        node.config_path.display()
-                    )
+                .ok_or_else(|| SessionError::RatchetInterval {
+                    path: node.config_path.clone(),
+                    value: v.to_string(),
                 })?,
             None => RATCHET_INTERVAL,
         };
@@ -157,15 +246,6 @@ impl Encryptor {
         self.service.stop();
     }
 
-    /// Encrypts a record's key and value (for messages other than chunks: heartbeats, logs).
-    pub fn seal_record(&self, key: &[u8], value: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let sealer = self.sealer();
-        (
-            sealer.seal(RecordPart::Key, key),
-            sealer.seal(RecordPart::Value, value),
-        )
-    }
-
     /// The key to use now; a long-running producer moves to the next ratchet position once its
     /// key is `interval` old (the old key stays in the store and is still served). If the next
     /// key cannot be taken (the seed cannot be written), the current one stays in use (its
@@ -174,14 +254,20 @@ impl Encryptor {
         let now = std::time::Instant::now();
         let due = self.next_key_at.lock().map(|t| now >= *t).unwrap_or(false);
         if due {
-            let mut next_key_at = self.next_key_at.lock().expect("not poisoned");
+            let mut next_key_at = self
+                .next_key_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if now >= *next_key_at {
                 match take_key(self.service.node(), &self.root) {
                     Ok((key_id, secret, index)) => {
                         info!(root = %self.root, key_index = index, "moved to the next key (ratchet interval)");
                         self.service
                             .serve(&self.root, Some((key_id, secret.clone())));
-                        *self.current.write().expect("not poisoned") =
+                        *self
+                            .current
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
                             Arc::new(Sealer::new(key_id, secret));
                         *next_key_at = now + self.interval;
                     }
@@ -192,17 +278,28 @@ impl Encryptor {
                 }
             }
         }
-        Arc::clone(&self.current.read().expect("not poisoned"))
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// The last user of an encryptor stops its key exchange (flushing replies in flight).
+impl Drop for Encryptor {
+    fn drop(&mut self) {
+        self.service.stop();
     }
 }
 
 impl Envelope for Encryptor {
-    fn seal(&self, message: &mut ChunkMessage) -> Result<(), String> {
+    fn seal(&self, message: &mut ChunkMessage) {
         // One key for both halves of a message.
         let sealer = self.sealer();
         message.key = sealer.seal(RecordPart::Key, &message.key);
         message.value = sealer.seal(RecordPart::Value, &message.value);
-        Ok(())
     }
 
     fn overhead(&self) -> usize {
@@ -218,12 +315,12 @@ pub struct KeyServer {
 
 impl KeyServer {
     /// Starts serving the roots of `topics` as the node at `node_path`.
-    pub fn start(
+    fn start(
         config: &LoadedConfig,
         node_path: &Path,
         topics: &[String],
         timeout: Duration,
-    ) -> anyhow::Result<KeyServer> {
+    ) -> Result<KeyServer, SessionError> {
         let node = load_node(node_path)?;
         let mut roots: Vec<String> = topics
             .iter()
@@ -264,12 +361,12 @@ pub struct Decryptor {
 
 impl Decryptor {
     /// Starts the key exchange for `topic`'s root as the node at `node_path`.
-    pub fn start(
+    fn start(
         config: &LoadedConfig,
         node_path: &Path,
         topic: &str,
         timeout: Duration,
-    ) -> anyhow::Result<Decryptor> {
+    ) -> Result<Decryptor, SessionError> {
         let node = load_node(node_path)?;
         let root = record::topic_root(topic).to_owned();
         check_own_grant(

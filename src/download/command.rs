@@ -21,15 +21,26 @@ pub struct UserCommand {
     args: Vec<String>,
 }
 
+/// Why a command given to a flag cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("{flag} {text:?}: unbalanced quotes")]
+    UnbalancedQuotes { flag: String, text: String },
+    #[error("{flag}: the command is empty")]
+    Empty { flag: String },
+}
+
 impl UserCommand {
     /// Splits `text` into words; fails on unbalanced quotes or an empty command.
-    pub fn parse(flag: &str, text: &str) -> Result<Self, String> {
-        let words =
-            shlex::split(text).ok_or_else(|| format!("{flag} {text:?}: unbalanced quotes"))?;
+    pub fn parse(flag: &str, text: &str) -> Result<Self, CommandError> {
+        let words = shlex::split(text).ok_or_else(|| CommandError::UnbalancedQuotes {
+            flag: flag.to_string(),
+            text: text.to_string(),
+        })?;
         let mut words = words.into_iter();
-        let program = words
-            .next()
-            .ok_or_else(|| format!("{flag}: the command is empty"))?;
+        let program = words.next().ok_or_else(|| CommandError::Empty {
+            flag: flag.to_string(),
+        })?;
         Ok(Self {
             text: text.to_string(),
             program,

@@ -353,15 +353,14 @@ pub fn start(
     output_dir: &Path,
     topic: &str,
     stats: &std::sync::Arc<super::stats::DownloadStats>,
-) -> anyhow::Result<(Option<HookLog>, Option<std::thread::JoinHandle<()>>)> {
-    use anyhow::Context;
+) -> std::io::Result<(Option<HookLog>, Option<std::thread::JoinHandle<()>>)> {
     if !settings.any() {
         let _ = fs::remove_file(log_path);
         return Ok((None, None));
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let (log, pending) =
-        HookLog::open(log_path, tx).with_context(|| format!("opening {}", log_path.display()))?;
+        HookLog::open(log_path, tx).map_err(|e| crate::state::annotate(e, log_path))?;
     let runner = HookRunner {
         settings: settings.clone(),
         output_dir: output_dir.to_path_buf(),
@@ -371,8 +370,7 @@ pub fn start(
     };
     let handle = std::thread::Builder::new()
         .name("hooks".into())
-        .spawn(move || runner.run(pending, rx))
-        .context("starting the hook thread")?;
+        .spawn(move || runner.run(pending, rx))?;
     Ok((Some(log), Some(handle)))
 }
 

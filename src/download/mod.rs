@@ -40,11 +40,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::LoadedConfig;
-use crate::contract::Plaintext;
+use crate::contract::Opener;
 use crate::kafka::consumer::{self, ConsumerSpec, Membership};
 use crate::progress::Activity;
 use crate::state::StateDir;
-use crate::targeting::ForHost;
 use hooks::HookSettings;
 use pipeline::{PipelineOptions, StopReason};
 use publish::{DeliveryControl, Validation};
@@ -80,8 +79,6 @@ pub struct DownloadSettings {
     pub connect_timeout: Duration,
     /// Partial files untouched this long are discarded at start (None: never).
     pub discard_partials_after: Option<Duration>,
-    /// This downloader's host name: messages addressed to other hosts are skipped.
-    pub host: String,
     /// `--validate`: a command that must accept a file before it replaces anything.
     pub validation: Option<Validation>,
     /// `--backup`: keep the replaced version as NAME + this suffix.
@@ -137,10 +134,15 @@ fn prepare_state(output: &Path, chosen: Option<&Path>) -> std::io::Result<StateD
     Ok(state)
 }
 
+/// Builds the step before decoding (host selection, decryption) once the output folder is
+/// ready: the command layer decides what it is (`app.rs`), the downloader when it starts.
+pub type OpenerFactory = Box<dyn FnOnce() -> anyhow::Result<Arc<dyn Opener>> + Send>;
+
 /// Runs the downloader until `cancel`, idle exit, or a fatal error.
 pub fn download_directory(
     config: &LoadedConfig,
     settings: &DownloadSettings,
+    opener: OpenerFactory,
     stats: Arc<DownloadStats>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<DownloadSummary> {
@@ -182,19 +184,7 @@ pub fn download_directory(
     };
 
     // Encrypted topics: the key exchange starts (and its topics are checked) before reading.
-    let opener: Arc<dyn crate::contract::Opener> =
-        match crate::crypto::session::node_config_path(config).map_err(anyhow::Error::msg)? {
-            Some(node) => Arc::new(ForHost::new(
-                settings.host.clone(),
-                crate::crypto::session::Decryptor::start(
-                    config,
-                    &node,
-                    &settings.topic,
-                    settings.connect_timeout,
-                )?,
-            )),
-            None => Arc::new(ForHost::new(settings.host.clone(), Plaintext)),
-        };
+    let opener = opener()?;
     let properties = config.consumer_properties(settings.group_id.as_deref(), true);
     let group_id = properties
         .iter()

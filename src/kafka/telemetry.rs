@@ -19,14 +19,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::client::{client_config, create_client};
+use super::client::{client_config, create_client, KafkaSetupError};
 use super::context::LogContext;
 use crate::config::LoadedConfig;
-use crate::crypto::session::Encryptor;
+use crate::contract::{ChunkMessage, Envelope};
 use crate::logging;
 
 /// Where and how often to send.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TelemetrySettings {
     /// Heartbeat topic, if any.
     pub heartbeat_topic: Option<String>,
@@ -36,7 +36,26 @@ pub struct TelemetrySettings {
     pub interval: Duration,
     /// Names this program in the keys.
     pub program_id: String,
+    /// The encryption of each topic that needs it (none for plaintext).
+    pub sealers: Sealers,
 }
+
+impl std::fmt::Debug for TelemetrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetrySettings")
+            .field("heartbeat_topic", &self.heartbeat_topic)
+            .field("log_topic", &self.log_topic)
+            .field("interval", &self.interval)
+            .field("program_id", &self.program_id)
+            .field("encrypted", &self.sealers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The envelope (encryption) for each telemetry topic that needs one, built by the command
+/// layer like the data's: heartbeats and log lines name files, so on an encrypted topic they
+/// are encrypted too, as OpenMSIStream does.
+pub type Sealers = HashMap<String, Arc<dyn Envelope>>;
 
 /// Running totals the heartbeat reports differences of, by their heartbeat field name
 /// (`n_messages_produced`, ... for uploaders; `n_messages_read`, ... for downloaders). Always
@@ -49,7 +68,7 @@ pub fn spawn(
     settings: TelemetrySettings,
     totals: Totals,
     cancel: CancellationToken,
-) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+) -> Result<Option<std::thread::JoinHandle<()>>, KafkaSetupError> {
     if settings.heartbeat_topic.is_none() && settings.log_topic.is_none() {
         return Ok(None);
     }
@@ -59,22 +78,7 @@ pub fn spawn(
     let cfg = client_config(&config.producer_properties(), &[], &[]);
     let producer: ThreadedProducer<LogContext> =
         create_client(&cfg, LogContext, config, "heartbeat producer")?;
-    let mut sealers: HashMap<String, Arc<Encryptor>> = HashMap::new();
-    if let Some(node) =
-        crate::crypto::session::node_config_path(config).map_err(anyhow::Error::msg)?
-    {
-        for topic in settings
-            .heartbeat_topic
-            .iter()
-            .chain(settings.log_topic.iter())
-        {
-            let encryptor = Encryptor::start(config, &node, topic, Duration::from_secs(15))
-                .map_err(|e| {
-                    anyhow::anyhow!("heartbeat/log topic {topic} (encrypted like the data): {e}")
-                })?;
-            sealers.insert(topic.clone(), encryptor);
-        }
-    }
+    let sealers = settings.sealers.clone();
     Ok(Some(std::thread::spawn(move || {
         let mut last: Vec<(&'static str, u64)> = Vec::new();
         loop {
@@ -112,9 +116,8 @@ pub fn spawn(
             }
             if stopping {
                 let _ = producer.flush(Duration::from_secs(5));
-                for encryptor in sealers.values() {
-                    encryptor.stop();
-                }
+                // Dropping the envelopes stops their key exchanges (replies flushed).
+                drop(sealers);
                 return;
             }
         }
@@ -137,15 +140,20 @@ fn wait(cancel: &CancellationToken, interval: Duration) -> bool {
 
 fn send(
     producer: &ThreadedProducer<LogContext>,
-    encryptor: Option<&Arc<Encryptor>>,
+    envelope: Option<&Arc<dyn Envelope>>,
     topic: &str,
     key: &str,
     value: &str,
 ) {
-    let (key, value) = match encryptor {
-        Some(e) => e.seal_record(key.as_bytes(), value.as_bytes()),
-        None => (key.as_bytes().to_vec(), value.as_bytes().to_vec()),
+    let mut message = ChunkMessage {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..ChunkMessage::default()
     };
+    if let Some(envelope) = envelope {
+        envelope.seal(&mut message);
+    }
+    let (key, value) = (message.key, message.value);
     if let Err((e, _)) = producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
         warn!(topic, error = %e, "could not queue a heartbeat/log message");
     }

@@ -77,14 +77,16 @@ impl ServiceCommand {
 /// but upload-directory and download-directory, and rewrites the folder and `--config` as
 /// absolute paths (relative ones are taken from `cwd`). A missing `--config` is written out
 /// as the config the command would find now.
-pub fn parse(command: &[String], cwd: &Path) -> Result<ServiceCommand, String> {
+pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
     let Some(first) = command.first() else {
-        return Err("no command given: install NAME -- upload-directory DIR ...".into());
+        return Err(anyhow::anyhow!(
+            "no command given: install NAME -- upload-directory DIR ..."
+        ));
     };
     let argv = std::iter::once("openmsi".to_string()).chain(command.iter().cloned());
     let cli = Cli::try_parse_from(argv).map_err(|e| {
         let text = e.render().to_string();
-        format!("the service's command does not parse: {}", text.trim())
+        anyhow::anyhow!("the service's command does not parse: {}", text.trim())
     })?;
     let (kind, dir, state_dir, kafka, group_id) = match &cli.command {
         Command::UploadDirectory(a) => {
@@ -98,7 +100,7 @@ pub fn parse(command: &[String], cwd: &Path) -> Result<ServiceCommand, String> {
             a.group_id.clone(),
         ),
         _ => {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "`{first}` is not a long-running command: a service runs upload-directory or \
                  download-directory"
             ))
@@ -107,7 +109,9 @@ pub fn parse(command: &[String], cwd: &Path) -> Result<ServiceCommand, String> {
     if command.iter().any(|a| {
         a == "--exit-when-idle" || a.starts_with("--exit-when-idle=") || a == "--exit_when_idle"
     }) {
-        return Err("--exit-when-idle is for scripts: a service runs until it is stopped".into());
+        return Err(anyhow::anyhow!(
+            "--exit-when-idle is for scripts: a service runs until it is stopped"
+        ));
     }
     let folder = absolute(cwd, dir);
     let state_dir = state_dir.as_deref().map(|d| absolute(cwd, d));
@@ -132,8 +136,8 @@ fn absolute(cwd: &Path, path: &Path) -> PathBuf {
 }
 
 /// Finds the config as the command would now; a file is referenced by absolute path.
-fn resolve_config(spec: &str, cwd: &Path) -> Result<ConfigChoice, String> {
-    match find_config(spec).map_err(|e| e.to_string())? {
+fn resolve_config(spec: &str, cwd: &Path) -> anyhow::Result<ConfigChoice> {
+    match find_config(spec)? {
         ConfigSource::File(path) => Ok(ConfigChoice::File(absolute(cwd, &path))),
         ConfigSource::Embedded { .. } => Ok(ConfigChoice::BuiltIn(spec.to_string())),
     }
@@ -147,12 +151,12 @@ fn rewrite(
     folder: &Path,
     state_dir: Option<&Path>,
     config: &ConfigChoice,
-) -> Result<Vec<String>, String> {
+) -> anyhow::Result<Vec<String>> {
     let mut root = Cli::command();
     root.build();
     let sub = root
         .find_subcommand(&command[0])
-        .ok_or_else(|| format!("unknown command `{}`", command[0]))?;
+        .ok_or_else(|| anyhow::anyhow!("unknown command `{}`", command[0]))?;
     let takes_value = |arg: &clap::Arg| arg.get_action().takes_values();
     let find_long = |name: &str| {
         sub.get_arguments().find(|a| {
@@ -169,7 +173,9 @@ fn rewrite(
     let mut tokens = command[1..].iter();
     while let Some(token) = tokens.next() {
         if token == "--" {
-            return Err("`--` inside the service's command is not supported".into());
+            return Err(anyhow::anyhow!(
+                "`--` inside the service's command is not supported"
+            ));
         }
         if let Some(long) = token.strip_prefix("--") {
             let (name, inline) = match long.split_once('=') {
@@ -223,9 +229,9 @@ fn rewrite(
     Ok(out)
 }
 
-fn text(path: &Path) -> Result<String, String> {
+fn text(path: &Path) -> anyhow::Result<String> {
     path.to_str().map(str::to_string).ok_or_else(|| {
-        format!(
+        anyhow::anyhow!(
             "{} is not valid UTF-8; a service needs a UTF-8 path",
             path.display()
         )
@@ -313,23 +319,29 @@ mod tests {
     #[test]
     fn other_commands_and_bad_arguments_are_refused_with_the_reason() {
         let cwd = Path::new("/");
-        let err = parse(&args(&["upload-file", "x"]), cwd).unwrap_err();
+        let err = parse(&args(&["upload-file", "x"]), cwd)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a long-running command"), "{err}");
-        let err = parse(&args(&["upload-directory"]), cwd).unwrap_err();
+        let err = parse(&args(&["upload-directory"]), cwd)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not parse"), "{err}");
-        let err = parse(&args(&["frobnicate"]), cwd).unwrap_err();
+        let err = parse(&args(&["frobnicate"]), cwd).unwrap_err().to_string();
         assert!(err.contains("does not parse"), "{err}");
         let err = parse(
             &args(&["download-directory", "o", "--exit-when-idle", "3"]),
             cwd,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("for scripts"), "{err}");
         let err = parse(
             &args(&["upload-directory", "d", "--config", "/nonexistent/x.config"]),
             cwd,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("x.config"), "{err}");
     }
 }

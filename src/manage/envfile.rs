@@ -5,13 +5,13 @@
 use super::preflight::ServiceEnv;
 
 /// The file's text; refuses values systemd could not read back (line breaks, NUL).
-pub fn render(env: &ServiceEnv) -> Result<String, String> {
+pub fn render(env: &ServiceEnv) -> anyhow::Result<String> {
     let mut text = String::from(
         "# Variables the service's config reads; written by openmsi manage-service install.\n",
     );
     for (name, value) in env {
         if value.contains(['\n', '\r', '\0']) {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "${name} holds a line break; a service's environment file cannot"
             ));
         }
@@ -61,6 +61,6 @@ mod tests {
         assert!(text.contains(r#"A="p@ss \"word\" \\ $HOME""#), "{text}");
         assert_eq!(parse(&text), env);
         env.insert("C".into(), "two\nlines".into());
-        assert!(render(&env).unwrap_err().contains("$C"));
+        assert!(render(&env).unwrap_err().to_string().contains("$C"));
     }
 }

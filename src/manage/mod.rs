@@ -86,7 +86,7 @@ pub struct ServiceState {
 }
 
 /// Checks a service name: letters, digits, `-`, `_`, starting with a letter or digit.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME
         && name
@@ -99,7 +99,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow::anyhow!(
             "service name {name:?}: use 1 to {MAX_NAME} letters, digits, `-` or `_`, starting \
              with a letter or digit"
         ))
@@ -122,17 +122,17 @@ pub fn run(verb: Verb, runner: CommandRunner) -> anyhow::Result<ExitCode> {
 /// the service's user); the environment already holds the config's variables.
 fn check(args: ServiceCheckArgs) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the working folder")?;
-    let command = command::parse(&args.command, &cwd).map_err(anyhow::Error::msg)?;
-    preflight::check_all(&command, &ServiceEnv::new(), false).map_err(anyhow::Error::msg)?;
+    let command = command::parse(&args.command, &cwd)?;
+    preflight::check_all(&command, &ServiceEnv::new(), false)?;
     println!("ok: {} can run as a service", command.name());
     Ok(ExitCode::SUCCESS)
 }
 
 /// The request for `install`, after the command was parsed (not yet checked).
 fn request(args: &ServiceInstallArgs) -> anyhow::Result<InstallRequest> {
-    check_name(&args.service.name).map_err(anyhow::Error::msg)?;
+    check_name(&args.service.name)?;
     let cwd = std::env::current_dir().context("cannot read the working folder")?;
-    let command = command::parse(&args.command, &cwd).map_err(anyhow::Error::msg)?;
+    let command = command::parse(&args.command, &cwd)?;
     let program = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .context("cannot find this program's own path")?;
@@ -151,8 +151,7 @@ fn request(args: &ServiceInstallArgs) -> anyhow::Result<InstallRequest> {
 /// the variables it reads, and gives a downloader whose config asks for a fresh consumer group
 /// at every run a stable one. Returns a note about that group.
 fn prepare(request: &mut InstallRequest) -> anyhow::Result<Option<String>> {
-    let (config, env) = preflight::load_config(&request.command.config, &ServiceEnv::new(), true)
-        .map_err(anyhow::Error::msg)?;
+    let (config, env) = preflight::load_config(&request.command.config, &ServiceEnv::new(), true)?;
     request.env = env;
     let pinned = request
         .command
@@ -331,8 +330,7 @@ mod platform {
                          user service with --user"
                     );
                 }
-                let (account, warning) =
-                    users::service_account(args.run_as.as_deref()).map_err(anyhow::Error::msg)?;
+                let (account, warning) = users::service_account(args.run_as.as_deref())?;
                 if let Some(w) = warning {
                     tracing::warn!("{w}");
                 }
@@ -349,8 +347,7 @@ mod platform {
         let runs_as = account.as_ref().unwrap_or(&current).clone();
         let group_note = prepare(&mut request)?;
         if runs_as.uid == current.uid {
-            preflight::check_all(&request.command, &request.env, false)
-                .map_err(anyhow::Error::msg)?;
+            preflight::check_all(&request.command, &request.env, false)?;
         } else {
             check_as(&runs_as, &request)?;
         }
@@ -458,7 +455,7 @@ mod platform {
         let mut request = request(args)?;
         windows::check_path(&request.program)?;
         let group_note = prepare(&mut request)?;
-        preflight::check_all(&request.command, &request.env, false).map_err(anyhow::Error::msg)?;
+        preflight::check_all(&request.command, &request.env, false)?;
         let (account, runs_as) = match args.run_as.as_deref() {
             None => (
                 Some((windows::DEFAULT_ACCOUNT.to_string(), None)),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::command::{ConfigChoice, Kind, ServiceCommand};
 use crate::admin::Admin;
-use crate::config::{ConfigError, LoadedConfig};
+use crate::config::LoadedConfig;
 use crate::kafka::topic::check_topic;
 
 /// Environment variables a service's config reads, with the values it will get.
@@ -23,7 +23,7 @@ pub fn load_config(
     choice: &ConfigChoice,
     known: &ServiceEnv,
     ask: bool,
-) -> Result<(LoadedConfig, ServiceEnv), String> {
+) -> anyhow::Result<(LoadedConfig, ServiceEnv)> {
     let mut values = known.clone();
     loop {
         let read: RefCell<Vec<String>> = RefCell::new(Vec::new());
@@ -36,9 +36,9 @@ pub fn load_config(
         };
         let loaded = match choice {
             ConfigChoice::File(path) => std::fs::File::open(path)
-                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
-                .and_then(|f| LoadedConfig::from_reader(path, f, &env).map_err(|e| describe(&e))),
-            ConfigChoice::BuiltIn(name) => LoadedConfig::load(name).map_err(|e| describe(&e)),
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))
+                .and_then(|f| Ok(LoadedConfig::from_reader(path, f, &env)?)),
+            ConfigChoice::BuiltIn(name) => Ok(LoadedConfig::load(name)?),
         };
         let unset = match &loaded {
             Err(_) => read
@@ -61,11 +61,11 @@ pub fn load_config(
                 let value = rpassword::prompt_password(format!(
                     "The config needs ${var} ({reason}).\nValue of {var} for the service: "
                 ))
-                .map_err(|e| format!("could not read {var} from the terminal: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("could not read {var} from the terminal: {e}"))?;
                 values.insert(var, value);
             }
             (Err(reason), Some(_)) => {
-                return Err(format!(
+                return Err(anyhow::anyhow!(
                     "{reason}. The service gets the variables its config uses from an \
                      environment file written at install: set it in install's environment, or \
                      run install on a terminal to be asked"
@@ -83,17 +83,13 @@ fn env_value(values: &ServiceEnv, name: &str) -> Option<String> {
         .or_else(|| std::env::var(name).ok())
 }
 
-fn describe(e: &ConfigError) -> String {
-    e.to_string()
-}
-
 /// The folder can be used by this process: upload-directory's exists and is readable and
 /// writable (its state lives inside); download-directory's is writable, or can be created.
-pub fn check_folder(kind: Kind, folder: &Path) -> Result<(), String> {
+pub fn check_folder(kind: Kind, folder: &Path) -> anyhow::Result<()> {
     match kind {
         Kind::UploadDirectory => {
             if !folder.is_dir() {
-                return Err(format!(
+                return Err(anyhow::anyhow!(
                     "{} is not a folder (upload-directory watches an existing folder)",
                     folder.display()
                 ));
@@ -105,13 +101,16 @@ pub fn check_folder(kind: Kind, folder: &Path) -> Result<(), String> {
                 return writable(folder, true);
             }
             if folder.exists() {
-                return Err(format!("{} exists and is not a folder", folder.display()));
+                return Err(anyhow::anyhow!(
+                    "{} exists and is not a folder",
+                    folder.display()
+                ));
             }
             let mut parent = folder.parent();
             while let Some(p) = parent {
                 if p.is_dir() {
                     return writable(p, false).map_err(|e| {
-                        format!(
+                        anyhow::anyhow!(
                             "{} does not exist and cannot be created: {e}",
                             folder.display()
                         )
@@ -119,7 +118,7 @@ pub fn check_folder(kind: Kind, folder: &Path) -> Result<(), String> {
                 }
                 parent = p.parent();
             }
-            Err(format!(
+            Err(anyhow::anyhow!(
                 "{} has no existing parent folder",
                 folder.display()
             ))
@@ -129,17 +128,17 @@ pub fn check_folder(kind: Kind, folder: &Path) -> Result<(), String> {
 
 /// Whether this process may list (when `read`), enter and create files in `dir`.
 #[cfg(unix)]
-fn writable(dir: &Path, read: bool) -> Result<(), String> {
+fn writable(dir: &Path, read: bool) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| format!("{} contains a NUL byte", dir.display()))?;
+        .map_err(|_| anyhow::anyhow!("{} contains a NUL byte", dir.display()))?;
     let mode = libc::W_OK | libc::X_OK | if read { libc::R_OK } else { 0 };
     // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
     if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
         return Ok(());
     }
     let user = super::users::current_user_name();
-    Err(format!(
+    Err(anyhow::anyhow!(
         "{} is not {} by {user}: {}",
         dir.display(),
         if read {
@@ -152,26 +151,25 @@ fn writable(dir: &Path, read: bool) -> Result<(), String> {
 }
 
 #[cfg(windows)]
-fn writable(dir: &Path, _read: bool) -> Result<(), String> {
+fn writable(dir: &Path, _read: bool) -> anyhow::Result<()> {
     match std::fs::metadata(dir) {
         Ok(m) if !m.permissions().readonly() => Ok(()),
-        Ok(_) => Err(format!("{} is read-only", dir.display())),
-        Err(e) => Err(format!("{}: {e}", dir.display())),
+        Ok(_) => Err(anyhow::anyhow!("{} is read-only", dir.display())),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", dir.display())),
     }
 }
 
 /// The broker answers within the command's `--connect-timeout` and the topic exists.
-pub fn check_broker(config: LoadedConfig, command: &ServiceCommand) -> Result<(), String> {
-    let admin = Admin::connect(config, command.connect_timeout).map_err(|e| format!("{e:#}"))?;
+pub fn check_broker(config: LoadedConfig, command: &ServiceCommand) -> anyhow::Result<()> {
+    let admin = Admin::connect(config, command.connect_timeout)?;
     check_topic(
         admin.client.inner(),
         &admin.cfg,
         &command.topic,
         command.connect_timeout,
         &|| {},
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    )?;
+    Ok(())
 }
 
 /// Every check, in this process: config (asking on a terminal when `ask`), folder, broker.
@@ -180,7 +178,7 @@ pub fn check_all(
     command: &ServiceCommand,
     known: &ServiceEnv,
     ask: bool,
-) -> Result<ServiceEnv, String> {
+) -> anyhow::Result<ServiceEnv> {
     let (config, env) = load_config(&command.config, known, ask)?;
     check_folder(command.kind, &command.folder)?;
     check_broker(config, command)?;

@@ -257,9 +257,9 @@ pub fn install(
         system: scope == Scope::System,
     };
     for arg in &spec.exec {
-        unit::check_writable(arg).map_err(anyhow::Error::msg)?;
+        unit::check_writable(arg)?;
     }
-    let env_text = super::envfile::render(&request.env).map_err(anyhow::Error::msg)?;
+    let env_text = super::envfile::render(&request.env)?;
     let remove_created = || {
         for dir in created.iter().rev() {
             // Only if empty: never take away what another install put there meanwhile.

@@ -173,9 +173,9 @@ fn escape_specifiers(text: &str) -> String {
 
 /// Checks an argument can be written into a unit: no control characters (a newline would end
 /// the setting).
-pub fn check_writable(arg: &str) -> Result<(), String> {
+pub fn check_writable(arg: &str) -> anyhow::Result<()> {
     if arg.chars().any(char::is_control) {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "{arg:?} contains a control character; a service's command cannot"
         ));
     }

@@ -82,22 +82,21 @@ pub fn current_user_name() -> String {
 /// Whom a system service runs as: `--run-as`, else the user who ran sudo, else refused (a
 /// system service is installed by root, and root is only used when asked for).
 #[cfg(unix)]
-pub fn service_account(run_as: Option<&str>) -> Result<(Account, Option<String>), String> {
+pub fn service_account(run_as: Option<&str>) -> anyhow::Result<(Account, Option<String>)> {
     let name = match run_as {
         Some(n) => n.to_string(),
         None => match std::env::var("SUDO_USER") {
             Ok(u) if !u.is_empty() && u != "root" => u,
             _ => {
-                return Err(
+                anyhow::bail!(
                     "a system service runs as an unprivileged user: give --run-as USER \
-                            (or install with sudo from that user's account, or install a user \
-                            service with --user)"
-                        .into(),
+                     (or install with sudo from that user's account, or install a user \
+                     service with --user)"
                 )
             }
         },
     };
-    let account = lookup(&name).ok_or_else(|| format!("--run-as {name}: no such user"))?;
+    let account = lookup(&name).ok_or_else(|| anyhow::anyhow!("--run-as {name}: no such user"))?;
     let warning = (account.uid == 0).then(|| {
         "the service will run as root, as asked: a drop box or downloader does not need it; \
          prefer an unprivileged user"

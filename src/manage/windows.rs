@@ -102,7 +102,7 @@ pub fn install(
     }
     std::fs::create_dir_all(data_dir())
         .with_context(|| format!("cannot create {}", data_dir().display()))?;
-    let env_text = envfile::render(&request.env).map_err(anyhow::Error::msg)?;
+    let env_text = envfile::render(&request.env)?;
     std::fs::write(env_path(name), env_text)?;
     let log_file = crate::state::StateDir::located(
         &request.command.folder,

@@ -40,14 +40,13 @@ impl Envelopes {
 }
 
 impl Envelope for Envelopes {
-    fn seal(&self, message: &mut ChunkMessage) -> Result<(), String> {
+    fn seal(&self, message: &mut ChunkMessage) {
         if let Some(t) = &self.targets {
-            t.seal(message)?;
+            t.seal(message);
         }
         if let Some(e) = &self.encryption {
-            e.seal(message)?;
+            e.seal(message);
         }
-        Ok(())
     }
 
     fn overhead(&self) -> usize {

@@ -55,14 +55,6 @@ pub enum UploadError {
         /// The file.
         path: PathBuf,
     },
-    /// The envelope (encryption, headers) refused the message.
-    #[error("preparing a message of {path}: {reason}")]
-    Envelope {
-        /// The file.
-        path: PathBuf,
-        /// What the envelope said.
-        reason: String,
-    },
     /// The producer or the broker refused, timed out or did not acknowledge.
     #[error(transparent)]
     Produce(ProduceError),

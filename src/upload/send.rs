@@ -178,16 +178,10 @@ fn emit(
     target: &Target<'_>,
     message: &mut ChunkMessage,
     tag: &ChunkTag,
-    source: &SourceFile,
     cancel: &CancellationToken,
 ) -> Result<(), UploadError> {
     if let Some(envelope) = target.envelope {
-        envelope
-            .seal(message)
-            .map_err(|reason| UploadError::Envelope {
-                path: source.path.clone(),
-                reason,
-            })?;
+        envelope.seal(message);
     }
     target.producer.send(
         message.partition,
@@ -273,7 +267,7 @@ fn queue_single_chunk(
         index: 0,
         bytes: len,
     };
-    emit(target, &mut message, &tag, source, cancel)?;
+    emit(target, &mut message, &tag, cancel)?;
     Ok(QueuedFile {
         file_hash: hash,
         n_chunks: 1,
@@ -372,7 +366,7 @@ fn produce_chunks(
                 index,
                 bytes: len,
             };
-            emit(target, &mut message, &tag, source, cancel)?;
+            emit(target, &mut message, &tag, cancel)?;
             queued += 1;
             on_progress(target.delivery.acked_bytes());
         }

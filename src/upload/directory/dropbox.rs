@@ -14,7 +14,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -123,6 +122,26 @@ struct Timers {
     alive: Instant,
 }
 
+/// The loop's own state (the registry of uploaded files, the resume state, OpenMSIStream's
+/// registry on a first start) could not be read or written: the loop stops, since a file it
+/// cannot record would be sent again at every start.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct StateError {
+    /// What was being done.
+    pub what: &'static str,
+    /// What failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl StateError {
+    /// Wraps an I/O error of `what` (for `map_err`).
+    fn at(what: &'static str) -> impl FnOnce(std::io::Error) -> StateError {
+        move |source| StateError { what, source }
+    }
+}
+
 /// Everything the loop decides with.
 pub struct Dropbox {
     settings: LoopSettings,
@@ -209,7 +228,7 @@ impl Dropbox {
         rx: &Receiver<Msg>,
         jobs: &SyncSender<Ready>,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), StateError> {
         self.initial_scan()?;
         let s = &self.settings;
         // Logged after the first scan: from here on, every new file counts as new.
@@ -240,7 +259,7 @@ impl Dropbox {
 
     /// One iteration: takes `batch` into account, does the periodic work that is due, and
     /// hands settled files to `jobs` while it has room.
-    pub fn step(&mut self, batch: Vec<Msg>, jobs: &SyncSender<Ready>) -> anyhow::Result<()> {
+    pub fn step(&mut self, batch: Vec<Msg>, jobs: &SyncSender<Ready>) -> Result<(), StateError> {
         for msg in &batch {
             match msg {
                 Msg::Rescan => self.rescan_requested = true,
@@ -275,7 +294,7 @@ impl Dropbox {
             self.timers.registry_sync = now;
             self.registry
                 .sync()
-                .context("recording uploaded files in the registry")?;
+                .map_err(StateError::at("recording uploaded files in the registry"))?;
         }
         if now.saturating_duration_since(self.timers.save) >= SAVE_PROGRESS_EVERY {
             self.timers.save = now;
@@ -291,11 +310,11 @@ impl Dropbox {
     }
 
     /// After the workers stopped: takes their last reports into account and saves.
-    pub fn finish(&mut self, last: Vec<Msg>) -> anyhow::Result<()> {
+    pub fn finish(&mut self, last: Vec<Msg>) -> Result<(), StateError> {
         self.handle_batch(last)?;
         self.registry
             .sync()
-            .context("recording uploaded files in the registry")?;
+            .map_err(StateError::at("recording uploaded files in the registry"))?;
         self.save_progress()?;
         self.publish_counts();
         Ok(())
@@ -303,12 +322,13 @@ impl Dropbox {
 
     /// On a first start, files OpenMSIStream recorded as uploaded to this topic count as sent
     /// (at their current size and mtime: the reference keeps neither).
-    pub fn import_reference(&mut self, topic: &str) -> anyhow::Result<()> {
+    pub fn import_reference(&mut self, topic: &str) -> Result<(), StateError> {
         if self.registry.existed() {
             return Ok(());
         }
-        let completed = migrate::reference_completed(&self.filter.root, topic)
-            .context("reading OpenMSIStream's upload registry in LOGS/")?;
+        let completed = migrate::reference_completed(&self.filter.root, topic).map_err(
+            StateError::at("reading OpenMSIStream's upload registry in LOGS/"),
+        )?;
         if completed.is_empty() {
             return Ok(());
         }
@@ -336,13 +356,13 @@ impl Dropbox {
         );
         self.registry
             .append(entries)
-            .context("writing the upload registry")
+            .map_err(StateError::at("writing the upload registry"))
     }
 
     /// The first scan. On a first start without `--upload-existing`, what is already there is
     /// recorded as existing (so a later restart can tell "there before" from "arrived while
     /// stopped").
-    fn initial_scan(&mut self) -> anyhow::Result<()> {
+    fn initial_scan(&mut self) -> Result<(), StateError> {
         let seen = self.filter.scan(&self.filter.root.clone());
         if !self.registry.existed() && !self.settings.upload_existing {
             let at = unix_now();
@@ -359,7 +379,7 @@ impl Dropbox {
                 .collect();
             self.registry
                 .append(entries)
-                .context("writing the upload registry")?;
+                .map_err(StateError::at("writing the upload registry"))?;
             info!(
                 files = seen.len(),
                 "first start: files already present are left alone (use --upload-existing to send them)"
@@ -417,7 +437,7 @@ impl Dropbox {
         }
     }
 
-    pub fn handle_batch(&mut self, batch: Vec<Msg>) -> anyhow::Result<()> {
+    pub fn handle_batch(&mut self, batch: Vec<Msg>) -> Result<(), StateError> {
         let now = self.clock.now();
         let mut done = Vec::new();
         let mut paths = Vec::new();
@@ -449,7 +469,7 @@ impl Dropbox {
             .collect();
         self.registry
             .append_unsynced(entries)
-            .context("recording uploaded files in the registry")?;
+            .map_err(StateError::at("recording uploaded files in the registry"))?;
         for d in &done {
             let mut progress = self.lock_progress();
             match d.outcome {
@@ -603,10 +623,10 @@ impl Dropbox {
     }
 
     /// Saves the acknowledged chunks of unfinished files (when they changed).
-    fn save_progress(&self) -> anyhow::Result<()> {
+    fn save_progress(&self) -> Result<(), StateError> {
         self.lock_progress()
             .save()
-            .context("saving the progress of unfinished uploads")
+            .map_err(StateError::at("saving the progress of unfinished uploads"))
     }
 
     fn publish_counts(&self) {

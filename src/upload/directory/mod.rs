@@ -311,7 +311,7 @@ pub fn upload_directory(
             }
         }
         dropbox.finish(rx.try_iter().collect())?;
-        result
+        Ok(result?)
     })?;
     // Every file was waited for individually; this only settles librdkafka's bookkeeping.
     let _ = producer.wait_for_deliveries(
