@@ -405,6 +405,21 @@ pub enum UserCommand {
     Remove(UserRemoveArgs),
 }
 
+/// A SCRAM hash function (`user add`, `user remove`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mechanism {
+    /// SCRAM-SHA-256.
+    #[value(name = "scram-sha-256")]
+    Sha256,
+    /// SCRAM-SHA-512.
+    #[value(name = "scram-sha-512")]
+    Sha512,
+}
+
+/// PBKDF2 iterations for a new SCRAM credential: Kafka's minimum is 4096; 8192 is what the
+/// Kafka and tansu tools use by default.
+pub const DEFAULT_SCRAM_ITERATIONS: i32 = 8192;
+
 /// `openmsi user add`.
 #[derive(Debug, Args)]
 pub struct UserAddArgs {
@@ -414,14 +429,14 @@ pub struct UserAddArgs {
 
     /// SCRAM hash function (clients set sasl.mechanism to match).
     #[arg(long, value_enum, default_value = "scram-sha-512")]
-    pub mechanism: crate::admin::native::Mechanism,
+    pub mechanism: Mechanism,
 
     /// Read the password from this environment variable instead of asking on the terminal.
     #[arg(long, value_name = "VAR")]
     pub password_env: Option<String>,
 
     /// PBKDF2 iterations (at least 4096).
-    #[arg(long, default_value_t = crate::admin::user::DEFAULT_ITERATIONS,
+    #[arg(long, default_value_t = DEFAULT_SCRAM_ITERATIONS,
           value_parser = clap::value_parser!(i32).range(4096..))]
     pub iterations: i32,
 
@@ -438,7 +453,7 @@ pub struct UserRemoveArgs {
 
     /// The credential to remove.
     #[arg(long, value_enum, default_value = "scram-sha-512")]
-    pub mechanism: crate::admin::native::Mechanism,
+    pub mechanism: Mechanism,
 
     #[command(flatten)]
     pub admin: AdminArgs,

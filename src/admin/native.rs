@@ -10,16 +10,7 @@ use std::time::Duration;
 use rdkafka::bindings as sys;
 use rdkafka::client::{Client, ClientContext};
 
-/// A SCRAM hash function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mechanism {
-    /// SCRAM-SHA-256.
-    #[value(name = "scram-sha-256")]
-    Sha256,
-    /// SCRAM-SHA-512.
-    #[value(name = "scram-sha-512")]
-    Sha512,
-}
+pub use crate::cli::Mechanism;
 
 impl Mechanism {
     fn native(self) -> sys::rd_kafka_ScramMechanism_t {

@@ -7,10 +7,6 @@ use anyhow::{bail, Context};
 use super::native::{alter_scram, Alteration, Mechanism};
 use super::Admin;
 
-/// PBKDF2 iterations for a new credential: Kafka's minimum is 4096; 8192 is what the Kafka and
-/// tansu tools use by default.
-pub const DEFAULT_ITERATIONS: i32 = 8192;
-
 /// Where `user add` takes the password from.
 pub enum PasswordSource {
     /// The named environment variable (scripts, services).

@@ -28,6 +28,7 @@ pub mod replay;
 pub mod stale;
 pub mod stats;
 pub mod validate;
+pub mod verdicts;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

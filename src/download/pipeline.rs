@@ -22,17 +22,18 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use super::foreign::{Foreign, ForeignReport};
-use super::offsets::{ChunkFile, CommitTracker};
-use super::rejects::{KeptAside, RejectStore};
+use super::offsets::CommitTracker;
+use super::rejects::KeptAside;
 use super::replay::Replay;
 use super::stats::DownloadStats;
-use super::verify::{verify, Formats, Selection, Verdict};
+use super::verdicts::{Applied, Verdicts};
+use super::verify::{verify, Selection, Verdict};
+use crate::contract::ChunkSink;
 use crate::contract::MessagePosition;
-use crate::contract::{Accepted, ChunkSink, VerifiedChunk};
 use crate::contract::{Opener, RawMessage};
+use crate::kafka::group::{store_offsets, Ownership, Rejoin};
 use crate::kafka::ConsumerLogContext;
 use crate::state::is_out_of_space;
 
@@ -74,73 +75,8 @@ pub struct PipelineOptions {
     pub exit_when_idle: Option<Duration>,
     /// The step before decoding ([`crate::contract::Plaintext`] for plaintext topics).
     pub opener: Arc<dyn Opener>,
-    /// When nothing was assigned for this long, leave and rejoin the group (see [`Rejoin`]).
+    /// When nothing was assigned for this long, leave and rejoin the group (see [`crate::kafka::group::Rejoin`]).
     pub rejoin_unassigned_after: Duration,
-}
-
-/// A member with no partition for longer than a session leaves and rejoins the group.
-///
-/// A downloader restarted right after a crash joins while its dead predecessor is still a
-/// member; the rebalance hands the partitions to the dead member, and a broker that does not
-/// rebalance again when that member's session expires (tansu 0.6.0; measured: nothing assigned
-/// for minutes) leaves them unread. The same broker sometimes revokes every partition from the
-/// survivor when a killed member expires and never assigns them again (seen once in the
-/// killed-member takeover test). The new rebalance a rejoin starts no longer sees the dead
-/// member. A member that is idle because the group has more members than partitions would
-/// rejoin for nothing, so the wait doubles after each rejoin (up to [`REJOIN_MAX_WAIT`]) and
-/// returns to one session once partitions are assigned.
-struct Rejoin {
-    /// How long to be without partitions before rejoining.
-    first_wait: Duration,
-    wait: Duration,
-    /// Since when no partition is assigned (None: some are).
-    unassigned_since: Option<Instant>,
-    /// When the assignment was last looked at (it is looked at once a second).
-    looked_at: Instant,
-}
-
-/// The longest an unassigned member waits between rejoins.
-const REJOIN_MAX_WAIT: Duration = Duration::from_secs(600);
-
-impl Rejoin {
-    fn after(delay: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            first_wait: delay,
-            wait: delay,
-            unassigned_since: Some(now),
-            looked_at: now,
-        }
-    }
-
-    /// Rejoins when no partition has been assigned for the current wait.
-    fn check(&mut self, consumer: &BaseConsumer<ConsumerLogContext>, topic: &str) {
-        let now = Instant::now();
-        if now.duration_since(self.looked_at) < Duration::from_secs(1) {
-            return;
-        }
-        self.looked_at = now;
-        let unassigned = consumer
-            .assignment()
-            .map(|list| list.count() == 0)
-            .unwrap_or(false);
-        if !unassigned {
-            self.unassigned_since = None;
-            self.wait = self.first_wait;
-            return;
-        }
-        let since = *self.unassigned_since.get_or_insert(now);
-        if now.duration_since(since) < self.wait {
-            return;
-        }
-        info!(topic, waited_s = self.wait.as_secs(), "no partition assigned for longer than a session (a crashed member may still hold them, or the group has more members than partitions); leaving and rejoining the group");
-        consumer.unsubscribe();
-        if let Err(e) = consumer.subscribe(&[topic]) {
-            warn!(topic, error = %e, "rejoining the consumer group failed");
-        }
-        self.unassigned_since = Some(now);
-        self.wait = (self.wait * 2).min(REJOIN_MAX_WAIT);
-    }
 }
 
 /// Why the pipeline failed. (A requested stop is not a failure: it is
@@ -210,11 +146,12 @@ pub fn run<S: ChunkSink + Send>(
             scope.spawn(move || {
                 let writer = Writer {
                     topic,
-                    stats: &stats,
-                    formats: options.selection.formats,
-                    decrypting: options.opener.decrypts(),
-                    foreign: ForeignReport::default(),
-                    kept,
+                    verdicts: Verdicts::new(
+                        &stats,
+                        kept,
+                        options.selection.formats,
+                        options.opener.decrypts(),
+                    ),
                     replay: Replay::new(Arc::clone(&options.opener), options.selection.clone()),
                 };
                 let result = writer.run(out_rx, sink, &commit_tx, &in_flight);
@@ -346,62 +283,6 @@ fn all_assigned_at_end(consumer: &BaseConsumer<ConsumerLogContext>, at_end: &Has
     }
 }
 
-/// Where this member started reading each partition it owns now. With the cooperative
-/// assignor a partition can be revoked and later come back, after another member read (and
-/// committed) past where we stopped; the offsets our writer computes for it may still reflect
-/// pins from before. Committing those would move the group's offset backwards, so a partition's
-/// commit never goes below where the current ownership started reading, and a partition no
-/// longer owned is not committed at all (its new owner does that).
-#[derive(Debug, Default)]
-struct Ownership {
-    /// Partition → first offset read since it was (last) assigned.
-    read_from: HashMap<i32, i64>,
-}
-
-impl Ownership {
-    /// A message of `partition` at `offset` was read.
-    fn reading(&mut self, partition: i32, offset: i64) {
-        self.read_from.entry(partition).or_insert(offset);
-    }
-
-    /// Forgets the partitions revoked since the last call.
-    fn forget_revoked(&mut self, consumer: &BaseConsumer<ConsumerLogContext>) {
-        for partition in consumer.context().take_revoked() {
-            self.read_from.remove(&partition);
-        }
-    }
-
-    /// The offsets of `offsets` this member may commit, raised to where its ownership began.
-    fn clamp(&self, offsets: &HashMap<i32, i64>) -> HashMap<i32, i64> {
-        offsets
-            .iter()
-            .filter_map(|(p, &next)| Some((*p, next.max(*self.read_from.get(p)?))))
-            .collect()
-    }
-}
-
-/// Stores the next offset to read for each partition and commits asynchronously. A partition
-/// that was revoked meanwhile refuses the store; its new owner re-reads those chunks, which is
-/// harmless (they are duplicates).
-fn store_offsets(
-    consumer: &BaseConsumer<ConsumerLogContext>,
-    topic: &str,
-    offsets: &HashMap<i32, i64>,
-) {
-    if offsets.is_empty() {
-        return;
-    }
-    for (&partition, &next) in offsets {
-        if let Err(e) = consumer.store_offset(topic, partition, next - 1) {
-            debug!(partition, error = %e, "offset not stored (partition no longer assigned?)");
-        }
-    }
-    match consumer.commit_consumer_state(CommitMode::Async) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => warn!(error = %e, "offset commit failed; will retry at the next flush"),
-    }
-}
-
 /// The headers of a message (empty for most: openmsi's own chunks need none).
 fn headers_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
     use rdkafka::message::Headers;
@@ -449,15 +330,8 @@ fn verify_worker(
 struct Writer<'a> {
     /// The topic read, for logs and kept messages.
     topic: &'a str,
-    stats: &'a DownloadStats,
-    /// The formats read and whether messages are decrypted: to recognise messages of another
-    /// format among the rejected ones.
-    formats: Formats,
-    decrypting: bool,
-    /// Which other formats were already explained.
-    foreign: ForeignReport,
-    /// Where bad and not-yet-openable messages go.
-    kept: KeptAside,
+    /// What to do with each verdict (counters, kept messages, advice on other formats).
+    verdicts: Verdicts<'a>,
     /// Retries the not-yet-openable ones.
     replay: Replay,
 }
@@ -489,32 +363,38 @@ impl Writer<'_> {
                 next_seq += 1;
                 let MessagePosition { partition, offset } = v.at;
                 offsets.handled(partition, offset);
-                // Not openable yet (its key has not come): held by the replay, its offset
-                // pinned, and the writer goes on with the next message.
-                let verdict = match v.verdict {
-                    Verdict::Defer { reason, message }
-                        if !self.kept.deferred.already_kept(self.topic, v.at) =>
+                match self
+                    .verdicts
+                    .apply(v.verdict, self.topic, v.at, &mut sink)?
+                {
+                    Applied::Chunk(file) if sink.is_in_progress(&file.id) => {
+                        offsets.unfinished(&file, partition, offset)
+                    }
+                    Applied::Chunk(file) => offsets.finished(&file.id),
+                    Applied::Done => {}
+                    Applied::NotYet { .. }
+                        if self.verdicts.kept.deferred.already_kept(self.topic, v.at) =>
                     {
-                        // Still in flight (an idle exit waits for it) until released.
+                        debug!(
+                            topic = self.topic,
+                            partition,
+                            offset,
+                            "message read again; already kept until it can be opened"
+                        );
+                    }
+                    // Not openable yet (its key has not come): held by the replay, its offset
+                    // pinned, and the writer goes on with the next message. Still in flight
+                    // (an idle exit waits for it) until released.
+                    Applied::NotYet { reason, message } => {
                         self.replay.hold(self.topic, v.at, message, reason);
                         offsets.unfinished(&Replay::pin(v.at), partition, offset);
                         continue;
-                    }
-                    other => other,
-                };
-                if let Some(file) = self.handle(verdict, v.at, &mut sink)? {
-                    if sink.is_in_progress(&file.id) {
-                        offsets.unfinished(&file, partition, offset);
-                    } else {
-                        offsets.finished(&file.id);
                     }
                 }
                 oldest_unflushed.get_or_insert_with(Instant::now);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             }
-            let retried = self
-                .replay
-                .maybe_retry(&mut self.kept, &mut sink, self.stats)?;
+            let retried = self.replay.maybe_retry(&mut self.verdicts, &mut sink)?;
             for (file, at) in &retried.chunks {
                 match at {
                     Some(at) if sink.is_in_progress(&file.id) => {
@@ -533,90 +413,19 @@ impl Writer<'_> {
                 || sink.unflushed_bytes() >= FLUSH_BYTES;
             if due {
                 flush(&mut sink, &mut offsets, commit_tx)?;
-                self.replay.flushed(&mut self.kept);
+                self.replay.flushed(&mut self.verdicts.kept);
                 oldest_unflushed = None;
             }
         }
         // Held messages go to disk before the end: the topic may not keep them until next time.
-        for at in self.replay.keep_all_held(&mut self.kept) {
+        for at in self.replay.keep_all_held(&mut self.verdicts.kept) {
             offsets.finished(&Replay::pin(at).id);
             in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         flush(&mut sink, &mut offsets, commit_tx)?;
-        self.replay.flushed(&mut self.kept);
+        self.replay.flushed(&mut self.verdicts.kept);
         Ok(())
     }
-
-    /// Writes, skips or keeps aside one message; returns the file it is a chunk of.
-    fn handle(
-        &mut self,
-        verdict: Verdict,
-        at: MessagePosition,
-        sink: &mut impl ChunkSink,
-    ) -> std::io::Result<Option<ChunkFile>> {
-        let (topic, stats) = (self.topic, self.stats);
-        match verdict {
-            Verdict::Chunk(chunk) => return accept(*chunk, topic, at, sink, stats).map(Some),
-            Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
-            Verdict::NotForUs => DownloadStats::add(&stats.other_hosts_messages, 1),
-            Verdict::Defer { .. } if self.kept.deferred.already_kept(topic, at) => {
-                debug!(
-                    topic,
-                    partition = at.partition,
-                    offset = at.offset,
-                    "message read again; already kept until it can be opened"
-                );
-            }
-            // Held by the replay before `handle` is called.
-            Verdict::Defer { .. } => {}
-            Verdict::Reject { .. } if self.kept.rejected.already_kept(topic, at) => {
-                debug!(topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
-                DownloadStats::add(&stats.skipped_messages, 1)
-            }
-            Verdict::Reject { reason, message } => {
-                DownloadStats::add(&stats.rejected_messages, 1);
-                let foreign = Foreign::of(&message, self.formats, self.decrypting);
-                self.foreign.rejected(foreign, topic, at, &reason);
-                let _ = keep(&mut self.kept.rejected, topic, at, &message, &reason);
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// Keeps `message` read at `at` in `store`, with `reason`.
-fn keep(
-    store: &mut RejectStore,
-    topic: &str,
-    at: MessagePosition,
-    message: &RawMessage,
-    reason: &str,
-) -> bool {
-    let (key, value) = (message.key.as_deref(), message.value.as_deref());
-    store.keep(topic, at, key, value, reason)
-}
-
-/// Hands one verified chunk to the sink; returns the file it is a chunk of.
-fn accept(
-    mut chunk: VerifiedChunk,
-    topic: &str,
-    at: MessagePosition,
-    sink: &mut impl ChunkSink,
-    stats: &DownloadStats,
-) -> std::io::Result<ChunkFile> {
-    match sink.accept(&mut chunk)? {
-        Accepted::Written | Accepted::Completed => {}
-        Accepted::Duplicate | Accepted::AlreadyComplete | Accepted::Superseded => {
-            DownloadStats::add(&stats.duplicate_chunks, 1)
-        }
-        Accepted::HashMismatch => {
-            error!(topic, partition = at.partition, offset = at.offset, path = %chunk.version.relative, "file failed whole-file verification")
-        }
-    }
-    Ok(ChunkFile {
-        id: chunk.id,
-        relative: chunk.version.relative,
-    })
 }
 
 /// Makes everything handled durable, then hands the offsets that may now be committed to the
@@ -635,137 +444,4 @@ fn flush(
         let _ = commit_tx.send(committable);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::contract::PublishedFile;
-
-    /// A sink that must never be reached.
-    struct NoSink;
-
-    impl ChunkSink for NoSink {
-        fn accept(&mut self, _: &mut VerifiedChunk) -> std::io::Result<Accepted> {
-            unreachable!("no chunk in this test")
-        }
-        fn is_in_progress(&self, _: &str) -> bool {
-            false
-        }
-        fn unflushed_bytes(&self) -> u64 {
-            0
-        }
-        fn flush(&mut self) -> std::io::Result<Vec<PublishedFile>> {
-            Ok(Vec::new())
-        }
-    }
-
-    /// An opener whose key "arrives" when told.
-    struct KeyLater(std::sync::atomic::AtomicBool);
-
-    impl Opener for KeyLater {
-        fn open(&self, message: RawMessage, _at: MessagePosition) -> crate::contract::Opened {
-            if self.0.load(Ordering::Acquire) {
-                crate::contract::Opened::Readable(message)
-            } else {
-                crate::contract::Opened::NotYet {
-                    reason: "key 17 not received yet".into(),
-                    message,
-                }
-            }
-        }
-
-        fn generation(&self) -> u64 {
-            u64::from(self.0.load(Ordering::Acquire))
-        }
-    }
-
-    fn kept_aside(dir: &std::path::Path) -> KeptAside {
-        KeptAside {
-            rejected: RejectStore::open(&dir.join("rejected")).unwrap(),
-            deferred: RejectStore::open(&dir.join("deferred")).unwrap(),
-        }
-    }
-
-    fn waiting_message() -> RawMessage {
-        RawMessage {
-            key: Some(b"k".to_vec()),
-            value: Some(b"ciphertext".to_vec()),
-            headers: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_message_held_too_long_is_kept_on_disk_once_and_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let stats = DownloadStats::default();
-        let mut kept = kept_aside(dir.path());
-        let opener = Arc::new(KeyLater(Default::default()));
-        let mut replay = Replay::new(opener, Selection::default()).holding_for(Duration::ZERO);
-        let at = MessagePosition {
-            partition: 2,
-            offset: 9,
-        };
-        replay.hold("t", at, waiting_message(), "key 17 not received yet".into());
-        let retried = replay.maybe_retry(&mut kept, &mut NoSink, &stats).unwrap();
-        assert_eq!(retried.released, vec![at]);
-        assert_eq!(replay.held(), 0);
-        assert!(kept.deferred.already_kept("t", at));
-        let snap = stats.snapshot();
-        assert_eq!((snap.deferred_messages, snap.rejected_messages), (1, 0));
-        let file = dir.path().join("deferred/t-2-9");
-        assert_eq!(
-            std::fs::read(file.with_extension("value")).unwrap(),
-            b"ciphertext"
-        );
-        let why = std::fs::read_to_string(file.with_extension("txt")).unwrap();
-        assert!(why.contains("key 17 not received yet"), "{why}");
-    }
-
-    #[test]
-    fn a_held_message_is_retried_from_memory_when_its_key_arrives() {
-        let dir = tempfile::tempdir().unwrap();
-        let stats = DownloadStats::default();
-        let mut kept = kept_aside(dir.path());
-        let opener = Arc::new(KeyLater(Default::default()));
-        let mut replay = Replay::new(Arc::clone(&opener) as Arc<dyn Opener>, Selection::default());
-        let at = MessagePosition {
-            partition: 0,
-            offset: 4,
-        };
-        replay.hold("t", at, waiting_message(), "key 17 not received yet".into());
-        // Nothing new: it stays held (its offset pinned by the writer), nothing on disk.
-        let retried = replay.maybe_retry(&mut kept, &mut NoSink, &stats).unwrap();
-        assert!(retried.released.is_empty() && retried.chunks.is_empty());
-        assert_eq!((replay.held(), stats.snapshot().deferred_messages), (1, 1));
-        assert!(!kept.deferred.already_kept("t", at));
-        // The key arrives: the message opens (here into a bad chunk, so it is rejected) and is
-        // released.
-        opener.0.store(true, Ordering::Release);
-        let retried = replay.maybe_retry(&mut kept, &mut NoSink, &stats).unwrap();
-        assert_eq!(retried.released, vec![at]);
-        assert_eq!(replay.held(), 0);
-        let snap = stats.snapshot();
-        assert_eq!((snap.deferred_messages, snap.rejected_messages), (0, 1));
-    }
-}
-
-#[cfg(test)]
-mod ownership_tests {
-    use super::*;
-
-    #[test]
-    fn commits_never_go_below_where_the_current_ownership_started_nor_to_partitions_not_owned() {
-        let mut owned = Ownership::default();
-        owned.reading(0, 100);
-        owned.reading(0, 101);
-        owned.reading(1, 7);
-        // Partition 0 came back after another member committed 100; a pin from before (40)
-        // must not move the group's offset back. Partition 2 is not ours.
-        let offsets = HashMap::from([(0, 40), (1, 9), (2, 55)]);
-        let clamped = owned.clamp(&offsets);
-        assert_eq!(clamped, HashMap::from([(0, 100), (1, 9)]));
-        owned.read_from.remove(&1);
-        assert_eq!(owned.clamp(&offsets), HashMap::from([(0, 100)]));
-    }
 }

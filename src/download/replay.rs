@@ -19,16 +19,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::offsets::ChunkFile;
-use super::rejects::KeptAside;
-use super::rejects::KeptMessage;
-use super::stats::DownloadStats;
-use super::verify::{verify_kept, Selection, Verdict};
-use crate::contract::MessagePosition;
-use crate::contract::{Accepted, ChunkSink, VerifiedChunk};
-use crate::contract::{Opener, RawMessage};
+use super::rejects::{KeptAside, KeptMessage};
+use super::verdicts::{Applied, Verdicts};
+use super::verify::{verify_kept, Selection};
+use crate::contract::{ChunkSink, MessagePosition, Opener, RawMessage};
 
 /// Kept messages are retried at least this often, even when nothing new arrived.
 const RETRY_EVERY: Duration = Duration::from_secs(60);
@@ -133,19 +130,19 @@ impl Replay {
     /// passed), and moves messages held too long (or too many bytes) to disk.
     pub fn maybe_retry(
         &mut self,
-        kept: &mut KeptAside,
+        verdicts: &mut Verdicts<'_>,
         sink: &mut impl ChunkSink,
-        stats: &DownloadStats,
     ) -> std::io::Result<Retried> {
         let mut done = Retried::default();
         let generation = self.opener.generation();
         if self.seen_generation != Some(generation) || self.last_try.elapsed() >= RETRY_EVERY {
             self.seen_generation = Some(generation);
             self.last_try = Instant::now();
-            self.retry_held(kept, sink, stats, &mut done)?;
-            self.retry_kept(kept, sink, stats, &mut done)?;
+            self.retry_held(verdicts, sink, &mut done)?;
+            self.retry_kept(verdicts, sink, &mut done)?;
         }
-        self.spill(kept, &mut done);
+        self.spill(&mut verdicts.kept, &mut done);
+        let stats = verdicts.stats();
         // The status line's "waiting to be opened": kept on disk plus held in memory.
         stats.deferred_messages.store(
             self.kept_waiting + self.held.len() as u64,
@@ -156,9 +153,8 @@ impl Replay {
 
     fn retry_held(
         &mut self,
-        kept: &mut KeptAside,
+        verdicts: &mut Verdicts<'_>,
         sink: &mut impl ChunkSink,
-        stats: &DownloadStats,
         done: &mut Retried,
     ) -> std::io::Result<()> {
         let mut still = VecDeque::new();
@@ -166,21 +162,15 @@ impl Replay {
             let bytes = held.bytes();
             // The message moves into the retry and, if still not openable, back (no copy).
             let message = std::mem::take(&mut held.message);
-            match verify_kept(message, held.at, self.opener.as_ref(), &self.selection) {
-                Verdict::Defer { message, .. } => {
+            let verdict = verify_kept(message, held.at, self.opener.as_ref(), &self.selection);
+            match verdicts.apply(verdict, &held.topic, held.at, sink)? {
+                Applied::NotYet { message, .. } => {
                     held.message = message;
                     still.push_back(held);
                     continue;
                 }
-                Verdict::Chunk(mut chunk) => {
-                    let file = accept(&mut chunk, sink, stats)?;
-                    done.chunks.push((file, Some(held.at)));
-                }
-                Verdict::Reject { reason, message } => {
-                    reject(kept, stats, &held.topic, held.at, &message, &reason)
-                }
-                Verdict::Skip => DownloadStats::add(&stats.skipped_messages, 1),
-                Verdict::NotForUs => DownloadStats::add(&stats.other_hosts_messages, 1),
+                Applied::Chunk(file) => done.chunks.push((file, Some(held.at))),
+                Applied::Done => {}
             }
             self.held_bytes -= bytes;
             done.released.push(held.at);
@@ -191,13 +181,12 @@ impl Replay {
 
     fn retry_kept(
         &mut self,
-        kept: &mut KeptAside,
+        verdicts: &mut Verdicts<'_>,
         sink: &mut impl ChunkSink,
-        stats: &DownloadStats,
         done: &mut Retried,
     ) -> std::io::Result<()> {
         let mut waiting = 0u64;
-        for message in kept.deferred.entries() {
+        for message in verdicts.kept.deferred.entries() {
             if self
                 .written
                 .iter()
@@ -210,24 +199,16 @@ impl Replay {
                 value: message.value.clone(),
                 headers: Vec::new(),
             };
-            match verify_kept(raw, message.at, self.opener.as_ref(), &self.selection) {
-                Verdict::Chunk(mut chunk) => {
-                    let file = accept(&mut chunk, sink, stats)?;
+            let verdict = verify_kept(raw, message.at, self.opener.as_ref(), &self.selection);
+            match verdicts.apply(verdict, &message.topic, message.at, sink)? {
+                Applied::Chunk(file) => {
                     info!(topic = %message.topic, partition = message.at.partition, offset = message.at.offset, "a kept message could be opened now");
                     done.chunks.push((file, None));
                     self.written.push(message);
                 }
-                Verdict::Defer { .. } => waiting += 1,
-                Verdict::Reject {
-                    reason,
-                    message: raw,
-                } => {
-                    reject(kept, stats, &message.topic, message.at, &raw, &reason);
-                    kept.deferred.remove(&message.topic, message.at);
-                }
-                Verdict::Skip | Verdict::NotForUs => {
-                    kept.deferred.remove(&message.topic, message.at)
-                }
+                Applied::NotYet { .. } => waiting += 1,
+                // Skipped, or bad and now kept in rejected/: no longer waiting.
+                Applied::Done => verdicts.kept.deferred.remove(&message.topic, message.at),
             }
         }
         self.kept_waiting = waiting;
@@ -276,43 +257,119 @@ impl Replay {
     }
 }
 
-/// A message that opened but is bad: counted, logged and kept in `.openmsi/rejected/`.
-fn reject(
-    kept: &mut KeptAside,
-    stats: &DownloadStats,
-    topic: &str,
-    at: MessagePosition,
-    message: &RawMessage,
-    reason: &str,
-) {
-    warn!(topic, partition = at.partition, offset = at.offset, %reason, "a message that waited for its key is bad; kept in .openmsi/rejected");
-    DownloadStats::add(&stats.rejected_messages, 1);
-    kept.rejected.keep(
-        topic,
-        at,
-        message.key.as_deref(),
-        message.value.as_deref(),
-        reason,
-    );
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{Accepted, PublishedFile, VerifiedChunk};
+    use crate::download::rejects::RejectStore;
+    use crate::download::stats::DownloadStats;
+    use crate::download::verify::Formats;
+    use std::sync::atomic::Ordering;
 
-/// Hands a retried chunk to the sink; returns its file.
-fn accept(
-    chunk: &mut VerifiedChunk,
-    sink: &mut impl ChunkSink,
-    stats: &DownloadStats,
-) -> std::io::Result<ChunkFile> {
-    match sink.accept(chunk)? {
-        Accepted::HashMismatch => {
-            warn!(path = %chunk.version.relative, "file failed whole-file verification")
+    /// A sink that must never be reached.
+    struct NoSink;
+
+    impl ChunkSink for NoSink {
+        fn accept(&mut self, _: &mut VerifiedChunk) -> std::io::Result<Accepted> {
+            unreachable!("no chunk in this test")
         }
-        Accepted::Duplicate | Accepted::AlreadyComplete | Accepted::Superseded => {
-            DownloadStats::add(&stats.duplicate_chunks, 1)
+        fn is_in_progress(&self, _: &str) -> bool {
+            false
         }
-        Accepted::Written | Accepted::Completed => {}
+        fn unflushed_bytes(&self) -> u64 {
+            0
+        }
+        fn flush(&mut self) -> std::io::Result<Vec<PublishedFile>> {
+            Ok(Vec::new())
+        }
     }
-    Ok(ChunkFile {
-        id: chunk.id.clone(),
-        relative: chunk.version.relative.clone(),
-    })
+
+    /// An opener whose key "arrives" when told.
+    struct KeyLater(std::sync::atomic::AtomicBool);
+
+    impl Opener for KeyLater {
+        fn open(&self, message: RawMessage, _at: MessagePosition) -> crate::contract::Opened {
+            if self.0.load(Ordering::Acquire) {
+                crate::contract::Opened::Readable(message)
+            } else {
+                crate::contract::Opened::NotYet {
+                    reason: "key 17 not received yet".into(),
+                    message,
+                }
+            }
+        }
+
+        fn generation(&self) -> u64 {
+            u64::from(self.0.load(Ordering::Acquire))
+        }
+    }
+
+    fn kept_aside(dir: &std::path::Path) -> KeptAside {
+        KeptAside {
+            rejected: RejectStore::open(&dir.join("rejected")).unwrap(),
+            deferred: RejectStore::open(&dir.join("deferred")).unwrap(),
+        }
+    }
+
+    fn waiting_message() -> RawMessage {
+        RawMessage {
+            key: Some(b"k".to_vec()),
+            value: Some(b"ciphertext".to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_message_held_too_long_is_kept_on_disk_once_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = DownloadStats::default();
+        let mut verdicts = Verdicts::new(&stats, kept_aside(dir.path()), Formats::Openmsi, false);
+        let opener = Arc::new(KeyLater(Default::default()));
+        let mut replay = Replay::new(opener, Selection::default()).holding_for(Duration::ZERO);
+        let at = MessagePosition {
+            partition: 2,
+            offset: 9,
+        };
+        replay.hold("t", at, waiting_message(), "key 17 not received yet".into());
+        let retried = replay.maybe_retry(&mut verdicts, &mut NoSink).unwrap();
+        assert_eq!(retried.released, vec![at]);
+        assert_eq!(replay.held(), 0);
+        assert!(verdicts.kept.deferred.already_kept("t", at));
+        let snap = stats.snapshot();
+        assert_eq!((snap.deferred_messages, snap.rejected_messages), (1, 0));
+        let file = dir.path().join("deferred/t-2-9");
+        assert_eq!(
+            std::fs::read(file.with_extension("value")).unwrap(),
+            b"ciphertext"
+        );
+        let why = std::fs::read_to_string(file.with_extension("txt")).unwrap();
+        assert!(why.contains("key 17 not received yet"), "{why}");
+    }
+
+    #[test]
+    fn a_held_message_is_retried_from_memory_when_its_key_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = DownloadStats::default();
+        let mut verdicts = Verdicts::new(&stats, kept_aside(dir.path()), Formats::Openmsi, false);
+        let opener = Arc::new(KeyLater(Default::default()));
+        let mut replay = Replay::new(Arc::clone(&opener) as Arc<dyn Opener>, Selection::default());
+        let at = MessagePosition {
+            partition: 0,
+            offset: 4,
+        };
+        replay.hold("t", at, waiting_message(), "key 17 not received yet".into());
+        // Nothing new: it stays held (its offset pinned by the writer), nothing on disk.
+        let retried = replay.maybe_retry(&mut verdicts, &mut NoSink).unwrap();
+        assert!(retried.released.is_empty() && retried.chunks.is_empty());
+        assert_eq!((replay.held(), stats.snapshot().deferred_messages), (1, 1));
+        assert!(!verdicts.kept.deferred.already_kept("t", at));
+        // The key arrives: the message opens (here into a bad chunk, so it is rejected) and is
+        // released.
+        opener.0.store(true, Ordering::Release);
+        let retried = replay.maybe_retry(&mut verdicts, &mut NoSink).unwrap();
+        assert_eq!(retried.released, vec![at]);
+        assert_eq!(replay.held(), 0);
+        let snap = stats.snapshot();
+        assert_eq!((snap.deferred_messages, snap.rejected_messages), (0, 1));
+    }
 }

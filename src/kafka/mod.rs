@@ -7,6 +7,7 @@ pub mod client;
 pub mod consumer;
 pub mod context;
 pub mod diagnose;
+pub mod group;
 pub mod partition;
 pub mod producer;
 pub mod telemetry;

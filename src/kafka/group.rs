@@ -1,0 +1,157 @@
+//! A member's side of its consumer group, beside the consumer that joins it: rejoining when
+//! the group left it without partitions ([`Rejoin`]), which partitions it owns and from where
+//! ([`Ownership`]), and storing and committing the offsets the caller found durable
+//! ([`store_offsets`]). The download pipeline uses these; a relay or any other consumer that
+//! commits after its own work is done would use them the same way.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{debug, info, warn};
+
+use super::context::ConsumerLogContext;
+
+/// A member with no partition for longer than a session leaves and rejoins the group.
+///
+/// A downloader restarted right after a crash joins while its dead predecessor is still a
+/// member; the rebalance hands the partitions to the dead member, and a broker that does not
+/// rebalance again when that member's session expires (tansu 0.6.0; measured: nothing assigned
+/// for minutes) leaves them unread. The same broker sometimes revokes every partition from the
+/// survivor when a killed member expires and never assigns them again (seen once in the
+/// killed-member takeover test). The new rebalance a rejoin starts no longer sees the dead
+/// member. A member that is idle because the group has more members than partitions would
+/// rejoin for nothing, so the wait doubles after each rejoin (up to [`REJOIN_MAX_WAIT`]) and
+/// returns to one session once partitions are assigned.
+pub struct Rejoin {
+    /// How long to be without partitions before rejoining.
+    first_wait: Duration,
+    wait: Duration,
+    /// Since when no partition is assigned (None: some are).
+    unassigned_since: Option<Instant>,
+    /// When the assignment was last looked at (it is looked at once a second).
+    looked_at: Instant,
+}
+
+/// The longest an unassigned member waits between rejoins.
+const REJOIN_MAX_WAIT: Duration = Duration::from_secs(600);
+
+impl Rejoin {
+    /// Rejoins after `delay` without partitions (then doubling).
+    pub fn after(delay: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            first_wait: delay,
+            wait: delay,
+            unassigned_since: Some(now),
+            looked_at: now,
+        }
+    }
+
+    /// Rejoins when no partition has been assigned for the current wait.
+    pub fn check(&mut self, consumer: &BaseConsumer<ConsumerLogContext>, topic: &str) {
+        let now = Instant::now();
+        if now.duration_since(self.looked_at) < Duration::from_secs(1) {
+            return;
+        }
+        self.looked_at = now;
+        let unassigned = consumer
+            .assignment()
+            .map(|list| list.count() == 0)
+            .unwrap_or(false);
+        if !unassigned {
+            self.unassigned_since = None;
+            self.wait = self.first_wait;
+            return;
+        }
+        let since = *self.unassigned_since.get_or_insert(now);
+        if now.duration_since(since) < self.wait {
+            return;
+        }
+        info!(topic, waited_s = self.wait.as_secs(), "no partition assigned for longer than a session (a crashed member may still hold them, or the group has more members than partitions); leaving and rejoining the group");
+        consumer.unsubscribe();
+        if let Err(e) = consumer.subscribe(&[topic]) {
+            warn!(topic, error = %e, "rejoining the consumer group failed");
+        }
+        self.unassigned_since = Some(now);
+        self.wait = (self.wait * 2).min(REJOIN_MAX_WAIT);
+    }
+}
+
+/// Where this member started reading each partition it owns now. With the cooperative
+/// assignor a partition can be revoked and later come back, after another member read (and
+/// committed) past where we stopped; the offsets our writer computes for it may still reflect
+/// pins from before. Committing those would move the group's offset backwards, so a partition's
+/// commit never goes below where the current ownership started reading, and a partition no
+/// longer owned is not committed at all (its new owner does that).
+#[derive(Debug, Default)]
+pub struct Ownership {
+    /// Partition → first offset read since it was (last) assigned.
+    read_from: HashMap<i32, i64>,
+}
+
+impl Ownership {
+    /// A message of `partition` at `offset` was read.
+    pub fn reading(&mut self, partition: i32, offset: i64) {
+        self.read_from.entry(partition).or_insert(offset);
+    }
+
+    /// Forgets the partitions revoked since the last call.
+    pub fn forget_revoked(&mut self, consumer: &BaseConsumer<ConsumerLogContext>) {
+        for partition in consumer.context().take_revoked() {
+            self.read_from.remove(&partition);
+        }
+    }
+
+    /// The offsets of `offsets` this member may commit, raised to where its ownership began.
+    pub fn clamp(&self, offsets: &HashMap<i32, i64>) -> HashMap<i32, i64> {
+        offsets
+            .iter()
+            .filter_map(|(p, &next)| Some((*p, next.max(*self.read_from.get(p)?))))
+            .collect()
+    }
+}
+
+/// Stores the next offset to read for each partition and commits asynchronously. A partition
+/// that was revoked meanwhile refuses the store; its new owner re-reads those chunks, which is
+/// harmless (they are duplicates).
+pub fn store_offsets(
+    consumer: &BaseConsumer<ConsumerLogContext>,
+    topic: &str,
+    offsets: &HashMap<i32, i64>,
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    for (&partition, &next) in offsets {
+        if let Err(e) = consumer.store_offset(topic, partition, next - 1) {
+            debug!(partition, error = %e, "offset not stored (partition no longer assigned?)");
+        }
+    }
+    match consumer.commit_consumer_state(CommitMode::Async) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => warn!(error = %e, "offset commit failed; will retry at the next flush"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_never_go_below_where_the_current_ownership_started_nor_to_partitions_not_owned() {
+        let mut owned = Ownership::default();
+        owned.reading(0, 100);
+        owned.reading(0, 101);
+        owned.reading(1, 7);
+        // Partition 0 came back after another member committed 100; a pin from before (40)
+        // must not move the group's offset back. Partition 2 is not ours.
+        let offsets = HashMap::from([(0, 40), (1, 9), (2, 55)]);
+        let clamped = owned.clamp(&offsets);
+        assert_eq!(clamped, HashMap::from([(0, 100), (1, 9)]));
+        owned.read_from.remove(&1);
+        assert_eq!(owned.clamp(&offsets), HashMap::from([(0, 100)]));
+    }
+}
