@@ -9,7 +9,7 @@
 //! openmsi processes of one node (an `upload-file` while an `upload-directory` runs) never lose
 //! each other's keys; the config is replaced atomically.
 
-use std::fs::OpenOptions;
+use crate::state::lock::WaitLock;
 use std::path::{Path, PathBuf};
 
 use rmpv::Value;
@@ -83,25 +83,11 @@ pub fn update_conf(
         path: node.config_path.clone(),
         message,
     };
-    let lock_path = lock_path(&node.config_path);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| err(format!("opening {}: {e}", lock_path.display())))?;
-    lock.lock()
-        .map_err(|e| err(format!("locking {}: {e}", lock_path.display())))?;
+    let _lock = WaitLock::beside(&node.config_path).map_err(|e| err(e.to_string()))?;
     let mut conf = read_conf(&node.config_path)?;
     change(&mut conf)?;
     write_private_atomically(&node.config_path, conf.to_text().as_bytes())
         .map_err(|e| err(e.to_string()))
-}
-
-fn lock_path(config: &Path) -> PathBuf {
-    let mut name = config.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    config.with_file_name(name)
 }
 
 fn read_conf(path: &Path) -> Result<NodeConf, KeyStoreError> {

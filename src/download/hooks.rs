@@ -9,8 +9,8 @@
 //! at worst a hook runs twice (died after running it, before the done mark), never zero times.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::command::{self, FileFacts, UserCommand};
-use crate::state::write_atomically;
+use crate::state::jsonl::{self, AppendLog};
 
 /// One file whose hook is due.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,8 +42,7 @@ enum Line {
 
 /// The durable queue of due hooks.
 pub struct HookLog {
-    path: PathBuf,
-    file: File,
+    file: AppendLog,
     next_seq: u64,
     /// Where newly due jobs go (the runner).
     runner: Sender<HookJob>,
@@ -70,20 +69,12 @@ impl HookLog {
             }
         }
         let pending: Vec<HookJob> = due.into_values().collect();
-        let mut text = String::new();
-        for job in &pending {
-            text.push_str(
-                &serde_json::to_string(&Line::Due(job.clone())).map_err(io::Error::other)?,
-            );
-            text.push('\n');
-        }
-        write_atomically(path, text.as_bytes())?;
+        let lines: Vec<Line> = pending.iter().cloned().map(Line::Due).collect();
+        jsonl::rewrite(path, &lines)?;
         let next_seq = pending.last().map_or(0, |j| j.seq + 1);
-        let file = OpenOptions::new().append(true).open(path)?;
         Ok((
             Self {
-                path: path.to_path_buf(),
-                file,
+                file: AppendLog::open(path)?,
                 next_seq,
                 runner,
             },
@@ -98,25 +89,18 @@ impl HookLog {
             return Ok(Vec::new());
         }
         let mut jobs = Vec::with_capacity(files.len());
-        let mut text = String::new();
         for (relative, size, sha512) in files {
-            let job = HookJob {
+            jobs.push(HookJob {
                 seq: self.next_seq,
                 relative: relative.clone(),
                 size: *size,
                 sha512: sha512.clone(),
-            };
+            });
             self.next_seq += 1;
-            text.push_str(
-                &serde_json::to_string(&Line::Due(job.clone())).map_err(io::Error::other)?,
-            );
-            text.push('\n');
-            jobs.push(job);
         }
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| crate::state::annotate(e, &self.path))?;
+        let lines: Vec<Line> = jobs.iter().cloned().map(Line::Due).collect();
+        self.file.append(&lines)?;
+        self.file.sync()?;
         Ok(jobs)
     }
 
@@ -174,15 +158,16 @@ impl HookRunner {
                 "running hooks that were due when the last run stopped"
             );
         }
-        let mut done_log = OpenOptions::new().append(true).open(&self.log_path);
+        // The writer thread appends due marks to the same file through its own handle.
+        let mut done_log = AppendLog::open(&self.log_path);
         let mut mark_done = |batch: &[HookJob]| {
             // Not synced: a lost done mark only makes the hook run again after a crash.
-            // One write per mark: the writer thread appends due marks to the same file, and a
-            // line written in pieces could interleave with one of those.
-            if let Ok(f) = done_log.as_mut() {
-                for job in batch {
-                    let _ = f.write_all(format!("{{\"done\":{}}}\n", job.seq).as_bytes());
-                }
+            if let Ok(log) = done_log.as_mut() {
+                let lines: Vec<Line> = batch
+                    .iter()
+                    .map(|job| Line::Done { done: job.seq })
+                    .collect();
+                let _ = log.append(&lines);
             }
         };
         let mut batch: Vec<HookJob> = Vec::new();
@@ -328,12 +313,7 @@ impl HookRunner {
                 warn!(path = %job.relative, "hook failed and there is no previous version to restore; the new one stays");
                 continue;
             }
-            let temp = crate::state::atomic::tmp_path(&path);
-            let _ = fs::remove_file(&temp);
-            let restored = fs::hard_link(&backup, &temp)
-                .or_else(|_| fs::copy(&backup, &temp).map(|_| ()))
-                .and_then(|()| fs::rename(&temp, &path));
-            match restored {
+            match crate::state::atomic::link_over(&backup, &path) {
                 Ok(()) => {
                     warn!(path = %job.relative, "hook failed: the previous version is back in place (--restore-on-hook-failure)")
                 }
@@ -392,8 +372,12 @@ mod tests {
         log.release(jobs);
         assert_eq!(rx.recv().unwrap().relative, "a");
         // "a" done, then a crash before "b" ran.
+        use std::io::Write;
         writeln!(
-            OpenOptions::new().append(true).open(&path).unwrap(),
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap(),
             "{{\"done\":0}}"
         )
         .unwrap();

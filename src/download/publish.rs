@@ -8,7 +8,7 @@
 //! pipeline's flush (see [`super::pipeline`]): it never runs inside the fsync/commit path.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs::{self};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -336,17 +336,7 @@ fn keep_backup(final_path: &Path, suffix: &str) -> io::Result<()> {
     }
     let mut backup = final_path.as_os_str().to_os_string();
     backup.push(suffix);
-    let backup = PathBuf::from(backup);
-    let temp = crate::state::atomic::tmp_path(&backup);
-    let _ = fs::remove_file(&temp);
-    if fs::hard_link(final_path, &temp).is_err() {
-        // No hard links here (some network or FAT file systems): a copy, synced.
-        fs::copy(final_path, &temp).map_err(|e| annotate(e, &temp))?;
-        File::open(&temp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| annotate(e, &temp))?;
-    }
-    fs::rename(&temp, &backup).map_err(|e| annotate(e, &backup))
+    crate::state::atomic::link_over(final_path, Path::new(&backup))
 }
 
 /// Sets the source mtime (10-field messages) on a staged file about to be published. Best

@@ -2,7 +2,6 @@
 //! `~/.config/systemd/user` (`--user`), driven with `systemctl` and read with `journalctl`.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -164,32 +163,23 @@ pub fn require_running() -> anyhow::Result<()> {
     )
 }
 
-/// Writes `text` to `path` atomically with `mode`, owned by `owner` when given.
+/// Writes `text` to `path` atomically with `mode`, owned by `owner` when given (its folder
+/// created first).
 fn write_private(
     path: &Path,
     text: &str,
     mode: u32,
     owner: Option<&Account>,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().context("a file path has a parent")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    if let Some(a) = owner {
-        std::os::unix::fs::chown(&tmp, Some(a.uid), Some(a.gid))
-            .with_context(|| format!("cannot give {} to {}", tmp.display(), a.name))?;
-    }
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // The state layer's errors name the file.
+    crate::state::atomic::write_owned_atomically(
+        path,
+        text.as_bytes(),
+        mode,
+        owner.map(|a| (a.uid, a.gid)),
+    )?;
     Ok(())
 }
 

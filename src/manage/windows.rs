@@ -103,7 +103,9 @@ pub fn install(
     std::fs::create_dir_all(data_dir())
         .with_context(|| format!("cannot create {}", data_dir().display()))?;
     let env_text = envfile::render(&request.env)?;
-    std::fs::write(env_path(name), env_text)?;
+    // The environment holds the config's secrets: readable by this account only where the
+    // platform allows it, and never half-written.
+    crate::state::atomic::write_private_atomically(&env_path(name), env_text.as_bytes())?;
     let log_file = crate::state::StateDir::located(
         &request.command.folder,
         request.command.state_dir.as_deref(),
@@ -120,7 +122,10 @@ pub fn install(
         log_file,
         stop_timeout: request.stop_timeout,
     };
-    std::fs::write(record_path(name), serde_json::to_string_pretty(&rec)?)?;
+    crate::state::write_atomically(
+        &record_path(name),
+        serde_json::to_string_pretty(&rec)?.as_bytes(),
+    )?;
     let cleanup = || {
         for p in [env_path(name), record_path(name), status_path(name)] {
             let _ = std::fs::remove_file(p);

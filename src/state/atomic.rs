@@ -22,30 +22,68 @@ pub fn write_with(
     path: &Path,
     write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
 ) -> io::Result<()> {
-    write_file(path, false, write)
+    write_file(path, Access::Default, write)
 }
 
 /// Replaces `path` with `bytes` atomically, as a file only its owner can read or write (mode
 /// 0600 from its creation on Unix, so no secret is ever readable by others, not even while it
 /// is written).
 pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_file(path, true, |out| out.write_all(bytes))
+    write_file(path, Access::Mode(0o600), |out| out.write_all(bytes))
+}
+
+/// Replaces `path` with `bytes` atomically, created with `mode` and given to `owner` (uid,
+/// gid) before it takes the target's name: the files `manage-service` writes for a service's
+/// user (its environment file, 0600, owned by that user; its unit, 0644).
+#[cfg(unix)]
+pub fn write_owned_atomically(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    write_file(path, Access::Owned { mode, owner }, |out| {
+        out.write_all(bytes)
+    })
+}
+
+/// Who may read and write a file written through here.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// The process's umask decides.
+    Default,
+    /// This mode from creation on (Unix; ignored elsewhere).
+    Mode(u32),
+    /// This mode, and this owner before the file takes its name.
+    #[cfg(unix)]
+    Owned {
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    },
 }
 
 fn write_file(
     path: &Path,
-    private: bool,
+    access: Access,
     write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
 ) -> io::Result<()> {
     let tmp = tmp_path(path);
     {
-        let file = create_truncated(&tmp, private).map_err(|e| annotate(e, &tmp))?;
+        let file = create_truncated(&tmp, access).map_err(|e| annotate(e, &tmp))?;
         let mut out = io::BufWriter::new(file);
         write(&mut out).map_err(|e| annotate(e, &tmp))?;
         let file = out
             .into_inner()
             .map_err(|e| annotate(e.into_error(), &tmp))?;
         file.sync_all().map_err(|e| annotate(e, &tmp))?;
+    }
+    #[cfg(unix)]
+    if let Access::Owned {
+        owner: Some((uid, gid)),
+        ..
+    } = access
+    {
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(|e| annotate(e, &tmp))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| annotate(e, path))?;
     if let Some(parent) = path.parent() {
@@ -54,12 +92,15 @@ fn write_file(
     Ok(())
 }
 
-/// Creates (or truncates) `path`; `private`: mode 0600 on Unix. A leftover file from an
-/// earlier crash is removed first, so it cannot keep wider permissions.
-fn create_truncated(path: &Path, private: bool) -> io::Result<File> {
-    if !private {
-        return File::create(path);
-    }
+/// Creates (or truncates) `path` with `access`. With a mode, a leftover file from an earlier
+/// crash is removed first, so it cannot keep wider permissions.
+fn create_truncated(path: &Path, access: Access) -> io::Result<File> {
+    let mode = match access {
+        Access::Default => return File::create(path),
+        Access::Mode(mode) => mode,
+        #[cfg(unix)]
+        Access::Owned { mode, .. } => mode,
+    };
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -69,9 +110,28 @@ fn create_truncated(path: &Path, private: bool) -> io::Result<File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     options.open(path)
+}
+
+/// Puts a copy of `source` at `target` atomically: a hard link to it under a temporary name,
+/// renamed over `target`, so `target` is always one whole version and `source` stays where it
+/// is. Where hard links are impossible (some network or FAT file systems), a synced copy. Used
+/// for `--backup` (the file in place kept as its backup) and `--restore-on-hook-failure` (the
+/// backup put back).
+pub fn link_over(source: &Path, target: &Path) -> io::Result<()> {
+    let temp = tmp_path(target);
+    let _ = std::fs::remove_file(&temp);
+    if std::fs::hard_link(source, &temp).is_err() {
+        std::fs::copy(source, &temp).map_err(|e| annotate(e, &temp))?;
+        File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| annotate(e, &temp))?;
+    }
+    std::fs::rename(&temp, target).map_err(|e| annotate(e, target))
 }
 
 /// Replaces `path` with `bytes`, atomically.

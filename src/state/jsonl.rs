@@ -74,18 +74,72 @@ pub fn rewrite<'a, E: Serialize + 'a>(
     })
 }
 
-/// A latest-per-key log: the file, open for appending, plus the latest entry per key in memory.
-pub struct LatestLog<E> {
+/// An append-only JSONL file, fsynced on demand. A batch of lines goes out in one write on a
+/// file opened for appending (the kernel appends each write whole), so two handles on one log
+/// (the hook log's writer and runner threads) never interleave within a line, and a burst of
+/// small files costs one system call.
+pub struct AppendLog {
     /// The log file, for error messages.
     path: PathBuf,
     /// Open for appending.
     file: File,
+    /// Lines written since the last fsync.
+    unsynced: bool,
+}
+
+impl AppendLog {
+    /// Opens `path` for appending (creating it).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| annotate(e, path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            unsynced: false,
+        })
+    }
+
+    /// Appends one line per entry, without waiting for the disk (see [`AppendLog::sync`]).
+    pub fn append<'a, E: Serialize + 'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a E>,
+    ) -> io::Result<()> {
+        let mut text = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut text, entry).map_err(io::Error::other)?;
+            text.push(b'\n');
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(&text)
+            .map_err(|e| annotate(e, &self.path))?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes every line appended so far durable (one fsync, none when nothing is pending).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data().map_err(|e| annotate(e, &self.path))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+}
+
+/// A latest-per-key log: the file, open for appending, plus the latest entry per key in memory.
+pub struct LatestLog<E> {
+    /// The log file.
+    file: AppendLog,
     /// The latest entry per key.
     latest: HashMap<String, E>,
     /// False when the log did not exist before this run (a first start).
     existed: bool,
-    /// Lines written since the last fsync.
-    unsynced: bool,
 }
 
 impl<E: Keyed> LatestLog<E> {
@@ -95,16 +149,10 @@ impl<E: Keyed> LatestLog<E> {
         let mut keys: Vec<&String> = latest.keys().collect();
         keys.sort();
         rewrite(path, keys.into_iter().map(|k| &latest[k]))?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| annotate(e, path))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            file,
+            file: AppendLog::open(path)?,
             latest,
             existed,
-            unsynced: false,
         })
     }
 
@@ -139,18 +187,7 @@ impl<E: Keyed> LatestLog<E> {
     /// lost tail only costs work done again (a file sent twice), so many small appends share
     /// one fsync.
     pub fn append_unsynced(&mut self, entries: Vec<E>) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut text = String::new();
-        for entry in &entries {
-            text.push_str(&serde_json::to_string(entry).map_err(io::Error::other)?);
-            text.push('\n');
-        }
-        self.file
-            .write_all(text.as_bytes())
-            .map_err(|e| annotate(e, &self.path))?;
-        self.unsynced = true;
+        self.file.append(&entries)?;
         for entry in entries {
             self.latest.insert(entry.key().to_string(), entry);
         }
@@ -159,11 +196,7 @@ impl<E: Keyed> LatestLog<E> {
 
     /// Makes every line appended so far durable (one fsync, none when nothing is pending).
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced {
-            self.file.sync_data().map_err(|e| annotate(e, &self.path))?;
-            self.unsynced = false;
-        }
-        Ok(())
+        self.file.sync()
     }
 }
 

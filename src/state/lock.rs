@@ -105,6 +105,32 @@ impl FolderLock {
     }
 }
 
+/// A short exclusive lock on `PATH.lock` that waits for its holder: for a file that several
+/// processes read, change and replace, each briefly (a node's key store is written by every
+/// process of the node, and by KafkaCrypto's own). Released when dropped, and by the system
+/// when the holder dies.
+pub struct WaitLock {
+    _file: File,
+}
+
+impl WaitLock {
+    /// Takes the lock of `path` (the file `PATH.lock` beside it, created when missing),
+    /// waiting while another process holds it.
+    pub fn beside(path: &Path) -> io::Result<WaitLock> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let lock_path = path.with_file_name(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| super::annotate(e, &lock_path))?;
+        file.lock().map_err(|e| super::annotate(e, &lock_path))?;
+        Ok(WaitLock { _file: file })
+    }
+}
+
 /// `flock(LOCK_EX | LOCK_NB)`: Ok(false) when another open file holds the lock.
 #[cfg(unix)]
 fn try_lock_exclusive(file: &File) -> io::Result<bool> {
