@@ -142,18 +142,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
-    let config = LoadedConfig::load(&args.kafka.config)?;
-    let encryption = Encryption::of(&config, Duration::from_secs(args.kafka.connect_timeout))?;
-    let envelopes = envelopes(encryption.as_ref(), &args.kafka.topic, &args.to_hosts)?;
+    let config = LoadedConfig::load(&args.upload.kafka.config)?;
+    let encryption = Encryption::of(
+        &config,
+        Duration::from_secs(args.upload.kafka.connect_timeout),
+    )?;
+    let envelopes = envelopes(
+        encryption.as_ref(),
+        &args.upload.kafka.topic,
+        &args.upload.to_hosts,
+    )?;
     let settings = UploadFileSettings {
         file: args.file,
         root_dir: args.root_dir,
-        topic: args.kafka.topic,
-        chunk_size: args.chunk_size,
-        wire_fields: args.wire_fields,
-        format: args.format,
+        topic: args.upload.kafka.topic,
+        chunk_size: args.upload.chunk_size,
+        wire_fields: args.upload.wire_fields,
+        format: args.upload.format,
         hash_threads: usize::from(args.hash_threads),
-        connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
+        connect_timeout: Duration::from_secs(args.upload.kafka.connect_timeout),
         delivery_timeout: Duration::from_secs(args.delivery_timeout),
         envelopes,
     };
@@ -233,9 +240,16 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 }
 
 async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitCode> {
-    let config = LoadedConfig::load(&args.kafka.config)?;
-    let encryption = Encryption::of(&config, Duration::from_secs(args.kafka.connect_timeout))?;
-    let envelopes = envelopes(encryption.as_ref(), &args.kafka.topic, &args.to_hosts)?;
+    let config = LoadedConfig::load(&args.upload.kafka.config)?;
+    let encryption = Encryption::of(
+        &config,
+        Duration::from_secs(args.upload.kafka.connect_timeout),
+    )?;
+    let envelopes = envelopes(
+        encryption.as_ref(),
+        &args.upload.kafka.topic,
+        &args.upload.to_hosts,
+    )?;
     let upload_regex = args
         .upload_regex
         .as_deref()
@@ -252,17 +266,17 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
         dir: args.dir,
         state_dir: args.state_dir,
         progress_every: positive_seconds("--progress-seconds", args.progress_seconds)?,
-        topic: args.kafka.topic,
-        chunk_size: args.chunk_size,
-        wire_fields: args.wire_fields,
-        format: args.format,
+        topic: args.upload.kafka.topic,
+        chunk_size: args.upload.chunk_size,
+        wire_fields: args.upload.wire_fields,
+        format: args.upload.format,
         upload_existing: args.upload_existing,
         upload_regex,
         settle: seconds("--settle-seconds", args.settle_seconds)?,
         rescan,
         poll: args.poll,
         concurrent_uploads: usize::from(args.files_at_once),
-        connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
+        connect_timeout: Duration::from_secs(args.upload.kafka.connect_timeout),
         delivery_timeout: Duration::from_secs(args.delivery_timeout),
         update_every: u64::try_from(args.update_seconds)
             .ok()

@@ -486,17 +486,13 @@ pub struct KafkaArgs {
     pub connect_timeout: u64,
 }
 
-/// `openmsi upload-file`.
+/// What every upload command takes: where to send, and how each file is cut and addressed.
 #[derive(Debug, Args)]
-pub struct UploadFileArgs {
-    /// The file to upload.
-    #[arg(value_name = "FILE", alias = "filepath")]
-    pub file: PathBuf,
-
+pub struct UploadArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Address the file to this host only (repeatable: to each host named). Downloaders on
+    /// Address each file to this host only (repeatable: to each host named). Downloaders on
     /// other hosts skip it. [default: every host]
     #[arg(long = "to-host", value_name = "NAME")]
     pub to_hosts: Vec<String>,
@@ -504,11 +500,6 @@ pub struct UploadFileArgs {
     /// Bytes per chunk (one Kafka message each); a non-zero power of two.
     #[arg(long, alias = "chunk_size", value_name = "BYTES", default_value_t = ChunkSize::default())]
     pub chunk_size: ChunkSize,
-
-    /// Folder the file's subfolder is recorded relative to, so a downloader recreates it
-    /// (e.g. `--root-dir /data` for /data/run1/x.tif gives run1/x.tif). [default: the file's folder]
-    #[arg(long, alias = "rootdir", alias = "root_dir", value_name = "DIR")]
-    pub root_dir: Option<PathBuf>,
 
     /// Fields per chunk message: 10 (OpenMSIStream >= 1.8.7, adds the file's mtime) or 9 for
     /// consumers running OpenMSIStream 1.8.6 or older.
@@ -520,6 +511,22 @@ pub struct UploadFileArgs {
     /// `file-sha512`), to feed Knot Resolvers (with `--to-host`).
     #[arg(long, value_enum, default_value = "openmsi")]
     pub format: crate::chunk::MessageFormat,
+}
+
+/// `openmsi upload-file`.
+#[derive(Debug, Args)]
+pub struct UploadFileArgs {
+    /// The file to upload.
+    #[arg(value_name = "FILE", alias = "filepath")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub upload: UploadArgs,
+
+    /// Folder the file's subfolder is recorded relative to, so a downloader recreates it
+    /// (e.g. `--root-dir /data` for /data/run1/x.tif gives run1/x.tif). [default: the file's folder]
+    #[arg(long, alias = "rootdir", alias = "root_dir", value_name = "DIR")]
+    pub root_dir: Option<PathBuf>,
 
     /// Threads that compute chunk hashes while the whole-file hash is computed (`--n-threads`
     /// and OpenMSIStream's `--n_threads` are accepted as old names).
@@ -679,27 +686,7 @@ pub struct UploadDirectoryArgs {
     pub dir: PathBuf,
 
     #[command(flatten)]
-    pub kafka: KafkaArgs,
-
-    /// Address every file to this host only (repeatable: to each host named). Downloaders on
-    /// other hosts skip them. [default: every host]
-    #[arg(long = "to-host", value_name = "NAME")]
-    pub to_hosts: Vec<String>,
-
-    /// Bytes per chunk (one Kafka message each); a non-zero power of two.
-    #[arg(long, alias = "chunk_size", value_name = "BYTES", default_value_t = ChunkSize::default())]
-    pub chunk_size: ChunkSize,
-
-    /// Fields per chunk message: 10 (OpenMSIStream >= 1.8.7) or 9 for consumers running 1.8.6
-    /// or older.
-    #[arg(long, alias = "wire_fields", value_name = "9|10", default_value_t = WireFields::Ten)]
-    pub wire_fields: WireFields,
-
-    /// Message layout: openmsi's own (OpenMSIStream's), or Knot Resolver's (key = file name,
-    /// value = the part's bytes, `file-name`/`total-chunks`/`chunk-index` headers, plus
-    /// `file-sha512`), to feed Knot Resolvers (with `--to-host`).
-    #[arg(long, value_enum, default_value = "openmsi")]
-    pub format: crate::chunk::MessageFormat,
+    pub upload: UploadArgs,
 
     /// Keep openmsi's state (the registry of uploaded files, the lock, the log) in DIR instead of `.openmsi/` inside the folder, e.g.
     /// for a folder this user may only read (a read-only share). One state folder per watched folder; outside the folder.

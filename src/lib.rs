@@ -38,6 +38,7 @@ pub mod logging;
 pub mod manage;
 pub mod progress;
 pub mod provision_node;
+pub mod queue;
 pub mod service;
 pub mod state;
 pub mod targeting;

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -35,6 +35,7 @@ use crate::contract::MessagePosition;
 use crate::contract::{Opener, RawMessage};
 use crate::kafka::group::{store_offsets, Ownership, Rejoin};
 use crate::kafka::ConsumerLogContext;
+use crate::queue::SharedReceiver;
 use crate::state::is_out_of_space;
 
 /// Messages between stages. 32 chunks of 512 KiB is 16 MiB per queue: enough to keep both
@@ -125,7 +126,7 @@ pub fn run<S: ChunkSink + Send>(
         let (in_tx, in_rx) = mpsc::sync_channel::<Incoming>(QUEUE_DEPTH);
         let (out_tx, out_rx) = mpsc::sync_channel::<Verified>(QUEUE_DEPTH);
         let (commit_tx, commit_rx) = mpsc::channel::<HashMap<i32, i64>>();
-        let in_rx = Arc::new(Mutex::new(in_rx));
+        let in_rx = Arc::new(SharedReceiver::new(in_rx));
         for _ in 0..options.verify_threads.max(1) {
             let (in_rx, out_tx) = (Arc::clone(&in_rx), out_tx.clone());
             let selection = options.selection.clone();
@@ -301,19 +302,12 @@ fn headers_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, V
 
 /// A verification worker: CPU-heavy and stateless.
 fn verify_worker(
-    in_rx: &Mutex<Receiver<Incoming>>,
+    in_rx: &SharedReceiver<Incoming>,
     out_tx: &SyncSender<Verified>,
     opener: &dyn Opener,
     selection: &Selection,
 ) {
-    loop {
-        let incoming = {
-            let rx = in_rx.lock().unwrap_or_else(|p| p.into_inner());
-            match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return,
-            }
-        };
+    while let Some(incoming) = in_rx.next() {
         let verdict = verify(incoming.message, incoming.at, opener, selection);
         let verified = Verified {
             seq: incoming.seq,

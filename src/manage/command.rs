@@ -89,9 +89,13 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
         anyhow::anyhow!("the service's command does not parse: {}", text.trim())
     })?;
     let (kind, dir, state_dir, kafka, group_id) = match &cli.command {
-        Command::UploadDirectory(a) => {
-            (Kind::UploadDirectory, &a.dir, &a.state_dir, &a.kafka, None)
-        }
+        Command::UploadDirectory(a) => (
+            Kind::UploadDirectory,
+            &a.dir,
+            &a.state_dir,
+            &a.upload.kafka,
+            None,
+        ),
         Command::DownloadDirectory(a) => (
             Kind::DownloadDirectory,
             &a.output_dir,

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::hash::{sha512, Sha512Stream};
 use crate::chunk::Sha512Digest;
+use crate::queue::SharedReceiver;
 
 /// Chunk hashes are kept in memory (64 bytes each) only up to this many chunks (4 MiB), so
 /// memory stays bounded for any file; above it they are computed while producing instead.
@@ -72,7 +73,7 @@ pub fn hash_file(
         let (work_tx, work_rx) = mpsc::sync_channel::<Block>(workers * 2);
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
         if keep_chunks {
-            let work_rx = Arc::new(Mutex::new(work_rx));
+            let work_rx = Arc::new(SharedReceiver::new(work_rx));
             for _ in 0..workers {
                 let work_rx = Arc::clone(&work_rx);
                 let recycle_tx = recycle_tx.clone();
@@ -144,21 +145,12 @@ fn read_and_hash(
 
 /// A chunk-hashing worker.
 fn hash_chunks(
-    work_rx: &Mutex<Receiver<Block>>,
+    work_rx: &SharedReceiver<Block>,
     recycle_tx: &mpsc::Sender<Vec<u8>>,
     out: &Mutex<Vec<Sha512Digest>>,
     chunk_size: usize,
 ) {
-    loop {
-        let block = {
-            let rx = work_rx
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match rx.recv() {
-                Ok(block) => block,
-                Err(_) => return,
-            }
-        };
+    while let Some(block) = work_rx.next() {
         let digests: Vec<Sha512Digest> = block.bytes.chunks(chunk_size).map(sha512).collect();
         {
             let mut out = out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

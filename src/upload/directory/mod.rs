@@ -40,6 +40,7 @@ use crate::kafka::producer_defaults;
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::kafka::ChunkProducer;
 use crate::progress::{self, Activity};
+use crate::queue::SharedReceiver;
 use crate::state::StateDir;
 use crate::upload::send::{max_message_bytes, SendOptions};
 use dropbox::{Dropbox, LoopSettings, ProcScan, SystemClock, EVENT_RESCAN, POLL_RESCAN};
@@ -255,7 +256,7 @@ pub fn upload_directory(
     // two wake-ups of the loop; few enough that a burst of thousands stays in the (cheap)
     // settle map rather than in queues.
     let (job_tx, job_rx) = mpsc::sync_channel::<Ready>(workers * 16);
-    let job_rx = Mutex::new(job_rx);
+    let job_rx = SharedReceiver::new(job_rx);
     // Queued files on their way to the acknowledgement waiter (which holds the rest).
     let (ack_tx, ack_rx) = mpsc::sync_channel::<worker::InFlight>(workers);
 

@@ -20,6 +20,7 @@ use crate::chunk::hash::to_hex;
 use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
 use crate::progress::{Activity, TaskProgress, Ticket};
+use crate::queue::SharedReceiver;
 use crate::upload::error::UploadError;
 use crate::upload::hashing::chunk_count;
 use crate::upload::send::{queue_file, QueuedFile, SendOptions, Target};
@@ -88,19 +89,12 @@ impl TaskProgress for Acknowledged {
 /// `acks`; files that ended before that (unreadable, changed, failed) go straight to `results`.
 pub fn run(
     ctx: &WorkerContext,
-    jobs: &Mutex<Receiver<Ready>>,
+    jobs: &SharedReceiver<Ready>,
     acks: &SyncSender<InFlight>,
     results: &SyncSender<Msg>,
     cancel: &CancellationToken,
 ) {
-    loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
+    while let Some(job) = jobs.next() {
         let started = if cancel.is_cancelled() {
             Err(Outcome::Interrupted)
         } else {
