@@ -280,8 +280,41 @@ pub fn parse(path_for_messages: &Path, reader: impl Read) -> Result<IniFile, Con
 
 /// Parses INI text that is already in memory. `path_for_messages` is used in errors only.
 pub fn parse_str(path_for_messages: &Path, text: &str) -> Result<IniFile, ConfigError> {
+    parse_dialect(path_for_messages, text, Dialect::OPENMSISTREAM)
+}
+
+/// How a family of files spells keys and comments: `configparser`'s `delimiters` and
+/// `comment_prefixes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// What separates a key from its value (the first one on the line wins).
+    pub delimiters: &'static [char],
+    /// What starts a whole-line comment.
+    pub comment_prefixes: &'static [char],
+}
+
+impl Dialect {
+    /// OpenMSIStream's config files: `configparser`'s defaults.
+    pub const OPENMSISTREAM: Dialect = Dialect {
+        delimiters: &['=', ':'],
+        comment_prefixes: &['#', ';'],
+    };
+    /// A KafkaCrypto node's `.config` file (`ConfigParser(delimiters=(':'),
+    /// comment_prefixes=(';'))`): base64 values may hold `=`, which is no delimiter there.
+    pub const KAFKACRYPTO: Dialect = Dialect {
+        delimiters: &[':'],
+        comment_prefixes: &[';'],
+    };
+}
+
+/// Parses INI text of `dialect`.
+pub fn parse_dialect(
+    path_for_messages: &Path,
+    text: &str,
+    dialect: Dialect,
+) -> Result<IniFile, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    Parser::new(path_for_messages).run(text)
+    Parser::new(path_for_messages, dialect).run(text)
 }
 
 /// Reads the whole input (bounded) and decodes it as UTF-8.
@@ -369,9 +402,10 @@ fn section_header(value: &str) -> Option<&str> {
     (close > 0).then(|| &inner[..close])
 }
 
-/// `configparser.OPTCRE`: split at the first `=` or `:`; key right-stripped, value stripped.
-fn split_option(value: &str) -> Option<(&str, &str)> {
-    let i = value.find(['=', ':'])?;
+/// `configparser.OPTCRE`: split at the first delimiter (`=` or `:` by default); key
+/// right-stripped, value stripped.
+fn split_option<'v>(value: &'v str, delimiters: &[char]) -> Option<(&'v str, &'v str)> {
+    let i = value.find(delimiters)?;
     Some((
         value[..i].trim_end_matches(is_py_space),
         py_strip(&value[i + 1..]),
@@ -406,6 +440,7 @@ struct Pending {
 /// State of `RawConfigParser._read`, kept variable for variable so the two stay in step.
 struct Parser<'p> {
     path: &'p Path,
+    dialect: Dialect,
     defaults: (usize, Vec<Pending>),
     sections: Vec<(String, usize, Vec<Pending>)>,
     /// `cursect`.
@@ -421,9 +456,10 @@ struct Parser<'p> {
 }
 
 impl<'p> Parser<'p> {
-    fn new(path: &'p Path) -> Self {
+    fn new(path: &'p Path, dialect: Dialect) -> Self {
         Parser {
             path,
+            dialect,
             defaults: (0, Vec::new()),
             sections: Vec::new(),
             cursor: None,
@@ -485,7 +521,7 @@ impl<'p> Parser<'p> {
     /// once); non-fatal errors are pushed to `self.errors`.
     fn line(&mut self, lineno: usize, line: &str) -> Result<(), SyntaxError> {
         let stripped = py_strip(line);
-        let is_comment = stripped.starts_with('#') || stripped.starts_with(';');
+        let is_comment = stripped.starts_with(self.dialect.comment_prefixes);
         if is_comment || stripped.is_empty() {
             // An empty line is part of the current value; a comment line is not, but it
             // does not end the value either.
@@ -512,7 +548,7 @@ impl<'p> Parser<'p> {
                 problem: SyntaxProblem::MissingSectionHeader,
             });
         };
-        let Some((key, val)) = split_option(value) else {
+        let Some((key, val)) = split_option(value, self.dialect.delimiters) else {
             let problem = if value.starts_with('[') {
                 SyntaxProblem::UnterminatedSectionHeader
             } else {

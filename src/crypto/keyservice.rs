@@ -31,8 +31,9 @@ use super::node::Node;
 use super::nodeconf::encode_bytes;
 use super::primitives::Secret;
 use crate::config::LoadedConfig;
-use crate::kafka::client::client_config;
+use crate::kafka::client::{client_config, create_client, KafkaSetupError};
 use crate::kafka::topic::{check_topic, TopicError};
+use crate::kafka::{ConsumerLogContext, LogContext};
 
 /// Suffixes of the key-exchange topics of a root.
 pub const EXCHANGE_SUFFIXES: [&str; 3] = [".keys", ".reqs", ".subs"];
@@ -95,8 +96,8 @@ struct Shared {
 pub struct KeyService {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    consumer: Arc<BaseConsumer>,
-    producer: Arc<BaseProducer>,
+    consumer: Arc<ExchangeConsumer>,
+    producer: Arc<ExchangeProducer>,
 }
 
 /// Why the key exchange could not start.
@@ -110,10 +111,21 @@ pub enum KeyServiceError {
         /// All the root's exchange topics.
         needed: String,
     },
-    /// Kafka is unreachable or refused.
-    #[error("{0}")]
-    Kafka(String),
+    /// A client could not be built from the config (a property librdkafka refused).
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// The broker did not answer, or refused.
+    #[error(transparent)]
+    Kafka(#[from] TopicError),
+    /// The exchange's thread could not be started.
+    #[error("starting the key-exchange thread: {0}")]
+    Thread(std::io::Error),
 }
+
+/// The exchange's clients, with the same logging context (and connection diagnosis) as every
+/// other client.
+type ExchangeProducer = BaseProducer<LogContext>;
+type ExchangeConsumer = BaseConsumer<ConsumerLogContext>;
 
 impl KeyService {
     /// Connects the exchange's own producer and consumer (the config's `[broker]` settings)
@@ -129,9 +141,8 @@ impl KeyService {
             &[("linger.ms", "5".into())],
             &[],
         );
-        let producer: BaseProducer = producer_cfg
-            .create()
-            .map_err(|e| KeyServiceError::Kafka(e.to_string()))?;
+        let producer: ExchangeProducer =
+            create_client(&producer_cfg, LogContext, config, "key-exchange producer")?;
         let mut consumer_props =
             config.consumer_properties(Some(&format!("openmsi-keys-{}", std::process::id())), true);
         consumer_props.retain(|(k, _)| k != "group.instance.id");
@@ -140,9 +151,12 @@ impl KeyService {
             &[],
             &[("enable.partition.eof", "false".into())],
         );
-        let consumer: BaseConsumer = consumer_cfg
-            .create()
-            .map_err(|e| KeyServiceError::Kafka(e.to_string()))?;
+        let consumer: ExchangeConsumer = create_client(
+            &consumer_cfg,
+            ConsumerLogContext::default(),
+            config,
+            "key-exchange consumer",
+        )?;
         for root in roots {
             for suffix in EXCHANGE_SUFFIXES {
                 let topic = format!("{root}{suffix}");
@@ -160,7 +174,7 @@ impl KeyService {
                                 .join(", "),
                         })
                     }
-                    Err(e) => return Err(KeyServiceError::Kafka(e.to_string())),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -205,9 +219,7 @@ impl KeyService {
         let handle = std::thread::Builder::new()
             .name("key-exchange".into())
             .spawn(move || run(&shared, &consumer, &producer))
-            .map_err(|e| {
-                KeyServiceError::Kafka(format!("starting the key-exchange thread: {e}"))
-            })?;
+            .map_err(KeyServiceError::Thread)?;
         *service
             .thread
             .lock()
@@ -359,7 +371,7 @@ fn reload_store(node: &Node, state: &mut State) {
     }
 }
 
-fn run(shared: &Shared, consumer: &BaseConsumer, producer: &BaseProducer) {
+fn run(shared: &Shared, consumer: &ExchangeConsumer, producer: &ExchangeProducer) {
     while !shared.stop.load(Ordering::Acquire) {
         reassign(shared, consumer);
         match consumer.poll(Duration::from_millis(100)) {
@@ -385,7 +397,7 @@ fn run(shared: &Shared, consumer: &BaseConsumer, producer: &BaseProducer) {
     }
 }
 
-fn reassign(shared: &Shared, consumer: &BaseConsumer) {
+fn reassign(shared: &Shared, consumer: &ExchangeConsumer) {
     let mut state = shared
         .state
         .lock()
@@ -421,7 +433,7 @@ fn reassign(shared: &Shared, consumer: &BaseConsumer) {
     }
 }
 
-fn answer(shared: &Shared, producer: &BaseProducer, root: &str, key: &[u8], value: &[u8]) {
+fn answer(shared: &Shared, producer: &ExchangeProducer, root: &str, key: &[u8], value: &[u8]) {
     let (chain, trust) = (
         shared
             .chain
@@ -523,7 +535,7 @@ fn receive(shared: &Shared, root: &str, value: &[u8]) {
     }
 }
 
-fn send_due_requests(shared: &Shared, producer: &BaseProducer) {
+fn send_due_requests(shared: &Shared, producer: &ExchangeProducer) {
     let (chain, trust) = (
         shared
             .chain

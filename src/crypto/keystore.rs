@@ -96,7 +96,7 @@ fn read_conf(path: &Path) -> Result<NodeConf, KeyStoreError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    NodeConf::parse(&text).map_err(|e| err(e.to_string()))
+    NodeConf::parse(path, &text).map_err(|e| err(e.to_string()))
 }
 
 fn decode(conf: &NodeConf, node: &Node) -> Result<Vec<StoredKey>, KeyStoreError> {

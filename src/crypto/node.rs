@@ -58,6 +58,9 @@ pub enum NodeError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// The node config is not a valid INI file (the error names the file and line).
+    #[error(transparent)]
+    Syntax(#[from] crate::config::ConfigError),
     /// `[kafkacrypto] node_id = NAME` names no node.
     #[error("no node '{node_id}': looked for {looked} (provision it with `openmsi provision-node --node-id {node_id} --output-dir {beside}`)")]
     NotFound {
@@ -145,7 +148,7 @@ impl Node {
     pub fn load(config_path: &Path) -> Result<Node, NodeError> {
         let text = String::from_utf8(read(config_path)?)
             .map_err(|_| invalid(config_path, "not UTF-8 text"))?;
-        let conf = NodeConf::parse(&text).map_err(|e| invalid(config_path, e.to_string()))?;
+        let conf = NodeConf::parse(config_path, &text)?;
         let dir = config_path.parent().unwrap_or(Path::new("."));
         let id = conf
             .get("DEFAULT", "node_id")

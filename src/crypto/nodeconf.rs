@@ -1,12 +1,16 @@
-//! A KafkaCrypto node's `.config` file, read and written the way Python's `configparser`
-//! (with `:` as the delimiter) does, so a node folder can be shared by openmsi and the Python
-//! package: `[section]` headers, `key : value` lines (keys lower-cased), `#`/`;` comment lines,
-//! indented continuation lines, and `[DEFAULT]` values visible in every section. Byte values
-//! are written `base64#…`, files `file#NAME` (relative to the config's folder).
+//! A KafkaCrypto node's `.config` file, read with the one INI reader (`config::ini`, in
+//! KafkaCrypto's dialect: `:` the only delimiter, `;` comments) and written the way Python's
+//! `configparser` writes it, so a node folder can be shared by openmsi and the Python package:
+//! `[section]` headers, `key : value` lines (keys lower-cased), indented continuation lines,
+//! and `[DEFAULT]` values visible in every section. Byte values are written `base64#…`, files
+//! `file#NAME` (relative to the config's folder).
 
 use std::path::Path;
 
 use base64::Engine;
+
+use crate::config::ini::{self, Dialect};
+use crate::config::ConfigError;
 
 /// One `[section]` and its entries, in file order.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,73 +28,27 @@ pub struct NodeConf {
     pub sections: Vec<Section>,
 }
 
-/// A syntax error, with its line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
-pub struct ConfSyntaxError {
-    /// 1-based line.
-    pub line: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
 impl NodeConf {
-    /// Parses the text of a config file.
-    pub fn parse(text: &str) -> Result<NodeConf, ConfSyntaxError> {
-        let mut conf = NodeConf::default();
-        let mut last_key: Option<(usize, usize)> = None;
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
-            let trimmed = raw.trim();
-            if trimmed.is_empty() {
-                last_key = None;
-                continue;
-            }
-            if trimmed.starts_with('#') || trimmed.starts_with(';') {
-                continue;
-            }
-            let indented = raw.starts_with(' ') || raw.starts_with('\t');
-            if indented {
-                if let Some((s, e)) = last_key {
-                    let value = &mut conf.sections[s].entries[e].1;
-                    value.push('\n');
-                    value.push_str(trimmed);
-                    continue;
-                }
-            }
-            if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-                conf.sections.push(Section {
-                    name: name.to_owned(),
-                    entries: Vec::new(),
-                });
-                last_key = None;
-                continue;
-            }
-            let Some((key, value)) = trimmed.split_once(':') else {
-                return Err(ConfSyntaxError {
-                    line,
-                    message: format!("expected 'key : value' or '[section]', found '{trimmed}'"),
-                });
-            };
-            let Some(s) = conf.sections.len().checked_sub(1) else {
-                return Err(ConfSyntaxError {
-                    line,
-                    message: "a setting before the first [section]".into(),
-                });
-            };
-            let key = key.trim().to_lowercase();
-            let value = value.trim().to_owned();
-            let entries = &mut conf.sections[s].entries;
-            // A repeated key: the later one wins, as configparser (non-strict) does.
-            if let Some(at) = entries.iter().position(|(k, _)| *k == key) {
-                entries[at].1 = value;
-                last_key = Some((s, at));
-            } else {
-                entries.push((key, value));
-                last_key = Some((s, entries.len() - 1));
-            }
-        }
-        Ok(conf)
+    /// Parses the text of a node config file (`path` names it in errors) with the one INI
+    /// reader (`config::ini`), in KafkaCrypto's dialect: `:` the only delimiter, `;` comments.
+    pub fn parse(path: &Path, text: &str) -> Result<NodeConf, ConfigError> {
+        let ini = ini::parse_dialect(path, text, Dialect::KAFKACRYPTO)?;
+        let section = |s: &ini::RawSection| Section {
+            name: s.name().to_owned(),
+            entries: s
+                .entries()
+                .iter()
+                .map(|e| (e.key().to_owned(), e.value().to_owned()))
+                .collect(),
+        };
+        // configparser writes [DEFAULT] first, whatever the order it was read in.
+        let defaults = ini.has_default_section().then(|| section(ini.defaults()));
+        Ok(NodeConf {
+            sections: defaults
+                .into_iter()
+                .chain(ini.sections().iter().map(section))
+                .collect(),
+        })
     }
 
     /// The text form, as configparser writes it.
@@ -191,7 +149,7 @@ mod tests {
 
     #[test]
     fn python_output_round_trips() {
-        let conf = NodeConf::parse(PYTHON).unwrap();
+        let conf = NodeConf::parse(Path::new("n.config"), PYTHON).unwrap();
         assert_eq!(conf.get("nodeA", "cryptokey"), Some("file#nodeA.crypto"));
         assert_eq!(conf.get("nodeA-kafka", "node_id"), Some("nodeA"));
         assert_eq!(conf.get("nodeA-kafka", "bootstrap_servers"), Some(""));
@@ -201,11 +159,15 @@ mod tests {
 
     #[test]
     fn comments_continuations_and_errors() {
-        let conf = NodeConf::parse("; c\n[a]\n# c\nKey : one\n  two\n").unwrap();
+        let path = Path::new("n.config");
+        let conf =
+            NodeConf::parse(path, "; c\n[a]\n; c\nKey : one\n  two\nb64 : base64#AA==\n").unwrap();
         assert_eq!(conf.get("a", "key"), Some("one\ntwo"));
-        let err = NodeConf::parse("[a]\nno delimiter\n").unwrap_err();
-        assert_eq!(err.line, 2);
-        assert!(NodeConf::parse("k : v\n").is_err());
+        // `=` is no delimiter in KafkaCrypto's files: base64 padding stays in the value.
+        assert_eq!(conf.get("a", "b64"), Some("base64#AA=="));
+        let err = NodeConf::parse(path, "[a]\nno delimiter\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(NodeConf::parse(path, "k : v\n").is_err());
     }
 
     #[test]
