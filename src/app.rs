@@ -141,17 +141,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     outcome
 }
 
+/// What every upload command starts from: its config, the node when the config names one,
+/// and the envelopes its messages pass through.
+fn upload_setup(
+    args: &crate::cli::UploadArgs,
+) -> anyhow::Result<(
+    LoadedConfig,
+    Option<Encryption>,
+    crate::upload::envelopes::Envelopes,
+)> {
+    let config = LoadedConfig::load(&args.kafka.config)?;
+    let timeout = Duration::from_secs(args.kafka.connect_timeout);
+    let encryption = Encryption::of(&config, timeout)?;
+    let envelopes = envelopes(encryption.as_ref(), &args.kafka.topic, &args.to_hosts)?;
+    Ok((config, encryption, envelopes))
+}
+
 async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
-    let config = LoadedConfig::load(&args.upload.kafka.config)?;
-    let encryption = Encryption::of(
-        &config,
-        Duration::from_secs(args.upload.kafka.connect_timeout),
-    )?;
-    let envelopes = envelopes(
-        encryption.as_ref(),
-        &args.upload.kafka.topic,
-        &args.upload.to_hosts,
-    )?;
+    let (config, _, envelopes) = upload_setup(&args.upload)?;
     let settings = UploadFileSettings {
         file: args.file,
         root_dir: args.root_dir,
@@ -240,16 +247,7 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 }
 
 async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitCode> {
-    let config = LoadedConfig::load(&args.upload.kafka.config)?;
-    let encryption = Encryption::of(
-        &config,
-        Duration::from_secs(args.upload.kafka.connect_timeout),
-    )?;
-    let envelopes = envelopes(
-        encryption.as_ref(),
-        &args.upload.kafka.topic,
-        &args.upload.to_hosts,
-    )?;
+    let (config, encryption, envelopes) = upload_setup(&args.upload)?;
     let upload_regex = args
         .upload_regex
         .as_deref()

@@ -32,9 +32,7 @@ pub fn capture_for_log_topic(on: bool) {
 
 /// The lines kept since the previous call.
 pub fn drain_captured() -> Vec<String> {
-    let mut lines = CAPTURED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut lines = crate::sync::lock(&CAPTURED);
     lines.drain(..).collect()
 }
 
@@ -48,9 +46,7 @@ impl<S: Subscriber> Layer<S> for CaptureLayer {
         }
         let mut line = LineVisitor(format!("{} ", event.metadata().level()));
         event.record(&mut line);
-        let mut lines = CAPTURED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lines = crate::sync::lock(&CAPTURED);
         if lines.len() >= CAPTURE_MAX {
             lines.pop_front();
         }

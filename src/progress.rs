@@ -156,7 +156,7 @@ impl Activity {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Task>> {
         // Statistics only: a panic elsewhere must not stop the display.
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.tasks)
     }
 }
 

@@ -464,26 +464,17 @@ mod tests {
             allow: vec![SigningKey::generate().public()],
             deny: vec![],
         };
-        assert_eq!(
-            validate(&c, &other_root, usage::KEY_ENCRYPT, "xrd", 1.7e9),
-            Err(ChainError::Untrusted)
-        );
-        let denied = Trust {
+        let verdict = |trust: &Trust| validate(&c, trust, usage::KEY_ENCRYPT, "xrd", 1.7e9);
+        assert_eq!(verdict(&other_root), Err(ChainError::Untrusted));
+        let denying = |key: &SigningKey| Trust {
             allow: vec![p.root.public()],
-            deny: vec![p.provisioner.public()],
+            deny: vec![key.public()],
         };
         assert_eq!(
-            validate(&c, &denied, usage::KEY_ENCRYPT, "xrd", 1.7e9),
+            verdict(&denying(&p.provisioner)),
             Err(ChainError::Denylisted)
         );
-        let node_denied = Trust {
-            allow: vec![p.root.public()],
-            deny: vec![p.node.public()],
-        };
-        assert_eq!(
-            validate(&c, &node_denied, usage::KEY_ENCRYPT, "xrd", 1.7e9),
-            Err(ChainError::Denylisted)
-        );
+        assert_eq!(verdict(&denying(&p.node)), Err(ChainError::Denylisted));
     }
 
     #[test]
@@ -495,20 +486,20 @@ mod tests {
             poison(&[usage::KEY_ENCRYPT], None, None),
             0.0,
         );
+        let verdict = |elements: &[Vec<u8>]| {
+            validate(
+                &encode_chain(elements),
+                &trust(&p),
+                usage::KEY_ENCRYPT,
+                "xrd",
+                1.7e9,
+            )
+        };
         let mut elements = decode_chain(&c).unwrap();
         let last = elements.last_mut().unwrap();
         let n = last.len();
         last[n - 1] ^= 1;
-        assert_eq!(
-            validate(
-                &encode_chain(&elements),
-                &trust(&p),
-                usage::KEY_ENCRYPT,
-                "xrd",
-                1.7e9
-            ),
-            Err(ChainError::BadSignature(2))
-        );
+        assert_eq!(verdict(&elements), Err(ChainError::BadSignature(2)));
         // A leaf signed by a key the chain does not certify.
         let mut elements = decode_chain(&c).unwrap();
         *elements.last_mut().unwrap() = Certificate {
@@ -518,16 +509,7 @@ mod tests {
             extra: vec![],
         }
         .sign(&SigningKey::generate());
-        assert_eq!(
-            validate(
-                &encode_chain(&elements),
-                &trust(&p),
-                usage::KEY_ENCRYPT,
-                "xrd",
-                1.7e9
-            ),
-            Err(ChainError::BadSignature(2))
-        );
+        assert_eq!(verdict(&elements), Err(ChainError::BadSignature(2)));
     }
 
     #[test]

@@ -220,10 +220,7 @@ impl KeyService {
             .name("key-exchange".into())
             .spawn(move || run(&shared, &consumer, &producer))
             .map_err(KeyServiceError::Thread)?;
-        *service
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+        *crate::sync::lock(&service.thread) = Some(handle);
         Ok(service)
     }
 
@@ -235,11 +232,7 @@ impl KeyService {
     /// Starts answering requests for `root`, with `current` (the key this process encrypts
     /// with) and every key of the root in the node's key store.
     pub fn serve(&self, root: &str, current: Option<([u8; 32], Secret)>) {
-        let mut state = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.shared.state);
         if let Some((id, secret)) = current {
             state.served.insert((root.to_owned(), id), secret.clone());
             state.keys.insert((root.to_owned(), id), secret);
@@ -248,11 +241,7 @@ impl KeyService {
         if !state.serving.contains_key(root) {
             drop(state);
             let end = self.end_offset(&format!("{root}.reqs"));
-            let mut state = self
-                .shared
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut state = crate::sync::lock(&self.shared.state);
             state.serving.entry(root.to_owned()).or_insert(end);
             state.assignment_changed = true;
         }
@@ -260,10 +249,7 @@ impl KeyService {
 
     /// The secret of key `key_id` of `root`, if this process has it.
     pub fn key(&self, root: &str, key_id: &[u8; 32]) -> Option<Secret> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.shared.state)
             .keys
             .get(&(root.to_owned(), *key_id))
             .cloned()
@@ -282,20 +268,12 @@ impl KeyService {
     /// Asks producers for key `key_id` of `root` (again, with growing intervals, until it
     /// arrives), without waiting for it.
     pub fn want(&self, root: &str, key_id: &[u8; 32]) {
-        let listening = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let listening = crate::sync::lock(&self.shared.state)
             .listening
             .contains_key(root);
         // Where replies start is looked up before the first request goes out.
         let end = (!listening).then(|| self.end_offset(&format!("{root}.keys")));
-        let mut state = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.shared.state);
         if let Some(end) = end {
             state.listening.entry(root.to_owned()).or_insert(end);
             state.assignment_changed = true;
@@ -320,12 +298,7 @@ impl KeyService {
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.arrived.notify_all();
-        if let Some(handle) = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
+        if let Some(handle) = crate::sync::lock(&self.thread).take() {
             let _ = handle.join();
         }
         let _ = self.producer.flush(Duration::from_secs(5));
@@ -398,10 +371,7 @@ fn run(shared: &Shared, consumer: &ExchangeConsumer, producer: &ExchangeProducer
 }
 
 fn reassign(shared: &Shared, consumer: &ExchangeConsumer) {
-    let mut state = shared
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = crate::sync::lock(&shared.state);
     if !state.assignment_changed {
         return;
     }
@@ -435,19 +405,10 @@ fn reassign(shared: &Shared, consumer: &ExchangeConsumer) {
 
 fn answer(shared: &Shared, producer: &ExchangeProducer, root: &str, key: &[u8], value: &[u8]) {
     let (chain, trust) = (
-        shared
-            .chain
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-        shared
-            .trust
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        crate::sync::read(&shared.chain),
+        crate::sync::read(&shared.trust),
     );
-    let mut state = shared
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = crate::sync::lock(&shared.state);
     if !state.serving.contains_key(root) {
         return;
     }
@@ -494,19 +455,10 @@ fn answer(shared: &Shared, producer: &ExchangeProducer, root: &str, key: &[u8], 
 
 fn receive(shared: &Shared, root: &str, value: &[u8]) {
     let (chain, trust) = (
-        shared
-            .chain
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-        shared
-            .trust
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        crate::sync::read(&shared.chain),
+        crate::sync::read(&shared.trust),
     );
-    let mut state = shared
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = crate::sync::lock(&shared.state);
     let state = &mut *state;
     match accept_reply(
         &identity(shared, &chain[..], &trust),
@@ -537,19 +489,10 @@ fn receive(shared: &Shared, root: &str, value: &[u8]) {
 
 fn send_due_requests(shared: &Shared, producer: &ExchangeProducer) {
     let (chain, trust) = (
-        shared
-            .chain
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-        shared
-            .trust
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        crate::sync::read(&shared.chain),
+        crate::sync::read(&shared.trust),
     );
-    let mut state = shared
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = crate::sync::lock(&shared.state);
     let state = &mut *state;
     let now = Instant::now();
     let due: Vec<String> = state
@@ -625,21 +568,11 @@ fn global_update(shared: &Shared, topic: &str, key: &[u8], value: &[u8]) {
     match topic {
         "allowlist" | "denylist" => {
             let deny = topic == "denylist";
-            let update = globals::list_update(
-                value,
-                &shared
-                    .trust
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-                deny,
-                unix_now(),
-            );
+            let update =
+                globals::list_update(value, &crate::sync::read(&shared.trust), deny, unix_now());
             match update {
                 Ok(update) => {
-                    let mut trust = shared
-                        .trust
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut trust = crate::sync::write(&shared.trust);
                     let list = if deny {
                         &mut trust.deny
                     } else {
@@ -664,24 +597,17 @@ fn global_update(shared: &Shared, topic: &str, key: &[u8], value: &[u8]) {
             }
         }
         "chains" if key == node.signing.public() => {
-            let current = shared
-                .chain
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
+            let current = crate::sync::read(&shared.chain).clone();
             let update = globals::chain_update(
                 value,
                 &node.signing.public(),
                 &current,
-                &shared
-                    .trust
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                &crate::sync::read(&shared.trust),
                 unix_now(),
             );
             match update {
                 Ok(Some(chain)) => {
-                    *shared.chain.write().unwrap_or_else(std::sync::PoisonError::into_inner) = chain.clone();
+                    *crate::sync::write(&shared.chain) = chain.clone();
                     info!("using a renewed certificate chain from the chains topic");
                     let section = format!("{}-chains", node.id);
                     if let Err(e) = keystore::update_conf(node, |conf| {

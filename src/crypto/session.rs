@@ -254,21 +254,14 @@ impl Encryptor {
         let now = std::time::Instant::now();
         let due = self.next_key_at.lock().map(|t| now >= *t).unwrap_or(false);
         if due {
-            let mut next_key_at = self
-                .next_key_at
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut next_key_at = crate::sync::lock(&self.next_key_at);
             if now >= *next_key_at {
                 match take_key(self.service.node(), &self.root) {
                     Ok((key_id, secret, index)) => {
                         info!(root = %self.root, key_index = index, "moved to the next key (ratchet interval)");
                         self.service
                             .serve(&self.root, Some((key_id, secret.clone())));
-                        *self
-                            .current
-                            .write()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Arc::new(Sealer::new(key_id, secret));
+                        *crate::sync::write(&self.current) = Arc::new(Sealer::new(key_id, secret));
                         *next_key_at = now + self.interval;
                     }
                     Err(e) => {
@@ -278,12 +271,7 @@ impl Encryptor {
                 }
             }
         }
-        Arc::clone(
-            &self
-                .current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        Arc::clone(&crate::sync::read(&self.current))
     }
 }
 

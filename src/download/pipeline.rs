@@ -35,8 +35,8 @@ use crate::contract::MessagePosition;
 use crate::contract::{Opener, RawMessage};
 use crate::kafka::group::{store_offsets, Ownership, Rejoin};
 use crate::kafka::ConsumerLogContext;
-use crate::queue::SharedReceiver;
 use crate::state::is_out_of_space;
+use crate::sync::SharedReceiver;
 
 /// Messages between stages. 32 chunks of 512 KiB is 16 MiB per queue: enough to keep both
 /// cores busy, small enough that memory does not depend on the data.

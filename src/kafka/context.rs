@@ -87,12 +87,7 @@ pub struct ConsumerLogContext {
 impl ConsumerLogContext {
     /// The partitions revoked since the last call.
     pub fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(
-            &mut *self
-                .revoked
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        std::mem::take(&mut *crate::sync::lock(&self.revoked))
     }
 }
 
@@ -123,9 +118,7 @@ impl ConsumerContext for ConsumerLogContext {
             }
             Rebalance::Revoke(list) => {
                 info!(partitions = %describe_partitions(list), "partitions revoked");
-                self.revoked
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                crate::sync::lock(&self.revoked)
                     .extend(list.elements().iter().map(|e| e.partition()));
             }
             Rebalance::Error(e) => warn!(error = %e, "consumer group rebalance failed"),

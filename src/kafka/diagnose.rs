@@ -233,9 +233,7 @@ pub enum Loudness {
 
 impl Watch {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// A connection check begins: causes from earlier attempts no longer count.

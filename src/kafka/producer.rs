@@ -106,17 +106,11 @@ impl Failures {
         self.count.load(Ordering::Acquire)
     }
     fn first(&self) -> Option<KafkaError> {
-        self.first
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        crate::sync::lock(&self.first).clone()
     }
     fn record(&self, error: KafkaError) {
         self.count.fetch_add(1, Ordering::AcqRel);
-        self.first
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get_or_insert(error);
+        crate::sync::lock(&self.first).get_or_insert(error);
     }
 }
 
@@ -164,10 +158,7 @@ impl FileDelivery {
     }
     /// Indices (0-based) of the chunks acknowledged so far.
     pub fn acked_chunks(&self) -> RangeSet {
-        self.acked_chunks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        crate::sync::lock(&self.acked_chunks).clone()
     }
 }
 
@@ -214,11 +205,7 @@ impl ProducerContext for DeliveryContext {
         let tag = queued.tag;
         match result {
             Ok(_) => {
-                tag.file
-                    .acked_chunks
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(tag.index);
+                crate::sync::lock(&tag.file.acked_chunks).insert(tag.index);
                 // The file's counters first: the global count reaching `sent` must imply every
                 // file's own count is final.
                 tag.file

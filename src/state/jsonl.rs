@@ -200,6 +200,18 @@ impl<E: Keyed> LatestLog<E> {
     }
 }
 
+/// Appends half a line to the log at `path`, as a crash in the middle of a write leaves it
+/// (for the tests of every log built on this one).
+#[cfg(test)]
+pub(crate) fn tear(path: &Path) {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(b"{\"path\": \"tor")
+        .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,12 +252,7 @@ mod tests {
             log.append(vec![line("a", 3), line("c", 666)]).unwrap();
             assert_eq!(log.get("a"), Some(&line("a", 3)));
         }
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"path\": \"tor")
-            .unwrap();
+        tear(&path);
         let mut log = LatestLog::<Line>::open(&path).unwrap();
         assert!(log.existed());
         assert_eq!(log.len(), 2);

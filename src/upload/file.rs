@@ -9,12 +9,11 @@ use tracing::{debug, info};
 
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
-use crate::kafka::client::client_config;
 use crate::kafka::producer::ProduceError;
-use crate::kafka::{partition_for_path, producer_defaults, ChunkProducer, FileDelivery};
+use crate::kafka::{partition_for_path, FileDelivery};
 use crate::progress::ByteProgress;
 use crate::upload::error::UploadError;
-use crate::upload::send::{max_message_bytes, queue_file, SendOptions, Target};
+use crate::upload::send::{connect_producer, queue_file, SendOptions, Target};
 use crate::upload::source::SourceFile;
 
 /// How long an interrupted or failed upload waits to flush chunks already queued.
@@ -106,17 +105,14 @@ pub fn upload_file(
         .map_err(UploadError::from)?;
     let relative_path = source.relative_path();
 
-    let cfg = client_config(
-        &config.producer_properties(),
-        &producer_defaults(max_message_bytes(
-            settings.chunk_size.get(),
-            settings.envelopes.get(),
-        )),
-        &[],
-    );
-    let (producer, topic) =
-        ChunkProducer::connect(&cfg, config, &settings.topic, settings.connect_timeout)
-            .map_err(UploadError::Produce)?;
+    let (producer, topic) = connect_producer(
+        config,
+        &settings.topic,
+        settings.chunk_size,
+        settings.envelopes.get(),
+        settings.connect_timeout,
+    )
+    .map_err(UploadError::Produce)?;
     let partition = partition_for_path(&relative_path, topic.partitions);
     debug!(path = %relative_path, partition, "uploading");
 

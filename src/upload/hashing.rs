@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::hash::{sha512, Sha512Stream};
 use crate::chunk::Sha512Digest;
-use crate::queue::SharedReceiver;
+use crate::sync::SharedReceiver;
 
 /// Chunk hashes are kept in memory (64 bytes each) only up to this many chunks (4 MiB), so
 /// memory stays bounded for any file; above it they are computed while producing instead.
@@ -153,7 +153,7 @@ fn hash_chunks(
     while let Some(block) = work_rx.next() {
         let digests: Vec<Sha512Digest> = block.bytes.chunks(chunk_size).map(sha512).collect();
         {
-            let mut out = out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut out = crate::sync::lock(out);
             let start = block.first_chunk as usize;
             out[start..start + digests.len()].copy_from_slice(&digests);
         }

@@ -18,8 +18,13 @@ use crate::chunk::{
     finish_value, message_key, value_data_slot, ChunkHeader, ChunkSize, Sha512Digest, WireFields,
 };
 use crate::chunk::{knot, MessageFormat};
+use crate::config::LoadedConfig;
 use crate::contract::{ChunkMessage, Envelope};
-use crate::kafka::{partition_for_path, ChunkProducer, ChunkTag, FileDelivery};
+use crate::kafka::client::client_config;
+use crate::kafka::producer::ProduceError;
+use crate::kafka::{
+    partition_for_path, producer_defaults, ChunkProducer, ChunkTag, FileDelivery, TopicInfo,
+};
 use crate::upload::error::UploadError;
 use crate::upload::hashing::{chunk_count, hash_file, FileHashes};
 use crate::upload::source::SourceFile;
@@ -58,6 +63,24 @@ pub struct QueuedFile {
 /// producer must accept.
 pub fn max_message_bytes(chunk_size: usize, envelope: Option<&dyn Envelope>) -> usize {
     chunk_size + MESSAGE_OVERHEAD + envelope.map_or(0, Envelope::overhead)
+}
+
+/// The chunk producer of an upload command, with openmsi's producer defaults sized for the
+/// largest message a chunk of `chunk_size` becomes (envelope included), connected and with
+/// `topic` checked.
+pub fn connect_producer(
+    config: &LoadedConfig,
+    topic: &str,
+    chunk_size: ChunkSize,
+    envelope: Option<&dyn Envelope>,
+    timeout: std::time::Duration,
+) -> Result<(ChunkProducer, TopicInfo), ProduceError> {
+    let cfg = client_config(
+        &config.producer_properties(),
+        &producer_defaults(max_message_bytes(chunk_size.get(), envelope)),
+        &[],
+    );
+    ChunkProducer::connect(&cfg, config, topic, timeout)
 }
 
 /// Where chunks go: the producer, the topic's partition count, the file's own delivery

@@ -22,7 +22,7 @@ use super::message::{Msg, EVENT_QUEUE};
 use super::migrate;
 use super::open_files::{self, FileId};
 use super::registry::{Entry, EntryState, Registry};
-use super::resume::{self, ResumeState};
+use super::resume::ResumeState;
 use super::scan::{Filter, Seen};
 use super::settle::{Ready, Settler};
 use super::DirectoryStats;
@@ -619,7 +619,7 @@ impl Dropbox {
     }
 
     fn lock_progress(&self) -> std::sync::MutexGuard<'_, ResumeState> {
-        resume::lock(&self.progress)
+        crate::sync::lock(&self.progress)
     }
 
     /// Saves the acknowledged chunks of unfinished files (when they changed).
@@ -781,12 +781,13 @@ mod tests {
             let delivery = FileDelivery::new();
             let mut done = RangeSet::new();
             done.insert_range(0, acked);
-            let version = resume::version(file.size, file.mtime, &sha512(b"x"), 16, n);
-            resume::lock(&self.progress).begin(&file.relative, version, done, delivery);
+            let version =
+                super::super::resume::version(file.size, file.mtime, &sha512(b"x"), 16, n);
+            crate::sync::lock(&self.progress).begin(&file.relative, version, done, delivery);
         }
 
         fn can_resume(&self, file: &Ready) -> bool {
-            resume::lock(&self.progress)
+            crate::sync::lock(&self.progress)
                 .resume_point(&file.relative, file.size, file.mtime, 16)
                 .is_some()
         }

@@ -35,14 +35,11 @@ use tracing::info;
 
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
-use crate::kafka::client::client_config;
-use crate::kafka::producer_defaults;
 use crate::kafka::telemetry::{self, TelemetrySettings};
-use crate::kafka::ChunkProducer;
 use crate::progress::{self, Activity};
-use crate::queue::SharedReceiver;
 use crate::state::StateDir;
-use crate::upload::send::{max_message_bytes, SendOptions};
+use crate::sync::SharedReceiver;
+use crate::upload::send::{connect_producer, SendOptions};
 use dropbox::{Dropbox, LoopSettings, ProcScan, SystemClock, EVENT_RESCAN, POLL_RESCAN};
 use message::{Msg, EVENT_QUEUE};
 use registry::{EntryState, Registry};
@@ -127,10 +124,7 @@ impl DirectoryStats {
     pub fn status_line(&self) -> String {
         let bytes = self.acked_bytes.load(Ordering::Acquire);
         let (rate, window) = {
-            let mut last = self
-                .last_sample
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut last = crate::sync::lock(&self.last_sample);
             let window = last.0.elapsed();
             let rate = (bytes.saturating_sub(last.1)) as f64 / window.as_secs_f64().max(1e-3);
             *last = (Instant::now(), bytes);
@@ -194,16 +188,13 @@ pub fn upload_directory(
     }
     let progress = Arc::new(Mutex::new(progress));
 
-    let cfg = client_config(
-        &config.producer_properties(),
-        &producer_defaults(max_message_bytes(
-            settings.chunk_size.get(),
-            settings.envelopes.get(),
-        )),
-        &[],
-    );
-    let (producer, topic) =
-        ChunkProducer::connect(&cfg, config, &settings.topic, settings.connect_timeout)?;
+    let (producer, topic) = connect_producer(
+        config,
+        &settings.topic,
+        settings.chunk_size,
+        settings.envelopes.get(),
+        settings.connect_timeout,
+    )?;
     let producer = Arc::new(producer);
     // Stopped only after the last flush, so the final heartbeat counts everything.
     let telemetry_stop = CancellationToken::new();

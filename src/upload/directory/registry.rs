@@ -56,8 +56,6 @@ pub type Registry = LatestLog<Entry>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs::OpenOptions;
-    use std::io::Write;
 
     fn entry(path: &str, size: u64) -> Entry {
         Entry {
@@ -80,12 +78,7 @@ mod tests {
             reg.append(vec![entry("a/x", 1), entry("b", 2)]).unwrap();
             reg.append(vec![entry("a/x", 3)]).unwrap();
         }
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"path\": \"tor")
-            .unwrap();
+        crate::state::jsonl::tear(&path);
         let mut reg = Registry::open(&path).unwrap();
         assert!(reg.existed());
         assert_eq!(reg.get("a/x"), Some(&entry("a/x", 3)));

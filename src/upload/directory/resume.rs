@@ -225,14 +225,6 @@ impl ResumeState {
     }
 }
 
-/// Locks the shared progress (a panicked holder left it consistent: every method leaves it
-/// whole).
-pub fn lock(shared: &std::sync::Mutex<ResumeState>) -> std::sync::MutexGuard<'_, ResumeState> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// The version record of a file about to be sent.
 pub fn version(
     size: u64,

@@ -14,13 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::message::{Done, Msg, Outcome};
-use super::resume::{self, lock, ResumeState};
+use super::resume::{self, ResumeState};
 use super::settle::Ready;
 use crate::chunk::hash::to_hex;
 use crate::chunk::RangeSet;
 use crate::kafka::{ChunkProducer, FileDelivery};
 use crate::progress::{Activity, TaskProgress, Ticket};
-use crate::queue::SharedReceiver;
+use crate::sync::lock;
+use crate::sync::SharedReceiver;
 use crate::upload::error::UploadError;
 use crate::upload::hashing::chunk_count;
 use crate::upload::send::{queue_file, QueuedFile, SendOptions, Target};
