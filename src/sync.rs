@@ -1,5 +1,5 @@
-//! What threads share, in one place: the policy for poisoned locks ([`lock`], [`read`],
-//! [`write`]) and a work queue with several takers ([`SharedReceiver`]: the download's verify
+//! What threads share, in one place: the policy for poisoned locks ([`lock()`], [`read()`],
+//! [`write()`]) and a work queue with several takers ([`SharedReceiver`]: the download's verify
 //! workers, upload-directory's upload workers, upload-file's hashing threads).
 //!
 //! A poisoned lock is recovered everywhere: a thread that panicked while holding it was doing

@@ -1,6 +1,11 @@
 //! `openmsi topic` and `openmsi user`: topic and SCRAM-user administration through the Kafka
 //! admin API, with the same config files, security settings and connection check as every
 //! other command.
+//!
+//! - [`topic`]: create (sized for chunks), list, describe (with group lag), delete.
+//! - [`user`]: add and remove SCRAM users.
+//! - [`native`]: the two librdkafka admin calls the rdkafka crate does not wrap (`unsafe`).
+//! - [`run`]: the parsed flags mapped onto these.
 
 pub mod native;
 pub mod run;

@@ -59,7 +59,7 @@ pub trait Opener: Send + Sync {
     }
 
     /// Whether this opener decrypts (so an encrypted message it rejects was not simply
-    /// unexpected; see [`super::foreign`]).
+    /// unexpected; see [`crate::download::foreign`]).
     fn decrypts(&self) -> bool {
         false
     }

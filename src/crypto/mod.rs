@@ -10,6 +10,12 @@
 //! - [`node`]: a provisioned node's files (`.config`, `.crypto`, `.seed`).
 //! - [`nodeconf`]: the `.config` file format (Python configparser compatible).
 //! - [`provision`]: creating a node (`openmsi provision-node`).
+//! - [`exchange`]: the key-exchange messages: request, reply, acceptance (pure).
+//! - [`globals`]: the allowlist, denylist and chains topics that change trust at run time.
+//! - [`keystore`]: producer keys kept in the node config (`oldkeys`), for `serve-keys`.
+//! - [`keyservice`]: the one key-exchange thread of a process (answers, requests, keys).
+//! - [`session`]: what the commands use: `Encryption` (the node a config names), which makes
+//!   every `Encryptor` (upload envelope), `Decryptor` (download opener) and `KeyServer`.
 
 pub mod chain;
 pub mod exchange;

@@ -4,8 +4,8 @@
 //! - [`verify`]: the verify stage: open (decryption/selection seam), decode, validate, hash.
 //! - [`validate`]: semantic and path-safety checks on decoded chunks.
 //! - [`partial`]: one staged file (data + durable chunk record + incremental hash).
-//! - [`sink`]: the seam where verified chunks go ([`sink::ChunkSink`]: accept, flush).
-//! - [`reassembler`]: the output folder's sink: staging files, crash recovery.
+//! - [`reassembler`] is the output folder's `ChunkSink` (the seam is in `crate::contract`).
+//! - [`reassembler`]: staging files, crash recovery.
 //! - [`publish`]: putting a verified file in place (atomic rename), the failed area.
 //! - [`completed`]: the log of files already published.
 //! - [`rejects`]: bad messages kept aside.
@@ -13,6 +13,11 @@
 //! - [`pipeline`]: the poll → verify → write threads and the offset commits.
 //! - [`offsets`]: which offsets may be committed (never past an unfinished file's start).
 //! - [`stats`]: counters for `check` and the summary.
+//! - [`verdicts`]: what to do with each verdict, for the live path and the retries alike.
+//! - [`replay`]: messages that cannot be opened yet (no key): held, kept, retried.
+//! - [`foreign`]: messages of a format this downloader does not read, explained once.
+//! - [`hooks`]: `--on-file`/`--on-batch`: the durable due/done log and the runner thread.
+//! - [`command`]: running a user's command (hooks, `--validate`) without a shell.
 
 pub mod command;
 pub mod completed;

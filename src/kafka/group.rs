@@ -36,7 +36,7 @@ pub struct Rejoin {
 }
 
 /// The longest an unassigned member waits between rejoins.
-const REJOIN_MAX_WAIT: Duration = Duration::from_secs(600);
+pub const REJOIN_MAX_WAIT: Duration = Duration::from_secs(600);
 
 impl Rejoin {
     /// Rejoins after `delay` without partitions (then doubling).

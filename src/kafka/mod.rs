@@ -1,7 +1,14 @@
-//! The one rdkafka layer: client construction from a loaded config (with errors that name the
-//! property and where it came from), logging contexts, the topic check every command does before
-//! moving data, both clients with their defaults (the chunk producer with delivery tracking,
-//! the chunk consumer), heartbeats, and the stable file→partition choice.
+//! The one rdkafka layer:
+//! - [`client`]: client construction from a loaded config (errors that name the property and
+//!   where it came from); every client of the program is built here.
+//! - [`context`]: logging contexts (librdkafka's lines, rebalances and commits via `tracing`).
+//! - [`diagnose`]: one line naming the cause of a connection failure.
+//! - [`topic`]: the connection and topic check every command makes before moving data.
+//! - [`producer`]: the chunk producer with delivery tracking; [`window`]: how much it queues.
+//! - [`consumer`]: the chunk consumer (subscribed, or assigned every partition when alone).
+//! - [`group`]: a member's side of its group: rejoining, what it owns, committing offsets.
+//! - [`partition`]: the stable file → partition choice.
+//! - [`telemetry`]: OpenMSIStream's heartbeat and log topics.
 
 pub mod client;
 pub mod consumer;

@@ -4,6 +4,7 @@
 //! - [`preflight`]: the checks made (as the service's user) before anything is installed;
 //! - [`users`]: whom a service runs as;
 //! - [`unit`] and [`systemd`]: Linux; [`windows`]: the Service Control Manager;
+//! - [`envfile`]: the service's environment file (the config's `$VARIABLES`);
 //!
 //! Every platform module offers the same operations (install, status, logs, start, stop,
 //! restart, remove, list) over the same [`InstallRequest`] and [`ServiceState`].

@@ -1,8 +1,10 @@
-//! The state a long-running command keeps in `FOLDER/.openmsi/`, in one place: the folder's
-//! layout ([`StateDir`]), the one-process-per-folder lock ([`lock`]), crash-safe whole-file
-//! writes ([`atomic`]), the "latest entry per key" JSONL logs the upload registry, the resume
-//! state and the download completed log are built on ([`jsonl`]), and I/O errors that name
-//! the path they happened on ([`PathError`], [`annotate`]).
+//! The state a long-running command keeps in `FOLDER/.openmsi/` (or `--state-dir`), and every
+//! durable write of the program, in one place: the folder's layout ([`StateDir`]), the
+//! one-process-per-folder lock and the short waiting lock of a shared file ([`lock`]),
+//! crash-safe whole-file writes and link-over replacements ([`atomic`]), the append-only and
+//! "latest entry per key" JSONL logs the upload registry, the resume state, the completed log
+//! and the hook log are built on ([`jsonl`]), and I/O errors that name the path they happened
+//! on ([`PathError`], [`annotate`]).
 //!
 //! See `docs/ARCHITECTURE.md` for what each file in the folder is for.
 

@@ -9,7 +9,8 @@
 //! version the broker fully acknowledged in the registry ([`registry`]), which a restart reads
 //! so nothing complete is sent twice and nothing unacknowledged is lost. The acknowledged
 //! chunks of unfinished files are saved about once a second ([`resume`]), so a restart after
-//! a crash sends only the chunks the broker does not have.
+//! a crash sends only the chunks the broker does not have. On a first start, [`migrate`] takes
+//! over OpenMSIStream's own registry of uploaded files.
 
 pub mod dropbox;
 pub mod message;
