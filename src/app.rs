@@ -445,12 +445,12 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     let mut extras = String::new();
     if s.other_hosts_messages > 0 {
         extras.push_str(&format!(
-            ", {} messages for other hosts skipped",
-            s.other_hosts_messages
+            ", {} for other hosts skipped",
+            count(s.other_hosts_messages, "message")
         ));
     }
     if s.hooks_failed > 0 {
-        extras.push_str(&format!(", {} hooks failed", s.hooks_failed));
+        extras.push_str(&format!(", {} failed", count(s.hooks_failed, "hook")));
     }
     if s.files_refused > 0 {
         extras.push_str(&format!(", {} refused by --validate", s.files_refused));

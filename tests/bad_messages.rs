@@ -159,7 +159,7 @@ fn bad_message_read_again_behind_an_unfinished_file_is_reported_once() {
     let run = || common::download_until_idle(&cfg, &topic, &out, "reread-group");
     run()
         .code(1)
-        .stdout(predicate::str::contains("1 messages rejected"));
+        .stdout(predicate::str::contains("1 message rejected"));
     run()
         .success()
         .stdout(predicate::str::contains("0 messages rejected"));
@@ -204,9 +204,9 @@ fn quit_exits_0_after_bad_messages_while_an_idle_exit_reports_them() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(down.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     assert!(status.success(), "{status}: {stdout}");
-    assert!(stdout.contains("1 messages rejected"), "{stdout}");
+    assert!(stdout.contains("1 message rejected"), "{stdout}");
 
     common::download_until_idle(&cfg, &topic, &work.path().join("again"), "other")
         .code(1)
-        .stdout(predicate::str::contains("1 messages rejected"));
+        .stdout(predicate::str::contains("1 message rejected"));
 }

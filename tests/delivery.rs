@@ -310,7 +310,7 @@ fn a_failing_hook_puts_the_previous_version_back() {
     upload(&cfg, &topic, &src, &file);
     let (ok, log) = download(&cfg, &topic, &out, &flags);
     assert!(!ok, "a failed hook makes the run fail: {log}");
-    assert!(log.contains("1 hooks failed"), "{log}");
+    assert!(log.contains("1 hook failed"), "{log}");
     assert!(log.contains("hook failed"), "{log}");
     assert!(log.contains("exit code 1"), "{log}");
     assert!(

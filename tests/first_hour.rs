@@ -209,6 +209,11 @@ fn state_dir_lets_a_read_only_folder_be_watched_and_keeps_state_elsewhere() {
         ],
         &up_log,
     );
+    // Sent (recorded in the registry in the state folder) before the downloader looks.
+    let sent = wait_for(Duration::from_secs(60), || {
+        read(&state.join("uploaded.jsonl")).contains("scan.tif")
+    });
+    assert!(sent, "{}", read(&up_log));
     let (ok, log) = common::download_idle_with(
         &f.cfg,
         &f.topic,

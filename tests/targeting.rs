@@ -127,7 +127,7 @@ fn upload_directory_addresses_every_file_and_bad_host_names_are_refused() {
     let summary = download_as(&cfg, &topic, &other, "resolver-2");
     assert!(files_under(&other).is_empty());
     assert!(
-        summary.contains("1 messages for other hosts skipped"),
+        summary.contains("1 message for other hosts skipped"),
         "{summary}"
     );
     let mine = work.path().join("mine");
