@@ -218,20 +218,26 @@ fn draw_bars(activity: &Activity, stop: &AtomicBool) {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     let mut bars: BTreeMap<u64, ProgressBar> = BTreeMap::new();
-    let more = multi.add(ProgressBar::hidden());
+    // The line counting the files beyond MAX_BARS, only while there are some.
+    let mut more: Option<ProgressBar> = None;
     while !stop.load(Ordering::Relaxed) {
         let tasks = activity.older_than(SHOW_AFTER);
+        let shown: Vec<_> = tasks.iter().take(MAX_BARS).collect();
         bars.retain(|id, bar| {
-            let alive = tasks.iter().any(|t| t.0 == *id);
+            let alive = shown.iter().any(|t| t.0 == *id);
             if !alive {
                 bar.finish_and_clear();
                 multi.remove(bar);
             }
             alive
         });
-        for (id, label, done, total, _) in tasks.iter().take(MAX_BARS) {
+        for (id, label, done, total, _) in shown {
             let bar = bars.entry(*id).or_insert_with(|| {
-                let bar = multi.insert_before(&more, ProgressBar::new(*total));
+                let bar = ProgressBar::new(*total);
+                let bar = match &more {
+                    Some(more) => multi.insert_before(more, bar),
+                    None => multi.add(bar),
+                };
                 bar.set_style(style.clone());
                 bar.set_message(label.clone());
                 bar
@@ -239,24 +245,29 @@ fn draw_bars(activity: &Activity, stop: &AtomicBool) {
             bar.set_length(*total);
             bar.set_position(*done);
         }
-        if tasks.len() > MAX_BARS {
-            more.set_style(
-                ProgressStyle::with_template("{msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            more.set_message(format!(
-                "… and {} more files in flight",
-                tasks.len() - MAX_BARS
-            ));
-        } else {
-            more.set_message("");
+        match (tasks.len().checked_sub(MAX_BARS).filter(|n| *n > 0), &more) {
+            (Some(n), Some(line)) => line.set_message(format!("… and {n} more files in flight")),
+            (Some(n), None) => {
+                let line = multi.add(ProgressBar::new_spinner());
+                line.set_style(
+                    ProgressStyle::with_template("{msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                line.set_message(format!("… and {n} more files in flight"));
+                more = Some(line);
+            }
+            (None, Some(line)) => {
+                line.finish_and_clear();
+                multi.remove(line);
+                more = None;
+            }
+            (None, None) => {}
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    for bar in bars.values() {
+    for bar in bars.values().chain(more.iter()) {
         bar.finish_and_clear();
     }
-    more.finish_and_clear();
 }
 
 fn log_lines(activity: &Activity, stop: &AtomicBool, every: Duration) {
