@@ -8,11 +8,7 @@ use std::time::Duration;
 use common::{openmsi, write_config, Broker, Security, Storage, Tls};
 
 fn run(args: &[&str]) -> std::process::Output {
-    openmsi()
-        .args(args)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap()
+    common::run_openmsi(args)
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -24,14 +20,7 @@ fn stderr(out: &std::process::Output) -> String {
 }
 
 fn listed(cfg: &str) -> Vec<String> {
-    let out = run(&["topic", "list", "--json", "--config", cfg]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect()
+    common::topics_listed(cfg)
 }
 
 #[test]

@@ -7,14 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{openmsi, write_config, Broker, Storage};
+use common::{write_config, Broker, Storage};
 
 fn run(args: &[&str]) -> std::process::Output {
-    openmsi()
-        .args(args)
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap()
+    common::run_openmsi(args)
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -23,14 +19,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 /// The topics the broker has, through a request that cannot create one (a list of all).
 fn listed(cfg: &str) -> Vec<String> {
-    let out = run(&["topic", "list", "--json", "--config", cfg]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect()
+    common::topics_listed(cfg)
 }
 
 /// Asserts that `out` failed with exit code 1 and one line saying `topic` is missing.

@@ -799,23 +799,14 @@ fn a_file_this_user_cannot_read_is_reported_skipped_and_sent_once_readable() {
     let w = s.watched();
     // Root reads every file, so as root the uploader runs as `nobody` (setpriv, util-linux).
     // The folders must let that user in, and the watched folder take its state folder.
-    let as_root = unsafe { libc::geteuid() } == 0;
-    let cmd = if as_root {
+    if unsafe { libc::geteuid() } == 0 {
         let mode = |p: &Path, m: u32| {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
         };
         mode(s.tmp.path(), 0o755);
         mode(&w, 0o777);
-        openmsi_std_through(&[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-    } else {
-        openmsi_std()
-    };
-    let up = s.start_command(cmd, &["--rescan-seconds", "1"]);
+    }
+    let up = s.start_command(common::openmsi_unprivileged(), &["--rescan-seconds", "1"]);
     let secret = w.join("run/secret.bin");
     write_random_file(&secret, 5000, 95);
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();

@@ -578,6 +578,32 @@ pub fn openmsi_unprivileged() -> Command {
     }
 }
 
+/// Runs `openmsi ARGS` to its end (at most a minute) and returns what it printed.
+pub fn run_openmsi(args: &[&str]) -> Output {
+    openmsi()
+        .args(args)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("cannot run openmsi")
+}
+
+/// The topics `openmsi topic list --json` shows with the config at `cfg` (a list of all topics:
+/// it creates none).
+pub fn topics_listed(cfg: &str) -> Vec<String> {
+    let out = run_openmsi(&["topic", "list", "--json", "--config", cfg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// `openmsi` as an `assert_cmd::Command`, for runs that finish: `.assert().success()`.
 pub fn openmsi() -> assert_cmd::Command {
     assert_cmd::Command::from_std(openmsi_std())
