@@ -29,9 +29,15 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 
+# Installed means "install ok installed": `dpkg -s` also succeeds for a package that was
+# removed but left its configuration files behind (state "rc"), which is not there at all.
+installed() {
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
 missing=()
 for pkg in "${wanted[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    installed "$pkg" || missing+=("$pkg")
 done
 if ((${#missing[@]} == 0)); then
     echo "install-packages.sh: all ${#wanted[@]} Debian packages present" >&2
