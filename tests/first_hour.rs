@@ -189,9 +189,19 @@ fn state_dir_lets_a_read_only_folder_be_watched_and_keeps_state_elsewhere() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&inside.stderr).contains("inside the watched folder"));
+    // The same for a downloader's output folder, and nothing is created there.
+    let out = f.work.path().join("out");
+    let (ok, log) = common::download_idle_with(
+        &f.cfg,
+        &f.topic,
+        &out,
+        "state-inside",
+        &["--state-dir", out.join("state").to_str().unwrap()],
+    );
+    assert!(!ok && log.contains("inside the output folder"), "{log}");
+    assert!(!out.join("state").exists());
 
     let state = f.work.path().join("upload-state");
-    let out = f.work.path().join("out");
     let down_state = f.work.path().join("download-state");
     let up_log = f.work.path().join("up.log");
     let state_s = state.to_str().unwrap();

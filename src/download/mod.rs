@@ -124,9 +124,12 @@ fn session_timeout(properties: &[(String, String)]) -> Duration {
 /// are renamed from its staging area into place, which cannot cross filesystems.
 fn prepare_state(output: &Path, chosen: Option<&Path>) -> std::io::Result<StateDir> {
     std::fs::create_dir_all(output).map_err(|e| crate::state::annotate_create(e, output))?;
+    if let Some(chosen) = chosen {
+        // Before anything is created there.
+        crate::state::refuse_inside(chosen, output, "the output folder")?;
+    }
     let state = StateDir::located(output, chosen).ensure()?;
     if let Some(chosen) = chosen {
-        crate::state::refuse_inside(chosen, output, "the output folder")?;
         if !crate::state::same_filesystem(chosen, output)? {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
