@@ -21,7 +21,7 @@ use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
-use crate::progress::{count, mb_per_s, rate_note, size};
+use crate::progress::{count, rate_note, size, timed_rate};
 use crate::targeting::ForHost;
 use crate::targeting::HostTargets;
 use crate::upload::directory::{upload_directory, DirectoryStats, UploadDirectorySettings};
@@ -308,10 +308,8 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
 /// `", 105.3 MB/s while sending"`: the rate over the time data was moving (a long-running
 /// command may have been idle for hours), or nothing when too little moved to time.
 fn while_moving(bytes: u64, active: Duration, verb: &str) -> String {
-    match rate_note(bytes, active).as_str() {
-        "" => String::new(),
-        _ => format!(", {:.1} MB/s while {verb}", mb_per_s(bytes, active)),
-    }
+    timed_rate(bytes, active)
+        .map_or_else(String::new, |rate| format!(", {rate:.1} MB/s while {verb}"))
 }
 
 /// After a requested stop, waits (a quarter second at most) for the service-manager thread to

@@ -349,15 +349,16 @@ impl ActiveTime {
     }
 }
 
-/// `bytes` over `active` as a summary's rate: `" (12.3 MB/s)"`, or nothing when the transfer
-/// was too short to time (a file of one chunk) rather than a meaningless `0.0 MB/s`.
-pub fn rate_note(bytes: u64, active: Duration) -> String {
+/// `bytes` over `active` in MB/s, or None when the transfer was too short to time (a file of
+/// one chunk): a summary then shows no rate rather than a meaningless `0.0 MB/s`.
+pub fn timed_rate(bytes: u64, active: Duration) -> Option<f64> {
     // Below a megabyte the time is mostly start-up and round trips, not transfer.
-    if active < Duration::from_millis(10) || bytes < 1_000_000 {
-        String::new()
-    } else {
-        format!(" ({:.1} MB/s)", mb_per_s(bytes, active))
-    }
+    (active >= Duration::from_millis(10) && bytes >= 1_000_000).then(|| mb_per_s(bytes, active))
+}
+
+/// [`timed_rate`] as a summary's note: `" (12.3 MB/s)"`, or nothing.
+pub fn rate_note(bytes: u64, active: Duration) -> String {
+    timed_rate(bytes, active).map_or_else(String::new, |rate| format!(" ({rate:.1} MB/s)"))
 }
 
 /// A size in decimal units, precise enough to read: `512 bytes`, `12.3 kB`, `4.5 MB`,
