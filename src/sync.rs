@@ -40,6 +40,23 @@ impl<T> SharedReceiver<T> {
         // A taker that panicked cannot leave the receiver in a bad state.
         lock(&self.0).recv().ok()
     }
+
+    /// The next item as [`SharedReceiver::next`] does, and up to `max - 1` more that are
+    /// already waiting (never waits for them). Empty once every sender is gone.
+    pub fn next_batch(&self, max: usize) -> Vec<T> {
+        let rx = lock(&self.0);
+        let Ok(first) = rx.recv() else {
+            return Vec::new();
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! empty input. The reference downloader rebuilds that as an empty file (checked by
 //! `scripts/gen_golden.py`); with `n_total_chunks = 0` it would never finish the file.
 
+pub mod batch_hash;
 pub mod codec;
 pub mod hash;
 pub mod key;

@@ -29,7 +29,7 @@ use super::rejects::KeptAside;
 use super::replay::Replay;
 use super::stats::DownloadStats;
 use super::verdicts::{Applied, Verdicts};
-use super::verify::{verify, Selection, Verdict};
+use super::verify::{verify_batch, Selection, Verdict};
 use crate::contract::ChunkSink;
 use crate::contract::MessagePosition;
 use crate::contract::{Opener, RawMessage};
@@ -41,6 +41,9 @@ use crate::sync::SharedReceiver;
 /// Messages between stages. 32 chunks of 512 KiB is 16 MiB per queue: enough to keep both
 /// cores busy, small enough that memory does not depend on the data.
 const QUEUE_DEPTH: usize = 32;
+/// Messages a verify worker takes at once: the lanes of the batch hash
+/// ([`crate::chunk::batch_hash`]).
+const VERIFY_BATCH: usize = 4;
 /// Flush at least this often while data flows (bounds how much is re-read after a crash)...
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// ...or after this many bytes (bounds fsync cost per byte)...
@@ -300,22 +303,27 @@ fn headers_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, V
     })
 }
 
-/// A verification worker: CPU-heavy and stateless.
+/// A verification worker: CPU-heavy and stateless. It takes the messages already waiting (up
+/// to [`VERIFY_BATCH`]) so their chunk hashes are computed side by side; it never waits to fill
+/// a batch, so a lone message is not delayed.
 fn verify_worker(
     in_rx: &SharedReceiver<Incoming>,
     out_tx: &SyncSender<Verified>,
     opener: &dyn Opener,
     selection: &Selection,
 ) {
-    while let Some(incoming) = in_rx.next() {
-        let verdict = verify(incoming.message, incoming.at, opener, selection);
-        let verified = Verified {
-            seq: incoming.seq,
-            at: incoming.at,
-            verdict,
-        };
-        if out_tx.send(verified).is_err() {
+    loop {
+        let batch = in_rx.next_batch(VERIFY_BATCH);
+        if batch.is_empty() {
             return;
+        }
+        let order: Vec<(u64, MessagePosition)> = batch.iter().map(|i| (i.seq, i.at)).collect();
+        let messages = batch.into_iter().map(|i| (i.message, i.at)).collect();
+        let verdicts = verify_batch(messages, opener, selection);
+        for ((seq, at), verdict) in order.into_iter().zip(verdicts) {
+            if out_tx.send(Verified { seq, at, verdict }).is_err() {
+                return;
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::chunk::batch_hash::sha512_each;
 use crate::chunk::hash::{sha512, Sha512Stream};
 use crate::chunk::Sha512Digest;
 use crate::sync::SharedReceiver;
@@ -151,7 +152,9 @@ fn hash_chunks(
     chunk_size: usize,
 ) {
     while let Some(block) = work_rx.next() {
-        let digests: Vec<Sha512Digest> = block.bytes.chunks(chunk_size).map(sha512).collect();
+        // A block holds several chunks: hashed side by side (see `batch_hash`).
+        let chunks: Vec<&[u8]> = block.bytes.chunks(chunk_size).collect();
+        let digests = sha512_each(&chunks);
         {
             let mut out = crate::sync::lock(out);
             let start = block.first_chunk as usize;
