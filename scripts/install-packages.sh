@@ -14,8 +14,9 @@ set -euo pipefail
 #   systemd systemd-container  the service tests boot a throw-away systemd (systemd-nspawn)
 #   libsodium23              the real KafkaCrypto's pysodium loads it (encryption interop)
 #   util-linux               setpriv/runuser: tests run the tool as an unprivileged user
+#   prometheus               a real Prometheus scrapes /metrics in the tests; promtool checks it
 PACKAGES=(pkg-config libssl-dev zlib1g-dev make gcc g++ python3 python3-venv stunnel4 openssl
-    systemd systemd-container libsodium23 util-linux)
+    systemd systemd-container libsodium23 util-linux prometheus)
 # Cross-building and running the Windows binary (PLATFORMS.md): with recommends, as measured.
 WINDOWS_PACKAGES=(gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 cmake wine wine64)
 
@@ -52,3 +53,8 @@ echo "install-packages.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >&2
 apt-get install -y -q "${recommends[@]}" "${missing[@]}" </dev/null >&2
+# Debian's prometheus enables a system service; the tests start their own servers, and the
+# throw-away systemd of the service tests must not start one.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    systemctl disable prometheus.service >/dev/null 2>&1 || rm -f /etc/systemd/system/multi-user.target.wants/prometheus.service
+fi

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 async fn run_serve_keys(args: crate::cli::ServeKeysArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.config)?;
+    crate::metrics::start(args.metrics.metrics_addr.as_ref(), &config)?;
     let encryption = Encryption::of(&config, Duration::from_secs(args.connect_timeout))?
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -38,6 +39,14 @@ async fn run_serve_keys(args: crate::cli::ServeKeysArgs) -> anyhow::Result<ExitC
             )
         })?;
     let keys = Arc::new(encryption.key_server(&args.topics)?);
+    let metric_keys = Arc::clone(&keys);
+    crate::metrics::registry().add(Box::new(move |out| {
+        out.counter(
+            "openmsi_key_requests_answered_total",
+            "Key requests this node answered with a key reply.",
+            metric_keys.replies_sent(),
+        );
+    }));
     let status_keys = Arc::clone(&keys);
     let status: console::StatusFn =
         Arc::new(move || format!("{} key replies sent", status_keys.replies_sent()));
@@ -134,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ManageService(args) => crate::manage::run(args.command, run),
         Command::ProvisionNode(args) => crate::provision_node::run(args),
         Command::ServeKeys(args) => runtime.block_on(run_serve_keys(args)),
+        Command::Status(args) => runtime.block_on(crate::admin::status::run(args)),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
     // for it would hang the exit after a clean shutdown.
@@ -145,12 +155,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// and the envelopes its messages pass through.
 fn upload_setup(
     args: &crate::cli::UploadArgs,
+    metrics: Option<&crate::cli::MetricsArgs>,
 ) -> anyhow::Result<(
     LoadedConfig,
     Option<Encryption>,
     crate::upload::envelopes::Envelopes,
 )> {
     let config = LoadedConfig::load(&args.kafka.config)?;
+    if let Some(metrics) = metrics {
+        crate::metrics::start(metrics.metrics_addr.as_ref(), &config)?;
+    }
     let timeout = Duration::from_secs(args.kafka.connect_timeout);
     let encryption = Encryption::of(&config, timeout)?;
     let envelopes = envelopes(encryption.as_ref(), &args.kafka.topic, &args.to_hosts)?;
@@ -158,7 +172,7 @@ fn upload_setup(
 }
 
 async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
-    let (config, _, envelopes) = upload_setup(&args.upload)?;
+    let (config, _, envelopes) = upload_setup(&args.upload, None)?;
     let settings = UploadFileSettings {
         file: args.file,
         root_dir: args.root_dir,
@@ -247,7 +261,7 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 }
 
 async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitCode> {
-    let (config, encryption, envelopes) = upload_setup(&args.upload)?;
+    let (config, encryption, envelopes) = upload_setup(&args.upload, Some(&args.metrics))?;
     let upload_regex = args
         .upload_regex
         .as_deref()
@@ -284,6 +298,8 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
         envelopes,
     };
     let stats = Arc::new(DirectoryStats::default());
+    let metric_stats = Arc::clone(&stats);
+    crate::metrics::registry().add(Box::new(move |out| metric_stats.write_metrics(out)));
     let status_stats = Arc::clone(&stats);
     let status: console::StatusFn = Arc::new(move || status_stats.status_line());
     let cancel = console::spawn(Arc::clone(&status));
@@ -324,6 +340,7 @@ fn finish_service(service: Option<std::thread::JoinHandle<()>>, cancel: &Cancell
 
 async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.kafka.config)?;
+    crate::metrics::start(args.metrics.metrics_addr.as_ref(), &config)?;
     let download_regex = args
         .download_regex
         .as_deref()
@@ -401,6 +418,8 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     let telemetry_settings = telemetry_settings(&args.telemetry, encryption.as_ref())?;
     let opener = opener_factory(encryption, settings.topic.clone(), host);
     let stats = Arc::new(DownloadStats::default());
+    let metric_stats = Arc::clone(&stats);
+    crate::metrics::registry().add(Box::new(move |out| metric_stats.write_metrics(out)));
     let status_stats = Arc::clone(&stats);
     let status: console::StatusFn = Arc::new(move || status_stats.snapshot().to_string());
     let cancel = console::spawn(Arc::clone(&status));

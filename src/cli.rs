@@ -79,6 +79,40 @@ pub enum Command {
     /// those of uploads whose process has exited (run it where the producer node's files are,
     /// e.g. as a service, when no upload-directory of that node runs). Type `check` or `quit`.
     ServeKeys(ServeKeysArgs),
+    /// One view of a deployment: per topic, its consumer groups' lag and last commit; the
+    /// programs on the heartbeat topic and when each was last heard from; the services on
+    /// this machine. Exit code 1 when a program is stale or a group lags beyond --max-lag.
+    Status(StatusArgs),
+}
+
+/// `openmsi status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+
+    /// A topic to report on (repeatable). [default: every topic except key-exchange and
+    /// internal ones]
+    #[arg(long = "topic", value_name = "TOPIC")]
+    pub topics: Vec<String>,
+
+    /// The heartbeat topic the programs send to (their --heartbeat-topic); OpenMSIStream's
+    /// programs are read too. [default: no heartbeats]
+    #[arg(long, value_name = "TOPIC")]
+    pub heartbeat_topic: Option<String>,
+
+    /// A program is stale when its last heartbeat is older than this many seconds. [default:
+    /// three of its own heartbeat intervals (as seen on the topic), else 2700]
+    #[arg(long, value_name = "SECS")]
+    pub stale_after: Option<f64>,
+
+    /// Exit 1 when a consumer group has more than N messages left to read on a topic.
+    #[arg(long, value_name = "N")]
+    pub max_lag: Option<i64>,
+
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `openmsi serve-keys`.
@@ -101,6 +135,9 @@ pub struct ServeKeysArgs {
     /// Seconds to wait for the broker to answer before giving up with an error that names it.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub connect_timeout: u64,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// `openmsi provision-node`. Every answer can be a flag; passwords come from environment
@@ -675,6 +712,9 @@ pub struct DownloadDirectoryArgs {
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// `openmsi upload-directory`.
@@ -756,6 +796,19 @@ pub struct UploadDirectoryArgs {
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Prometheus metrics of a long-running command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; 0.0.0.0:9464
+    /// for a scraper on another machine). [default: `address` in the config file's [metrics]
+    /// section, else off]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<crate::metrics::MetricsAddr>,
 }
 
 /// Optional heartbeat and log topics, in OpenMSIStream's formats.

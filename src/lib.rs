@@ -48,6 +48,7 @@ pub mod host;
 pub mod kafka;
 pub mod logging;
 pub mod manage;
+pub mod metrics;
 pub mod progress;
 pub mod provision_node;
 pub mod service;

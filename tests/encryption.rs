@@ -101,7 +101,12 @@ impl Encrypted {
 
 /// A long-running `openmsi serve-keys` (stdin open for `quit`, stdout piped; stderr to `log` if
 /// given).
-fn serve_keys_in_background(cfg: &Path, topic: &str, log: Option<&Path>) -> KillOnDrop {
+fn serve_keys_in_background(
+    cfg: &Path,
+    topic: &str,
+    log: Option<&Path>,
+    extra: &[&str],
+) -> KillOnDrop {
     let stderr = match log {
         Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
         None => Stdio::null(),
@@ -111,6 +116,7 @@ fn serve_keys_in_background(cfg: &Path, topic: &str, log: Option<&Path>) -> Kill
             .args(["serve-keys", "--config"])
             .arg(cfg)
             .args(["--topic", topic])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -584,18 +590,41 @@ fn serve_keys_answers_for_exited_uploads() {
     std::fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("a.bin"), 150_000, 21);
     upload_file(&e.up, &e.topic, &src.join("a.bin"));
-    let mut server = serve_keys_in_background(&e.up, &e.topic, None);
+    let metrics_port = common::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut server =
+        serve_keys_in_background(&e.up, &e.topic, None, &["--metrics-addr", &metrics_addr]);
     let out = e.path("out");
     download_until_idle(&e.down, &e.topic, &out, "g1").success();
     assert_eq!(
         sha512_file(&out.join("a.bin")),
         sha512_file(&src.join("a.bin"))
     );
+    // Its metrics count the key requests it answered.
+    let scrape = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&metrics_addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let answered: u64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("openmsi_key_requests_answered_total "))
+        .unwrap_or_else(|| panic!("no key-request counter: {scrape}"))
+        .parse()
+        .unwrap();
+    assert!(answered >= 1, "{scrape}");
     assert!(common::quit_and_wait(&mut server, Duration::from_secs(30)).success());
     let mut stdout = String::new();
     std::io::Read::read_to_string(server.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     assert!(stdout.contains("serving keys of node up"), "{stdout}");
-    assert!(!stdout.contains("stopped; 0 key replies"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("stopped; {answered} key replies")),
+        "{stdout}"
+    );
 }
 
 type Records = Vec<(Vec<u8>, Vec<u8>)>;
@@ -806,7 +835,8 @@ fn allowlist_and_denylist_topics_change_trust_at_run_time() {
     std::fs::create_dir_all(&src).unwrap();
     write_random_file(&src.join("shared.bin"), 80_000, 51);
     upload_file(&e.up, &e.topic, &src.join("shared.bin"));
-    let mut server = serve_keys_in_background(&e.up, &e.topic, Some(&e.path("serve-keys.log")));
+    let mut server =
+        serve_keys_in_background(&e.up, &e.topic, Some(&e.path("serve-keys.log")), &[]);
     let downloader = |cfg: &Path, out: &Path, group: &str| {
         download_in_background(cfg, &e.topic, out, group, None)
     };
@@ -884,7 +914,7 @@ fn forged_and_replayed_key_replies_are_refused() {
     write_random_file(&src.join("first.bin"), 40_000, 61);
     upload_file(&e.up, &e.topic, &src.join("first.bin"));
     // A first genuine exchange, whose replies the broker will replay later.
-    let server = |log: &str| serve_keys_in_background(&e.up, &e.topic, Some(&e.path(log)));
+    let server = |log: &str| serve_keys_in_background(&e.up, &e.topic, Some(&e.path(log)), &[]);
     let mut first_server = server("serve-1.log");
     download_until_idle(&e.down, &e.topic, &e.path("out-1"), "g1").success();
     assert!(common::quit_and_wait(&mut first_server, Duration::from_secs(30)).success());

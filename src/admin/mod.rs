@@ -9,6 +9,7 @@
 
 pub mod native;
 pub mod run;
+pub mod status;
 pub mod topic;
 pub mod user;
 

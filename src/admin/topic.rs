@@ -249,6 +249,9 @@ pub struct GroupReport {
     pub partitions: Vec<GroupPartition>,
     /// Messages not yet read by the group, over all partitions.
     pub total_lag: i64,
+    /// When the group last committed on this topic (Unix seconds; None: not known, e.g. an
+    /// OpenMSIStream group: only openmsi stamps its commits).
+    pub last_commit: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -257,6 +260,8 @@ pub struct GroupPartition {
     /// None: the group has not committed on this partition yet.
     pub committed: Option<i64>,
     pub lag: i64,
+    /// When that commit was made (Unix seconds), when openmsi made it.
+    pub committed_at: Option<u64>,
 }
 
 /// Partitions, leaders, replicas, settings, offsets and the groups reading `name`.
@@ -305,7 +310,10 @@ fn find_topic<'a>(
 
 /// A consumer that never joins a group: for watermarks, and (with `group`) for reading that
 /// group's committed offsets.
-fn reader(admin: &Admin, group: Option<&str>) -> anyhow::Result<BaseConsumer<ConsumerLogContext>> {
+pub(crate) fn reader(
+    admin: &Admin,
+    group: Option<&str>,
+) -> anyhow::Result<BaseConsumer<ConsumerLogContext>> {
     let group = group.unwrap_or("openmsi-topic-describe");
     let props = admin.config.consumer_properties(Some(group), true);
     let cfg = client_config(&props, &[], &[]);
@@ -344,9 +352,13 @@ fn group_lags(
                 Offset::Offset(at) => Some(at),
                 _ => None,
             };
+            let committed_at = crate::kafka::group::commit_time(element.metadata())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
             rows.push(GroupPartition {
                 partition: p.id,
                 committed: at,
+                committed_at,
                 // Without a commit the group starts at the oldest stored message (openmsi's
                 // auto.offset.reset); everything stored is still to read.
                 lag: (p.end_offset - at.unwrap_or(p.start_offset)).max(0),
@@ -360,6 +372,7 @@ fn group_lags(
             reports.push(GroupReport {
                 group: group.clone(),
                 total_lag: rows.iter().map(|r| r.lag).sum(),
+                last_commit: rows.iter().filter_map(|r| r.committed_at).max(),
                 partitions: rows,
             });
         }

@@ -69,6 +69,8 @@ pub struct PublishedFile {
     pub size: u64,
     /// Hex SHA-512 of its content (verified).
     pub file_hash: String,
+    /// From the first chunk this process took of it to its publication.
+    pub since_first_chunk: std::time::Duration,
 }
 
 /// Where verified chunks go, with accept/flush semantics (see the module docs).

@@ -67,6 +67,8 @@ pub struct PartialFile {
     /// The whole file was written by one chunk whose hash, already checked, is the file's
     /// hash: nothing to hash again.
     hash_checked: bool,
+    /// When this process took its first chunk (or found it in staging after a restart).
+    pub first_chunk_at: std::time::Instant,
 }
 
 impl PartialFile {
@@ -130,6 +132,7 @@ impl PartialFile {
             waiting: BTreeMap::new(),
             size: 0,
             hash_checked: false,
+            first_chunk_at: std::time::Instant::now(),
         }
     }
 

@@ -150,6 +150,7 @@ pub fn run<S: ChunkSink + Send>(
             scope.spawn(move || {
                 let writer = Writer {
                     topic,
+                    stats: &stats,
                     verdicts: Verdicts::new(
                         &stats,
                         kept,
@@ -332,6 +333,8 @@ fn verify_worker(
 struct Writer<'a> {
     /// The topic read, for logs and kept messages.
     topic: &'a str,
+    /// Where publication times are observed.
+    stats: &'a DownloadStats,
     /// What to do with each verdict (counters, kept messages, advice on other formats).
     verdicts: Verdicts<'a>,
     /// Retries the not-yet-openable ones.
@@ -414,7 +417,7 @@ impl Writer<'_> {
             let due = oldest_unflushed.is_some_and(|t| idle || t.elapsed() >= FLUSH_INTERVAL)
                 || sink.unflushed_bytes() >= FLUSH_BYTES;
             if due {
-                flush(&mut sink, &mut offsets, commit_tx)?;
+                flush(&mut sink, &mut offsets, commit_tx, self.stats)?;
                 self.replay.flushed(&mut self.verdicts.kept);
                 oldest_unflushed = None;
             }
@@ -424,7 +427,7 @@ impl Writer<'_> {
             offsets.finished(&Replay::pin(at).id);
             in_flight.fetch_sub(1, Ordering::AcqRel);
         }
-        flush(&mut sink, &mut offsets, commit_tx)?;
+        flush(&mut sink, &mut offsets, commit_tx, self.stats)?;
         self.replay.flushed(&mut self.verdicts.kept);
         Ok(())
     }
@@ -437,8 +440,12 @@ fn flush(
     sink: &mut impl ChunkSink,
     offsets: &mut CommitTracker,
     commit_tx: &Sender<HashMap<i32, i64>>,
+    stats: &DownloadStats,
 ) -> std::io::Result<()> {
     for file in sink.flush()? {
+        stats
+            .first_chunk_to_published
+            .observe(file.since_first_chunk);
         info!(path = %file.relative, "file rebuilt and verified");
     }
     let committable = offsets.committable();

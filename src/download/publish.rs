@@ -202,6 +202,7 @@ impl Publisher {
                         path: final_path,
                         size: file.partial.size(),
                         file_hash,
+                        since_first_chunk: file.partial.first_chunk_at.elapsed(),
                     });
                     records.extend(file.partial.record_file().map(Path::to_path_buf));
                 }

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::download::verify::RejectKind;
+use crate::metrics::{Exposition, Histogram, Kind};
 use crate::progress::ActiveTime;
 
 /// Live counters. Relaxed ordering: they are statistics, never used for synchronisation.
@@ -23,6 +25,8 @@ pub struct DownloadStats {
     pub other_hosts_messages: AtomicU64,
     /// Messages that were not valid chunks (kept aside in .openmsi/rejected).
     pub rejected_messages: AtomicU64,
+    /// The same, by [`crate::download::verify::RejectKind::index`].
+    pub rejected_by_kind: [AtomicU64; 4],
     /// Messages that could not be opened yet (kept in .openmsi/deferred until they can).
     pub deferred_messages: AtomicU64,
     /// Files verified and renamed into place.
@@ -39,6 +43,8 @@ pub struct DownloadStats {
     pub hooks_failed: AtomicU64,
     /// How long chunks were being written (for a rate that leaves out idle time).
     pub active: ActiveTime,
+    /// Per published file: from the first chunk taken to publication.
+    pub first_chunk_to_published: Histogram,
 }
 
 /// A snapshot of the counters.
@@ -87,6 +93,80 @@ impl DownloadStats {
             files_in_progress: get(&self.files_in_progress),
             hooks_failed: get(&self.hooks_failed),
         }
+    }
+}
+
+impl DownloadStats {
+    /// The families of a metrics scrape (see [`crate::metrics`]).
+    pub fn write_metrics(&self, out: &mut Exposition) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.counter(
+            "openmsi_files_downloaded_total",
+            "Files rebuilt, verified and put in place.",
+            get(&self.files_completed),
+        );
+        out.counter(
+            "openmsi_bytes_downloaded_total",
+            "File bytes written (chunk data, duplicates not counted).",
+            get(&self.bytes_written),
+        );
+        out.counter(
+            "openmsi_messages_read_total",
+            "Messages received from Kafka.",
+            get(&self.messages_read),
+        );
+        out.family(
+            "openmsi_messages_rejected_total",
+            "Messages that were not valid chunks, kept aside in .openmsi/rejected, by reason.",
+            Kind::Counter,
+        );
+        for kind in RejectKind::ALL {
+            out.sample(
+                "openmsi_messages_rejected_total",
+                &[("reason", kind.label())],
+                get(&self.rejected_by_kind[kind.index()]) as f64,
+            );
+        }
+        out.counter(
+            "openmsi_files_failed_verification_total",
+            "Complete files whose SHA-512 did not match (kept aside in .openmsi/failed).",
+            get(&self.files_failed),
+        );
+        out.counter(
+            "openmsi_files_refused_total",
+            "Verified files the --validate command refused.",
+            get(&self.files_refused),
+        );
+        out.counter(
+            "openmsi_files_unplaced_total",
+            "Verified files that could not be put in place (a folder in the way, permissions).",
+            get(&self.files_unplaced),
+        );
+        out.counter(
+            "openmsi_hooks_failed_total",
+            "--on-file/--on-batch commands that failed.",
+            get(&self.hooks_failed),
+        );
+        out.counter(
+            "openmsi_duplicate_chunks_total",
+            "Chunks received again (redelivery or a repeated upload) and skipped.",
+            get(&self.duplicate_chunks),
+        );
+        out.gauge(
+            "openmsi_files_in_progress",
+            "Files with some but not all chunks staged.",
+            get(&self.files_in_progress) as f64,
+        );
+        out.gauge(
+            "openmsi_messages_waiting_for_keys",
+            "Encrypted messages kept until their key arrives.",
+            get(&self.deferred_messages) as f64,
+        );
+        self.first_chunk_to_published.write(
+            out,
+            "openmsi_download_first_chunk_to_published_seconds",
+            "Per file: seconds from its first chunk taken by this process to its publication.",
+        );
     }
 }
 

@@ -88,8 +88,13 @@ impl<'a> Verdicts<'a> {
                 debug!(topic, partition = at.partition, offset = at.offset, "bad message read again (an unfinished file held the committed offset before it); already kept aside");
                 DownloadStats::add(&stats.skipped_messages, 1)
             }
-            Verdict::Reject { reason, message } => {
+            Verdict::Reject {
+                kind,
+                reason,
+                message,
+            } => {
                 DownloadStats::add(&stats.rejected_messages, 1);
+                DownloadStats::add(&stats.rejected_by_kind[kind.index()], 1);
                 let foreign = Foreign::of(&message, self.formats, self.decrypting);
                 self.foreign.rejected(foreign, topic, at, &reason);
                 let (key, value) = (message.key.as_deref(), message.value.as_deref());

@@ -33,11 +33,51 @@ pub enum Verdict {
     },
     /// Not a valid chunk: kept aside with the reason.
     Reject {
+        /// What kind of problem (the label of the rejected-messages metric).
+        kind: RejectKind,
         /// Why.
         reason: String,
         /// The message as received.
         message: RawMessage,
     },
+}
+
+/// Why a message was rejected, in a few kinds (counted apart in the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// Not a chunk or file part at all (no value, not msgpack, no part headers).
+    NotAChunk,
+    /// A chunk whose fields are unusable (unsafe path, impossible sizes or indices).
+    Invalid,
+    /// The data does not match its SHA-512.
+    Checksum,
+    /// Could not be opened: undecryptable or tampered ciphertext.
+    Unreadable,
+}
+
+impl RejectKind {
+    /// Every kind, in the order of [`RejectKind::index`].
+    pub const ALL: [RejectKind; 4] = [
+        RejectKind::NotAChunk,
+        RejectKind::Invalid,
+        RejectKind::Checksum,
+        RejectKind::Unreadable,
+    ];
+
+    /// Position in [`RejectKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectKind::NotAChunk => "not_a_chunk",
+            RejectKind::Invalid => "invalid",
+            RejectKind::Checksum => "checksum",
+            RejectKind::Unreadable => "unreadable",
+        }
+    }
 }
 
 /// Which message formats a downloader takes (`--format`).
@@ -151,7 +191,11 @@ fn check_hashes(examined: Vec<Examined>) -> Vec<Verdict> {
                         value: Some(chunk.payload),
                         headers,
                     };
-                    Verdict::Reject { reason, message }
+                    Verdict::Reject {
+                        kind: RejectKind::Checksum,
+                        reason,
+                        message,
+                    }
                 }
             }
         })
@@ -166,7 +210,11 @@ fn examine(opened: Opened, at: MessagePosition, selection: &Selection) -> Examin
             return Examined::Decided(Verdict::Defer { reason, message })
         }
         Opened::Unreadable { reason, message } => {
-            return Examined::Decided(Verdict::Reject { reason, message })
+            return Examined::Decided(Verdict::Reject {
+                kind: RejectKind::Unreadable,
+                reason,
+                message,
+            })
         }
     };
     let knot = match selection.formats {
@@ -183,19 +231,30 @@ fn examine(opened: Opened, at: MessagePosition, selection: &Selection) -> Examin
 
 /// An openmsi chunk: decoded and validated; its own SHA-512 is checked by [`check_hashes`].
 fn examine_chunk(message: RawMessage, at: MessagePosition, regex: Option<&Regex>) -> Examined {
-    let reject = |reason: String, message: RawMessage| {
-        Examined::Decided(Verdict::Reject { reason, message })
+    let reject = |kind: RejectKind, reason: String, message: RawMessage| {
+        Examined::Decided(Verdict::Reject {
+            kind,
+            reason,
+            message,
+        })
     };
     let Some(payload) = message.value.as_deref() else {
-        return reject("message has no value".into(), message);
+        return reject(
+            RejectKind::NotAChunk,
+            "message has no value".into(),
+            message,
+        );
     };
     let decoded = match decode_value(payload) {
         Ok(d) => d,
-        Err(e) => return reject(format!("not an OpenMSIStream file chunk: {e}"), message),
+        Err(e) => {
+            let reason = format!("not an OpenMSIStream file chunk: {e}");
+            return reject(RejectKind::NotAChunk, reason, message);
+        }
     };
     let destination = match validate(&decoded) {
         Ok(d) => d,
-        Err(e) => return reject(format!("invalid chunk: {e}"), message),
+        Err(e) => return reject(RejectKind::Invalid, format!("invalid chunk: {e}"), message),
     };
     if regex.is_some_and(|re| !re.is_match(&destination.relative)) {
         return Examined::Decided(Verdict::Skip);
@@ -241,14 +300,24 @@ fn examine_chunk(message: RawMessage, at: MessagePosition, regex: Option<&Regex>
 /// A Knot Resolver file part: its headers read and validated. Parts carry no hash of their
 /// own; a one-part file is checked against `file-sha512` here, a larger one when it is whole.
 fn verify_knot_part(message: RawMessage, at: MessagePosition, regex: Option<&Regex>) -> Verdict {
-    let reject = |reason: String, message: RawMessage| Verdict::Reject { reason, message };
+    let reject = |kind: RejectKind, reason: String, message: RawMessage| Verdict::Reject {
+        kind,
+        reason,
+        message,
+    };
     let part = match knot::parse_part_headers(&message.headers) {
         Ok(p) => p,
-        Err(e) => return reject(format!("not a Knot Resolver file part: {e}"), message),
+        Err(e) => {
+            let reason = format!("not a Knot Resolver file part: {e}");
+            return reject(RejectKind::NotAChunk, reason, message);
+        }
     };
     let destination = match validate_knot(&part) {
         Ok(d) => d,
-        Err(e) => return reject(format!("invalid Knot Resolver file part: {e}"), message),
+        Err(e) => {
+            let reason = format!("invalid Knot Resolver file part: {e}");
+            return reject(RejectKind::Invalid, reason, message);
+        }
     };
     if regex.is_some_and(|re| !re.is_match(&destination.relative)) {
         return Verdict::Skip;
@@ -262,7 +331,7 @@ fn verify_knot_part(message: RawMessage, at: MessagePosition, regex: Option<&Reg
                     "{} fails its SHA-512 check (corrupted in transit or by the producer)",
                     destination.relative
                 );
-                return reject(reason, message);
+                return reject(RejectKind::Checksum, reason, message);
             }
             true
         }
@@ -370,7 +439,9 @@ mod tests {
         ));
         // Readable but not a chunk: the ordinary decoding rejects it.
         match verify(with_header("x"), AT, &Plaintext, &Selection::default()) {
-            Verdict::Reject { reason, message } => {
+            Verdict::Reject {
+                reason, message, ..
+            } => {
                 assert!(
                     reason.starts_with("not an OpenMSIStream file chunk"),
                     "{reason}"

@@ -53,6 +53,18 @@ pub fn client_config(
     // that nobody reads, and `topic describe nosuch` would create `nosuch`. Topics are made with
     // `openmsi topic create`.
     cfg.set("allow.auto.create.topics", "false");
+    // With metrics on, librdkafka reports broker connections and consumer lag (see
+    // crate::metrics::kafka); a value in the config file wins.
+    if crate::metrics::registry().enabled()
+        && !properties
+            .iter()
+            .any(|(k, _)| k == "statistics.interval.ms")
+    {
+        cfg.set(
+            "statistics.interval.ms",
+            crate::metrics::kafka::STATISTICS_INTERVAL_MS,
+        );
+    }
     // librdkafka only emits log lines at or below its own level; follow ours so `--log-level
     // debug` also shows the client's internals.
     let level = match LevelFilter::current() {

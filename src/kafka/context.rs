@@ -66,6 +66,10 @@ impl ClientContext for LogContext {
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(&error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::kafka::record(&statistics);
+    }
 }
 
 /// Producers that need no delivery accounting (heartbeats, logs) log through the same context.
@@ -98,6 +102,10 @@ impl ClientContext for ConsumerLogContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::kafka::record(&statistics);
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::context::ConsumerLogContext;
@@ -125,16 +126,41 @@ pub fn store_offsets(
     if offsets.is_empty() {
         return;
     }
+    // Each commit carries when it was made, so `openmsi status` can say how long ago a group
+    // last moved (Kafka keeps a commit's metadata string with its offset).
+    let stamp = commit_stamp(std::time::SystemTime::now());
+    let mut list = TopicPartitionList::new();
     for (&partition, &next) in offsets {
-        if let Err(e) = consumer.store_offset(topic, partition, next - 1) {
-            debug!(partition, error = %e, "offset not stored (partition no longer assigned?)");
+        let mut element = list.add_partition(topic, partition);
+        if element.set_offset(Offset::Offset(next)).is_ok() {
+            element.set_metadata(&stamp);
         }
+    }
+    if let Err(e) = consumer.store_offsets(&list) {
+        debug!(error = %e, "offsets not stored (partitions no longer assigned?)");
     }
     match consumer.commit_consumer_state(CommitMode::Async) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => warn!(error = %e, "offset commit failed; will retry at the next flush"),
     }
 }
+
+/// The metadata string of a commit made at `at`.
+pub fn commit_stamp(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{COMMIT_STAMP}{secs}")
+}
+
+/// When a commit with this metadata was made (None: not stamped by openmsi).
+pub fn commit_time(metadata: &str) -> Option<std::time::SystemTime> {
+    let secs: u64 = metadata.strip_prefix(COMMIT_STAMP)?.parse().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// How openmsi's commit metadata starts.
+const COMMIT_STAMP: &str = "openmsi committed_at=";
 
 #[cfg(test)]
 mod tests {

@@ -195,6 +195,10 @@ impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(&error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::metrics::kafka::record(&statistics);
+    }
 }
 
 impl ProducerContext for DeliveryContext {

@@ -190,9 +190,64 @@ pub fn iso8601_utc(t: SystemTime) -> String {
     )
 }
 
+/// Reads an ISO-8601 time as heartbeats carry it (`2026-11-22T14:58:38.250000+00:00`, also
+/// with `Z`, another offset, or none: then UTC is assumed).
+pub fn parse_iso8601(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    let (date, time) = text.split_once(['T', ' '])?;
+    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    // The offset: after the seconds, a `Z` or a sign.
+    let (clock, offset_secs) = match time.find(['Z', '+', '-']) {
+        Some(i) if &time[i..] == "Z" => (&time[..i], 0),
+        Some(i) => {
+            let sign = if time.as_bytes()[i] == b'-' { -1 } else { 1 };
+            let (h, m) = time[i + 1..]
+                .split_once(':')
+                .unwrap_or((&time[i + 1..], "0"));
+            (
+                &time[..i],
+                sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60),
+            )
+        }
+        None => (time, 0),
+    };
+    let mut hms = clock.splitn(3, ':');
+    let (h, m) = (
+        hms.next()?.parse::<i64>().ok()?,
+        hms.next()?.parse::<i64>().ok()?,
+    );
+    let seconds: f64 = hms.next().unwrap_or("0").parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let whole = days * 86_400 + h * 3600 + m * 60 - offset_secs;
+    let total = whole as f64 + seconds;
+    (total >= 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso8601_reads_back_what_it_writes_and_python_variants() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_359_518_250_000);
+        assert_eq!(parse_iso8601(&iso8601_utc(t)), Some(t));
+        assert_eq!(parse_iso8601("2026-11-22T14:58:38.25Z"), Some(t));
+        assert_eq!(parse_iso8601("2026-11-22T16:58:38.25+02:00"), Some(t));
+        assert_eq!(parse_iso8601("2026-11-22 14:58:38.250000"), Some(t));
+        assert_eq!(parse_iso8601("yesterday"), None);
+        assert_eq!(parse_iso8601("2026-13-01T00:00:00"), None);
+    }
 
     #[test]
     fn iso8601_matches_python() {

@@ -321,6 +321,32 @@ mod tests {
     }
 
     #[test]
+    fn a_metrics_address_is_passed_through_to_the_service_unchanged() {
+        let cwd = Path::new("/");
+        let cmd = parse(
+            &args(&[
+                "download-directory",
+                "out",
+                "--metrics-addr",
+                "0.0.0.0:9464",
+            ]),
+            cwd,
+        )
+        .unwrap();
+        assert_eq!(
+            cmd.args[2..4],
+            ["--metrics-addr".to_string(), "0.0.0.0:9464".to_string()]
+        );
+        let err = parse(
+            &args(&["upload-directory", "in", "--metrics-addr", "9464"]),
+            cwd,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is not a HOST:PORT"), "{err}");
+    }
+
+    #[test]
     fn other_commands_and_bad_arguments_are_refused_with_the_reason() {
         let cwd = Path::new("/");
         let err = parse(&args(&["upload-file", "x"]), cwd)

@@ -119,6 +119,12 @@ pub fn run(verb: Verb, runner: CommandRunner) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The openmsi services installed on this machine (`user_only`: the user's own): name, scope
+/// ("system" or "user") and state, as `manage-service list` shows them.
+pub fn installed(user_only: bool) -> Vec<(String, &'static str, ServiceState)> {
+    platform::installed(user_only)
+}
+
 /// `manage-service check -- COMMAND`: every install check, in this process (install runs it as
 /// the service's user); the environment already holds the config's variables.
 fn check(args: ServiceCheckArgs) -> anyhow::Result<ExitCode> {
@@ -248,6 +254,24 @@ mod platform {
     use crate::cli::ServiceName;
     use systemd::Scope;
 
+    /// The openmsi services of this machine (with `user_only`, the user's own): name, scope
+    /// ("system" or "user") and state. A scope that cannot be read is left out.
+    pub fn installed(user_only: bool) -> Vec<(String, &'static str, ServiceState)> {
+        let scopes: &[Scope] = if user_only {
+            &[Scope::User]
+        } else {
+            &[Scope::System, Scope::User]
+        };
+        let mut out = Vec::new();
+        for &s in scopes {
+            let kind = if s == Scope::User { "user" } else { "system" };
+            for (name, state) in systemd::list(s).unwrap_or_default() {
+                out.push((name, kind, state));
+            }
+        }
+        out
+    }
+
     pub fn run(verb: Verb, _runner: CommandRunner) -> anyhow::Result<ExitCode> {
         // Before anything is checked or written: without a running systemd there is nothing
         // to install into, and systemctl's own two lines would not say what to do.
@@ -273,23 +297,11 @@ mod platform {
                 &systemd::remove(Scope::of(scope.user), &name)?,
             )),
             Verb::List(scope) => {
-                let scopes: &[Scope] = if scope.user {
-                    &[Scope::User]
-                } else {
-                    &[Scope::System, Scope::User]
-                };
-                let mut any = false;
-                for &s in scopes {
-                    let Ok(services) = systemd::list(s) else {
-                        continue;
-                    };
-                    for (name, state) in services {
-                        any = true;
-                        let kind = if s == Scope::User { "user" } else { "system" };
-                        println!("{name}\t{kind}\t{}\t{}", state.state, state.description);
-                    }
+                let services = installed(scope.user);
+                for (name, kind, state) in &services {
+                    println!("{name}\t{kind}\t{}\t{}", state.state, state.description);
                 }
-                if !any {
+                if services.is_empty() {
                     println!("no openmsi services");
                 }
                 Ok(ExitCode::SUCCESS)
@@ -393,6 +405,16 @@ mod platform {
     use super::*;
     use crate::cli::ServiceName;
 
+    /// The openmsi services of this machine: name, scope and state (none when the service
+    /// manager cannot be read).
+    pub fn installed(_user_only: bool) -> Vec<(String, &'static str, ServiceState)> {
+        windows::list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, state)| (name, "system", state))
+            .collect()
+    }
+
     pub fn run(verb: Verb, runner: CommandRunner) -> anyhow::Result<ExitCode> {
         let no_user = |s: &crate::cli::ServiceScope| -> anyhow::Result<()> {
             if s.user {
@@ -492,6 +514,11 @@ mod platform {
 #[cfg(not(any(target_os = "linux", windows)))]
 mod platform {
     use super::*;
+
+    /// No service manager is supported here.
+    pub fn installed(_user_only: bool) -> Vec<(String, &'static str, super::ServiceState)> {
+        Vec::new()
+    }
 
     pub fn run(_verb: Verb, _runner: CommandRunner) -> anyhow::Result<ExitCode> {
         bail!("manage-service supports systemd (Linux) and Windows services only")

@@ -350,7 +350,7 @@ fn start_broker(dir: &Path, port: u16, storage: Storage, extra: &[String]) -> Re
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
     listener.local_addr().expect("no local address").port()
 }

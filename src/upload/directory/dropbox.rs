@@ -492,6 +492,9 @@ impl Dropbox {
                     self.stats
                         .acked_bytes
                         .fetch_add(d.file.size, Ordering::AcqRel);
+                    self.stats
+                        .ready_to_acknowledged
+                        .observe(d.file.ready_at.elapsed());
                     info!(path = %d.file.relative, bytes = d.file.size, "uploaded");
                 }
                 Outcome::Changed | Outcome::Interrupted => {}
@@ -509,6 +512,7 @@ impl Dropbox {
                     );
                 }
                 Outcome::Failed(reason) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
                     warn!(path = %d.file.relative, %reason, retry_in_s = RETRY_FAILED_AFTER.as_secs(), "upload failed; skipped for now");
                     self.failed.insert(
                         d.file.relative.clone(),

@@ -37,6 +37,7 @@ use tracing::info;
 use crate::chunk::{ChunkSize, WireFields};
 use crate::config::LoadedConfig;
 use crate::kafka::telemetry::{self, TelemetrySettings};
+use crate::metrics::{Exposition, Histogram};
 use crate::progress::{self, Activity};
 use crate::state::StateDir;
 use crate::sync::SharedReceiver;
@@ -103,6 +104,10 @@ pub struct DirectoryStats {
     pub failed: AtomicU64,
     /// File bytes acknowledged this run.
     pub acked_bytes: AtomicU64,
+    /// Upload attempts that failed this run (each is retried later).
+    pub failures: AtomicU64,
+    /// Per file sent: from when it was ready (closed, or settled) to its last acknowledgement.
+    pub ready_to_acknowledged: Histogram,
     /// The previous status sample (time, bytes), for a current rate rather than a lifetime one.
     last_sample: Mutex<(Instant, u64)>,
 }
@@ -115,12 +120,55 @@ impl Default for DirectoryStats {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             acked_bytes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ready_to_acknowledged: Histogram::default(),
             last_sample: Mutex::new((Instant::now(), 0)),
         }
     }
 }
 
 impl DirectoryStats {
+    /// The families of a metrics scrape (see [`crate::metrics`]).
+    pub fn write_metrics(&self, out: &mut Exposition) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.counter(
+            "openmsi_files_uploaded_total",
+            "Files whose every chunk the broker acknowledged.",
+            get(&self.done),
+        );
+        out.counter(
+            "openmsi_bytes_uploaded_total",
+            "File bytes acknowledged.",
+            get(&self.acked_bytes),
+        );
+        out.counter(
+            "openmsi_upload_failures_total",
+            "Upload attempts that failed (each file is tried again later).",
+            get(&self.failures),
+        );
+        out.gauge(
+            "openmsi_files_waiting",
+            "Files seen but not yet complete (settling, or waiting for a free worker).",
+            get(&self.waiting) as f64,
+        );
+        out.gauge(
+            "openmsi_files_uploading",
+            "Files being uploaded.",
+            get(&self.in_progress) as f64,
+        );
+        out.gauge(
+            "openmsi_files_failing",
+            "Files whose last attempt failed, waiting to be tried again.",
+            get(&self.failed) as f64,
+        );
+        self.ready_to_acknowledged.write(
+            out,
+            "openmsi_upload_close_to_acknowledged_seconds",
+            "Per file: seconds from when it was complete (closed, or settled) to its last \
+             acknowledgement.",
+        );
+    }
+
     /// One status line; the rate is over the time since the previous status line.
     pub fn status_line(&self) -> String {
         let bytes = self.acked_bytes.load(Ordering::Acquire);

@@ -44,6 +44,8 @@ pub struct Ready {
     /// Ready because it was closed (nobody held it open for writing then), not because it
     /// settled: no further open-for-writing check is needed.
     pub closed: bool,
+    /// When it became ready (closed, or settled): where its close-to-acknowledged time starts.
+    pub ready_at: Instant,
 }
 
 /// Files seen changing, by relative path, indexed by when they are ready, so that finding the
@@ -170,9 +172,10 @@ impl Settler {
             .take_while(|(at, _)| *at <= now)
             .skip(skip)
             .take(limit)
-            .filter_map(|(_, rel)| {
+            .filter_map(|(at, rel)| {
                 let c = self.candidates.get(rel)?;
                 Some(Ready {
+                    ready_at: *at,
                     relative: rel.clone(),
                     path: c.path.clone(),
                     size: c.size,
