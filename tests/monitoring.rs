@@ -270,6 +270,30 @@ fn a_real_prometheus_scrapes_both_commands_and_the_counters_equal_what_moved() {
         query(prom_port, "openmsi_broker_connected")
     );
 
+    // The dashboard's queries (the README's) run, each with a series per instance.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("examples/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert_eq!(exprs.len(), 4);
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    for expr in exprs {
+        assert!(readme.contains(expr), "the README does not give {expr}");
+        let mut got = Vec::new();
+        wait_for(Duration::from_secs(20), || {
+            got = query(prom_port, expr);
+            !got.is_empty()
+        });
+        assert!(!got.is_empty(), "{expr} returns nothing");
+    }
+
     assert!(quit_and_wait(&mut up, Duration::from_secs(30)).success());
     assert!(quit_and_wait(&mut down, Duration::from_secs(30)).success());
 }

@@ -152,6 +152,17 @@ impl DownloadStats {
             "Chunks received again (redelivery or a repeated upload) and skipped.",
             get(&self.duplicate_chunks),
         );
+        let rejected = get(&self.rejected_messages);
+        crate::metrics::write_failures(
+            out,
+            &[
+                ("verification", get(&self.files_failed)),
+                ("rejected", rejected),
+                ("refused", get(&self.files_refused)),
+                ("unplaced", get(&self.files_unplaced)),
+                ("hook", get(&self.hooks_failed)),
+            ],
+        );
         out.gauge(
             "openmsi_files_in_progress",
             "Files with some but not all chunks staged.",

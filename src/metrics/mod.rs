@@ -143,3 +143,16 @@ impl Registry {
         out.finish()
     }
 }
+
+/// `openmsi_failures_total{kind}`: every kind of failure of a command in one family, so one
+/// query covers drop boxes and downloaders alike (each command also has a family per kind).
+pub fn write_failures(out: &mut Exposition, kinds: &[(&str, u64)]) {
+    out.family(
+        "openmsi_failures_total",
+        "Everything that failed, by kind (upload, verification, rejected, refused, unplaced, hook).",
+        Kind::Counter,
+    );
+    for (kind, n) in kinds {
+        out.sample("openmsi_failures_total", &[("kind", kind)], *n as f64);
+    }
+}

@@ -146,6 +146,7 @@ impl DirectoryStats {
             "Upload attempts that failed (each file is tried again later).",
             get(&self.failures),
         );
+        crate::metrics::write_failures(out, &[("upload", get(&self.failures))]);
         out.gauge(
             "openmsi_files_waiting",
             "Files seen but not yet complete (settling, or waiting for a free worker).",
