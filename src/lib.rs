@@ -5,6 +5,8 @@
 //! `docs/CONFIG.md`). No module imports one above it.
 //! - [`app`]: runs a parsed command line: settings, encryption wiring, console, summary, exit
 //!   code (anyhow lives here and in the command modules only).
+//! - [`status`]: `openmsi status`: groups' lag, programs' heartbeats and this machine's
+//!   services in one report (uses `admin` and `manage`).
 //! - [`manage`]: `manage-service`: the long-running commands as systemd or Windows services.
 //! - [`admin`]: `openmsi topic` and `openmsi user` through the Kafka admin API.
 //! - [`provision_node`]: `openmsi provision-node`: the questions, then `crypto::provision`.
@@ -17,12 +19,15 @@
 //! - [`targeting`]: host targeting (`--to-host` headers, `--host` selection).
 //! - [`kafka`]: the rdkafka layer: clients and their defaults, logging contexts, connection
 //!   and topic checks, the chunk producer and consumer, the group member's side, heartbeats.
+//! - [`metrics`]: Prometheus metrics (`--metrics-addr`): the text format, latency histograms,
+//!   librdkafka's statistics (lag, broker state), the `/metrics` responder.
 //! - [`contract`]: the contracts the features plug into (envelope, opener, sink, file
 //!   version, message position), defined by none of them.
 //! - [`config`]: INI config files (OpenMSIStream-compatible) → resolved Kafka client settings.
 //! - [`state`]: the `.openmsi/` folder and every durable write: layout, locks, atomic writes,
 //!   JSONL logs.
-//! - [`chunk`]: the wire format of one file chunk (key string, msgpack value) and hashing. Pure.
+//! - [`chunk`]: the wire format of one file chunk (key string, msgpack value) and hashing
+//!   (one stream, and chunk hashes four at a time: `chunk::batch_hash`). Pure.
 //! - [`progress`]: bars and log lines for long work, active time, summary wording.
 //! - [`sync`]: the lock policy (poisoned locks are recovered) and the shared work queue.
 //! - [`console`]: `check`/`quit` on stdin and SIGINT/SIGTERM, fanned out as one cancellation
@@ -53,6 +58,7 @@ pub mod progress;
 pub mod provision_node;
 pub mod service;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod targeting;
 pub mod upload;

@@ -9,7 +9,6 @@
 
 pub mod native;
 pub mod run;
-pub mod status;
 pub mod topic;
 pub mod user;
 

@@ -18,8 +18,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::topic::{self, GroupReport};
-use super::Admin;
+use crate::admin::topic::{self, GroupReport};
+use crate::admin::Admin;
 use crate::cli::StatusArgs;
 use crate::kafka::telemetry::parse_iso8601;
 
