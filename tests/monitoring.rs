@@ -99,34 +99,12 @@ fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn spawn_upload_directory(fx: &TopicFixture, watched: &Path, extra: &[&str]) -> KillOnDrop {
+/// A long-running `openmsi COMMAND DIR --config .. --topic .. EXTRA...` (stdin piped for `quit`).
+fn spawn_long_running(fx: &TopicFixture, command: &str, dir: &Path, extra: &[&str]) -> KillOnDrop {
     KillOnDrop(
         openmsi_std()
-            .arg("upload-directory")
-            .arg(watched)
-            .arg("--config")
-            .arg(&fx.cfg)
-            .args([
-                "--topic",
-                &fx.topic,
-                "--upload-existing",
-                "--settle-seconds",
-                "0.2",
-            ])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn spawn_download_directory(fx: &TopicFixture, out: &Path, extra: &[&str]) -> KillOnDrop {
-    KillOnDrop(
-        openmsi_std()
-            .arg("download-directory")
-            .arg(out)
+            .arg(command)
+            .arg(dir)
             .arg("--config")
             .arg(&fx.cfg)
             .args(["--topic", &fx.topic])
@@ -137,6 +115,16 @@ fn spawn_download_directory(fx: &TopicFixture, out: &Path, extra: &[&str]) -> Ki
             .spawn()
             .unwrap(),
     )
+}
+
+fn spawn_upload_directory(fx: &TopicFixture, watched: &Path, extra: &[&str]) -> KillOnDrop {
+    let mut args = vec!["--upload-existing", "--settle-seconds", "0.2"];
+    args.extend_from_slice(extra);
+    spawn_long_running(fx, "upload-directory", watched, &args)
+}
+
+fn spawn_download_directory(fx: &TopicFixture, out: &Path, extra: &[&str]) -> KillOnDrop {
+    spawn_long_running(fx, "download-directory", out, extra)
 }
 
 /// Writes `n` files of `len` bytes named `f<i>.bin`, starting at `first`; their total size.

@@ -142,6 +142,11 @@ pub fn consumer_defaults() -> Vec<(&'static str, String)> {
         // Whole 512 KiB chunks per fetch per partition instead of librdkafka's 1 MiB, which
         // caps each fetch at one or two chunks.
         ("max.partition.fetch.bytes", (16u32 << 20).to_string()),
+        // Prefetched messages librdkafka may hold (its default is 64 MiB): the pipeline holds
+        // 64 more chunks in its own queues, and a consumer slower than the broker (a busy
+        // machine) would otherwise fill both and double its memory. 32 MiB is still ~150 ms of
+        // data at full speed, far more than a fetch takes.
+        ("queued.max.messages.kbytes", (32u32 << 10).to_string()),
         (
             "session.timeout.ms",
             DEFAULT_SESSION_TIMEOUT.as_millis().to_string(),
