@@ -16,7 +16,7 @@ names them), tansu (scripts/broker.sh install --with-prebuilt) and the OpenMSISt
 reference venv (scripts/install-reference.sh) into ${OPENMSI_CACHE_DIR:-~/.cache/openmsi}
 when missing; cargo-nextest when missing; for a
 full run (no arguments) checks the Windows build under Wine (scripts/windows-check.sh; skip with
-OPENMSI_SKIP_WINDOWS=1) and runs the doctests; then `cargo nextest run --no-fail-fast [NEXTEST
+OPENMSI_SKIP_WINDOWS=1) and runs the doctests; then `cargo nextest run --workspace --no-fail-fast [NEXTEST
 ARGS...]`. The service tests boot a throw-away systemd (scripts/systemd-sandbox.sh: root and
 systemd-nspawn).
 Examples: scripts/test.sh            all tests
@@ -89,7 +89,7 @@ if (($# == 0)); then
 fi
 echo "==> cargo nextest run" >&2
 status=0
-cargo nextest run --no-fail-fast "$@" || status=$?
+cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 if ((windows_status != 0)); then
     echo "test.sh: FAILED: the Windows check (scripts/windows-check.sh) failed" >&2
     exit 1

@@ -143,7 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ManageService(args) => crate::manage::run(args.command, run),
         Command::ProvisionNode(args) => crate::provision_node::run(args),
         Command::ServeKeys(args) => runtime.block_on(run_serve_keys(args)),
-        Command::Status(args) => runtime.block_on(crate::status::run(args)),
+        Command::Status(args) => crate::status::run(args),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
     // for it would hang the exit after a clean shutdown.

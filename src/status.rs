@@ -80,10 +80,10 @@ pub struct ServiceStatus {
 }
 
 /// `openmsi status`.
-pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let config = crate::config::LoadedConfig::load(&args.admin.config)?;
     let admin = Admin::connect(config, Duration::from_secs(args.admin.connect_timeout))?;
-    let status = gather(&admin, &args).await?;
+    let status = gather(&admin, &args)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -96,7 +96,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn gather(admin: &Admin, args: &StatusArgs) -> anyhow::Result<Status> {
+fn gather(admin: &Admin, args: &StatusArgs) -> anyhow::Result<Status> {
     let now = SystemTime::now();
     let names = if args.topics.is_empty() {
         topic::list(admin)?
@@ -110,14 +110,14 @@ async fn gather(admin: &Admin, args: &StatusArgs) -> anyhow::Result<Status> {
     let mut topics = Vec::new();
     let mut problems = Vec::new();
     for name in names {
-        let report = topic::describe(admin, &name).await?;
-        let messages = report
-            .partitions
+        let (partitions, groups) = topic::offsets_and_groups(admin, &name)?;
+        let (groups, groups_unavailable) = topic::split_groups(groups);
+        let messages = partitions
             .iter()
             .map(|p| p.end_offset - p.start_offset)
             .sum();
         if let Some(max) = args.max_lag {
-            for g in report.groups.iter().filter(|g| g.total_lag > max) {
+            for g in groups.iter().filter(|g| g.total_lag > max) {
                 problems.push(format!(
                     "group {} lags {} messages behind on topic {name} (more than --max-lag {max})",
                     g.group, g.total_lag
@@ -127,8 +127,8 @@ async fn gather(admin: &Admin, args: &StatusArgs) -> anyhow::Result<Status> {
         topics.push(TopicStatus {
             topic: name,
             messages,
-            groups: report.groups,
-            groups_unavailable: report.groups_unavailable,
+            groups,
+            groups_unavailable,
         });
     }
     let programs = match &args.heartbeat_topic {

@@ -514,3 +514,88 @@ fn a_bad_metrics_address_is_one_line_at_start_and_nothing_else_starts() {
     assert!(err.contains("line 5, key 'address' in [metrics]"), "{err}");
     assert!(!out_dir.exists(), "the output folder was created");
 }
+
+/// When a group last committed: openmsi stamps each commit's metadata with its time, which
+/// `status` reads back (`kafka::group::commit_time`). tansu 0.6.0 drops commit metadata (a
+/// commit with metadata reads back without it), so this runs on librdkafka's mock cluster,
+/// which keeps it as Kafka does.
+#[test]
+fn every_commit_carries_its_time_for_status_mock_cluster() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("stamped", 1, 1).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = work.path().join("mock.config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[broker]\nbootstrap.servers = {}\n\n[producer]\n# The mock cluster has no \
+             transactions coordinator for idempotence.\nenable.idempotence = false\n",
+            cluster.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let file = work.path().join("a.bin");
+    write_random_file(&file, 100_000, 7);
+    let cfg_text = cfg.to_string_lossy();
+    let up = run_openmsi(&[
+        "upload-file",
+        &file.to_string_lossy(),
+        "--config",
+        &cfg_text,
+        "--topic",
+        "stamped",
+    ]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = work.path().join("out");
+    let down = run_openmsi(&[
+        "download-directory",
+        &out.to_string_lossy(),
+        "--config",
+        &cfg_text,
+        "--topic",
+        "stamped",
+        "--group-id",
+        "stamped-readers",
+        "--exit-when-idle",
+        "1",
+    ]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(sha512_file(&out.join("a.bin")), sha512_file(&file));
+    // The mock cluster does not list groups (status's way to find them), so the group's
+    // commit is read back directly, through the same OffsetFetch status uses.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "stamped-readers")
+        .create()
+        .unwrap();
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    wanted.add_partition("stamped", 0);
+    let committed = reader
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .unwrap();
+    let element = &committed.elements_for_topic("stamped")[0];
+    assert_eq!(
+        element.offset(),
+        rdkafka::Offset::Offset(1),
+        "the file's one chunk committed"
+    );
+    let at = openmsi::kafka::group::commit_time(element.metadata())
+        .unwrap_or_else(|| panic!("no commit time in metadata {:?}", element.metadata()))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(at >= before && at <= before + 60, "{at} vs {before}");
+}

@@ -266,6 +266,24 @@ pub struct GroupPartition {
 
 /// Partitions, leaders, replicas, settings, offsets and the groups reading `name`.
 pub async fn describe(admin: &Admin, name: &str) -> anyhow::Result<TopicReport> {
+    let (partitions, groups) = offsets_and_groups(admin, name)?;
+    let configs = topic_configs(admin, name).await?;
+    let (groups, groups_unavailable) = split_groups(groups);
+    Ok(TopicReport {
+        name: name.to_string(),
+        partitions,
+        configs,
+        groups,
+        groups_unavailable,
+    })
+}
+
+/// The partitions of `name` with their offsets, and the groups reading it (or why they could
+/// not be listed): what `openmsi status` reports, without the settings.
+pub fn offsets_and_groups(
+    admin: &Admin,
+    name: &str,
+) -> anyhow::Result<(Vec<PartitionReport>, anyhow::Result<Vec<GroupReport>>)> {
     let metadata = admin.metadata(Some(name))?;
     let topic = find_topic(metadata.topics(), name, &admin.brokers)?;
     let reader = reader(admin, None)?;
@@ -283,18 +301,18 @@ pub async fn describe(admin: &Admin, name: &str) -> anyhow::Result<TopicReport> 
             end_offset,
         });
     }
-    let configs = topic_configs(admin, name).await?;
-    let (groups, groups_unavailable) = match group_lags(admin, name, &partitions) {
+    let groups = group_lags(admin, name, &partitions);
+    Ok((partitions, groups))
+}
+
+/// Groups, or none and why.
+pub fn split_groups(
+    groups: anyhow::Result<Vec<GroupReport>>,
+) -> (Vec<GroupReport>, Option<String>) {
+    match groups {
         Ok(groups) => (groups, None),
         Err(e) => (Vec::new(), Some(format!("{e:#}"))),
-    };
-    Ok(TopicReport {
-        name: name.to_string(),
-        partitions,
-        configs,
-        groups,
-        groups_unavailable,
-    })
+    }
 }
 
 fn find_topic<'a>(
