@@ -64,6 +64,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_takes_what_is_waiting_up_to_its_size_and_never_waits_for_more() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let queue = SharedReceiver::new(rx);
+        for n in 0..6 {
+            tx.send(n).unwrap();
+        }
+        assert_eq!(queue.next_batch(4), vec![0, 1, 2, 3]);
+        assert_eq!(queue.next_batch(4), vec![4, 5]);
+        tx.send(6).unwrap();
+        assert_eq!(queue.next_batch(4), vec![6]);
+        drop(tx);
+        assert!(queue.next_batch(4).is_empty());
+    }
+
+    #[test]
     fn every_item_goes_to_exactly_one_taker_and_takers_end_with_the_senders() {
         let (tx, rx) = std::sync::mpsc::channel();
         let queue = SharedReceiver::new(rx);
