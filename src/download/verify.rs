@@ -102,20 +102,9 @@ pub struct Selection {
     pub regex: Option<Regex>,
 }
 
-/// Opens, decodes, validates and hash-checks one message read at `at`.
-pub fn verify(
-    message: RawMessage,
-    at: MessagePosition,
-    opener: &dyn Opener,
-    selection: &Selection,
-) -> Verdict {
-    let mut verdicts = verify_batch(vec![(message, at)], opener, selection);
-    verdicts.pop().expect("one verdict per message")
-}
-
-/// [`verify`] for several messages, one verdict each, in order. The chunk hashes of the batch
-/// are computed side by side (see [`crate::chunk::batch_hash`]), which costs less CPU than
-/// one by one.
+/// Opens, decodes, validates and hash-checks messages (each read at its position): one verdict
+/// each, in order. The chunk hashes of the batch are computed side by side (see
+/// [`crate::chunk::batch_hash`]), which costs less CPU than one by one.
 pub fn verify_batch(
     messages: Vec<(RawMessage, MessagePosition)>,
     opener: &dyn Opener,
@@ -128,7 +117,7 @@ pub fn verify_batch(
     check_hashes(examined)
 }
 
-/// [`verify`] for a message set aside earlier because it could not be opened yet (see
+/// [`verify_batch`] for one message set aside earlier because it could not be opened yet (see
 /// [`Opener::open_kept`]).
 pub fn verify_kept(
     message: RawMessage,
@@ -366,6 +355,18 @@ fn verify_knot_part(message: RawMessage, at: MessagePosition, regex: Option<&Reg
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One message through the batch path.
+    fn verify(
+        message: RawMessage,
+        at: MessagePosition,
+        opener: &dyn Opener,
+        selection: &Selection,
+    ) -> Verdict {
+        verify_batch(vec![(message, at)], opener, selection)
+            .pop()
+            .expect("one verdict per message")
+    }
     use crate::contract::Plaintext;
 
     /// Defers everything with a header `key-id`, and refuses everything with `tampered`.
