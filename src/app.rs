@@ -10,7 +10,8 @@ use anyhow::Context;
 use regex::Regex;
 
 use crate::cli::{
-    Cli, Command, DownloadDirectoryArgs, TelemetryArgs, UploadDirectoryArgs, UploadFileArgs,
+    Cli, Command, DownloadDirectoryArgs, RelayArgs, TelemetryArgs, UploadDirectoryArgs,
+    UploadFileArgs,
 };
 use crate::config::LoadedConfig;
 use crate::console;
@@ -19,9 +20,12 @@ use crate::crypto::session::Encryption;
 use crate::download::command::UserCommand;
 use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
+use crate::download::results::{ResultProducer, ResultSink};
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::progress::{count, rate_note, size, timed_rate};
+use crate::relay::routes::{parse_route, Route, Routes};
+use crate::relay::{default_state_dir, relay_group, RelaySettings};
 use crate::targeting::ForHost;
 use crate::targeting::HostTargets;
 use crate::upload::directory::{upload_directory, DirectoryStats, UploadDirectorySettings};
@@ -143,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ManageService(args) => crate::manage::run(args.command, run),
         Command::ProvisionNode(args) => crate::provision_node::run(args),
         Command::ServeKeys(args) => runtime.block_on(run_serve_keys(args)),
+        Command::Relay(args) => runtime.block_on(run_relay(args)),
         Command::Status(args) => crate::status::run(args),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
@@ -323,6 +328,195 @@ async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitC
 
 /// `", 105.3 MB/s while sending"`: the rate over the time data was moving (a long-running
 /// command may have been idle for hours), or nothing when too little moved to time.
+/// The relay's routes: `--to-topic` (every file; `--match` selects) or `--route` lines.
+fn relay_routes(args: &RelayArgs) -> anyhow::Result<Routes> {
+    let routes = match &args.to_topic {
+        Some(topic) => vec![Route {
+            regex: None,
+            topic: topic.clone(),
+        }],
+        None => args
+            .routes
+            .iter()
+            .map(|r| parse_route(r))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Routes::new(routes))
+}
+
+async fn run_relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
+    let source = LoadedConfig::load(&args.kafka.config)?;
+    let destination_config = args
+        .to_config
+        .as_deref()
+        .map(LoadedConfig::load)
+        .transpose()?;
+    let destination = destination_config.as_ref().unwrap_or(&source);
+    crate::metrics::start(args.metrics.metrics_addr.as_ref(), &source)?;
+    let routes = relay_routes(&args)?;
+    let match_regex = args
+        .match_regex
+        .as_deref()
+        .map(|r| Regex::new(r).with_context(|| format!("invalid --match `{r}`")))
+        .transpose()?;
+    let connect_timeout = Duration::from_secs(args.kafka.connect_timeout);
+    let targets = HostTargets::new(&args.to_hosts)?;
+    if let Some(host) = &args.host {
+        crate::targeting::validate_host_name(host)
+            .map_err(|e| anyhow::anyhow!("--host {host:?}: {e}"))?;
+    }
+    let state_dir = match args
+        .state_dir
+        .clone()
+        .or_else(|| default_state_dir(&args.kafka.topic))
+    {
+        Some(dir) => dir,
+        None => anyhow::bail!(
+            "no cache folder to keep the relay's state in (HOME is not set): give --state-dir"
+        ),
+    };
+    // A consumer node of the source, a producer node of the destination (the module docs of
+    // `relay` say why ciphertext is never passed on as it is).
+    let source_encryption = Encryption::of(&source, connect_timeout)?;
+    let destination_encryption = match &destination_config {
+        Some(config) => Encryption::of(config, connect_timeout)?,
+        None => Encryption::of(&source, connect_timeout)?,
+    };
+    if source_encryption.is_some() && destination_encryption.is_none() {
+        anyhow::bail!(
+            "{} has a [kafkacrypto] section (the source topic is encrypted) and {} has none: the relay would publish its files in the clear. Add a [kafkacrypto] section naming a producer node of the destination to {}",
+            source.path().display(),
+            destination.path().display(),
+            destination.path().display()
+        );
+    }
+    let envelope_for = |topic: &str| -> anyhow::Result<Option<Arc<dyn Envelope>>> {
+        let envelopes = envelopes(destination_encryption.as_ref(), topic, &args.to_hosts)?;
+        Ok(envelopes
+            .get()
+            .is_some()
+            .then(|| Arc::new(envelopes) as Arc<dyn Envelope>))
+    };
+    let destinations = Arc::new(crate::relay::connect_destinations(
+        destination,
+        &routes,
+        connect_timeout,
+        &envelope_for,
+    )?);
+    let decryptor: Arc<dyn Opener> = match &source_encryption {
+        Some(e) => match &args.host {
+            Some(host) => Arc::new(ForHost::new(host.clone(), e.decryptor(&args.kafka.topic)?)),
+            None => Arc::new(e.decryptor(&args.kafka.topic)?),
+        },
+        None => match &args.host {
+            Some(host) => Arc::new(ForHost::new(host.clone(), Plaintext)),
+            None => Arc::new(Plaintext),
+        },
+    };
+    let settings = RelaySettings {
+        group_id: relay_group(&source, args.group_id.clone(), &args.kafka.topic),
+        topic: args.kafka.topic.clone(),
+        sole_reader: args.sole_reader,
+        routes,
+        match_regex,
+        readdress: targets.is_some(),
+        formats: args.format,
+        exit_when_idle: args
+            .exit_when_idle
+            .map(|secs| seconds("--exit-when-idle", secs))
+            .transpose()?,
+        verify_threads: usize::from(args.verify_threads),
+        connect_timeout,
+        state_dir,
+    };
+    let telemetry_settings = telemetry_settings(&args.telemetry, source_encryption.as_ref())?;
+    let stats = Arc::new(DownloadStats::default());
+    let (metric_stats, metric_destinations) = (Arc::clone(&stats), Arc::clone(&destinations));
+    crate::metrics::registry().add(Box::new(move |out| {
+        metric_stats.write_metrics(out);
+        crate::relay::write_metrics(&metric_destinations, out);
+    }));
+    let (status_stats, status_destinations) = (Arc::clone(&stats), Arc::clone(&destinations));
+    let status: console::StatusFn =
+        Arc::new(move || crate::relay::status_line(&status_destinations, &status_stats));
+    let cancel = console::spawn(Arc::clone(&status));
+    let service = crate::service::spawn(status, cancel.clone());
+    let stop_requested = cancel.clone();
+    let telemetry_stop = CancellationToken::new();
+    let (heartbeat_stats, heartbeat_destinations) = (Arc::clone(&stats), Arc::clone(&destinations));
+    let telemetry = telemetry::spawn(
+        &source,
+        telemetry_settings,
+        Arc::new(move || {
+            let s = heartbeat_stats.snapshot();
+            let relayed = |f: fn(&crate::relay::sink::Destination) -> u64| {
+                heartbeat_destinations.iter().map(f).sum::<u64>()
+            };
+            vec![
+                ("n_messages_read", s.messages_read),
+                (
+                    "n_messages_processed",
+                    relayed(|d| d.relayed.load(std::sync::atomic::Ordering::Relaxed)),
+                ),
+                ("n_bytes_read", s.bytes_read),
+                (
+                    "n_bytes_processed",
+                    relayed(|d| d.relayed_bytes.load(std::sync::atomic::Ordering::Relaxed)),
+                ),
+            ]
+        }),
+        telemetry_stop.clone(),
+    )?;
+    let run_destinations = Arc::clone(&destinations);
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::relay::relay(
+            &source,
+            &settings,
+            decryptor,
+            run_destinations,
+            stats,
+            &cancel,
+        )
+    })
+    .await;
+    telemetry_stop.cancel();
+    if let Some(handle) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+    let summary = outcome.context("internal error: the relay thread panicked")??;
+    finish_service(service, &stop_requested);
+    if let Some(why) = &summary.interrupted {
+        tracing::warn!(reason = %why, "stopped before the destination acknowledged everything: what was not acknowledged was not committed, and is relayed again at the next start");
+    }
+    let s = &summary.read;
+    let relayed: Vec<String> = summary
+        .relayed
+        .iter()
+        .map(|(topic, messages, bytes)| {
+            format!(
+                "{} ({}) to {topic}",
+                count(*messages, "message"),
+                size(*bytes)
+            )
+        })
+        .collect();
+    println!(
+        "relayed: {}; {} read, {} skipped (not selected), {} for other hosts, {} rejected; in {:.2} s; consumer group {}",
+        relayed.join(", "),
+        count(s.messages_read, "message"),
+        s.skipped_messages,
+        s.other_hosts_messages,
+        s.rejected_messages,
+        summary.elapsed.as_secs_f64(),
+        summary.group_id,
+    );
+    Ok(if summary.stopped_idle && s.rejected_messages > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn while_moving(bytes: u64, active: Duration, verb: &str) -> String {
     timed_rate(bytes, active)
         .map_or_else(String::new, |rate| format!(", {rate:.1} MB/s while {verb}"))
@@ -416,6 +610,26 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     };
     let encryption = Encryption::of(&config, settings.connect_timeout)?;
     let telemetry_settings = telemetry_settings(&args.telemetry, encryption.as_ref())?;
+    let results = match &args.result_topic {
+        Some(topic) => {
+            // Results name files: encrypted like the data, as heartbeats are.
+            let envelope =
+                match &encryption {
+                    Some(e) => Some(e.encryptor(topic).with_context(|| {
+                        format!("--result-topic {topic} (encrypted like the data)")
+                    })? as Arc<dyn Envelope>),
+                    None => None,
+                };
+            let (config, topic) = (config.clone(), topic.clone());
+            let timeout = settings.connect_timeout;
+            Some(Box::new(move || {
+                let producer = ResultProducer::connect(&config, &topic, envelope, timeout)
+                    .with_context(|| format!("--result-topic {topic}"))?;
+                Ok(Box::new(producer) as Box<dyn ResultSink>)
+            }) as crate::download::ResultsFactory)
+        }
+        None => None,
+    };
     let opener = opener_factory(encryption, settings.topic.clone(), host);
     let stats = Arc::new(DownloadStats::default());
     let metric_stats = Arc::clone(&stats);
@@ -449,7 +663,7 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         telemetry_stop.clone(),
     )?;
     let outcome = tokio::task::spawn_blocking(move || {
-        download_directory(&config, &settings, opener, stats, &cancel)
+        download_directory(&config, &settings, opener, results, stats, &cancel)
     })
     .await;
     telemetry_stop.cancel();
@@ -468,6 +682,9 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     }
     if s.hooks_failed > 0 {
         extras.push_str(&format!(", {} failed", count(s.hooks_failed, "hook")));
+    }
+    if s.results_sent > 0 {
+        extras.push_str(&format!(", {} sent", count(s.results_sent, "result")));
     }
     if s.files_refused > 0 {
         extras.push_str(&format!(", {} refused by --validate", s.files_refused));

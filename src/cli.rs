@@ -79,6 +79,11 @@ pub enum Command {
     /// those of uploads whose process has exited (run it where the producer node's files are,
     /// e.g. as a service, when no upload-directory of that node runs). Type `check` or `quit`.
     ServeKeys(ServeKeysArgs),
+    /// Consume a topic and produce the selected files' messages, unchanged and verified, to
+    /// other topics, on this cluster or another (--to-config); a source offset is committed
+    /// only once the destination acknowledged everything selected before it. Type `check` or
+    /// `quit` while it runs.
+    Relay(RelayArgs),
     /// One view of a deployment: per topic, its consumer groups' lag and last commit; the
     /// programs on the heartbeat topic and when each was last heard from; the services on
     /// this machine. Exit code 1 when a program is stale or a group lags beyond --max-lag.
@@ -650,6 +655,13 @@ pub struct DownloadDirectoryArgs {
     #[arg(long, value_name = "CMD")]
     pub on_file: Option<String>,
 
+    /// Produce the standard output of each successful --on-file command, as it printed it, to
+    /// TOPIC: one message per file, keyed like OpenMSIStream's processing results
+    /// (`<subdir with / → _>_<filename>_chunk_processing_result`). After a crash a result is
+    /// sent again with the same bytes.
+    #[arg(long, value_name = "TOPIC", requires = "on_file")]
+    pub result_topic: Option<String>,
+
     /// After a burst of files settles (no new file for --hook-delay seconds), run CMD once
     /// with the path of a NUL-separated list of the files' relative paths as its last argument
     /// (also in OPENMSI_FILE_LIST; OPENMSI_FILE_COUNT, OPENMSI_OUTPUT_DIR, OPENMSI_TOPIC set).
@@ -709,6 +721,84 @@ pub struct DownloadDirectoryArgs {
     /// for each file still moving after that long (on a terminal, bars show instead).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub progress_seconds: f64,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// `openmsi relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// The source: its config (brokers, security, `[kafkacrypto]` to decrypt) and topic.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Consumer group on the source. Reuse it to resume where a previous run stopped.
+    /// [default: group.id from the config file, else openmsi-relay-<TOPIC>; `create_new`
+    /// reads the topic from the start]
+    #[arg(long, alias = "group_id", value_name = "ID")]
+    pub group_id: Option<String>,
+
+    /// This is the only process reading with --group-id: read every partition at once instead
+    /// of waiting for the group's first rebalance.
+    #[arg(long)]
+    pub sole_reader: bool,
+
+    /// Produce every selected file to this topic.
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        required_unless_present = "routes",
+        conflicts_with = "routes"
+    )]
+    pub to_topic: Option<String>,
+
+    /// REGEX=TOPIC (repeatable): produce each file to every TOPIC whose REGEX matches its
+    /// relative path (`/`-separated); a file no route matches is skipped and counted.
+    #[arg(long = "route", value_name = "REGEX=TOPIC")]
+    pub routes: Vec<String>,
+
+    /// The destination cluster's config (its brokers, its security, `[kafkacrypto]` to
+    /// encrypt for it). [default: the source's --config: the same cluster]
+    #[arg(long, value_name = "FILE|NAME")]
+    pub to_config: Option<String>,
+
+    /// Relay only files whose relative path matches this regular expression (others are
+    /// skipped and counted). [default: every file]
+    #[arg(long = "match", value_name = "REGEX")]
+    pub match_regex: Option<String>,
+
+    /// Relay only files addressed to this host (`--to-host` on the uploader) or to no host.
+    /// [default: every file, whatever it is addressed to]
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+
+    /// Address what is relayed to this host (repeatable): the `hostname` headers read are
+    /// replaced. [default: relayed with the addressing it came with]
+    #[arg(long = "to-host", value_name = "NAME")]
+    pub to_hosts: Vec<String>,
+
+    /// Message formats to read (see download-directory).
+    #[arg(long, value_enum, default_value = "openmsi")]
+    pub format: crate::download::verify::Formats,
+
+    /// Exit once every assigned partition has been read to its end, everything relayed was
+    /// acknowledged, and no message arrived for this many seconds (for scripts).
+    #[arg(long, alias = "exit_when_idle", value_name = "SECS")]
+    pub exit_when_idle: Option<f64>,
+
+    /// Threads that verify chunk hashes.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub verify_threads: u16,
+
+    /// Keep the relay's state (its lock, rejected messages, messages waiting for their key) in
+    /// DIR. [default: the user's cache folder, openmsi/relay/<TOPIC>]
+    #[arg(long, alias = "state_dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

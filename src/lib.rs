@@ -56,6 +56,7 @@ pub mod manage;
 pub mod metrics;
 pub mod progress;
 pub mod provision_node;
+pub mod relay;
 pub mod service;
 pub mod state;
 pub mod status;

@@ -319,3 +319,91 @@ fn a_failing_hook_puts_the_previous_version_back() {
     );
     assert_eq!(std::fs::read(out.join("policy.rpz")).unwrap(), b"good v1");
 }
+
+/// `--result-topic`: each successful `--on-file` command's output becomes one message keyed as
+/// OpenMSIStream keys its processing results, read back by a Python consumer (confluent-kafka,
+/// from the reference venv) that parses the JSON; a failing command sends nothing; a missing
+/// result topic stops the downloader at start in one line.
+#[test]
+fn on_file_output_goes_to_the_result_topic_and_python_reads_it() {
+    let TopicFixture {
+        broker,
+        topic,
+        work,
+        cfg,
+    } = TopicFixture::new(common::Storage::Sqlite, "results", 2);
+    let results = common::unique_topic("results-out");
+    broker.create_topic(&results, 1);
+    let src = work.path().join("src");
+    for (rel, content) in [
+        ("scan.json", &b"{}"[..]),
+        ("run 1/x.tif", &[7u8; 70_000][..]),
+        ("run 1/bad.tif", &b"nope"[..]),
+    ] {
+        let path = src.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        upload(&cfg, &topic, &src, &path);
+    }
+    // JSON for every file but bad.tif, whose command fails.
+    let hook = r#"sh -c 'case "$OPENMSI_RELATIVE_PATH" in *bad*) exit 3;; esac; printf "{\"path\": \"%s\", \"size\": %s}" "$OPENMSI_RELATIVE_PATH" "$OPENMSI_SIZE"' result"#;
+    let out = work.path().join("out");
+    let (_, output) = download(
+        &cfg,
+        &topic,
+        &out,
+        &["--on-file", hook, "--result-topic", &results],
+    );
+    assert!(output.contains("2 results sent"), "{output}");
+    assert!(output.contains("1 hook failed"), "{output}");
+
+    let script = r#"
+import json, sys
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "py-results",
+              "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+c.assign([TopicPartition(sys.argv[2], 0, 0)])
+got = {}
+for _ in range(100):
+    m = c.poll(0.2)
+    if m is not None and m.error() is None:
+        got[m.key().decode()] = json.loads(m.value().decode())
+    if len(got) == 2:
+        break
+c.close()
+for key in sorted(got):
+    print(key, got[key]["path"], got[key]["size"])
+"#;
+    let python = std::process::Command::new(common::reference_python())
+        .args(["-c", script, &broker.bootstrap(), &results])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&python.stdout);
+    assert!(
+        python.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    assert_eq!(
+        printed.lines().collect::<Vec<_>>(),
+        [
+            "_scan.json_chunk_processing_result scan.json 2",
+            "run 1_x.tif_chunk_processing_result run 1/x.tif 70000",
+        ]
+    );
+
+    // A result topic that does not exist: one line at start, nothing read.
+    let (ok, output) = download(
+        &cfg,
+        &topic,
+        &work.path().join("out2"),
+        &["--on-file", hook, "--result-topic", "no-such-results"],
+    );
+    assert!(!ok);
+    let errors: Vec<&str> = output.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{output}");
+    assert!(
+        errors[0].contains("--result-topic no-such-results"),
+        "{output}"
+    );
+}

@@ -1001,3 +1001,80 @@ fn forged_and_replayed_key_replies_are_refused() {
         "nothing may be rejected"
     );
 }
+
+/// `openmsi relay` between encrypted topics: a prodcon node decrypts the source (as a consumer
+/// node), checks every chunk, and encrypts again for the destination topic (as a producer
+/// node, serving that topic's keys while it runs); the destination never holds plaintext.
+#[test]
+fn a_relay_node_decrypts_and_encrypts_again_for_the_destination() {
+    let e = Encrypted::new(Storage::Sqlite);
+    let destination = format!("{}-relayed", e.topic);
+    for name in [
+        destination.clone(),
+        format!("{destination}.keys"),
+        format!("{destination}.reqs"),
+        format!("{destination}.subs"),
+    ] {
+        e.broker.create_topic(&name, 1);
+    }
+    provision_node(
+        e.work.path(),
+        "relay",
+        "prodcon",
+        &format!("{} {destination}", e.topic),
+    );
+    provision_node(e.work.path(), "far", "consumer", &destination);
+    let relay_cfg = node_config(e.work.path(), &e.broker, "relay");
+    let far_cfg = node_config(e.work.path(), &e.broker, "far");
+
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("scan-7.raw"), 300_000, 7);
+    upload_file(&e.up, &e.topic, &src.join("scan-7.raw"));
+    // The uploader has exited: its node serves the source key.
+    let _keys = serve_keys_in_background(&e.up, &e.topic, None, &[]);
+
+    let log = e.path("relay.log");
+    let mut relay = KillOnDrop(
+        openmsi_std()
+            .args(["relay", "--config"])
+            .arg(&relay_cfg)
+            .args(["--topic", &e.topic, "--to-topic", &destination])
+            .args(["--group-id", "relay", "--state-dir"])
+            .arg(e.path("relay-state"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    let out = e.path("out");
+    let mut far = download_in_background(&far_cfg, &destination, &out, "far", None);
+    assert!(
+        wait_for(Duration::from_secs(60), || out.join("scan-7.raw").exists()),
+        "the relayed file never arrived:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        sha512_file(&out.join("scan-7.raw")),
+        sha512_file(&src.join("scan-7.raw"))
+    );
+    assert!(common::quit_and_wait(&mut far, Duration::from_secs(30)).success());
+    assert!(common::quit_and_wait(&mut relay, Duration::from_secs(30)).success());
+
+    // The destination holds ciphertext only.
+    let content = std::fs::read(src.join("scan-7.raw")).unwrap();
+    let records = raw_records(&e.broker, &destination, |r| r.len() >= 5);
+    assert_eq!(records.len(), 5);
+    for (_, value) in records {
+        assert_eq!(value[0], record::FORMAT_VERSION);
+        assert!(
+            !value.windows(7).any(|w| w == b"scan-7."),
+            "file name in the clear"
+        );
+        assert!(
+            !value.windows(64).any(|w| w == &content[1000..1064]),
+            "file bytes in the clear"
+        );
+    }
+}

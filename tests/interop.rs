@@ -1097,3 +1097,82 @@ fn reference_upload_directory_is_rebuilt_by_openmsi_and_not_resent_after_switchi
     assert!(stdout.contains(" 0 files uploaded"), "{stdout}");
     assert_eq!(message_count(&broker, &topic), before);
 }
+
+/// OpenMSIStream on both ends of `openmsi relay`: the reference uploads to one cluster, the
+/// relay takes the `.bin` files to a topic on another cluster (its own config), and the
+/// reference downloader there rebuilds exactly those, byte for byte: the relayed messages are
+/// the ones the reference produced, unchanged.
+#[test]
+fn reference_uploads_relayed_to_another_cluster_are_rebuilt_by_reference_download() {
+    let reference = Reference::new();
+    let (source, destination) = (
+        Broker::start(Storage::Sqlite),
+        Broker::start(Storage::Sqlite),
+    );
+    let (topic, relayed) = (unique_topic("ref-relay-src"), unique_topic("ref-relay-dst"));
+    source.create_topic(&topic, 2);
+    destination.create_topic(&relayed, 3);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("a")).unwrap();
+    std::fs::create_dir_all(work.path().join("b")).unwrap();
+    let source_cfg = interop_config(&work.path().join("a"), &source);
+    let destination_cfg = interop_config(&work.path().join("b"), &destination);
+    let src = work.path().join("src");
+    let files: [(&str, u64); 4] = [
+        ("run 1/scan.bin", 3 * SMALL_CHUNK + 5),
+        ("run 1/notes.txt", 100),
+        ("élan/deep/x.bin", SMALL_CHUNK),
+        ("top.bin", 7),
+    ];
+    for (i, (rel, len)) in files.iter().enumerate() {
+        write_source(&src, rel, *len, 900 + i as u64);
+    }
+    let rels: Vec<&str> = files.iter().map(|(rel, _)| *rel).collect();
+    reference_upload_tree(
+        &reference,
+        &source_cfg,
+        &topic,
+        &src,
+        &rels,
+        small_chunks(),
+        &work.path().join("reference-upload.log"),
+    );
+
+    let relay = openmsi()
+        .args(["relay", "--config"])
+        .arg(&source_cfg)
+        .args([
+            "--topic",
+            &topic,
+            "--to-topic",
+            &relayed,
+            "--match",
+            r"\.bin$",
+        ])
+        .arg("--to-config")
+        .arg(&destination_cfg)
+        .arg("--state-dir")
+        .arg(work.path().join("relay-state"))
+        .args(["--group-id", "relay", "--exit-when-idle", "2"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let relay_log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&relay.stdout),
+        String::from_utf8_lossy(&relay.stderr)
+    );
+    assert!(relay.status.success(), "{relay_log}");
+    assert!(
+        relay_log.contains("1 skipped (not selected)"),
+        "{relay_log}"
+    );
+
+    let mut expected = tree(&src);
+    expected.remove("run 1/notes.txt");
+    let out = work.path().join("out");
+    let download =
+        ReferenceDownload::start(&reference, &destination_cfg, &relayed, &out, work.path());
+    download.finish(&expected);
+    assert_eq!(tree(&out), expected);
+}

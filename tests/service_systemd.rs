@@ -524,3 +524,72 @@ fn a_service_that_cannot_start_is_restarted_with_pauses_and_then_left_failed() {
     assert!(status.contains("failed"), "{status}");
     assert!(status.contains("last warning or error"), "{status}");
 }
+
+/// `manage-service install NAME -- relay ...`: the destination config given by a relative path
+/// and the default state folder are written out in full; the relay moves a file from one topic
+/// to another as user `lab` and stops cleanly.
+#[test]
+fn a_relay_runs_as_a_service_and_stops_cleanly() {
+    let fixture = TopicFixture::new(common::Storage::Sqlite, "svc-relay", 1);
+    let relayed = common::unique_topic("svc-relayed");
+    fixture.broker.create_topic(&relayed, 2);
+    let sandbox = Sandbox::boot();
+    add_lab_user(&sandbox);
+    let config = write_sandbox_config(&sandbox, "lab.config", &fixture.broker.bootstrap());
+    // The destination's config, named relative to /srv where install runs.
+    let far = sandbox.host_path("/srv/far.config");
+    std::fs::copy(sandbox.host_path(&config), &far).unwrap();
+    let topic = &fixture.topic;
+    let made = sandbox.sh("mkdir -p /srv/relay-state && chown lab /srv/relay-state");
+    assert!(made.status.success(), "{}", text(&made));
+    let installed = sandbox.openmsi_ok(&format!(
+        "manage-service install mover --run-as lab -- relay --config {config} --topic {topic} \
+         --to-topic {relayed} --to-config far.config --state-dir /srv/relay-state"
+    ));
+    assert!(installed.contains("runs as lab"), "{installed}");
+    let unit =
+        std::fs::read_to_string(sandbox.host_path("/etc/systemd/system/openmsi-mover.service"))
+            .unwrap();
+    for line in [
+        "\"relay\"",
+        "\"--to-config\" \"/srv/far.config\"",
+        "\"--state-dir\" \"/srv/relay-state\"",
+        "ReadWritePaths=/srv/relay-state",
+    ] {
+        assert!(unit.contains(line), "{line} missing:\n{unit}");
+    }
+
+    let src = fixture.work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("moved.bin"), 200_000, 5);
+    common::upload(
+        &fixture.cfg,
+        topic,
+        Some(&src),
+        &src.join("moved.bin"),
+        65536,
+    );
+    let out = fixture.work.path().join("out");
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            common::download_until_idle(&fixture.cfg, &relayed, &out, "far-reader");
+            out.join("moved.bin").is_file()
+        }),
+        "{}",
+        sandbox.openmsi_ok("manage-service logs mover -n 50")
+    );
+    assert_eq!(
+        sha512_file(&out.join("moved.bin")),
+        sha512_file(&src.join("moved.bin"))
+    );
+
+    let stopped = sandbox.openmsi_ok("manage-service stop mover");
+    assert!(
+        stopped.contains("inactive (dead)") && stopped.contains("last run: success"),
+        "{stopped}"
+    );
+    let logs = sandbox.openmsi_ok("manage-service logs mover -n 30");
+    assert!(logs.contains("relayed"), "{logs}");
+    sandbox.openmsi_ok("manage-service remove mover");
+    assert_eq!(sandbox.installed().trim(), "");
+}

@@ -19,6 +19,28 @@
 /// ```
 pub fn message_key(subdir: &str, filename: &str, chunk_i: u64, n_total_chunks: u64) -> String {
     use std::fmt::Write as _;
+    let mut key = message_prepend(subdir, filename);
+    // Writing to a String cannot fail; the Result only exists for the fmt::Write trait.
+    let _ = write!(key, "_{chunk_i}_of_{n_total_chunks}");
+    key
+}
+
+/// The key of the processing result of the file at `relative` (`/`-separated): the reference's
+/// `ReproducerMessage.msg_key`, `f"{get_message_prepend(subdir_str, filename)}_processing_result"`.
+///
+/// ```
+/// use openmsi::chunk::key::result_key;
+/// assert_eq!(result_key("scan.tif"), "_scan.tif_chunk_processing_result");
+/// assert_eq!(result_key("a/b/x.dat"), "a_b_x.dat_chunk_processing_result");
+/// ```
+pub fn result_key(relative: &str) -> String {
+    let (subdir, filename) = relative.rsplit_once('/').unwrap_or(("", relative));
+    message_prepend(subdir, filename) + "_processing_result"
+}
+
+/// The reference's `get_message_prepend(subdir_str, filename)`: `"_".join(subdir.split("/")) +
+/// "_" + filename + "_chunk"`.
+fn message_prepend(subdir: &str, filename: &str) -> String {
     let mut key = String::with_capacity(subdir.len() + filename.len() + 32);
     // Same as the reference's "_".join(subdir.split("/")): every "/" becomes "_".
     for (i, part) in subdir.split('/').enumerate() {
@@ -27,8 +49,9 @@ pub fn message_key(subdir: &str, filename: &str, chunk_i: u64, n_total_chunks: u
         }
         key.push_str(part);
     }
-    // Writing to a String cannot fail; the Result only exists for the fmt::Write trait.
-    let _ = write!(key, "_{filename}_chunk_{chunk_i}_of_{n_total_chunks}");
+    key.push('_');
+    key.push_str(filename);
+    key.push_str("_chunk");
     key
 }
 

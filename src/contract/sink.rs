@@ -31,6 +31,11 @@ pub struct VerifiedChunk {
     pub offset: u64,
     /// The whole message value (kept to avoid copying the data out of it).
     pub payload: Vec<u8>,
+    /// The message key as opened (a sink that passes messages on, like the relay, sends it
+    /// unchanged; a rejected chunk is kept with it).
+    pub key: Option<Vec<u8>>,
+    /// The message headers as opened (Knot Resolver's part headers, `hostname`).
+    pub headers: Vec<(String, Vec<u8>)>,
     /// Where the chunk data sits in `payload`.
     pub data: Range<usize>,
     /// The Kafka message it came in.
@@ -56,6 +61,8 @@ pub enum Accepted {
     /// Taken and complete, but an older version than the one in place (read again after a
     /// restart): discarded.
     Superseded,
+    /// Not wanted by this sink (a relay with no route for the file): counted as skipped.
+    NotWanted,
 }
 
 /// A file published by a flush: what a post-publish step (hooks, notifications) is told.
@@ -75,6 +82,10 @@ pub struct PublishedFile {
 
 /// Where verified chunks go, with accept/flush semantics (see the module docs).
 pub trait ChunkSink {
+    /// Where the sink puts data, for the line that stops the pipeline when it cannot ("the
+    /// output folder", "the destination topic").
+    const DESTINATION: &'static str;
+
     /// Takes one verified chunk. An error stops the pipeline (nothing after the last flush is
     /// committed); per-file problems are reported through [`Accepted`] instead. A sink may
     /// set the chunk's `id` and `version` for versions that carry no identity of their own

@@ -79,8 +79,11 @@ pub struct FileFacts<'a> {
 pub struct Ran {
     /// Exit status; None when it was killed for taking too long.
     pub status: Option<ExitStatus>,
-    /// The last bytes of its standard output and error, interleaved as they were read.
+    /// The last bytes of its standard output and error, interleaved as they were read (its
+    /// standard error only, when its output was captured).
     pub output_tail: String,
+    /// Its whole standard output, when it was asked for ([`Capture::Stdout`]).
+    pub stdout: Option<CapturedOutput>,
     /// How long it ran.
     pub took: Duration,
 }
@@ -103,6 +106,24 @@ impl Ran {
     }
 }
 
+/// What a command's standard output is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// Only the tail, with standard error, for the log.
+    Tail,
+    /// The whole of it, up to this many bytes (a result message); standard error is the tail.
+    Stdout(usize),
+}
+
+/// A command's whole standard output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapturedOutput {
+    /// Every byte.
+    Whole(Vec<u8>),
+    /// More than the limit was written (the rest was read and dropped).
+    TooLong,
+}
+
 /// Runs `command` with `facts.path` appended as its last argument and the facts in
 /// `OPENMSI_FILE`, `OPENMSI_RELATIVE_PATH`, `OPENMSI_SIZE`, `OPENMSI_SHA512`, `OPENMSI_TOPIC`
 /// (plus `extra` variables), standard input closed, for at most `timeout` (then it is killed).
@@ -111,6 +132,7 @@ pub fn run(
     facts: &FileFacts<'_>,
     extra: &[(&str, String)],
     timeout: Duration,
+    capture: Capture,
 ) -> std::io::Result<Ran> {
     let mut cmd = Command::new(&command.program);
     cmd.args(&command.args)
@@ -123,22 +145,53 @@ pub fn run(
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    run_command(cmd, timeout)
+    run_command(cmd, timeout, capture)
 }
 
-/// Runs `cmd` with both output streams captured into one tail, for at most `timeout`.
-pub fn run_command(mut cmd: Command, timeout: Duration) -> std::io::Result<Ran> {
+/// Runs `cmd` with its output captured as `capture` says, for at most `timeout`.
+pub fn run_command(mut cmd: Command, timeout: Duration, capture: Capture) -> std::io::Result<Ran> {
     let started = Instant::now();
-    // One pipe for both streams keeps their order and cannot deadlock on a full second pipe.
+    // One pipe for both streams keeps their order; a captured standard output gets a pipe of
+    // its own, each read by its own thread, so neither can block the child on a full pipe.
     let (mut reader, writer) = std::io::pipe()?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .spawn()?;
-    // Our copies of the write end are gone (moved into the Command, dropped with it), so the
-    // reader sees the end of the output once the child and its own children are done.
+    let stdout_reader = match capture {
+        Capture::Tail => {
+            cmd.stdout(writer.try_clone()?);
+            None
+        }
+        Capture::Stdout(limit) => {
+            let (out_reader, out_writer) = std::io::pipe()?;
+            cmd.stdout(out_writer);
+            Some((out_reader, limit))
+        }
+    };
+    let mut child = cmd.stdin(Stdio::null()).stderr(writer).spawn()?;
+    // Our copies of the write ends are gone (moved into the Command, dropped with it), so the
+    // readers see the end of the output once the child and its own children are done.
     drop(cmd);
+    let stdout_collector = stdout_reader.map(|(mut out, limit)| {
+        std::thread::spawn(move || {
+            let mut whole: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 8192];
+            let mut too_long = false;
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if whole.len() + n > limit {
+                    too_long = true;
+                    whole = Vec::new();
+                } else if !too_long {
+                    whole.extend_from_slice(&buf[..n]);
+                }
+            }
+            if too_long {
+                CapturedOutput::TooLong
+            } else {
+                CapturedOutput::Whole(whole)
+            }
+        })
+    });
     let collector = std::thread::spawn(move || {
         let mut tail: Vec<u8> = Vec::new();
         let mut buf = [0u8; 8192];
@@ -169,14 +222,18 @@ pub fn run_command(mut cmd: Command, timeout: Duration) -> std::io::Result<Ran> 
     // A grandchild that keeps the pipe open must not hang us: wait briefly, then give up on the
     // rest of the output.
     let output_tail = wait_joined(collector, Duration::from_secs(2)).unwrap_or_default();
+    // Output cut short by such a grandchild counts as too long: it is not the whole output.
+    let stdout = stdout_collector
+        .map(|c| wait_joined(c, Duration::from_secs(2)).unwrap_or(CapturedOutput::TooLong));
     Ok(Ran {
         status,
         output_tail,
+        stdout,
         took,
     })
 }
 
-fn wait_joined(handle: std::thread::JoinHandle<String>, limit: Duration) -> Option<String> {
+fn wait_joined<T>(handle: std::thread::JoinHandle<T>, limit: Duration) -> Option<T> {
     let deadline = Instant::now() + limit;
     while !handle.is_finished() {
         if Instant::now() >= deadline {
@@ -220,10 +277,52 @@ mod tests {
         );
         let path = dir.path().join(&name);
         let c = UserCommand::parse("--on-file", "printf [%s]").unwrap();
-        let ran = run(&c, &facts(&path), &[], Duration::from_secs(10)).unwrap();
+        let ran = run(
+            &c,
+            &facts(&path),
+            &[],
+            Duration::from_secs(10),
+            Capture::Tail,
+        )
+        .unwrap();
         assert!(ran.succeeded(), "{ran:?}");
         assert_eq!(ran.output_tail, format!("[{}]", path.display()));
         assert!(!marker.exists());
+    }
+
+    #[test]
+    fn a_captured_output_is_kept_whole_apart_from_errors_up_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let c = UserCommand::parse(
+            "--on-file",
+            r#"sh -c 'printf "{\"n\": 1}\n"; echo oops >&2' r"#,
+        )
+        .unwrap();
+        let ran = run(
+            &c,
+            &facts(&path),
+            &[],
+            Duration::from_secs(10),
+            Capture::Stdout(100),
+        )
+        .unwrap();
+        assert!(ran.succeeded(), "{ran:?}");
+        assert_eq!(
+            ran.stdout,
+            Some(CapturedOutput::Whole(b"{\"n\": 1}\n".to_vec()))
+        );
+        assert_eq!(ran.output_tail.trim(), "oops");
+        let big = UserCommand::parse("--on-file", "sh -c 'head -c 5000 /dev/zero' r").unwrap();
+        let ran = run(
+            &big,
+            &facts(&path),
+            &[],
+            Duration::from_secs(10),
+            Capture::Stdout(4096),
+        )
+        .unwrap();
+        assert_eq!(ran.stdout, Some(CapturedOutput::TooLong));
     }
 
     #[test]
@@ -235,12 +334,26 @@ mod tests {
             "sh -c 'echo bad: $OPENMSI_RELATIVE_PATH; exit 3' v",
         )
         .unwrap();
-        let ran = run(&c, &facts(&path), &[], Duration::from_secs(10)).unwrap();
+        let ran = run(
+            &c,
+            &facts(&path),
+            &[],
+            Duration::from_secs(10),
+            Capture::Tail,
+        )
+        .unwrap();
         assert!(!ran.succeeded());
         assert_eq!(ran.describe(), "exit code 3");
         assert_eq!(ran.output_tail.trim(), "bad: a/b.json");
         let slow = UserCommand::parse("--validate", "sh -c 'sleep 30' slow").unwrap();
-        let ran = run(&slow, &facts(&path), &[], Duration::from_millis(200)).unwrap();
+        let ran = run(
+            &slow,
+            &facts(&path),
+            &[],
+            Duration::from_millis(200),
+            Capture::Tail,
+        )
+        .unwrap();
         assert!(ran.status.is_none());
         assert!(ran.took < Duration::from_secs(5));
         assert!(ran.describe().starts_with("timed out"));

@@ -7,6 +7,12 @@
 //! records it ([`HookLog::mark_due`], called by the publisher), and a *done* mark follows when
 //! the command has run. So a hook that was due when the process died runs after the restart;
 //! at worst a hook runs twice (died after running it, before the done mark), never zero times.
+//!
+//! With `--result-topic`, the command's standard output is its file's result: it is recorded
+//! (fsynced) in the log before it is produced, and the done mark waits for the broker's
+//! acknowledgement. A job found due at start with a recorded result sends that result again
+//! without running the command: a result sent twice after a crash is identical, byte for byte.
+//! A job whose result was not acknowledged stays due for the next start.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -18,7 +24,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::command::{self, FileFacts, UserCommand};
+use super::command::{self, Capture, CapturedOutput, FileFacts, UserCommand};
+use super::results::{ResultSink, MAX_RESULT_BYTES};
 use crate::state::jsonl::{self, AppendLog};
 
 /// One file whose hook is due.
@@ -30,13 +37,18 @@ pub struct HookJob {
     pub relative: String,
     pub size: u64,
     pub sha512: String,
+    /// The command's output recorded by an earlier run (`--result-topic`), to be sent as it is.
+    #[serde(skip)]
+    pub recorded_result: Option<Vec<u8>>,
 }
 
-/// A line of `hooks.jsonl`: a due job, or the sequence number of a job done.
+/// A line of `hooks.jsonl`: a due job, a job's recorded result (base64), or the sequence
+/// number of a job done.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Line {
     Due(HookJob),
+    Result { result: u64, output: String },
     Done { done: u64 },
 }
 
@@ -53,6 +65,7 @@ impl HookLog {
     /// the log plus those jobs, oldest first, for the runner to do first.
     pub fn open(path: &Path, runner: Sender<HookJob>) -> io::Result<(Self, Vec<HookJob>)> {
         let mut due: BTreeMap<u64, HookJob> = BTreeMap::new();
+        let mut results: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         if let Ok(f) = File::open(path) {
             for line in BufReader::new(f).lines() {
                 let Ok(line) = line else { break };
@@ -61,6 +74,13 @@ impl HookLog {
                     Ok(Line::Due(job)) => {
                         due.insert(job.seq, job);
                     }
+                    Ok(Line::Result { result, output }) => {
+                        use base64::Engine as _;
+                        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(output)
+                        {
+                            results.insert(result, bytes);
+                        }
+                    }
                     Ok(Line::Done { done }) => {
                         due.remove(&done);
                     }
@@ -68,8 +88,15 @@ impl HookLog {
                 }
             }
         }
-        let pending: Vec<HookJob> = due.into_values().collect();
-        let lines: Vec<Line> = pending.iter().cloned().map(Line::Due).collect();
+        let mut pending: Vec<HookJob> = due.into_values().collect();
+        let mut lines: Vec<Line> = Vec::new();
+        for job in &mut pending {
+            lines.push(Line::Due(job.clone()));
+            job.recorded_result = results.remove(&job.seq);
+            if let Some(output) = &job.recorded_result {
+                lines.push(result_line(job.seq, output));
+            }
+        }
         jsonl::rewrite(path, &lines)?;
         let next_seq = pending.last().map_or(0, |j| j.seq + 1);
         Ok((
@@ -95,6 +122,7 @@ impl HookLog {
                 relative: relative.clone(),
                 size: *size,
                 sha512: sha512.clone(),
+                recorded_result: None,
             });
             self.next_seq += 1;
         }
@@ -110,6 +138,14 @@ impl HookLog {
             // The runner only goes away at shutdown; the due mark stays for the next start.
             let _ = self.runner.send(job);
         }
+    }
+}
+
+fn result_line(seq: u64, output: &[u8]) -> Line {
+    use base64::Engine as _;
+    Line::Result {
+        result: seq,
+        output: base64::engine::general_purpose::STANDARD.encode(output),
     }
 }
 
@@ -144,6 +180,8 @@ pub struct HookRunner {
     pub log_path: PathBuf,
     /// Counts failed hooks.
     pub stats: std::sync::Arc<super::stats::DownloadStats>,
+    /// `--result-topic`: where each `--on-file` command's output goes.
+    pub results: Option<Box<dyn ResultSink>>,
 }
 
 impl HookRunner {
@@ -159,10 +197,10 @@ impl HookRunner {
             );
         }
         // The writer thread appends due marks to the same file through its own handle.
-        let mut done_log = AppendLog::open(&self.log_path);
-        let mut mark_done = |batch: &[HookJob]| {
+        let mut log = AppendLog::open(&self.log_path);
+        let mark_done = |log: &mut io::Result<AppendLog>, batch: &[HookJob]| {
             // Not synced: a lost done mark only makes the hook run again after a crash.
-            if let Ok(log) = done_log.as_mut() {
+            if let Ok(log) = log.as_mut() {
                 let lines: Vec<Line> = batch
                     .iter()
                     .map(|job| Line::Done { done: job.seq })
@@ -170,6 +208,8 @@ impl HookRunner {
                 let _ = log.append(&lines);
             }
         };
+        // Jobs of the batch whose result was not acknowledged: they stay due.
+        let mut undelivered: Vec<u64> = Vec::new();
         let mut batch: Vec<HookJob> = Vec::new();
         let mut first = first.into_iter();
         loop {
@@ -184,13 +224,17 @@ impl HookRunner {
             };
             match next {
                 Some(job) => {
-                    if let Some(cmd) = &self.settings.on_file {
-                        self.run_on_file(cmd, &job);
+                    let done = match &self.settings.on_file {
+                        Some(cmd) => self.run_on_file(cmd, &job, &mut log),
+                        None => true,
+                    };
+                    if !done {
+                        undelivered.push(job.seq);
                     }
                     if self.settings.on_batch.is_some() {
                         batch.push(job);
-                    } else {
-                        mark_done(std::slice::from_ref(&job));
+                    } else if done {
+                        mark_done(&mut log, std::slice::from_ref(&job));
                     }
                 }
                 None if batch.is_empty() => break,
@@ -198,8 +242,10 @@ impl HookRunner {
                     if let Some(cmd) = &self.settings.on_batch {
                         self.run_on_batch(cmd, &batch);
                     }
-                    mark_done(&batch);
+                    batch.retain(|job| !undelivered.contains(&job.seq));
+                    mark_done(&mut log, &batch);
                     batch.clear();
+                    undelivered.clear();
                 }
             }
         }
@@ -210,7 +256,52 @@ impl HookRunner {
             .join(relative.split('/').collect::<PathBuf>())
     }
 
-    fn run_on_file(&self, cmd: &UserCommand, job: &HookJob) {
+    /// Runs `--on-file` for `job` and sends its result (`--result-topic`); false when a result
+    /// was not acknowledged (the job stays due).
+    fn run_on_file(
+        &self,
+        cmd: &UserCommand,
+        job: &HookJob,
+        log: &mut io::Result<AppendLog>,
+    ) -> bool {
+        let output = match &job.recorded_result {
+            // Ran before the last stop, its result not acknowledged: sent as it was recorded.
+            Some(recorded) => recorded.clone(),
+            None => match self.run_command_on_file(cmd, job) {
+                Some(output) => {
+                    // Recorded before it is sent, so a repeat after a crash sends these bytes.
+                    let recorded = log
+                        .as_mut()
+                        .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+                        .and_then(|log| {
+                            log.append(&[result_line(job.seq, &output)])?;
+                            log.sync()
+                        });
+                    if let Err(e) = recorded {
+                        warn!(path = %job.relative, error = %e, "--result-topic: the result could not be recorded; a crash before it is acknowledged would run the command again");
+                    }
+                    output
+                }
+                None => return true,
+            },
+        };
+        let Some(results) = &self.results else {
+            return true;
+        };
+        match results.send(&job.relative, &output) {
+            Ok(()) => {
+                super::stats::DownloadStats::add(&self.stats.results_sent, 1);
+                true
+            }
+            Err(e) => {
+                error!(path = %job.relative, error = %e, "--result-topic: the result was not acknowledged; it is sent again (the same bytes) at the next start");
+                false
+            }
+        }
+    }
+
+    /// Runs the `--on-file` command; its standard output when a result is to be sent.
+    fn run_command_on_file(&self, cmd: &UserCommand, job: &HookJob) -> Option<Vec<u8>> {
         let path = self.final_path(&job.relative);
         let facts = FileFacts {
             path: &path,
@@ -219,14 +310,29 @@ impl HookRunner {
             sha512: &job.sha512,
             topic: &self.topic,
         };
+        let capture = match self.results {
+            Some(_) => Capture::Stdout(MAX_RESULT_BYTES),
+            None => Capture::Tail,
+        };
         let outcome = command::run(
             cmd,
             &facts,
             &[("OPENMSI_STAGE", "on-file".into())],
             self.settings.timeout,
+            capture,
         );
+        let stdout = outcome.as_ref().ok().and_then(|ran| ran.stdout.clone());
         if !self.report("--on-file", cmd, &job.relative, outcome) {
             self.restore(std::slice::from_ref(job));
+            return None;
+        }
+        match stdout? {
+            CapturedOutput::Whole(output) => Some(output),
+            CapturedOutput::TooLong => {
+                super::stats::DownloadStats::add(&self.stats.hooks_failed, 1);
+                error!(hook = "--on-file", subject = %job.relative, "--result-topic: the command printed more than {MAX_RESULT_BYTES} bytes; no result is sent for this file");
+                None
+            }
         }
     }
 
@@ -252,7 +358,7 @@ impl HookRunner {
             .env("OPENMSI_TOPIC", &self.topic)
             .env("OPENMSI_OUTPUT_DIR", &self.output_dir)
             .env("OPENMSI_STAGE", "on-batch");
-        let outcome = command::run_command(command_line, self.settings.timeout);
+        let outcome = command::run_command(command_line, self.settings.timeout, Capture::Tail);
         let what = format!("{} files", batch.len());
         if !self.report("--on-batch", cmd, &what, outcome) {
             self.restore(batch);
@@ -333,6 +439,7 @@ pub fn start(
     output_dir: &Path,
     topic: &str,
     stats: &std::sync::Arc<super::stats::DownloadStats>,
+    results: Option<Box<dyn ResultSink>>,
 ) -> std::io::Result<(Option<HookLog>, Option<std::thread::JoinHandle<()>>)> {
     if !settings.any() {
         let _ = fs::remove_file(log_path);
@@ -347,6 +454,7 @@ pub fn start(
         topic: topic.to_string(),
         log_path: log_path.to_path_buf(),
         stats: std::sync::Arc::clone(stats),
+        results,
     };
     let handle = std::thread::Builder::new()
         .name("hooks".into())
@@ -358,6 +466,101 @@ pub fn start(
 mod tests {
     use super::*;
     use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+
+    type Sent = Vec<(String, Vec<u8>)>;
+
+    /// Records what it is sent; refuses everything while `down`.
+    #[derive(Clone, Default)]
+    struct Collect {
+        sent: Arc<Mutex<Sent>>,
+        down: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl ResultSink for Collect {
+        fn send(&self, relative: &str, value: &[u8]) -> Result<(), String> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("broker down".into());
+            }
+            self.sent
+                .lock()
+                .unwrap()
+                .push((relative.into(), value.to_vec()));
+            Ok(())
+        }
+    }
+
+    /// A runner for `on_file` writing its log in `dir`, sending results to `sink`.
+    fn runner(dir: &Path, on_file: &str, sink: &Collect) -> HookRunner {
+        HookRunner {
+            settings: HookSettings {
+                on_file: Some(UserCommand::parse("--on-file", on_file).unwrap()),
+                on_batch: None,
+                batch_delay: Duration::from_millis(10),
+                timeout: Duration::from_secs(10),
+                restore_from_backup: None,
+            },
+            output_dir: dir.to_path_buf(),
+            topic: "t".into(),
+            log_path: dir.join("hooks.jsonl"),
+            stats: Default::default(),
+            results: Some(Box::new(sink.clone())),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_result_not_acknowledged_is_sent_again_as_recorded_without_running_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hooks.jsonl");
+        // The command's output changes at every run (it counts its runs in a file).
+        let counter = dir.path().join("runs");
+        let on_file = format!(
+            "sh -c 'echo x >> {0}; printf \"{{\\\"runs\\\": %s}}\" $(wc -l < {0})' hook",
+            counter.display()
+        );
+        let sink = Collect::default();
+        sink.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let (mut log, pending) = HookLog::open(&path, tx).unwrap();
+        assert!(pending.is_empty());
+        let jobs = log
+            .mark_due(&[("a/b.json".into(), 1, "aa".into())])
+            .unwrap();
+        log.release(jobs);
+        drop(log);
+        // The broker is down: the command runs once, its result is recorded and not sent.
+        runner(dir.path(), &on_file, &sink).run(Vec::new(), rx);
+        assert!(sink.sent.lock().unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&counter).unwrap().lines().count(),
+            1
+        );
+
+        // The next start: the job is still due, with its recorded result.
+        sink.down.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        let (log, pending) = HookLog::open(&path, tx).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            pending[0].recorded_result.as_deref(),
+            Some(&br#"{"runs": 1}"#[..])
+        );
+        drop(log);
+        runner(dir.path(), &on_file, &sink).run(pending, rx);
+        assert_eq!(
+            *sink.sent.lock().unwrap(),
+            [("a/b.json".to_string(), br#"{"runs": 1}"#.to_vec())]
+        );
+        // The command did not run again, and the job is done now.
+        assert_eq!(
+            std::fs::read_to_string(&counter).unwrap().lines().count(),
+            1
+        );
+        let (tx, _rx) = mpsc::channel();
+        let (_log, pending) = HookLog::open(&path, tx).unwrap();
+        assert!(pending.is_empty());
+    }
 
     #[test]
     fn due_jobs_survive_a_restart_until_done() {

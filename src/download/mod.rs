@@ -17,6 +17,7 @@
 //! - [`replay`]: messages that cannot be opened yet (no key): held, kept, retried.
 //! - [`foreign`]: messages of a format this downloader does not read, explained once.
 //! - [`hooks`]: `--on-file`/`--on-batch`: the durable due/done log and the runner thread.
+//! - [`results`]: `--result-topic`: each `--on-file` command's output as a result message.
 //! - [`command`]: running a user's command (hooks, `--validate`) without a shell.
 
 pub mod command;
@@ -30,6 +31,7 @@ pub mod publish;
 pub mod reassembler;
 pub mod rejects;
 pub mod replay;
+pub mod results;
 pub mod stale;
 pub mod stats;
 pub mod validate;
@@ -48,11 +50,13 @@ use tracing::{info, warn};
 use crate::config::LoadedConfig;
 use crate::contract::Opener;
 use crate::kafka::consumer::{self, ConsumerSpec, Membership};
+use crate::kafka::ConsumerLogContext;
 use crate::progress::Activity;
 use crate::state::StateDir;
 use hooks::HookSettings;
 use pipeline::{PipelineOptions, StopReason};
 use publish::{DeliveryControl, Validation};
+use rdkafka::consumer::BaseConsumer;
 use reassembler::Reassembler;
 use rejects::KeptAside;
 use rejects::RejectStore;
@@ -143,15 +147,76 @@ fn prepare_state(output: &Path, chosen: Option<&Path>) -> std::io::Result<StateD
     Ok(state)
 }
 
+/// A consumer in its group, as the commands that read a topic through the pipeline join it.
+pub struct Joined {
+    /// Subscribed (or assigned every partition, for a sole reader).
+    pub consumer: BaseConsumer<ConsumerLogContext>,
+    /// The group id used (pass it as --group-id to resume).
+    pub group_id: String,
+    /// When nothing was assigned for this long, leave and rejoin (see
+    /// [`crate::kafka::group::Rejoin`]).
+    pub rejoin_after: Duration,
+}
+
+/// Creates the consumer for `topic` in group `group_id` (None: the config's), checks the topic
+/// within `connect_timeout` and subscribes: a fresh group (`create_new`) or a `sole_reader`
+/// reads every partition at once, anything else joins the group's rebalance. `partition_eof`
+/// reports ends of partitions (for `--exit-when-idle`).
+pub fn join_group(
+    config: &LoadedConfig,
+    topic: &str,
+    group_id: Option<&str>,
+    sole_reader: bool,
+    partition_eof: bool,
+    connect_timeout: Duration,
+) -> anyhow::Result<Joined> {
+    let properties = config.consumer_properties(group_id, true);
+    let resolved_group = properties
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "group.id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    // A fresh group has no other member, by construction: it need not wait for a rebalance.
+    let fresh_group = match group_id {
+        Some(id) => crate::config::is_create_new(id),
+        None => config.consumer_group_is_fresh(),
+    };
+    let membership = if fresh_group || sole_reader {
+        Membership::Sole
+    } else {
+        Membership::Group
+    };
+    let consumer = consumer::subscribe(
+        config,
+        &ConsumerSpec {
+            properties: &properties,
+            topic,
+            partition_eof,
+            connect_timeout,
+            membership,
+        },
+    )?;
+    Ok(Joined {
+        consumer,
+        group_id: resolved_group,
+        rejoin_after: session_timeout(&properties) + Duration::from_secs(5),
+    })
+}
+
 /// Builds the step before decoding (host selection, decryption) once the output folder is
 /// ready: the command layer decides what it is (`app.rs`), the downloader when it starts.
 pub type OpenerFactory = Box<dyn FnOnce() -> anyhow::Result<Arc<dyn Opener>> + Send>;
+
+/// Connects the `--result-topic` producer (checking the topic) once the output folder is ready.
+pub type ResultsFactory = Box<dyn FnOnce() -> anyhow::Result<Box<dyn results::ResultSink>> + Send>;
 
 /// Runs the downloader until `cancel`, idle exit, or a fatal error.
 pub fn download_directory(
     config: &LoadedConfig,
     settings: &DownloadSettings,
     opener: OpenerFactory,
+    results: Option<ResultsFactory>,
     stats: Arc<DownloadStats>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<DownloadSummary> {
@@ -166,12 +231,14 @@ pub fn download_directory(
         stale::discard_stale_partials(&state_dir.staging(), max_age, SystemTime::now())
             .with_context(|| format!("cleaning the staging area of {}", output.display()))?;
     }
+    let results = results.map(|connect| connect()).transpose()?;
     let (hook_log, hook_runner) = hooks::start(
         &state_dir.hook_log(),
         &settings.hooks,
         output,
         &settings.topic,
         &stats,
+        results,
     )?;
     let control = DeliveryControl {
         validation: settings.validation.clone(),
@@ -194,33 +261,15 @@ pub fn download_directory(
 
     // Encrypted topics: the key exchange starts (and its topics are checked) before reading.
     let opener = opener()?;
-    let properties = config.consumer_properties(settings.group_id.as_deref(), true);
-    let group_id = properties
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "group.id")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    // A fresh group has no other member, by construction: it need not wait for a rebalance.
-    let fresh_group = match &settings.group_id {
-        Some(id) => crate::config::is_create_new(id),
-        None => config.consumer_group_is_fresh(),
-    };
-    let membership = if fresh_group || settings.sole_reader {
-        Membership::Sole
-    } else {
-        Membership::Group
-    };
-    let consumer = consumer::subscribe(
+    let joined = join_group(
         config,
-        &ConsumerSpec {
-            properties: &properties,
-            topic: &settings.topic,
-            partition_eof: settings.exit_when_idle.is_some(),
-            connect_timeout: settings.connect_timeout,
-            membership,
-        },
+        &settings.topic,
+        settings.group_id.as_deref(),
+        settings.sole_reader,
+        settings.exit_when_idle.is_some(),
+        settings.connect_timeout,
     )?;
+    let (consumer, group_id) = (joined.consumer, joined.group_id);
     info!(
         topic = %settings.topic,
         group = %group_id,
@@ -238,7 +287,7 @@ pub fn download_directory(
         verify_threads: settings.verify_threads,
         exit_when_idle: settings.exit_when_idle,
         opener,
-        rejoin_unassigned_after: session_timeout(&properties) + Duration::from_secs(5),
+        rejoin_unassigned_after: joined.rejoin_after,
     };
     let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel);
     // The pipeline dropped the hook log's sender: the runner finishes the hooks due and ends.

@@ -87,15 +87,18 @@ pub struct PipelineOptions {
 /// [`StopReason::Requested`], after everything read was written, flushed and committed.)
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The sink could not write (disk full, permissions): nothing after the last durable chunk
-    /// was committed, so a restart resumes from there.
+    /// The sink could not write (disk full, permissions, a destination broker that does not
+    /// acknowledge): nothing after the last durable chunk was committed, so a restart resumes
+    /// from there.
     #[error(
-        "stopped: could not write to the output folder: {source}. Nothing after the last durable \
+        "stopped: could not write to {destination}: {source}. Nothing after the last durable \
          chunk was committed; fix the problem{} and start again with the same --group-id to \
          resume",
         if is_out_of_space(source) { " (free some space)" } else { "" }
     )]
     Write {
+        /// The sink's [`ChunkSink::DESTINATION`].
+        destination: &'static str,
         /// What failed.
         #[source]
         source: std::io::Error,
@@ -189,7 +192,10 @@ pub fn run<S: ChunkSink + Send>(
                 warn!(error = %e, "final offset commit failed; some chunks will be read again (and skipped as duplicates) next time")
             }
         }
-        written.map_err(|source| PipelineError::Write { source })?;
+        written.map_err(|source| PipelineError::Write {
+            destination: S::DESTINATION,
+            source,
+        })?;
         Ok(stop)
     })
 }

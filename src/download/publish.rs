@@ -292,6 +292,7 @@ impl Publisher {
             &facts,
             &[("OPENMSI_STAGE", "validate".to_string())],
             validation.timeout,
+            command::Capture::Tail,
         );
         let (verdict, output) = match outcome {
             Ok(ran) if ran.succeeded() => return Ok(true),

@@ -252,6 +252,8 @@ impl Reassembler {
 }
 
 impl ChunkSink for Reassembler {
+    const DESTINATION: &'static str = "the output folder";
+
     fn accept(&mut self, chunk: &mut VerifiedChunk) -> io::Result<Accepted> {
         let unverified = chunk.version.is_unverified();
         if unverified {
@@ -394,6 +396,8 @@ mod tests {
                 offset: (i * size) as u64,
                 payload: piece.to_vec(),
                 data: 0..piece.len(),
+                key: None,
+                headers: Vec::new(),
                 message: MessagePosition {
                     partition: 0,
                     offset: i as i64,
@@ -689,6 +693,8 @@ mod tests {
                 offset: 0,
                 payload: content[w[0]..w[1]].to_vec(),
                 data: 0..w[1] - w[0],
+                key: None,
+                headers: Vec::new(),
                 message: MessagePosition {
                     partition: 0,
                     offset: first_offset + i as i64,

@@ -270,6 +270,7 @@ mod tests {
     struct NoSink;
 
     impl ChunkSink for NoSink {
+        const DESTINATION: &'static str = "nowhere";
         fn accept(&mut self, _: &mut VerifiedChunk) -> std::io::Result<Accepted> {
             unreachable!("no chunk in this test")
         }

@@ -41,6 +41,8 @@ pub struct DownloadStats {
     pub files_in_progress: AtomicU64,
     /// `--on-file`/`--on-batch` commands that failed (exit code, timeout, not startable).
     pub hooks_failed: AtomicU64,
+    /// `--result-topic` messages acknowledged.
+    pub results_sent: AtomicU64,
     /// How long chunks were being written (for a rate that leaves out idle time).
     pub active: ActiveTime,
     /// Per published file: from the first chunk taken to publication.
@@ -65,6 +67,7 @@ pub struct StatsSnapshot {
     pub files_unplaced: u64,
     pub files_in_progress: u64,
     pub hooks_failed: u64,
+    pub results_sent: u64,
 }
 
 impl DownloadStats {
@@ -92,6 +95,7 @@ impl DownloadStats {
             files_unplaced: get(&self.files_unplaced),
             files_in_progress: get(&self.files_in_progress),
             hooks_failed: get(&self.hooks_failed),
+            results_sent: get(&self.results_sent),
         }
     }
 }
@@ -146,6 +150,11 @@ impl DownloadStats {
             "openmsi_hooks_failed_total",
             "--on-file/--on-batch commands that failed.",
             get(&self.hooks_failed),
+        );
+        out.counter(
+            "openmsi_results_sent_total",
+            "--result-topic messages the broker acknowledged.",
+            get(&self.results_sent),
         );
         out.counter(
             "openmsi_duplicate_chunks_total",
@@ -205,6 +214,9 @@ impl std::fmt::Display for StatsSnapshot {
         }
         if self.hooks_failed > 0 {
             write!(f, "; {} hooks failed", self.hooks_failed)?;
+        }
+        if self.results_sent > 0 {
+            write!(f, "; {} results sent", self.results_sent)?;
         }
         if self.other_hosts_messages > 0 {
             write!(

@@ -118,6 +118,7 @@ fn accept(
         Accepted::Duplicate | Accepted::AlreadyComplete | Accepted::Superseded => {
             DownloadStats::add(&stats.duplicate_chunks, 1)
         }
+        Accepted::NotWanted => DownloadStats::add(&stats.skipped_messages, 1),
         Accepted::HashMismatch => {
             error!(topic, partition = at.partition, offset = at.offset, path = %chunk.version.relative, "file failed whole-file verification")
         }

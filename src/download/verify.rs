@@ -140,9 +140,6 @@ enum Examined {
         expected: Sha512Digest,
         /// How to name the chunk if it fails: "chunk I of N of PATH".
         chunk_i: u64,
-        /// The rest of the message, to keep it aside as received if the check fails.
-        key: Option<Vec<u8>>,
-        headers: Vec<(String, Vec<u8>)>,
     },
 }
 
@@ -164,8 +161,6 @@ fn check_hashes(examined: Vec<Examined>) -> Vec<Verdict> {
                 chunk,
                 expected,
                 chunk_i,
-                key,
-                headers,
             } => {
                 if digests.next() == Some(expected) {
                     Verdict::Chunk(chunk)
@@ -176,9 +171,9 @@ fn check_hashes(examined: Vec<Examined>) -> Vec<Verdict> {
                         chunk.version.n_total_chunks, chunk.version.relative
                     );
                     let message = RawMessage {
-                        key,
+                        key: chunk.key,
                         value: Some(chunk.payload),
-                        headers,
+                        headers: chunk.headers,
                     };
                     Verdict::Reject {
                         kind: RejectKind::Checksum,
@@ -276,13 +271,13 @@ fn examine_chunk(message: RawMessage, at: MessagePosition, regex: Option<&Regex>
             offset,
             payload: value.unwrap_or_default(),
             data,
+            key,
+            headers,
             message: at,
             whole_file_checked,
         }),
         expected,
         chunk_i,
-        key,
-        headers,
     }
 }
 
@@ -347,6 +342,8 @@ fn verify_knot_part(message: RawMessage, at: MessagePosition, regex: Option<&Reg
         offset: 0,
         payload: message.value.unwrap_or_default(),
         data: 0..data_len,
+        key: message.key,
+        headers: message.headers,
         message: at,
         whole_file_checked,
     }))

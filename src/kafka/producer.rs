@@ -324,21 +324,21 @@ impl ChunkProducer {
     }
 
     /// Queues one message, chunk `chunk` of its file, for `partition`, with `headers` (none for
-    /// openmsi's own plaintext chunks). Waits while librdkafka's queue is full (that is the
+    /// openmsi's own plaintext chunks; a relay passes on what it read, a missing key included). Waits while librdkafka's queue is full (that is the
     /// back-pressure that bounds memory), and stops early once an earlier chunk of the same
     /// file has failed for good, since that file can no longer arrive whole (other files are
     /// not affected).
     pub fn send(
         &self,
         partition: i32,
-        key: &[u8],
+        key: Option<&[u8]>,
         value: &[u8],
         headers: &[(String, Vec<u8>)],
         chunk: &ChunkTag,
         cancel: &CancellationToken,
     ) -> Result<(), ProduceError> {
         let file = &chunk.file;
-        let message_bytes = (key.len() + value.len()) as u64;
+        let message_bytes = (key.map_or(0, <[u8]>::len) + value.len()) as u64;
         if !self.window.acquire(message_bytes, cancel) {
             return Err(self.cancelled());
         }
@@ -353,8 +353,10 @@ impl ChunkProducer {
             });
             let mut record = BaseRecord::with_opaque_to(&self.topic, queued)
                 .partition(partition)
-                .key(key)
                 .payload(value);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
             if !headers.is_empty() {
                 let owned = headers
                     .iter()

@@ -17,6 +17,8 @@ pub enum Kind {
     UploadDirectory,
     /// `download-directory`: writes into its folder (created when missing).
     DownloadDirectory,
+    /// `relay`: its folder is its state folder (`--state-dir`, created when missing).
+    Relay,
 }
 
 /// Where the service's config comes from.
@@ -41,6 +43,8 @@ pub struct ServiceCommand {
     pub state_dir: Option<PathBuf>,
     /// Its config.
     pub config: ConfigChoice,
+    /// relay's `--to-config` (the destination cluster's), when given.
+    pub to_config: Option<ConfigChoice>,
     /// The topic it uses.
     pub topic: String,
     /// Its bound on the broker's first answer.
@@ -69,14 +73,16 @@ impl ServiceCommand {
         match self.kind {
             Kind::UploadDirectory => "upload-directory",
             Kind::DownloadDirectory => "download-directory",
+            Kind::Relay => "relay",
         }
     }
 }
 
 /// Parses `command` (a subcommand and its arguments) as the program would, refuses anything
-/// but upload-directory and download-directory, and rewrites the folder and `--config` as
-/// absolute paths (relative ones are taken from `cwd`). A missing `--config` is written out
-/// as the config the command would find now.
+/// but upload-directory, download-directory and relay, and rewrites the folder, `--config`
+/// and `--to-config` as absolute paths (relative ones are taken from `cwd`). A missing
+/// `--config` is written out as the config the command would find now, and a relay's state
+/// folder as the one it would use now.
 pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
     let Some(first) = command.first() else {
         return Err(anyhow::anyhow!(
@@ -88,12 +94,14 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
         let text = e.render().to_string();
         anyhow::anyhow!("the service's command does not parse: {}", text.trim())
     })?;
-    let (kind, dir, state_dir, kafka, group_id) = match &cli.command {
+    let relay_state: PathBuf;
+    let (kind, dir, state_dir, kafka, group_id, to_config) = match &cli.command {
         Command::UploadDirectory(a) => (
             Kind::UploadDirectory,
             &a.dir,
             &a.state_dir,
             &a.upload.kafka,
+            None,
             None,
         ),
         Command::DownloadDirectory(a) => (
@@ -102,11 +110,34 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
             &a.state_dir,
             &a.kafka,
             a.group_id.clone(),
+            None,
         ),
+        Command::Relay(a) => {
+            relay_state = match a
+                .state_dir
+                .clone()
+                .or_else(|| crate::relay::default_state_dir(&a.kafka.topic))
+            {
+                Some(dir) => dir,
+                None => {
+                    return Err(anyhow::anyhow!(
+                        "no cache folder for the relay's state (HOME is not set): give --state-dir"
+                    ))
+                }
+            };
+            (
+                Kind::Relay,
+                &relay_state,
+                &None,
+                &a.kafka,
+                a.group_id.clone(),
+                a.to_config.as_deref(),
+            )
+        }
         _ => {
             return Err(anyhow::anyhow!(
-                "`{first}` is not a long-running command: a service runs upload-directory or \
-                 download-directory"
+                "`{first}` is not a long-running command: a service runs upload-directory, \
+                 download-directory or relay"
             ))
         }
     };
@@ -120,17 +151,38 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
     let folder = absolute(cwd, dir);
     let state_dir = state_dir.as_deref().map(|d| absolute(cwd, d));
     let config = resolve_config(&kafka.config, cwd)?;
-    let args = rewrite(command, &folder, state_dir.as_deref(), &config)?;
+    let to_config = to_config.map(|c| resolve_config(c, cwd)).transpose()?;
+    let mut args = rewrite(
+        command,
+        &folder,
+        state_dir.as_deref(),
+        &config,
+        to_config.as_ref(),
+    )?;
+    if kind == Kind::Relay {
+        // Its state folder is its folder: named in full, whoever the service runs as.
+        replace_or_add(&mut args, "--state-dir", text(&folder)?);
+    }
     Ok(ServiceCommand {
         kind,
         args,
         folder,
         state_dir,
         config,
+        to_config,
         topic: kafka.topic.clone(),
         connect_timeout: Duration::from_secs(kafka.connect_timeout),
         group_id,
     })
+}
+
+/// Sets `flag`'s value in a rewritten argument list (`--flag VALUE` form), adding it when
+/// absent.
+fn replace_or_add(args: &mut Vec<String>, flag: &str, value: String) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) if i + 1 < args.len() => args[i + 1] = value,
+        _ => args.extend([flag.to_string(), value]),
+    }
 }
 
 /// `path` made absolute against `cwd` (without resolving symbolic links: the user named it).
@@ -155,6 +207,7 @@ fn rewrite(
     folder: &Path,
     state_dir: Option<&Path>,
     config: &ConfigChoice,
+    to_config: Option<&ConfigChoice>,
 ) -> anyhow::Result<Vec<String>> {
     let mut root = Cli::command();
     root.build();
@@ -167,10 +220,12 @@ fn rewrite(
             a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|al| al.contains(&name))
         })
     };
-    let config_value = match config {
-        ConfigChoice::File(path) => text(path)?,
-        ConfigChoice::BuiltIn(name) => name.clone(),
+    let choice_text = |choice: &ConfigChoice| match choice {
+        ConfigChoice::File(path) => text(path),
+        ConfigChoice::BuiltIn(name) => Ok(name.clone()),
     };
+    let config_value = choice_text(config)?;
+    let to_config_value = to_config.map(choice_text).transpose()?;
     let mut out = vec![command[0].clone()];
     let mut folder_done = false;
     let mut config_done = false;
@@ -188,6 +243,16 @@ fn rewrite(
             };
             let arg = find_long(name);
             let is_config = arg.is_some_and(|a| a.get_id() == "config");
+            if let Some(value) = to_config_value
+                .as_ref()
+                .filter(|_| arg.is_some_and(|a| a.get_id() == "to_config"))
+            {
+                if inline.is_none() {
+                    tokens.next();
+                }
+                out.extend(["--to-config".to_string(), value.clone()]);
+                continue;
+            }
             if let Some(state_dir) =
                 state_dir.filter(|_| arg.is_some_and(|a| a.get_id() == "state_dir"))
             {
@@ -344,6 +409,73 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("is not a HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_relay_gets_absolute_configs_and_its_state_folder_named() {
+        let work = tempfile::tempdir().unwrap();
+        for name in ["src.config", "dst.config"] {
+            std::fs::write(
+                work.path().join(name),
+                "[broker]\nbootstrap.servers = x:9092\n",
+            )
+            .unwrap();
+        }
+        let dst = work.path().join("dst.config").display().to_string();
+        let src = work.path().join("src.config").display().to_string();
+        let cmd = parse(
+            &args(&[
+                "relay",
+                "--config",
+                &src,
+                "--topic",
+                "raw",
+                "--to-topic",
+                "public",
+                &format!("--to-config={dst}"),
+                "--state-dir",
+                "state",
+            ]),
+            work.path(),
+        )
+        .unwrap();
+        assert_eq!(cmd.kind, Kind::Relay);
+        assert_eq!(cmd.folder, work.path().join("state"));
+        let state = work.path().join("state").display().to_string();
+        assert_eq!(
+            cmd.args,
+            [
+                "relay",
+                "--config",
+                &src,
+                "--topic",
+                "raw",
+                "--to-topic",
+                "public",
+                "--to-config",
+                &dst,
+                "--state-dir",
+                &state
+            ]
+        );
+        assert_eq!(
+            cmd.to_config,
+            Some(ConfigChoice::File(work.path().join("dst.config")))
+        );
+        // Without --state-dir: the one it would use now, written out.
+        let cmd = parse(
+            &args(&["relay", "--config", &src, "--route", "x=y"]),
+            work.path(),
+        )
+        .unwrap();
+        assert!(cmd
+            .args
+            .ends_with(&["--state-dir".to_string(), cmd.folder.display().to_string()]));
+        assert!(
+            cmd.folder.ends_with("openmsi/relay/openmsistream"),
+            "{:?}",
+            cmd.folder
+        );
     }
 
     #[test]

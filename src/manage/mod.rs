@@ -158,7 +158,12 @@ fn request(args: &ServiceInstallArgs) -> anyhow::Result<InstallRequest> {
 /// the variables it reads, and gives a downloader whose config asks for a fresh consumer group
 /// at every run a stable one. Returns a note about that group.
 fn prepare(request: &mut InstallRequest) -> anyhow::Result<Option<String>> {
-    let (config, env) = preflight::load_config(&request.command.config, &ServiceEnv::new(), true)?;
+    let (config, mut env) =
+        preflight::load_config(&request.command.config, &ServiceEnv::new(), true)?;
+    if let Some(to_config) = &request.command.to_config {
+        let (_, more) = preflight::load_config(to_config, &env, true)?;
+        env.extend(more);
+    }
     request.env = env;
     let pinned = request
         .command

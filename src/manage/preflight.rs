@@ -96,7 +96,7 @@ pub fn check_folder(kind: Kind, folder: &Path) -> anyhow::Result<()> {
             }
             writable(folder, true)
         }
-        Kind::DownloadDirectory => {
+        Kind::DownloadDirectory | Kind::Relay => {
             if folder.is_dir() {
                 return writable(folder, true);
             }
@@ -137,6 +137,8 @@ fn writable(dir: &Path, read: bool) -> anyhow::Result<()> {
     if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
         return Ok(());
     }
+    // Read before anything else can overwrite errno (looking up the user name does).
+    let reason = std::io::Error::last_os_error();
     let user = super::users::current_user_name();
     Err(anyhow::anyhow!(
         "{} is not {} by {user}: {}",
@@ -146,7 +148,7 @@ fn writable(dir: &Path, read: bool) -> anyhow::Result<()> {
         } else {
             "writable"
         },
-        std::io::Error::last_os_error()
+        reason
     ))
 }
 
@@ -179,7 +181,11 @@ pub fn check_all(
     known: &ServiceEnv,
     ask: bool,
 ) -> anyhow::Result<ServiceEnv> {
-    let (config, env) = load_config(&command.config, known, ask)?;
+    let (config, mut env) = load_config(&command.config, known, ask)?;
+    if let Some(to_config) = &command.to_config {
+        let (_, more) = load_config(to_config, &env, ask)?;
+        env.extend(more);
+    }
     check_folder(command.kind, &command.folder)?;
     check_broker(config, command)?;
     Ok(env)

@@ -225,8 +225,10 @@ pub fn install(
         request.command.folder.clone(),
         request.working_dir.clone(),
     ];
-    if let super::command::ConfigChoice::File(path) = &request.command.config {
-        needs_to_see.push(path.clone());
+    for config in std::iter::once(&request.command.config).chain(&request.command.to_config) {
+        if let super::command::ConfigChoice::File(path) = config {
+            needs_to_see.push(path.clone());
+        }
     }
     let spec = UnitSpec {
         name: request.name.clone(),

@@ -208,7 +208,7 @@ fn emit(
     }
     target.producer.send(
         message.partition,
-        &message.key,
+        Some(&message.key),
         &message.value,
         &message.headers,
         tag,
