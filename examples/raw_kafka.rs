@@ -6,12 +6,16 @@
 //! ```text
 //! raw_kafka produce FILE --brokers B --topic T [--chunk-size N] [-X key=value]...
 //! raw_kafka consume OUT  --brokers B --topic T --group G --bytes N [-X key=value]...
+//! raw_kafka relay --brokers B --topic T --group G --to-brokers B2 --to-topic T2 --messages N
 //! ```
 //!
 //! `produce` exits once the broker acknowledged every message. `consume` subscribes in a
 //! consumer group (as openmsi does, so both pay for the group join), writes the payloads in
 //! partition order to OUT (the topic must have one partition) and exits after `--bytes` bytes.
-//! Both print one summary line; the benchmark times them from outside.
+//! `relay` consumes in a group and produces every message (key, value, headers) to the same
+//! partition of another topic, on another cluster, with the producer settings openmsi uses,
+//! and exits once N messages are acknowledged: the ceiling for `openmsi relay`
+//! (`bench/relay.sh`). All print one summary line; the benchmarks time them from outside.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -41,6 +45,24 @@ enum Cmd {
     Produce(ProduceArgs),
     /// Receive --bytes bytes of messages and write them to OUT in order.
     Consume(ConsumeArgs),
+    /// Consume and produce every message to another topic until --messages are acknowledged.
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, Args)]
+struct RelayArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    group: String,
+    /// bootstrap.servers of the destination.
+    #[arg(long)]
+    to_brokers: String,
+    #[arg(long)]
+    to_topic: String,
+    /// Stop once this many messages are acknowledged by the destination.
+    #[arg(long)]
+    messages: u64,
 }
 
 /// Options every client takes.
@@ -94,6 +116,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Produce(args) => produce(&args),
         Cmd::Consume(args) => consume(&args),
+        Cmd::Relay(args) => relay(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,18 +166,22 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-fn produce(args: &ProduceArgs) -> BoxResult<()> {
-    let started = Instant::now();
-    // The same producer settings openmsi's upload picks by default (src/upload/file.rs), so the
-    // ratio measures openmsi's own work and not a different librdkafka setup.
-    let max_message = (args.chunk_size + 1024).max(1_000_000).to_string();
-    let defaults = [
+/// The producer settings openmsi picks by default (`kafka::producer::producer_defaults`), so
+/// the ratio measures openmsi's own work and not a different librdkafka setup.
+fn producer_defaults(max_message: usize) -> [(&'static str, String); 5] {
+    let max_message = max_message.max(1_000_000).to_string();
+    [
         ("acks", "all".to_string()),
         ("enable.idempotence", "true".to_string()),
         ("queue.buffering.max.kbytes", (32 * 1024).to_string()),
         ("message.max.bytes", max_message.clone()),
         ("batch.size", max_message),
-    ];
+    ]
+}
+
+fn produce(args: &ProduceArgs) -> BoxResult<()> {
+    let started = Instant::now();
+    let defaults = producer_defaults(args.chunk_size + 1024);
     let producer: BaseProducer<DeliveryCounter> =
         config(&args.common, &defaults).create_with_context(DeliveryCounter::default())?;
     let mut file = File::open(&args.file)?;
@@ -277,6 +304,93 @@ fn consume(args: &ConsumeArgs) -> BoxResult<()> {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "consumed {bytes} bytes in {messages} messages in {secs:.2} s ({:.1} MB/s)",
+        bytes as f64 / 1e6 / secs
+    );
+    Ok(())
+}
+
+fn relay(args: &RelayArgs) -> BoxResult<()> {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    let started = Instant::now();
+    let consumer_defaults = [
+        ("group.id", args.group.clone()),
+        ("auto.offset.reset", "earliest".to_string()),
+        ("enable.auto.commit", "false".to_string()),
+        ("max.partition.fetch.bytes", (16u32 << 20).to_string()),
+    ];
+    let consumer: BaseConsumer<AssignLogger> =
+        config(&args.common, &consumer_defaults).create_with_context(AssignLogger)?;
+    consumer.subscribe(&[&args.common.topic])?;
+    let mut to = ClientConfig::new();
+    to.set("bootstrap.servers", &args.to_brokers);
+    for (k, v) in producer_defaults(16 << 20) {
+        to.set(k, v);
+    }
+    for (k, v) in &args.common.properties {
+        to.set(k, v);
+    }
+    let producer: BaseProducer<DeliveryCounter> =
+        to.create_with_context(DeliveryCounter::default())?;
+    let stall = Duration::from_secs(args.common.stall_timeout);
+    let (mut sent, mut bytes) = (0u64, 0u64);
+    let mut last_progress = Instant::now();
+    while sent < args.messages {
+        producer.poll(Duration::ZERO);
+        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+            if last_progress.elapsed() > stall {
+                return Err(format!("no message for {} s after {sent}", stall.as_secs()).into());
+            }
+            continue;
+        };
+        let msg = match polled {
+            Ok(msg) => msg,
+            Err(e) => {
+                eprintln!("raw_kafka: consumer error: {e}");
+                continue;
+            }
+        };
+        last_progress = Instant::now();
+        let payload = msg.payload().unwrap_or_default();
+        let mut record = BaseRecord::<[u8], [u8]>::to(&args.to_topic)
+            .partition(msg.partition())
+            .payload(payload);
+        if let Some(key) = msg.key() {
+            record = record.key(key);
+        }
+        if let Some(headers) = msg.headers() {
+            let owned = headers.iter().fold(OwnedHeaders::new(), |h, header| {
+                h.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                })
+            });
+            record = record.headers(owned);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        sent += 1;
+        bytes += payload.len() as u64;
+    }
+    producer.flush(Duration::from_secs(300))?;
+    let ctx = producer.context();
+    let (acked, failed) = (
+        ctx.acked.load(Ordering::Relaxed),
+        ctx.failed.load(Ordering::Relaxed),
+    );
+    if acked != sent || failed > 0 {
+        return Err(format!("{acked} of {sent} messages acknowledged, {failed} failed").into());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "relayed {bytes} bytes in {sent} messages in {secs:.2} s ({:.1} MB/s)",
         bytes as f64 / 1e6 / secs
     );
     Ok(())

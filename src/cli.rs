@@ -68,7 +68,7 @@ pub enum Command {
     Topic(TopicArgs),
     /// Add or remove SASL/SCRAM users (Kafka admin API, same config files).
     User(UserArgs),
-    /// Run upload-directory or download-directory as an OS service (systemd on Linux, the
+    /// Run upload-directory, download-directory or relay as an OS service (systemd on Linux, the
     /// Service Control Manager on Windows): install, status, logs, start, stop, restart,
     /// remove, list.
     ManageService(ManageServiceArgs),
@@ -296,7 +296,7 @@ pub struct ServiceInstallArgs {
     #[arg(long)]
     pub no_start: bool,
 
-    /// The command the service runs: upload-directory or download-directory with its
+    /// The command the service runs: upload-directory, download-directory or relay with its
     /// arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -11,6 +11,8 @@
 //! - [`admin`]: `openmsi topic` and `openmsi user` through the Kafka admin API.
 //! - [`provision_node`]: `openmsi provision-node`: the questions, then `crypto::provision`.
 //! - [`cli`]: clap arguments, one struct per subcommand, shared groups flattened.
+//! - [`relay`]: `openmsi relay`: the download pipeline with a sink that produces to other
+//!   topics (commit after the destination acknowledged).
 //! - [`download`]: `download-directory`: poll → verify (opener seam) → verdicts → sink
 //!   (staging, publishing) → commit after durable.
 //! - [`upload`]: the one send path (`send`, with its envelope seam), `upload-file`, and

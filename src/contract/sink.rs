@@ -5,8 +5,8 @@
 //! unfinished (its first offset then pins the partition's committed offset, see
 //! `download::offsets`), say how much is waiting for a flush, and flush. *Durable* is whatever
 //! the sink means by it: for `download::reassembler::Reassembler` (the output folder) the bytes
-//! are fsynced in staging files; for a sink that re-publishes files to another topic it would
-//! mean acknowledged by that broker. Either way the pipeline commits an offset only after the
+//! are fsynced in staging files; for `relay::sink::RelaySink`, which re-publishes messages to
+//! other topics, it means acknowledged by the destination broker. Either way the pipeline commits an offset only after the
 //! flush that made its chunk durable returned, so `download::offsets::CommitTracker` works
 //! unchanged for every sink.
 
