@@ -410,10 +410,16 @@ fn a_destination_down_for_20_s_delays_the_relay_and_loses_nothing() {
         &[],
     );
     let log = clusters.path("relay.log");
+    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
     let mut relay = relay_in_background(
         &clusters,
         &source_topic,
-        &["--to-topic", &destination_topic],
+        &[
+            "--to-topic",
+            &destination_topic,
+            "--metrics-addr",
+            &metrics_addr,
+        ],
         &log,
     );
     assert!(
@@ -457,13 +463,35 @@ fn a_destination_down_for_20_s_delays_the_relay_and_loses_nothing() {
         "caught up {:.1} s after the destination came back",
         back.elapsed().as_secs_f64()
     );
+    // What the destination acknowledged, in the metrics and in `check`.
+    let scrape = scrape(&metrics_addr);
+    assert!(
+        scrape.contains(&format!(
+            "openmsi_messages_relayed_total{{topic=\"{destination_topic}\"}} {expected}"
+        )),
+        "{scrape}"
+    );
+    {
+        use std::io::Write;
+        let stdin = relay.0.stdin.as_mut().unwrap();
+        stdin.write_all(b"check\n").unwrap();
+        stdin.flush().unwrap();
+    }
     let status = common::quit_and_wait(&mut relay, Duration::from_secs(30));
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{log_text}");
-    let summary = std::fs::read_to_string(log.with_extension("out")).unwrap();
+    let stdout = std::fs::read_to_string(log.with_extension("out")).unwrap();
     assert!(
-        summary.contains(&format!("to {destination_topic}")),
-        "{summary}"
+        stdout.contains(&format!(
+            "relayed {expected} messages to {destination_topic}"
+        )),
+        "`check` line missing: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "relayed: {expected} messages (1.1 MB) to {destination_topic}"
+        )),
+        "{stdout}"
     );
 
     let got = clusters.download(&destination_topic, "out", &[]);
@@ -478,6 +506,18 @@ fn a_destination_down_for_20_s_delays_the_relay_and_loses_nothing() {
             "{rel}"
         );
     }
+}
+
+/// The body of `GET /metrics` at `addr`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 #[test]
