@@ -562,6 +562,10 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
         exit_when_idle,
         verify_threads: usize::from(args.verify_threads),
         connect_timeout: Duration::from_secs(args.kafka.connect_timeout),
+        report_missing_after: positive_seconds(
+            "--report-missing-after",
+            args.report_missing_after,
+        )?,
         discard_partials_after: (args.discard_partials_after_days > 0)
             .then(|| Duration::from_secs(u64::from(args.discard_partials_after_days) * 86_400)),
         validation: match &args.validate {
@@ -692,6 +696,12 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     if s.files_unplaced > 0 {
         extras.push_str(&format!(", {} could not be put in place", s.files_unplaced));
     }
+    if s.files_missing_chunks > 0 {
+        extras.push_str(&format!(
+            ", {} missing chunks the broker does not have (upload again)",
+            count(s.files_missing_chunks, "file")
+        ));
+    }
     println!(
         "downloaded: {} completed, {} in progress, {} failed verification, {} rejected{extras}; \
          {} written{} in {:.2} s; consumer group {}",
@@ -708,8 +718,10 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     // command: failures are in the summary and the log, and a service manager must not mark a
     // healthy service failed. A run that ends by itself (--exit-when-idle, scripts) says with
     // its exit code whether anything failed or was rejected.
-    let anything_failed =
-        s.files_not_delivered() > 0 || s.rejected_messages > 0 || s.hooks_failed > 0;
+    let anything_failed = s.files_not_delivered() > 0
+        || s.rejected_messages > 0
+        || s.hooks_failed > 0
+        || s.files_missing_chunks > 0;
     Ok(if summary.stopped_idle && anything_failed {
         ExitCode::FAILURE
     } else {

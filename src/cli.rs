@@ -717,6 +717,13 @@ pub struct DownloadDirectoryArgs {
     )]
     pub discard_partials_after_days: u32,
 
+    /// Report a file still incomplete once its partition has moved past its last chunk and no
+    /// chunk of it came for this many seconds: its missing chunks are behind messages already
+    /// read (a broker lost them after acknowledging them, or the uploader gave up). A warning
+    /// naming the chunks, counted in `check`, the summary and the metrics.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    pub report_missing_after: f64,
+
     /// When stderr is not a terminal (a service, a log file): seconds between progress lines
     /// for each file still moving after that long (on a terminal, bars show instead).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]

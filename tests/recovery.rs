@@ -207,3 +207,66 @@ fn partial_files_abandoned_longer_than_the_limit_are_discarded_at_start() {
     assert!(!old.exists() && !old.with_extension("chunks").exists());
     assert!(recent.exists() && recent.with_extension("chunks").exists());
 }
+
+/// A chunk the broker lost (acknowledged to the uploader, then gone, as a SIGKILLed broker of a
+/// shared-storage cluster did): the file cannot complete, and instead of a silent stall the
+/// downloader reports it once its partition has moved past the gap — which file, which chunks,
+/// to upload it again — in the log, the summary and the metrics; the staged part is kept.
+#[test]
+fn chunks_the_broker_lost_are_reported_by_file_and_chunk() {
+    let common::TopicFixture {
+        broker,
+        topic,
+        work,
+        cfg,
+    } = common::TopicFixture::new(common::Storage::Sqlite, "lost-chunks", 1);
+    let content: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let chunk = |i| common::ChunkSpec::of_file("run/lost.bin", &content, 1024, i).encode();
+    // Chunks 1, 3, 4 and 5 of 5: chunk 2 is gone. Then another file: the partition moves on.
+    let after = common::ChunkSpec::single("run", "next.bin", b"later file");
+    common::produce_values(
+        &broker,
+        &topic,
+        &[chunk(0), chunk(2), chunk(3), chunk(4), after.encode()],
+    );
+    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
+    let out = work.path().join("out");
+    let (ok, output) = common::download_idle_with(
+        &cfg,
+        &topic,
+        &out,
+        "lost",
+        &[
+            "--report-missing-after",
+            "1",
+            "--metrics-addr",
+            &metrics_addr,
+        ],
+    );
+    // An idle exit with a file that cannot complete is a failure for a script.
+    assert!(!ok, "{output}");
+    assert!(out.join("run/next.bin").is_file());
+    assert!(!out.join("run/lost.bin").exists());
+    let warning = output
+        .lines()
+        .find(|l| l.contains("file incomplete"))
+        .unwrap_or_else(|| panic!("no report of the lost chunk:\n{output}"));
+    for needed in [
+        "run/lost.bin",
+        "chunk 2 of 5",
+        "broker lost them",
+        "upload the file again",
+    ] {
+        assert!(warning.contains(needed), "{needed:?} not in {warning}");
+    }
+    assert_eq!(output.matches("file incomplete").count(), 1, "{output}");
+    assert!(
+        output.contains("1 file missing chunks the broker does not have (upload again)"),
+        "{output}"
+    );
+    // Kept for when the rest arrives (or --discard-partials-after-days).
+    let staged = std::fs::read_dir(out.join(".openmsi/staging"))
+        .unwrap()
+        .count();
+    assert!(staged >= 1, "the staged part is gone");
+}

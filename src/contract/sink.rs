@@ -98,6 +98,12 @@ pub trait ChunkSink {
     /// Chunk bytes taken since the last flush.
     fn unflushed_bytes(&self) -> u64;
 
+    /// For a file version still in progress: which of its chunks are missing, for a message
+    /// ("chunks 3, 7-9 of 60"). None where the sink does not keep files.
+    fn missing_chunks(&self, _id: &str) -> Option<String> {
+        None
+    }
+
     /// Makes everything taken so far durable and publishes the files completed; returns them.
     /// After it returns Ok, the offsets of every chunk taken before it may be committed.
     fn flush(&mut self) -> io::Result<Vec<PublishedFile>>;

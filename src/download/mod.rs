@@ -89,6 +89,8 @@ pub struct DownloadSettings {
     pub connect_timeout: Duration,
     /// Partial files untouched this long are discarded at start (None: never).
     pub discard_partials_after: Option<Duration>,
+    /// `--report-missing-after`: see `pipeline::PipelineOptions::report_missing_after`.
+    pub report_missing_after: Duration,
     /// `--validate`: a command that must accept a file before it replaces anything.
     pub validation: Option<Validation>,
     /// `--backup`: keep the replaced version as NAME + this suffix.
@@ -288,6 +290,7 @@ pub fn download_directory(
         exit_when_idle: settings.exit_when_idle,
         opener,
         rejoin_unassigned_after: joined.rejoin_after,
+        report_missing_after: settings.report_missing_after,
     };
     let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel);
     // The pipeline dropped the hook log's sender: the runner finishes the hooks due and ends.

@@ -36,11 +36,25 @@ pub struct ChunkFile {
     pub relative: String,
 }
 
-/// First offsets of an unfinished file's chunks, per partition.
+/// First and last offsets of an unfinished file's chunks, per partition.
 struct Pin {
     relative: String,
     first_offset: HashMap<i32, i64>,
+    last_offset: HashMap<i32, i64>,
     last_chunk_at: Instant,
+    /// Reported as missing chunks (see [`CommitTracker::newly_stalled`]).
+    reported: bool,
+}
+
+/// An unfinished file whose missing chunks are behind messages already read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stalled {
+    /// Staging id.
+    pub id: String,
+    /// Relative path.
+    pub relative: String,
+    /// How long since its last chunk.
+    pub idle: Duration,
 }
 
 /// Tracks handled offsets and unfinished files; yields what may be committed.
@@ -71,17 +85,50 @@ impl CommitTracker {
         let pin = self.pins.entry(file.id.clone()).or_insert_with(|| Pin {
             relative: file.relative.clone(),
             first_offset: HashMap::new(),
+            last_offset: HashMap::new(),
             last_chunk_at: now,
+            reported: false,
         });
         pin.last_chunk_at = now;
         let first = pin.first_offset.entry(partition).or_insert(offset);
         *first = (*first).min(offset);
+        let last = pin.last_offset.entry(partition).or_insert(offset);
+        *last = (*last).max(offset);
+    }
+
+    /// Unfinished files not reported yet whose partition has moved past their last chunk and
+    /// that got no chunk for `after`: their missing chunks are behind messages already read, so
+    /// they will not come (a broker that lost acknowledged messages, or an uploader that gave
+    /// up). Each is returned once; [`CommitTracker::finished`] says whether it had been.
+    pub fn newly_stalled(&mut self, after: Duration) -> Vec<Stalled> {
+        self.newly_stalled_at(after, Instant::now())
+    }
+
+    fn newly_stalled_at(&mut self, after: Duration, now: Instant) -> Vec<Stalled> {
+        let mut out = Vec::new();
+        for (id, pin) in &mut self.pins {
+            let idle = now.saturating_duration_since(pin.last_chunk_at);
+            let passed = pin
+                .last_offset
+                .iter()
+                .any(|(p, &last)| self.next.get(p).is_some_and(|&next| next > last + 1));
+            if !pin.reported && passed && idle >= after {
+                pin.reported = true;
+                out.push(Stalled {
+                    id: id.clone(),
+                    relative: pin.relative.clone(),
+                    idle,
+                });
+            }
+        }
+        out
     }
 
     /// The file with staging id `id` is whole here (published, set aside as failed, or rebuilt
-    /// earlier): it no longer holds back any partition.
-    pub fn finished(&mut self, id: &str) {
-        self.pins.remove(id);
+    /// earlier): it no longer holds back any partition. True when it had been reported as
+    /// stalled.
+    pub fn finished(&mut self, id: &str) -> bool {
+        self.pins.remove(id).is_some_and(|pin| pin.reported)
     }
 
     /// Per partition, the next offset to commit, for the partitions whose value changed since
@@ -145,6 +192,34 @@ mod tests {
     fn chunk(t: &mut CommitTracker, f: &ChunkFile, partition: i32, offset: i64) {
         t.handled(partition, offset);
         t.unfinished(f, partition, offset);
+    }
+
+    #[test]
+    fn a_file_is_stalled_once_its_partition_moved_past_it_and_it_waited() {
+        let mut t = CommitTracker::default();
+        let now = Instant::now();
+        let (a, b) = (file("a"), file("b"));
+        t.handled(0, 10);
+        t.unfinished_at(&a, 0, 10, now);
+        // Nothing after a's last chunk yet: a may simply be arriving.
+        assert!(t
+            .newly_stalled_at(Duration::from_secs(5), now + Duration::from_secs(60))
+            .is_empty());
+        // b's chunks come after it, and a gets nothing for 5 s: a's missing chunks were skipped.
+        t.handled(0, 11);
+        t.unfinished_at(&b, 0, 11, now + Duration::from_secs(1));
+        assert!(t
+            .newly_stalled_at(Duration::from_secs(5), now + Duration::from_secs(3))
+            .is_empty());
+        let stalled = t.newly_stalled_at(Duration::from_secs(5), now + Duration::from_secs(6));
+        assert_eq!(stalled.len(), 1);
+        assert_eq!(stalled[0].relative, "a.bin");
+        // Reported once; b is the partition's last file and is not stalled.
+        assert!(t
+            .newly_stalled_at(Duration::from_secs(5), now + Duration::from_secs(60))
+            .is_empty());
+        assert!(t.finished("a"));
+        assert!(!t.finished("b"));
     }
 
     #[test]

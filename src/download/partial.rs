@@ -208,6 +208,35 @@ impl PartialFile {
         self.received.contains(&chunk_i)
     }
 
+    /// The chunks not staged yet, for a message: "chunks 3, 7-9 of 60" (1-based), or for
+    /// Knot's parts, whose numbering is only known once the file is whole, "2 of 5 parts".
+    pub fn missing_description(&self) -> String {
+        let total = self.version.n_total_chunks;
+        if self.version.layout == PartLayout::Appended {
+            let missing = total.saturating_sub(self.received());
+            return format!("{missing} of {total} parts");
+        }
+        let mut ranges: Vec<String> = Vec::new();
+        let mut run: Option<(u64, u64)> = None;
+        for i in (1..=total).filter(|i| !self.received.contains(i)) {
+            run = match run {
+                Some((start, end)) if end + 1 == i => Some((start, i)),
+                Some(done) => {
+                    ranges.push(range_text(done));
+                    Some((i, i))
+                }
+                None => Some((i, i)),
+            };
+        }
+        ranges.extend(run.map(range_text));
+        let word = if ranges.len() == 1 && !ranges[0].contains('-') {
+            "chunk"
+        } else {
+            "chunks"
+        };
+        format!("{word} {} of {total}", ranges.join(", "))
+    }
+
     /// Number of chunks staged.
     pub fn received(&self) -> u64 {
         self.received.len() as u64
@@ -483,6 +512,14 @@ impl PartialFile {
     /// ([`crate::state::sync_filesystem`]) after the last write.
     pub fn mark_synced(&mut self) {
         self.dirty = false;
+    }
+}
+
+fn range_text((start, end): (u64, u64)) -> String {
+    if start == end {
+        start.to_string()
+    } else {
+        format!("{start}-{end}")
     }
 }
 

@@ -52,6 +52,8 @@ const FLUSH_BYTES: u64 = 256 << 20;
 const FLUSH_WHEN_IDLE: Duration = Duration::from_millis(50);
 /// How often the idle-exit condition looks at the assignment.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How often unfinished files are checked for chunks that will not come.
+const STALL_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// A message as polled, numbered in poll order.
 struct Incoming {
@@ -81,6 +83,9 @@ pub struct PipelineOptions {
     pub opener: Arc<dyn Opener>,
     /// When nothing was assigned for this long, leave and rejoin the group (see [`crate::kafka::group::Rejoin`]).
     pub rejoin_unassigned_after: Duration,
+    /// An unfinished file whose partition moved past its last chunk and that got nothing for
+    /// this long is reported as missing chunks (see [`CommitTracker::newly_stalled`]).
+    pub report_missing_after: Duration,
 }
 
 /// Why the pipeline failed. (A requested stop is not a failure: it is
@@ -153,6 +158,7 @@ pub fn run<S: ChunkSink + Send>(
             scope.spawn(move || {
                 let writer = Writer {
                     topic,
+                    report_missing_after: options.report_missing_after,
                     stats: &stats,
                     verdicts: Verdicts::new(
                         &stats,
@@ -339,6 +345,8 @@ fn verify_worker(
 struct Writer<'a> {
     /// The topic read, for logs and kept messages.
     topic: &'a str,
+    /// See [`PipelineOptions::report_missing_after`].
+    report_missing_after: Duration,
     /// Where publication times are observed.
     stats: &'a DownloadStats,
     /// What to do with each verdict (counters, kept messages, advice on other formats).
@@ -360,6 +368,7 @@ impl Writer<'_> {
         let mut next_seq = 0u64;
         let mut offsets = CommitTracker::default();
         let mut oldest_unflushed: Option<Instant> = None;
+        let mut last_stall_check = Instant::now();
         loop {
             let received = match out_rx.recv_timeout(FLUSH_WHEN_IDLE) {
                 Ok(v) => Some(v),
@@ -381,7 +390,7 @@ impl Writer<'_> {
                     Applied::Chunk(file) if sink.is_in_progress(&file.id) => {
                         offsets.unfinished(&file, partition, offset)
                     }
-                    Applied::Chunk(file) => offsets.finished(&file.id),
+                    Applied::Chunk(file) => self.finished(&mut offsets, &file.id, &file.relative),
                     Applied::Done => {}
                     Applied::NotYet { .. }
                         if self.verdicts.kept.deferred.already_kept(self.topic, v.at) =>
@@ -411,13 +420,19 @@ impl Writer<'_> {
                     Some(at) if sink.is_in_progress(&file.id) => {
                         offsets.unfinished(file, at.partition, at.offset)
                     }
-                    _ if !sink.is_in_progress(&file.id) => offsets.finished(&file.id),
+                    _ if !sink.is_in_progress(&file.id) => {
+                        self.finished(&mut offsets, &file.id, &file.relative)
+                    }
                     _ => {}
                 }
                 oldest_unflushed.get_or_insert_with(Instant::now);
             }
             for at in &retried.released {
                 offsets.finished(&Replay::pin(*at).id);
+            }
+            if last_stall_check.elapsed() >= STALL_CHECK_EVERY {
+                last_stall_check = Instant::now();
+                self.report_stalled(&mut offsets, &sink);
             }
             in_flight.fetch_sub(retried.released.len() as u64, Ordering::AcqRel);
             let due = oldest_unflushed.is_some_and(|t| idle || t.elapsed() >= FLUSH_INTERVAL)
@@ -436,6 +451,39 @@ impl Writer<'_> {
         flush(&mut sink, &mut offsets, commit_tx, self.stats)?;
         self.replay.flushed(&mut self.verdicts.kept);
         Ok(())
+    }
+}
+
+impl Writer<'_> {
+    /// A file is whole here (or set aside): its partitions are no longer held back, and if it
+    /// had been reported as missing chunks, it is not any more.
+    fn finished(&self, offsets: &mut CommitTracker, id: &str, relative: &str) {
+        if offsets.finished(id) {
+            self.stats
+                .files_missing_chunks
+                .fetch_sub(1, Ordering::Relaxed);
+            info!(path = %relative, "the chunks reported missing arrived after all");
+        }
+    }
+
+    /// Reports the unfinished files whose missing chunks are behind messages already read.
+    fn report_stalled(&self, offsets: &mut CommitTracker, sink: &impl ChunkSink) {
+        for stalled in offsets.newly_stalled(self.report_missing_after) {
+            DownloadStats::add(&self.stats.files_missing_chunks, 1);
+            let missing = sink
+                .missing_chunks(&stalled.id)
+                .unwrap_or_else(|| "some chunks".into());
+            warn!(
+                topic = self.topic,
+                path = %stalled.relative,
+                missing = %missing,
+                idle_s = stalled.idle.as_secs(),
+                "file incomplete: its partition moved past these chunks and they never came, so \
+                 the broker lost them (acknowledged, then gone: a broker crash) or the uploader \
+                 gave up; upload the file again. Its staged part is kept (see \
+                 --discard-partials-after-days)"
+            );
+        }
     }
 }
 

@@ -327,6 +327,10 @@ impl ChunkSink for Reassembler {
         self.partials.contains_key(id)
     }
 
+    fn missing_chunks(&self, id: &str) -> Option<String> {
+        self.partials.get(id).map(PartialFile::missing_description)
+    }
+
     fn unflushed_bytes(&self) -> u64 {
         self.unflushed_bytes
     }

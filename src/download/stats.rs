@@ -39,6 +39,8 @@ pub struct DownloadStats {
     pub files_unplaced: AtomicU64,
     /// Files with some but not all chunks staged.
     pub files_in_progress: AtomicU64,
+    /// Files in progress whose missing chunks are behind messages already read (reported).
+    pub files_missing_chunks: AtomicU64,
     /// `--on-file`/`--on-batch` commands that failed (exit code, timeout, not startable).
     pub hooks_failed: AtomicU64,
     /// `--result-topic` messages acknowledged.
@@ -66,6 +68,7 @@ pub struct StatsSnapshot {
     pub files_refused: u64,
     pub files_unplaced: u64,
     pub files_in_progress: u64,
+    pub files_missing_chunks: u64,
     pub hooks_failed: u64,
     pub results_sent: u64,
 }
@@ -94,6 +97,7 @@ impl DownloadStats {
             files_refused: get(&self.files_refused),
             files_unplaced: get(&self.files_unplaced),
             files_in_progress: get(&self.files_in_progress),
+            files_missing_chunks: get(&self.files_missing_chunks),
             hooks_failed: get(&self.hooks_failed),
             results_sent: get(&self.results_sent),
         }
@@ -178,6 +182,11 @@ impl DownloadStats {
             get(&self.files_in_progress) as f64,
         );
         out.gauge(
+            "openmsi_files_missing_chunks",
+            "Files in progress whose missing chunks are behind messages already read (lost by the broker, or never sent): upload them again.",
+            get(&self.files_missing_chunks) as f64,
+        );
+        out.gauge(
             "openmsi_messages_waiting_for_keys",
             "Encrypted messages kept until their key arrives.",
             get(&self.deferred_messages) as f64,
@@ -211,6 +220,13 @@ impl std::fmt::Display for StatsSnapshot {
         }
         if self.files_unplaced > 0 {
             write!(f, "; {} could not be put in place", self.files_unplaced)?;
+        }
+        if self.files_missing_chunks > 0 {
+            write!(
+                f,
+                "; {} files missing chunks the broker does not have (upload them again)",
+                self.files_missing_chunks
+            )?;
         }
         if self.hooks_failed > 0 {
             write!(f, "; {} hooks failed", self.hooks_failed)?;

@@ -207,6 +207,8 @@ pub fn relay(
         exit_when_idle: settings.exit_when_idle,
         opener,
         rejoin_unassigned_after: joined.rejoin_after,
+        // The relay keeps no file in progress (each message is done once acknowledged).
+        report_missing_after: Duration::MAX,
     };
     let outcome = pipeline::run(&joined.consumer, sink, kept, &options, &stats, cancel);
     let (stopped_idle, interrupted) = match outcome {
