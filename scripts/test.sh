@@ -12,7 +12,7 @@ case ${1:-} in
 Usage: scripts/test.sh [NEXTEST ARGS...]
 
 Installs the Debian packages the tests need (scripts/install-packages.sh; as root, else it
-names them), tansu (scripts/broker.sh install --with-prebuilt) and the OpenMSIStream
+names them), tansu and the S3 server s3s-fs (scripts/broker.sh install --with-prebuilt --s3) and the OpenMSIStream
 reference venv (scripts/install-reference.sh) into ${OPENMSI_CACHE_DIR:-~/.cache/openmsi}
 when missing; cargo-nextest when missing; for a
 full run (no arguments) checks the Windows build under Wine (scripts/windows-check.sh; skip with
@@ -32,7 +32,7 @@ cache="${OPENMSI_CACHE_DIR:-$HOME/.cache/openmsi}"
 echo "==> Debian packages" >&2
 scripts/install-packages.sh
 echo "==> tansu test broker (built from source, and the prebuilt one that auto-creates topics)" >&2
-scripts/broker.sh install --with-prebuilt >/dev/null
+scripts/broker.sh install --with-prebuilt --s3 >/dev/null
 echo "==> OpenMSIStream reference" >&2
 python=$(scripts/install-reference.sh)
 # Tests find the venv on their own; exporting it makes the choice visible and overridable.

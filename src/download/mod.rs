@@ -158,6 +158,9 @@ pub struct Joined {
     /// When nothing was assigned for this long, leave and rejoin (see
     /// [`crate::kafka::group::Rejoin`]).
     pub rejoin_after: Duration,
+    /// A new consumer in the same group, for when rejoining is not enough (see
+    /// [`pipeline::Reconnect`]).
+    pub reconnect: pipeline::Reconnect,
 }
 
 /// Creates the consumer for `topic` in group `group_id` (None: the config's), checks the topic
@@ -199,10 +202,24 @@ pub fn join_group(
             membership,
         },
     )?;
+    let rejoin_after = session_timeout(&properties) + Duration::from_secs(5);
+    let (config, topic) = (config.clone(), topic.to_string());
+    let reconnect: pipeline::Reconnect = Box::new(move || {
+        let spec = ConsumerSpec {
+            properties: &properties,
+            topic: &topic,
+            partition_eof,
+            connect_timeout,
+            // Only a member of a shared group goes without partitions.
+            membership: Membership::Group,
+        };
+        Ok(consumer::subscribe(&config, &spec)?)
+    });
     Ok(Joined {
         consumer,
         group_id: resolved_group,
-        rejoin_after: session_timeout(&properties) + Duration::from_secs(5),
+        rejoin_after,
+        reconnect,
     })
 }
 
@@ -271,7 +288,7 @@ pub fn download_directory(
         settings.exit_when_idle.is_some(),
         settings.connect_timeout,
     )?;
-    let (consumer, group_id) = (joined.consumer, joined.group_id);
+    let (mut consumer, group_id) = (joined.consumer, joined.group_id);
     info!(
         topic = %settings.topic,
         group = %group_id,
@@ -290,9 +307,10 @@ pub fn download_directory(
         exit_when_idle: settings.exit_when_idle,
         opener,
         rejoin_unassigned_after: joined.rejoin_after,
+        reconnect: Some(joined.reconnect),
         report_missing_after: settings.report_missing_after,
     };
-    let stop = pipeline::run(&consumer, reassembler, kept, &options, &stats, cancel);
+    let stop = pipeline::run(&mut consumer, reassembler, kept, &options, &stats, cancel);
     // The pipeline dropped the hook log's sender: the runner finishes the hooks due and ends.
     if let Some(handle) = hook_runner {
         if handle.join().is_err() {

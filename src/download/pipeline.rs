@@ -33,7 +33,7 @@ use super::verify::{verify_batch, Selection, Verdict};
 use crate::contract::ChunkSink;
 use crate::contract::MessagePosition;
 use crate::contract::{Opener, RawMessage};
-use crate::kafka::group::{store_offsets, Ownership, Rejoin};
+use crate::kafka::group::{rejoin_group, store_offsets, Ownership, Rejoin};
 use crate::kafka::ConsumerLogContext;
 use crate::state::is_out_of_space;
 use crate::sync::SharedReceiver;
@@ -69,6 +69,12 @@ struct Verified {
     verdict: Verdict,
 }
 
+/// Makes a new consumer subscribed to the same topic in the same group: the old one is closed
+/// and its partitions go through a rebalance like any member's (see
+/// [`crate::kafka::group::Rejoin`] for why a rejoin is not always enough).
+pub type Reconnect =
+    Box<dyn Fn() -> anyhow::Result<BaseConsumer<ConsumerLogContext>> + Send + Sync>;
+
 /// Run-time options of the pipeline.
 pub struct PipelineOptions {
     /// The topic read (for logs and the names of messages kept aside).
@@ -83,6 +89,8 @@ pub struct PipelineOptions {
     pub opener: Arc<dyn Opener>,
     /// When nothing was assigned for this long, leave and rejoin the group (see [`crate::kafka::group::Rejoin`]).
     pub rejoin_unassigned_after: Duration,
+    /// Instead of rejoining with the same client, replace it with this new one.
+    pub reconnect: Option<Reconnect>,
     /// An unfinished file whose partition moved past its last chunk and that got nothing for
     /// this long is reported as missing chunks (see [`CommitTracker::newly_stalled`]).
     pub report_missing_after: Duration,
@@ -124,7 +132,7 @@ pub enum StopReason {
 
 /// Runs until cancelled, idle (when asked), or a fatal local error (disk full, permissions).
 pub fn run<S: ChunkSink + Send>(
-    consumer: &BaseConsumer<ConsumerLogContext>,
+    consumer: &mut BaseConsumer<ConsumerLogContext>,
     sink: S,
     kept: KeptAside,
     options: &PipelineOptions,
@@ -210,7 +218,7 @@ pub fn run<S: ChunkSink + Send>(
 /// decides when to stop.
 #[allow(clippy::too_many_arguments)]
 fn poll_loop(
-    consumer: &BaseConsumer<ConsumerLogContext>,
+    consumer: &mut BaseConsumer<ConsumerLogContext>,
     options: &PipelineOptions,
     in_tx: SyncSender<Incoming>,
     commit_rx: &Receiver<HashMap<i32, i64>>,
@@ -227,7 +235,12 @@ fn poll_loop(
     let mut rejoin = Rejoin::after(options.rejoin_unassigned_after);
     loop {
         crate::service::beat();
-        rejoin.check(consumer, &options.topic);
+        if rejoin.due(consumer) {
+            match &options.reconnect {
+                Some(reconnect) => replace_consumer(consumer, reconnect, owned, &options.topic),
+                None => rejoin_group(consumer, &options.topic),
+            }
+        }
         owned.forget_revoked(consumer);
         while let Ok(offsets) = commit_rx.try_recv() {
             store_offsets(consumer, &options.topic, &owned.clamp(&offsets));
@@ -287,6 +300,28 @@ fn poll_loop(
                 }
             }
         }
+    }
+}
+
+/// Replaces the consumer with a new one in the same group (see [`Reconnect`]); on failure
+/// (every broker down) keeps the old one, to try again after the next wait.
+fn replace_consumer(
+    consumer: &mut BaseConsumer<ConsumerLogContext>,
+    reconnect: &Reconnect,
+    owned: &mut Ownership,
+    topic: &str,
+) {
+    info!(topic, "no partition assigned for longer than a session (a crashed member may still hold them, the group's coordinator may be gone with its broker, or the group has more members than partitions); joining again with a new connection");
+    match reconnect() {
+        Ok(fresh) => {
+            let old = std::mem::replace(consumer, fresh);
+            // Nothing is owned yet: offsets of partitions read before are the next owner's.
+            *owned = Ownership::default();
+            // Closing tries to leave the group through the old coordinator, which may be
+            // unreachable: not on this thread.
+            std::thread::spawn(move || drop(old));
+        }
+        Err(e) => warn!(topic, error = %format!("{e:#}"), "could not connect again; trying later"),
     }
 }
 

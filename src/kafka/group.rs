@@ -15,7 +15,8 @@ use tracing::{debug, info, warn};
 
 use super::context::ConsumerLogContext;
 
-/// A member with no partition for longer than a session leaves and rejoins the group.
+/// A member with no partition for longer than a session leaves and rejoins the group, or
+/// (the pipeline's choice when it can) replaces its client with a new one.
 ///
 /// A downloader restarted right after a crash joins while its dead predecessor is still a
 /// member; the rebalance hands the partitions to the dead member, and a broker that does not
@@ -26,6 +27,12 @@ use super::context::ConsumerLogContext;
 /// member. A member that is idle because the group has more members than partitions would
 /// rejoin for nothing, so the wait doubles after each rejoin (up to [`REJOIN_MAX_WAIT`]) and
 /// returns to one session once partitions are assigned.
+///
+/// A rejoin with the same client cannot help when the group's coordinator is on a broker that
+/// is gone but whose id a live broker now answers for: librdkafka keeps the coordinator's old
+/// address as long as its id does not change (tansu's brokers over shared storage all call
+/// themselves node 111; measured: a downloader unassigned for minutes after the coordinator's
+/// broker was killed, its rejoins unanswered). A new client asks `bootstrap.servers` afresh.
 pub struct Rejoin {
     /// How long to be without partitions before rejoining.
     first_wait: Duration,
@@ -51,11 +58,12 @@ impl Rejoin {
         }
     }
 
-    /// Rejoins when no partition has been assigned for the current wait.
-    pub fn check(&mut self, consumer: &BaseConsumer<ConsumerLogContext>, topic: &str) {
+    /// Whether to act now: no partition has been assigned for the current wait. The caller
+    /// rejoins ([`rejoin_group`]) or connects again with a new client; the next wait is longer.
+    pub fn due(&mut self, consumer: &BaseConsumer<ConsumerLogContext>) -> bool {
         let now = Instant::now();
         if now.duration_since(self.looked_at) < Duration::from_secs(1) {
-            return;
+            return false;
         }
         self.looked_at = now;
         let unassigned = consumer
@@ -65,19 +73,28 @@ impl Rejoin {
         if !unassigned {
             self.unassigned_since = None;
             self.wait = self.first_wait;
-            return;
+            return false;
         }
         let since = *self.unassigned_since.get_or_insert(now);
         if now.duration_since(since) < self.wait {
-            return;
+            return false;
         }
-        info!(topic, waited_s = self.wait.as_secs(), "no partition assigned for longer than a session (a crashed member may still hold them, or the group has more members than partitions); leaving and rejoining the group");
-        consumer.unsubscribe();
-        if let Err(e) = consumer.subscribe(&[topic]) {
-            warn!(topic, error = %e, "rejoining the consumer group failed");
-        }
+        debug!(
+            waited_s = self.wait.as_secs(),
+            "no partition assigned for the whole wait"
+        );
         self.unassigned_since = Some(now);
         self.wait = (self.wait * 2).min(REJOIN_MAX_WAIT);
+        true
+    }
+}
+
+/// Leaves and rejoins the group with the same client.
+pub fn rejoin_group(consumer: &BaseConsumer<ConsumerLogContext>, topic: &str) {
+    info!(topic, "no partition assigned for longer than a session (a crashed member may still hold them, or the group has more members than partitions); leaving and rejoining the group");
+    consumer.unsubscribe();
+    if let Err(e) = consumer.subscribe(&[topic]) {
+        warn!(topic, error = %e, "rejoining the consumer group failed");
     }
 }
 

@@ -176,7 +176,7 @@ pub fn relay(
         deferred: RejectStore::open(&state.deferred())
             .with_context(|| format!("preparing {}", settings.state_dir.display()))?,
     };
-    let joined = join_group(
+    let mut joined = join_group(
         source,
         &settings.topic,
         settings.group_id.as_deref(),
@@ -207,10 +207,11 @@ pub fn relay(
         exit_when_idle: settings.exit_when_idle,
         opener,
         rejoin_unassigned_after: joined.rejoin_after,
+        reconnect: Some(joined.reconnect),
         // The relay keeps no file in progress (each message is done once acknowledged).
         report_missing_after: Duration::MAX,
     };
-    let outcome = pipeline::run(&joined.consumer, sink, kept, &options, &stats, cancel);
+    let outcome = pipeline::run(&mut joined.consumer, sink, kept, &options, &stats, cancel);
     let (stopped_idle, interrupted) = match outcome {
         Ok(stop) => (stop == StopReason::Idle, None),
         // Asked to stop while the destination had not acknowledged everything: not a failure

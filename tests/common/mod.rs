@@ -28,10 +28,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::ClientConfig;
 use sha2::{Digest, Sha512};
 
+pub mod cluster;
+
 /// `scripts/broker.sh` exit code: tansu is not installed.
 const EXIT_NOT_INSTALLED: i32 = 3;
 /// `scripts/broker.sh` exit code: the port was taken (between our pick and the broker's bind).
-const EXIT_PORT_IN_USE: i32 = 4;
+pub(crate) const EXIT_PORT_IN_USE: i32 = 4;
 
 /// Root of the crate, to find `scripts/`.
 pub fn repo_root() -> &'static Path {
@@ -52,7 +54,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// Runs `scripts/broker.sh ARGS`, capturing its output (the broker itself writes to its log
 /// file, so this returns as soon as the script does).
-fn broker_sh(args: &[&str]) -> Output {
+pub(crate) fn broker_sh(args: &[&str]) -> Output {
     Command::new("bash")
         .arg(repo_root().join("scripts/broker.sh"))
         .args(args)
@@ -61,11 +63,11 @@ fn broker_sh(args: &[&str]) -> Output {
 }
 
 /// Panics with the script's stderr; for exit code 3 the message says how to install tansu.
-fn broker_sh_failed(what: &str, out: &Output) -> ! {
+pub(crate) fn broker_sh_failed(what: &str, out: &Output) -> ! {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(EXIT_NOT_INSTALLED) {
         panic!(
-            "tansu is not installed: run `scripts/broker.sh install` (or `scripts/test.sh`, \
+            "tansu or s3s-fs is not installed: run `scripts/broker.sh install --s3` (or `scripts/test.sh`, \
              which does it) before the integration tests.\n{stderr}"
         );
     }
@@ -360,6 +362,12 @@ pub fn free_port() -> u16 {
 /// `local_broker_test.config`, whose (de)serializer class names the reference needs (without
 /// them its producer fails on every chunk and still exits 0) and `openmsi` ignores.
 pub fn write_config(dir: &Path, broker: &Broker) -> PathBuf {
+    write_config_for(dir, &broker.bootstrap(), broker.storage().in_memory())
+}
+
+/// [`write_config`] for `bootstrap.servers = BOOTSTRAP`; `one_message_per_batch` works around
+/// the mid-batch fetch bug of tansu's memory and S3 engines.
+pub fn write_config_for(dir: &Path, bootstrap: &str, one_message_per_batch: bool) -> PathBuf {
     let mut text = format!(
         "[broker]\n\
          bootstrap.servers = {}\n\
@@ -367,9 +375,9 @@ pub fn write_config(dir: &Path, broker: &Broker) -> PathBuf {
          [producer]\n\
          key.serializer = StringSerializer\n\
          value.serializer = DataFileChunkSerializer\n",
-        broker.bootstrap()
+        bootstrap
     );
-    if broker.storage().in_memory() {
+    if one_message_per_batch {
         // One message per batch avoids the memory engine's mid-batch fetch bug.
         text.push_str("batch.num.messages = 1\n");
     }
