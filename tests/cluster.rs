@@ -129,6 +129,11 @@ fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seco
     let mut cluster = Cluster::start(2);
     let topic = common::unique_topic("rolling");
     cluster.create_topic(&topic, 2);
+    // A relay to a second topic of the same cluster, and a reader of that topic. (A topic
+    // created through one tansu broker can take a moment to show through the other: created
+    // first, it is there by the time the relay checks it.)
+    let relayed = format!("{topic}-relayed");
+    cluster.create_topic(&relayed, 2);
     let work = tempfile::tempdir().unwrap();
     let cfg = cluster.write_config(work.path());
     let src = work.path().join("src");
@@ -136,6 +141,26 @@ fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seco
     std::fs::create_dir_all(&src).unwrap();
     let mut up = uploader(&cfg, &topic, &src);
     let mut down = downloader(&cfg, &topic, &out, "rolling", &[]);
+    let relay_state = work.path().join("relay-state");
+    let relay_log = work.path().join("relay.log");
+    let mut relay = spawn_logged(
+        &[
+            "relay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--topic",
+            &topic,
+            "--to-topic",
+            &relayed,
+            "--group-id",
+            "rolling-relay",
+            "--state-dir",
+            relay_state.to_str().unwrap(),
+        ],
+        &relay_log,
+    );
+    let out_relayed = work.path().join("out-relayed");
+    let mut down_relayed = downloader(&cfg, &relayed, &out_relayed, "rolling-relayed", &[]);
     let mut expected = Expected::new();
 
     drop_file(&src, "warm-up.bin", MIB, &mut expected);
@@ -193,24 +218,47 @@ fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seco
         let recovery = stopped.elapsed();
         eprintln!("broker {broker} stopped: every file in place {recovery:.1?} after the stop");
         recoveries.push(recovery);
-        assert!(up.0.try_wait().unwrap().is_none(), "the drop box exited");
-        assert!(
-            down.0.try_wait().unwrap().is_none(),
-            "the downloader exited"
+        for name in [&big, &after, &format!("one-off-{broker}.bin")] {
+            let took = arrival(&out_relayed, name, &expected[name], Duration::from_secs(90));
+            assert!(
+                took.is_some(),
+                "{name} was not relayed within 90 s of broker {broker}'s stop\n{}\n{}",
+                std::fs::read_to_string(&relay_log).unwrap_or_default(),
+                log_of(&out_relayed)
+            );
+        }
+        eprintln!(
+            "broker {broker} stopped: every file relayed and rebuilt {:.1?} after the stop",
+            stopped.elapsed()
         );
+        for (what, child) in [
+            ("the drop box", &mut up),
+            ("the downloader", &mut down),
+            ("the relay", &mut relay),
+            ("the relayed topic's downloader", &mut down_relayed),
+        ] {
+            assert!(child.0.try_wait().unwrap().is_none(), "{what} exited");
+        }
         cluster.restart(broker);
     }
-    // Seconds, not librdkafka's five-minute default (30 MiB through the S3 engine included).
+    // Well under librdkafka's five-minute default (30 MiB through the S3 engine included).
+    // Usually seconds; up to ~1 minute when tansu answers the moved producer with
+    // OutOfOrderSequenceNumber and its client has to be replaced (see docs/TEST_BROKER.md).
     for (broker, took) in recoveries.iter().enumerate() {
         assert!(
-            *took < Duration::from_secs(60),
-            "broker {broker}: files took {took:?} after the stop"
+            *took < Duration::from_secs(100),
+            "broker {broker}: files took {took:?} after the stop\n--- drop box ---\n{}\n--- downloader ---\n{}",
+            std::fs::read_to_string(src.with_extension("log")).unwrap_or_default(),
+            log_of(&out)
         );
     }
-    assert!(quit_and_wait(&mut up, Duration::from_secs(30)).success());
-    assert!(quit_and_wait(&mut down, Duration::from_secs(30)).success());
-    assert_eq!(common::files_under(&out).len(), expected.len());
-    assert_only_correct_files(&out, &expected);
+    for child in [&mut up, &mut down, &mut relay, &mut down_relayed] {
+        assert!(quit_and_wait(child, Duration::from_secs(30)).success());
+    }
+    for out in [&out, &out_relayed] {
+        assert_eq!(common::files_under(out).len(), expected.len());
+        assert_only_correct_files(out, &expected);
+    }
 }
 
 /// The 127.0.0.1 ports process `pid` has TCP connections to (from /proc).

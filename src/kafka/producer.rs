@@ -2,7 +2,7 @@
 //! can tell exactly whether every chunk it sent was acknowledged by the broker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use super::window::Window;
 use crate::chunk::RangeSet;
 use crate::config::LoadedConfig;
 use crate::progress::ActiveTime;
+use tracing::warn;
 
 /// librdkafka's queue is capped at this many KiB: it is the back-pressure that keeps memory
 /// flat however large the file (or however many files), and 32 MiB (64 chunks of 512 KiB)
@@ -261,7 +262,11 @@ pub enum ProduceError {
 
 /// A producer for one topic with delivery tracking.
 pub struct ChunkProducer {
-    inner: ThreadedProducer<DeliveryContext>,
+    /// Replaced by a new client after librdkafka's fatal error (see [`Self::replace_if_fatal`]).
+    inner: RwLock<ThreadedProducer<DeliveryContext>>,
+    /// What the client was made from, to make a new one.
+    cfg: ClientConfig,
+    source: LoadedConfig,
     tracker: Arc<DeliveryTracker>,
     /// Room in librdkafka's queue, shared with the delivery callback.
     window: Arc<Window>,
@@ -308,7 +313,9 @@ impl ChunkProducer {
         window.set_partitions(info.partitions);
         Ok((
             Self {
-                inner,
+                inner: RwLock::new(inner),
+                cfg: cfg.clone(),
+                source: source.clone(),
                 tracker,
                 window,
                 topic: topic.to_string(),
@@ -316,6 +323,45 @@ impl ChunkProducer {
             },
             info,
         ))
+    }
+
+    fn client(&self) -> std::sync::RwLockReadGuard<'_, ThreadedProducer<DeliveryContext>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After librdkafka's fatal error the client refuses every message for good (seen when an
+    /// idempotent producer moved to another broker that did not know its sequence numbers:
+    /// OutOfOrderSequenceNumber). The messages it held fail (their files are sent again by the
+    /// caller, as after any failure) and a new client with the same settings and counters takes
+    /// its place.
+    fn replace_if_fatal(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have replaced it already.
+        let Some((code, reason)) = inner.client().fatal_error() else {
+            return;
+        };
+        let context = DeliveryContext {
+            tracker: Arc::clone(&self.tracker),
+            window: Arc::clone(&self.window),
+        };
+        match create_client::<_, ThreadedProducer<DeliveryContext>>(
+            &self.cfg,
+            context,
+            &self.source,
+            "producer",
+        ) {
+            Ok(fresh) => {
+                warn!(error = %reason, code = ?code, "the Kafka producer hit a fatal error; its unacknowledged messages are sent again with a new one");
+                // Dropping the old one purges what it held: those deliveries are reported as
+                // failed, so their files are retried and their room in the window is freed.
+                let old = std::mem::replace(&mut *inner, fresh);
+                drop(inner);
+                drop(old);
+            }
+            Err(e) => {
+                warn!(error = %e, "the Kafka producer hit a fatal error and a new one could not be made; trying again with the next message")
+            }
+        }
     }
 
     /// Delivery counters.
@@ -368,7 +414,8 @@ impl ChunkProducer {
                     });
                 record = record.headers(owned);
             }
-            match self.inner.send(record) {
+            let sent = self.client().send(record);
+            match sent {
                 Ok(()) => {
                     file.queued.fetch_add(1, Ordering::AcqRel);
                     self.tracker.sent.fetch_add(1, Ordering::AcqRel);
@@ -391,6 +438,9 @@ impl ChunkProducer {
                 }
                 Err((e, _)) => {
                     self.window.release(message_bytes);
+                    if matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::Fatal)) {
+                        self.replace_if_fatal();
+                    }
                     return Err(ProduceError::Enqueue(e));
                 }
             }
@@ -431,7 +481,7 @@ impl ChunkProducer {
             }
             // flush() returns early once the queue is empty; the short slice keeps us
             // responsive to cancellation.
-            let _ = self.inner.flush(Duration::from_millis(100));
+            let _ = self.client().flush(Duration::from_millis(100));
             on_tick(t.delivered_bytes());
         }
         if self.tracker.failed() > 0 {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::LoadedConfig;
 use crate::contract::{Envelope, Opener};
@@ -150,6 +150,23 @@ pub fn connect_destinations(
     Ok(out)
 }
 
+/// The first wait before relaying again after the destination did not acknowledge messages;
+/// it doubles after each failure in a row, up to [`RETRY_MAX_WAIT`].
+const RETRY_FIRST_WAIT: Duration = Duration::from_secs(5);
+const RETRY_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Sleeps `wait` unless `cancel` comes first (then true).
+fn cancel_or_sleep(cancel: &CancellationToken, wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if cancel.is_cancelled() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cancel.is_cancelled()
+}
+
 /// Runs the relay until `cancel`, idle exit, or a fatal error. `destinations` are connected
 /// ([`connect_destinations`]); their counters are what `check` and the metrics read.
 pub fn relay(
@@ -170,58 +187,97 @@ pub fn relay(
             )
         })?;
     let _lock = state.lock(&settings.state_dir, "relay")?;
-    let kept = KeptAside {
-        rejected: RejectStore::open(&state.rejected())
-            .with_context(|| format!("preparing {}", settings.state_dir.display()))?,
-        deferred: RejectStore::open(&state.deferred())
-            .with_context(|| format!("preparing {}", settings.state_dir.display()))?,
+    let kept_aside = || -> anyhow::Result<KeptAside> {
+        Ok(KeptAside {
+            rejected: RejectStore::open(&state.rejected())
+                .with_context(|| format!("preparing {}", settings.state_dir.display()))?,
+            deferred: RejectStore::open(&state.deferred())
+                .with_context(|| format!("preparing {}", settings.state_dir.display()))?,
+        })
     };
-    let mut joined = join_group(
-        source,
-        &settings.topic,
-        settings.group_id.as_deref(),
-        settings.sole_reader,
-        settings.exit_when_idle.is_some(),
-        settings.connect_timeout,
-    )?;
+    let join = || {
+        join_group(
+            source,
+            &settings.topic,
+            settings.group_id.as_deref(),
+            settings.sole_reader,
+            settings.exit_when_idle.is_some(),
+            settings.connect_timeout,
+        )
+    };
+    let mut joined = join()?;
+    let group_id = joined.group_id.clone();
     info!(
         topic = %settings.topic,
-        group = %joined.group_id,
+        group = %group_id,
         to = %settings.routes.topics().join(","),
         "relaying; type `check` for status or `quit` to stop"
     );
     crate::service::ready();
-    let sink = RelaySink::new(
-        Arc::clone(&destinations),
-        settings.routes.clone(),
-        settings.readdress,
-        cancel.clone(),
-    );
-    let options = PipelineOptions {
-        topic: settings.topic.clone(),
-        selection: Selection {
-            formats: settings.formats,
-            regex: settings.match_regex.clone(),
-        },
-        verify_threads: settings.verify_threads,
-        exit_when_idle: settings.exit_when_idle,
-        opener,
-        rejoin_unassigned_after: joined.rejoin_after,
-        reconnect: Some(joined.reconnect),
-        // The relay keeps no file in progress (each message is done once acknowledged).
-        report_missing_after: Duration::MAX,
-    };
-    let outcome = pipeline::run(&mut joined.consumer, sink, kept, &options, &stats, cancel);
-    let (stopped_idle, interrupted) = match outcome {
-        Ok(stop) => (stop == StopReason::Idle, None),
-        // Asked to stop while the destination had not acknowledged everything: not a failure
-        // (nothing unacknowledged was committed), but worth a line.
-        Err(PipelineError::Write { source, .. })
-            if cancel.is_cancelled() && source.kind() == std::io::ErrorKind::Interrupted =>
-        {
-            (false, Some(source.to_string()))
+    let mut backoff = RETRY_FIRST_WAIT;
+    let (stopped_idle, interrupted) = loop {
+        let sink = RelaySink::new(
+            Arc::clone(&destinations),
+            settings.routes.clone(),
+            settings.readdress,
+            cancel.clone(),
+        );
+        let options = PipelineOptions {
+            topic: settings.topic.clone(),
+            selection: Selection {
+                formats: settings.formats,
+                regex: settings.match_regex.clone(),
+            },
+            verify_threads: settings.verify_threads,
+            exit_when_idle: settings.exit_when_idle,
+            opener: Arc::clone(&opener),
+            rejoin_unassigned_after: joined.rejoin_after,
+            reconnect: Some(joined.reconnect),
+            // The relay keeps no file in progress (each message is done once acknowledged).
+            report_missing_after: Duration::MAX,
+        };
+        let ran_since = Instant::now();
+        let outcome = pipeline::run(
+            &mut joined.consumer,
+            sink,
+            kept_aside()?,
+            &options,
+            &stats,
+            cancel,
+        );
+        // A failure after a long healthy run starts the back-off again.
+        if ran_since.elapsed() > RETRY_MAX_WAIT {
+            backoff = RETRY_FIRST_WAIT;
         }
-        Err(e) => return Err(e.into()),
+        match outcome {
+            Ok(stop) => break (stop == StopReason::Idle, None),
+            // Asked to stop while the destination had not acknowledged everything: not a
+            // failure (nothing unacknowledged was committed), but worth a line.
+            Err(PipelineError::Write { source, .. })
+                if cancel.is_cancelled() && source.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                break (false, Some(source.to_string()));
+            }
+            // The destination refused or lost messages (a broker that went away mid-send, an
+            // idempotence sequence a new broker does not know): nothing after the last
+            // acknowledged flush was committed, so reading again from the group's offsets
+            // relays them again (duplicates downstream are harmless), with a new consumer (a
+            // producer in librdkafka's fatal state replaces its client itself).
+            Err(PipelineError::Write { source, .. }) => {
+                warn!(
+                    error = %source,
+                    retry_in_s = backoff.as_secs(),
+                    "the destination did not acknowledge everything; relaying again from the last acknowledged offsets"
+                );
+                drop(joined.consumer);
+                if cancel_or_sleep(cancel, backoff) {
+                    break (false, None);
+                }
+                backoff = (backoff * 2).min(RETRY_MAX_WAIT);
+                joined = join()?;
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     Ok(RelaySummary {
         read: stats.snapshot(),
@@ -236,7 +292,7 @@ pub fn relay(
             })
             .collect(),
         elapsed: started.elapsed(),
-        group_id: joined.group_id,
+        group_id,
         stopped_idle,
         interrupted,
     })

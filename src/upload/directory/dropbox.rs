@@ -47,6 +47,11 @@ const SYNC_REGISTRY_EVERY: Duration = Duration::from_millis(200);
 /// A file that could not be sent is tried again after this long (or as soon as it changes).
 pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(60);
 
+/// ...except after its first failure in a row, tried again this soon: a broker that went away
+/// mid-file (the client has moved to another broker, or replaced itself after a fatal error)
+/// costs seconds, not a minute; a broker that stays down costs one more failed attempt.
+pub const RETRY_FIRST_FAILURE_AFTER: Duration = Duration::from_secs(5);
+
 /// Scan period in `--poll` mode when `--rescan-seconds` is not given: scans are then the only
 /// way to see new files, so they must be frequent.
 pub const POLL_RESCAN: Duration = Duration::from_secs(2);
@@ -161,6 +166,8 @@ pub struct Dropbox {
     in_flight: HashSet<String>,
     /// Failing files: the (size, mtime) that failed and when to try again.
     failed: HashMap<String, (u64, f64, Instant)>,
+    /// Failures in a row per file (cleared once it is sent), for the retry delay.
+    failures_in_a_row: HashMap<String, u32>,
     /// Unreadable files already warned about (warned once, not at every scan).
     unreadable_reported: HashSet<String>,
     /// A full scan was asked for (events were lost).
@@ -197,6 +204,7 @@ impl Dropbox {
             writers_checked: None,
             in_flight: HashSet::new(),
             failed: HashMap::new(),
+            failures_in_a_row: HashMap::new(),
             unreadable_reported: HashSet::new(),
             rescan_requested: false,
             timers: Timers {
@@ -280,6 +288,7 @@ impl Dropbox {
                 self.consider(seen, now);
             }
         }
+        self.retry_due_failures(now);
         if now.saturating_duration_since(self.timers.settle_check)
             >= settle_round(self.settings.settle)
         {
@@ -416,6 +425,25 @@ impl Dropbox {
     }
 
     /// Looks at one path again (after an event or a finished upload).
+    /// Failed files whose time to try again has come are looked at now, not at the next full
+    /// scan (up to --rescan-seconds later).
+    fn retry_due_failures(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .failed
+            .iter()
+            .filter(|(_, (_, _, retry_at))| now >= *retry_at)
+            .map(|(relative, _)| relative.clone())
+            .collect();
+        for relative in due {
+            let path = self.filter.root.join(&relative);
+            if path.exists() {
+                self.look_at(&path, now);
+            }
+            // Still failing (changed back, unreadable) or gone: the next scan decides.
+            self.failed.remove(&relative);
+        }
+    }
+
     fn look_at(&mut self, path: &std::path::Path, now: Instant) {
         let Some(relative) = self.filter.relative(path) else {
             return;
@@ -484,6 +512,7 @@ impl Dropbox {
             self.in_flight.remove(&d.file.relative);
             match d.outcome {
                 Outcome::Sent { .. } => {
+                    self.failures_in_a_row.remove(&d.file.relative);
                     if self.unreadable_reported.remove(&d.file.relative) {
                         info!(path = %d.file.relative, "readable again");
                     }
@@ -513,10 +542,20 @@ impl Dropbox {
                 }
                 Outcome::Failed(reason) => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    warn!(path = %d.file.relative, %reason, retry_in_s = RETRY_FAILED_AFTER.as_secs(), "upload failed; skipped for now");
+                    let in_a_row = self
+                        .failures_in_a_row
+                        .entry(d.file.relative.clone())
+                        .or_default();
+                    *in_a_row += 1;
+                    let retry_in = if *in_a_row == 1 {
+                        RETRY_FIRST_FAILURE_AFTER
+                    } else {
+                        RETRY_FAILED_AFTER
+                    };
+                    warn!(path = %d.file.relative, %reason, retry_in_s = retry_in.as_secs(), "upload failed; skipped for now");
                     self.failed.insert(
                         d.file.relative.clone(),
-                        (d.file.size, d.file.mtime, now + RETRY_FAILED_AFTER),
+                        (d.file.size, d.file.mtime, now + retry_in),
                     );
                 }
             }
@@ -885,7 +924,20 @@ mod tests {
             h.can_resume(&file),
             "a failure must keep acknowledged chunks"
         );
-        // Full scans see it, but it is not retried before the interval...
+        // A first failure is tried again soon (without waiting for a full scan)...
+        h.advance(RETRY_FIRST_FAILURE_AFTER - Duration::from_millis(500));
+        assert!(h.step(vec![]).is_empty(), "retried too early");
+        h.advance(Duration::from_millis(500));
+        assert!(h.step(vec![]).is_empty(), "not settled yet");
+        h.advance(SETTLE);
+        let file = h.step(vec![]).pop().expect("retried after a first failure");
+        h.started(&file, 3, 7);
+        let failure = UploadError::Shrunk {
+            path: file.path.clone(),
+        };
+        assert!(h.report(file.clone(), Outcome::Failed(failure)).is_empty());
+        // ...a second one in a row waits the full interval: full scans see it, but it is not
+        // retried before...
         h.advance(RETRY_FAILED_AFTER - Duration::from_secs(1));
         assert!(h.step(vec![]).is_empty(), "retried too early");
         // ...then it is considered again, settles, and goes again.
