@@ -204,7 +204,7 @@ pub fn join_group(
     )?;
     let rejoin_after = session_timeout(&properties) + Duration::from_secs(5);
     let (config, topic) = (config.clone(), topic.to_string());
-    let reconnect: pipeline::Reconnect = Box::new(move || {
+    let reconnect: pipeline::Reconnect = Box::new(move |connect_timeout| {
         let spec = ConsumerSpec {
             properties: &properties,
             topic: &topic,

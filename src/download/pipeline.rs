@@ -72,8 +72,13 @@ struct Verified {
 /// Makes a new consumer subscribed to the same topic in the same group: the old one is closed
 /// and its partitions go through a rebalance like any member's (see
 /// [`crate::kafka::group::Rejoin`] for why a rejoin is not always enough).
+/// The argument bounds the wait for a broker's first answer.
 pub type Reconnect =
-    Box<dyn Fn() -> anyhow::Result<BaseConsumer<ConsumerLogContext>> + Send + Sync>;
+    Box<dyn Fn(Duration) -> anyhow::Result<BaseConsumer<ConsumerLogContext>> + Send + Sync>;
+
+/// How long a new consumer waits for a broker's answer before the old one is kept: short, since
+/// the poll loop (and a `quit`) waits meanwhile, and a failed attempt is simply made again later.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run-time options of the pipeline.
 pub struct PipelineOptions {
@@ -235,7 +240,11 @@ fn poll_loop(
     let mut rejoin = Rejoin::after(options.rejoin_unassigned_after);
     loop {
         crate::service::beat();
-        if rejoin.due(consumer) {
+        // A session that timed out means the coordinator did not answer for a whole session:
+        // when it is gone with its broker, only a new client finds the next one (see
+        // `Reconnect`), so do not wait for the unassigned period too.
+        let session_lost = consumer.context().take_session_lost();
+        if (session_lost && options.reconnect.is_some()) || rejoin.due(consumer) {
             match &options.reconnect {
                 Some(reconnect) => replace_consumer(consumer, reconnect, owned, &options.topic),
                 None => rejoin_group(consumer, &options.topic),
@@ -311,8 +320,8 @@ fn replace_consumer(
     owned: &mut Ownership,
     topic: &str,
 ) {
-    info!(topic, "no partition assigned for longer than a session (a crashed member may still hold them, the group's coordinator may be gone with its broker, or the group has more members than partitions); joining again with a new connection");
-    match reconnect() {
+    info!(topic, "the group's coordinator did not answer for a session, or no partition was assigned for longer than one (the coordinator may be gone with its broker, a crashed member may still hold the partitions, or the group has more members than partitions); joining again with a new connection");
+    match reconnect(RECONNECT_TIMEOUT) {
         Ok(fresh) => {
             let old = std::mem::replace(consumer, fresh);
             // Nothing is owned yet: offsets of partitions read before are the next owner's.

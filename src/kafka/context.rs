@@ -6,6 +6,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::TopicPartitionList;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing::{debug, error, info, warn};
 
@@ -86,6 +87,9 @@ pub struct ConsumerLogContext {
     /// Partitions revoked since the poll loop last looked (with the cooperative assignor a
     /// rebalance revokes only some, so the loop must know which).
     revoked: Arc<Mutex<Vec<i32>>>,
+    /// The group's coordinator did not answer for a whole session (librdkafka's `SESSTMOUT`
+    /// log line): set here, taken by the poll loop.
+    session_lost: Arc<AtomicBool>,
 }
 
 impl ConsumerLogContext {
@@ -93,10 +97,22 @@ impl ConsumerLogContext {
     pub fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *crate::sync::lock(&self.revoked))
     }
+
+    /// Whether the session timed out since the last call.
+    pub fn take_session_lost(&self) -> bool {
+        self.session_lost.swap(false, Ordering::AcqRel)
+    }
 }
+
+/// The facility of librdkafka's log line saying the member's session timed out without an
+/// answer from the group coordinator (it then revokes everything and rejoins).
+const SESSION_TIMEOUT_FACILITY: &str = "SESSTMOUT";
 
 impl ClientContext for ConsumerLogContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == SESSION_TIMEOUT_FACILITY {
+            self.session_lost.store(true, Ordering::Release);
+        }
         log_librdkafka(level, fac, log_message);
     }
 
