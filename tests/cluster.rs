@@ -135,7 +135,10 @@ fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seco
     let relayed = format!("{topic}-relayed");
     cluster.create_topic(&relayed, 2);
     let work = tempfile::tempdir().unwrap();
-    let cfg = cluster.write_config(work.path());
+    // Not idempotent: on tansu a stopping broker can lose a batch an idempotent producer is
+    // then told was stored (see `write_config_without_idempotence`); the kill test below keeps
+    // openmsi's idempotent default and accepts a loss that is reported.
+    let cfg = cluster.write_config_without_idempotence(work.path());
     let src = work.path().join("src");
     let out = work.path().join("out");
     std::fs::create_dir_all(&src).unwrap();
@@ -241,12 +244,12 @@ fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seco
         }
         cluster.restart(broker);
     }
-    // Well under librdkafka's five-minute default (30 MiB through the S3 engine included).
-    // Usually seconds; up to ~1 minute when tansu answers the moved producer with
-    // OutOfOrderSequenceNumber and its client has to be replaced (see docs/TEST_BROKER.md).
+    // Seconds, not librdkafka's five-minute default (30 MiB through the S3 engine included).
+    // Measured 0.7-10 s in 6 runs (the worst: a consumer whose coordinator died with its broker
+    // waits out its 10 s session); the margin is for a loaded CI machine.
     for (broker, took) in recoveries.iter().enumerate() {
         assert!(
-            *took < Duration::from_secs(100),
+            *took < Duration::from_secs(45),
             "broker {broker}: files took {took:?} after the stop\n--- drop box ---\n{}\n--- downloader ---\n{}",
             std::fs::read_to_string(src.with_extension("log")).unwrap_or_default(),
             log_of(&out)

@@ -573,3 +573,94 @@ impl ChunkProducer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use std::path::Path;
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < until, "timed out waiting until {what}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn tag(file: &Arc<FileDelivery>, index: u64) -> ChunkTag {
+        ChunkTag {
+            file: Arc::clone(file),
+            index,
+            bytes: 5,
+        }
+    }
+
+    /// The failover path a tansu cluster takes (OutOfOrderSequenceNumber after a producer moved
+    /// brokers), made on demand: librdkafka's test hook puts the client in its fatal state.
+    #[test]
+    fn a_client_in_librdkafkas_fatal_state_is_replaced_and_the_next_attempt_is_delivered() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("fatal", 1, 1).unwrap();
+        let text = format!(
+            "[broker]\nbootstrap.servers = {}\n",
+            cluster.bootstrap_servers()
+        );
+        let config =
+            LoadedConfig::from_reader(Path::new("mock.config"), text.as_bytes(), &|_| None)
+                .unwrap();
+        // openmsi's defaults: an idempotent producer (librdkafka raises fatal errors only there).
+        let defaults = producer_defaults(1024);
+        let cfg =
+            super::super::client::client_config(&config.producer_properties(), &defaults, &[]);
+        let (producer, _) =
+            ChunkProducer::connect(&cfg, &config, "fatal", Duration::from_secs(10)).unwrap();
+        let never = CancellationToken::new();
+
+        let before = FileDelivery::new();
+        producer
+            .send(0, None, b"hello", &[], &tag(&before, 0), &never)
+            .unwrap();
+        wait_until("the first chunk is acknowledged", || before.acked() == 1);
+
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"made for the test".as_ptr(),
+            )
+        };
+        assert_eq!(
+            err,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+
+        // The attempt that meets the fatal state fails (its file is retried by the caller)...
+        let during = FileDelivery::new();
+        let refused = producer.send(0, None, b"world", &[], &tag(&during, 0), &never);
+        assert!(
+            matches!(
+                refused,
+                Err(ProduceError::Enqueue(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::Fatal
+                )))
+            ),
+            "{:?}",
+            refused.err()
+        );
+        assert!(
+            producer.client().client().fatal_error().is_none(),
+            "not replaced"
+        );
+        // ...and the retry goes out through the new client.
+        let after = FileDelivery::new();
+        producer
+            .send(0, None, b"world", &[], &tag(&after, 0), &never)
+            .unwrap();
+        wait_until("the retried chunk is acknowledged", || after.acked() == 1);
+        producer
+            .wait_for_deliveries(Duration::from_secs(10), &never, &mut |_| {})
+            .unwrap();
+        assert_eq!(producer.tracker().delivered(), 2);
+    }
+}

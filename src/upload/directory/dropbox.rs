@@ -47,10 +47,18 @@ const SYNC_REGISTRY_EVERY: Duration = Duration::from_millis(200);
 /// A file that could not be sent is tried again after this long (or as soon as it changes).
 pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(60);
 
-/// ...except after its first failure in a row, tried again this soon: a broker that went away
-/// mid-file (the client has moved to another broker, or replaced itself after a fatal error)
-/// costs seconds, not a minute; a broker that stays down costs one more failed attempt.
+/// ...except after its first failures in a row: tried again after this long, doubling with each
+/// failure up to [`RETRY_FAILED_AFTER`] (5, 10, 20, 40, 60 s). A broker that went away mid-file
+/// (the client has moved to another broker, or replaced itself after a fatal error) costs
+/// seconds, not a minute; a broker that stays down costs a few more failed attempts.
 pub const RETRY_FIRST_FAILURE_AFTER: Duration = Duration::from_secs(5);
+
+/// How long to wait after the `in_a_row`-th failure in a row of one file (1-based).
+fn retry_delay(in_a_row: u32) -> Duration {
+    RETRY_FIRST_FAILURE_AFTER
+        .saturating_mul(1 << in_a_row.saturating_sub(1).min(5))
+        .min(RETRY_FAILED_AFTER)
+}
 
 /// Scan period in `--poll` mode when `--rescan-seconds` is not given: scans are then the only
 /// way to see new files, so they must be frequent.
@@ -547,11 +555,7 @@ impl Dropbox {
                         .entry(d.file.relative.clone())
                         .or_default();
                     *in_a_row += 1;
-                    let retry_in = if *in_a_row == 1 {
-                        RETRY_FIRST_FAILURE_AFTER
-                    } else {
-                        RETRY_FAILED_AFTER
-                    };
+                    let retry_in = retry_delay(*in_a_row);
                     warn!(path = %d.file.relative, %reason, retry_in_s = retry_in.as_secs(), "upload failed; skipped for now");
                     self.failed.insert(
                         d.file.relative.clone(),
@@ -909,6 +913,12 @@ mod tests {
     }
 
     #[test]
+    fn failures_in_a_row_wait_longer_each_time_up_to_the_retry_interval() {
+        let delays: Vec<u64> = (1..=7).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 60, 60, 60]);
+    }
+
+    #[test]
     fn a_failed_file_is_retried_after_the_retry_interval_resuming_its_acknowledged_chunks() {
         let mut h = Harness::new();
         h.write("big.raw", &[7u8; 100]);
@@ -936,9 +946,9 @@ mod tests {
             path: file.path.clone(),
         };
         assert!(h.report(file.clone(), Outcome::Failed(failure)).is_empty());
-        // ...a second one in a row waits the full interval: full scans see it, but it is not
+        // ...a second one in a row waits twice as long: full scans see it, but it is not
         // retried before...
-        h.advance(RETRY_FAILED_AFTER - Duration::from_secs(1));
+        h.advance(retry_delay(2) - Duration::from_millis(500));
         assert!(h.step(vec![]).is_empty(), "retried too early");
         // ...then it is considered again, settles, and goes again.
         h.advance(EVENT_RESCAN);
