@@ -100,7 +100,7 @@ fn envelopes(
 /// The step before decoding for a downloader: selection by `--host`, then decryption when the
 /// config names a node. Built when the downloader asks (after its output folder is ready, so a
 /// bad folder fails before anything touches Kafka).
-fn opener_factory(
+pub(crate) fn opener_factory(
     encryption: Option<Encryption>,
     topic: String,
     host: String,
@@ -148,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ProvisionNode(args) => crate::provision_node::run(args),
         Command::ServeKeys(args) => runtime.block_on(run_serve_keys(args)),
         Command::Relay(args) => runtime.block_on(run_relay(args)),
+        Command::S3Transfer(args) => runtime.block_on(crate::s3::command::run(args)),
         Command::Status(args) => crate::status::run(args),
     };
     // The stdin reader may be parked in a blocking read of a pipe that never closes; waiting
@@ -208,7 +209,7 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The heartbeat/log topic settings from their flags.
-fn telemetry_settings(
+pub(crate) fn telemetry_settings(
     args: &TelemetryArgs,
     encryption: Option<&Encryption>,
 ) -> anyhow::Result<TelemetrySettings> {
@@ -251,7 +252,7 @@ fn validate_globs(patterns: &[String]) -> anyhow::Result<Option<globset::GlobSet
 }
 
 /// Seconds from a flag that must be more than zero.
-fn positive_seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+pub(crate) fn positive_seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
     let duration = seconds(flag, secs)?;
     if duration.is_zero() {
         anyhow::bail!("{flag} must be greater than 0");
@@ -260,7 +261,7 @@ fn positive_seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 }
 
 /// Seconds from a flag, with an error naming the flag when negative or not finite.
-fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+pub(crate) fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs)
         .map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {secs}"))
 }
@@ -517,14 +518,17 @@ async fn run_relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn while_moving(bytes: u64, active: Duration, verb: &str) -> String {
+pub(crate) fn while_moving(bytes: u64, active: Duration, verb: &str) -> String {
     timed_rate(bytes, active)
         .map_or_else(String::new, |rate| format!(", {rate:.1} MB/s while {verb}"))
 }
 
 /// After a requested stop, waits (a quarter second at most) for the service-manager thread to
 /// report `STOPPING=1`; an idle exit leaves it to end with the process.
-fn finish_service(service: Option<std::thread::JoinHandle<()>>, cancel: &CancellationToken) {
+pub(crate) fn finish_service(
+    service: Option<std::thread::JoinHandle<()>>,
+    cancel: &CancellationToken,
+) {
     if cancel.is_cancelled() {
         if let Some(handle) = service {
             let _ = handle.join();

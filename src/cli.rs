@@ -68,7 +68,7 @@ pub enum Command {
     Topic(TopicArgs),
     /// Add or remove SASL/SCRAM users (Kafka admin API, same config files).
     User(UserArgs),
-    /// Run upload-directory, download-directory or relay as an OS service (systemd on Linux, the
+    /// Run upload-directory, download-directory, relay or s3-transfer as an OS service (systemd on Linux, the
     /// Service Control Manager on Windows): install, status, logs, start, stop, restart,
     /// remove, list.
     ManageService(ManageServiceArgs),
@@ -84,6 +84,12 @@ pub enum Command {
     /// only once the destination acknowledged everything selected before it. Type `check` or
     /// `quit` while it runs.
     Relay(RelayArgs),
+    /// Rebuild files from a topic, verified as download-directory does, straight into an S3
+    /// bucket (`<topic>/<subdir>/<file>`, SHA-512 as `sha512` metadata, multipart for large
+    /// files); an offset is committed only once its files' objects are confirmed. Endpoint
+    /// and keys from the config's [s3] section (OpenMSIStream's) or AWS's environment
+    /// variables. Type `check` or `quit` while it runs.
+    S3Transfer(S3TransferArgs),
     /// One view of a deployment: per topic, its consumer groups' lag and last commit; the
     /// programs on the heartbeat topic and when each was last heard from; the services on
     /// this machine. Exit code 1 when a program is stale or a group lags beyond --max-lag.
@@ -296,7 +302,7 @@ pub struct ServiceInstallArgs {
     #[arg(long)]
     pub no_start: bool,
 
-    /// The command the service runs: upload-directory, download-directory or relay with its
+    /// The command the service runs: upload-directory, download-directory, relay or s3-transfer with its
     /// arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -806,6 +812,93 @@ pub struct RelayArgs {
     /// DIR. [default: the user's cache folder, openmsi/relay/<TOPIC>]
     #[arg(long, alias = "state_dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// `openmsi s3-transfer`.
+#[derive(Debug, Args)]
+pub struct S3TransferArgs {
+    /// The bucket (it must exist).
+    #[arg(value_name = "BUCKET", alias = "bucket_name")]
+    pub bucket: String,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Consumer group id. Reuse one to resume where a previous run stopped; `create_new`
+    /// reads the topic from the start. [default: group.id from the config file, else
+    /// create_new]
+    #[arg(
+        long,
+        alias = "consumer_group_id",
+        alias = "group_id",
+        value_name = "ID"
+    )]
+    pub group_id: Option<String>,
+
+    /// This is the only process reading with --group-id: read every partition at once
+    /// instead of waiting for the group's first rebalance.
+    #[arg(long)]
+    pub sole_reader: bool,
+
+    /// Object keys start with PREFIX/ instead of `<topic>/` ("" for none).
+    #[arg(long, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
+
+    /// Take only files addressed to this host (`--to-host` on the uploader) and files
+    /// addressed to no host. [default: this machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+
+    /// Only transfer files whose relative path matches this regular expression (others are
+    /// skipped and counted). [default: every file]
+    #[arg(long, alias = "download_regex", value_name = "REGEX")]
+    pub download_regex: Option<String>,
+
+    /// Message formats to read (see download-directory).
+    #[arg(long, value_enum, default_value = "openmsi")]
+    pub format: crate::download::verify::Formats,
+
+    /// Exit once every assigned partition has been read to its end, every file is in the
+    /// bucket, and no message arrived for this many seconds (for scripts).
+    #[arg(long, alias = "exit_when_idle", value_name = "SECS")]
+    pub exit_when_idle: Option<f64>,
+
+    /// Threads that verify chunk hashes.
+    #[arg(long, visible_alias = "n-threads", alias = "n_threads", value_name = "N",
+          default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub verify_threads: u16,
+
+    /// MiB per part of a multipart upload (files larger than one part go up in parts; at
+    /// least 5, S3's minimum; larger where a file would need more than 10,000 parts).
+    #[arg(long, value_name = "MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(5..=5120))]
+    pub part_size_mib: u32,
+
+    /// Keep the state (files being rebuilt, files waiting for their object, uploads in
+    /// flight, the lock) in DIR. [default: the user's cache folder,
+    /// openmsi/s3-transfer/<BUCKET>/<TOPIC>]
+    #[arg(long, alias = "state_dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// At start, discard partial files not written to for this many days. 0 keeps them.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub discard_partials_after_days: u32,
+
+    /// Report a file still incomplete once its partition moved past its last chunk and no
+    /// chunk of it came for this many seconds (see download-directory).
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    pub report_missing_after: f64,
+
+    /// When stderr is not a terminal: seconds between progress lines for a file still
+    /// arriving.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub progress_seconds: f64,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

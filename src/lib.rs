@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod progress;
 pub mod provision_node;
 pub mod relay;
+pub mod s3;
 pub mod service;
 pub mod state;
 pub mod status;

@@ -124,6 +124,9 @@ fn assert_only_correct_files(out: &Path, expected: &Expected) {
     }
 }
 
+/// How long a broker of the rolling restart stays down at most.
+const MAINTENANCE_WINDOW: Duration = Duration::from_secs(20);
+
 #[test]
 fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seconds() {
     let mut cluster = Cluster::start(2);
@@ -209,31 +212,55 @@ fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seco
             "upload-file failed with broker {broker} down"
         );
         expected.insert(format!("one-off-{broker}.bin"), one_off_sha);
-        for name in [&big, &after, &format!("one-off-{broker}.bin")] {
-            let took = arrival(&out, name, &expected[name], Duration::from_secs(90));
-            assert!(
-                took.is_some(),
-                "{name} did not arrive within 90 s of broker {broker}'s stop\n{}\n{}",
-                log_of(&out),
-                std::fs::read_to_string(src.with_extension("log")).unwrap_or_default()
+        let names = [big.clone(), after.clone(), format!("one-off-{broker}.bin")];
+        let all_in = |dir: &Path| {
+            names.iter().all(|n| {
+                let path = dir.join(n);
+                path.is_file() && sha512_file(&path) == expected[n]
+            })
+        };
+        // A rolling restart: the broker is back after its maintenance window, or sooner once
+        // every file arrived. (Once, in CI on a loaded machine, the drop box's producer stayed
+        // pointed at the stopped broker until it came back: tansu's brokers share one node id,
+        // see docs/TEST_BROKER.md.)
+        let (mut in_place, mut relayed_too) = (None, None);
+        let mut progress = || {
+            if in_place.is_none() && all_in(&out) {
+                in_place = Some(stopped.elapsed());
+            }
+            if relayed_too.is_none() && all_in(&out_relayed) {
+                relayed_too = Some(stopped.elapsed());
+            }
+            in_place.is_some() && relayed_too.is_some()
+        };
+        let restarted_early = !common::wait_for(MAINTENANCE_WINDOW, &mut progress);
+        if restarted_early {
+            eprintln!(
+                "broker {broker}: back after its {MAINTENANCE_WINDOW:?} window, before every \
+                 file arrived"
             );
+            cluster.restart(broker);
         }
-        let recovery = stopped.elapsed();
-        eprintln!("broker {broker} stopped: every file in place {recovery:.1?} after the stop");
-        recoveries.push(recovery);
-        for name in [&big, &after, &format!("one-off-{broker}.bin")] {
-            let took = arrival(&out_relayed, name, &expected[name], Duration::from_secs(90));
-            assert!(
-                took.is_some(),
-                "{name} was not relayed within 90 s of broker {broker}'s stop\n{}\n{}",
-                std::fs::read_to_string(&relay_log).unwrap_or_default(),
-                log_of(&out_relayed)
-            );
-        }
-        eprintln!(
-            "broker {broker} stopped: every file relayed and rebuilt {:.1?} after the stop",
-            stopped.elapsed()
+        let arrived = common::wait_for(
+            Duration::from_secs(90).saturating_sub(stopped.elapsed()),
+            &mut progress,
         );
+        assert!(
+            arrived,
+            "not every file arrived (and was relayed) within 90 s of broker {broker}'s stop\n\
+             --- downloader ---\n{}\n--- drop box ---\n{}\n--- relay ---\n{}\n\
+             --- relayed topic's downloader ---\n{}",
+            log_of(&out),
+            std::fs::read_to_string(src.with_extension("log")).unwrap_or_default(),
+            std::fs::read_to_string(&relay_log).unwrap_or_default(),
+            log_of(&out_relayed)
+        );
+        let (in_place, relayed_too) = (in_place.unwrap(), relayed_too.unwrap());
+        eprintln!("broker {broker} stopped: every file in place {in_place:.1?} after the stop");
+        eprintln!(
+            "broker {broker} stopped: every file relayed and rebuilt {relayed_too:.1?} after the stop"
+        );
+        recoveries.push(in_place);
         for (what, child) in [
             ("the drop box", &mut up),
             ("the downloader", &mut down),
@@ -242,7 +269,9 @@ fn a_rolling_restart_of_the_brokers_loses_nothing_and_clients_resume_within_seco
         ] {
             assert!(child.0.try_wait().unwrap().is_none(), "{what} exited");
         }
-        cluster.restart(broker);
+        if !restarted_early {
+            cluster.restart(broker);
+        }
     }
     // Seconds, not librdkafka's five-minute default (30 MiB through the S3 engine included).
     // Measured 0.7-10 s in 6 runs (the worst: a consumer whose coordinator died with its broker

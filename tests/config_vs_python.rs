@@ -581,3 +581,33 @@ fn unset_variables_elsewhere_wait_until_the_section_is_used() {
         Err(ConfigError::UnsetVariable { ref var, ref section, .. }) if var == "ACCESS_KEY_ID" && section == "s3"
     ));
 }
+
+/// s3-transfer reads the reference's own S3 config (`test_s3_transfer.config`): the same keys,
+/// `$VAR` values, and `https://` added to an endpoint without a scheme, as OpenMSIStream does.
+#[test]
+fn the_references_s3_config_gives_s3_transfer_its_endpoint_and_keys() {
+    let env = |name: &str| {
+        match name {
+            "ACCESS_KEY_ID" => Some("AK"),
+            "SECRET_KEY_ID" => Some("SK"),
+            "ENDPOINT_URL" => Some("s3.lab.example.org:9000"),
+            "REGION" => Some("eu-west-3"),
+            n if n.starts_with("KAFKA_") => Some("set"),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    let c = load_reference("test_s3_transfer.config", &env).unwrap();
+    let s = openmsi::s3::settings::S3Settings::from_config(&c, &|_| None).unwrap();
+    assert_eq!(s.endpoint.as_str(), "https://s3.lab.example.org:9000/");
+    assert_eq!(s.region, "eu-west-3");
+    assert_eq!(
+        (s.access_key_id.as_str(), s.secret_key.as_str()),
+        ("AK", "SK")
+    );
+    assert!(
+        s.secret_origin.starts_with("secret_key_id in [s3] of "),
+        "{}",
+        s.secret_origin
+    );
+}

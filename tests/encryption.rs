@@ -1078,3 +1078,36 @@ fn a_relay_node_decrypts_and_encrypts_again_for_the_destination() {
         );
     }
 }
+
+/// s3-transfer is a consumer node like download-directory (the same opener): an encrypted
+/// topic's file ends in the bucket as its plaintext.
+#[test]
+fn s3_transfer_decrypts_into_the_bucket() {
+    let e = Encrypted::new(Storage::Memory);
+    let server = common::s3::S3Server::start("sealed");
+    server.add_to_config(&e.down, common::s3::SECRET_KEY);
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("spectrum.h5");
+    write_random_file(&file, 400_000, 21);
+    upload_file(&e.up, &e.topic, &file);
+    let _keys = serve_keys_in_background(&e.up, &e.topic, None, &[]);
+    openmsi()
+        .args(["s3-transfer", "sealed", "--config"])
+        .arg(&e.down)
+        .args([
+            "--topic",
+            &e.topic,
+            "--group-id",
+            "create_new",
+            "--exit-when-idle",
+            "5",
+        ])
+        .arg("--state-dir")
+        .arg(e.path("s3-state"))
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let object = server.object("sealed", &format!("{}/spectrum.h5", e.topic));
+    assert_eq!(sha512_file(&object), sha512_file(&file));
+}

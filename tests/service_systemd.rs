@@ -593,3 +593,59 @@ fn a_relay_runs_as_a_service_and_stops_cleanly() {
     sandbox.openmsi_ok("manage-service remove mover");
     assert_eq!(sandbox.installed().trim(), "");
 }
+
+/// `manage-service install NAME -- s3-transfer BUCKET ...`: the bucket stays the positional
+/// argument, the state folder is written out in full; the service puts a file into the bucket
+/// of a real S3 server (s3s-fs on the host) as user `lab` and stops cleanly.
+#[test]
+fn an_s3_transfer_runs_as_a_service_and_stops_cleanly() {
+    let fixture = TopicFixture::new(common::Storage::Sqlite, "svc-s3", 1);
+    let server = common::s3::S3Server::start("archive");
+    let sandbox = Sandbox::boot();
+    add_lab_user(&sandbox);
+    let config = write_sandbox_config(&sandbox, "s3.config", &fixture.broker.bootstrap());
+    server.add_to_config(&sandbox.host_path(&config), common::s3::SECRET_KEY);
+    let made = sandbox.sh("mkdir -p /srv/s3-state && chown lab /srv/s3-state");
+    assert!(made.status.success(), "{}", text(&made));
+    let topic = &fixture.topic;
+    sandbox.openmsi_ok(&format!(
+        "manage-service install archiver --run-as lab -- s3-transfer archive --config {config} \
+         --topic {topic} --state-dir /srv/s3-state"
+    ));
+    let unit =
+        std::fs::read_to_string(sandbox.host_path("/etc/systemd/system/openmsi-archiver.service"))
+            .unwrap();
+    for line in [
+        "\"s3-transfer\" \"archive\"",
+        "\"--state-dir\" \"/srv/s3-state\"",
+        "ReadWritePaths=/srv/s3-state",
+    ] {
+        assert!(unit.contains(line), "{line} missing:\n{unit}");
+    }
+    let src = fixture.work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("kept.bin"), 300_000, 6);
+    common::upload(
+        &fixture.cfg,
+        topic,
+        Some(&src),
+        &src.join("kept.bin"),
+        65536,
+    );
+    let object = server.object("archive", &format!("{topic}/kept.bin"));
+    assert!(
+        wait_for(Duration::from_secs(60), || object.is_file()
+            && sha512_file(&object) == sha512_file(&src.join("kept.bin"))),
+        "{}",
+        sandbox.openmsi_ok("manage-service logs archiver -n 50")
+    );
+    let stopped = sandbox.openmsi_ok("manage-service stop archiver");
+    assert!(
+        stopped.contains("inactive (dead)") && stopped.contains("last run: success"),
+        "{stopped}"
+    );
+    let logs = sandbox.openmsi_ok("manage-service logs archiver -n 30");
+    assert!(logs.contains("object written and confirmed"), "{logs}");
+    sandbox.openmsi_ok("manage-service remove archiver");
+    assert_eq!(sandbox.installed().trim(), "");
+}

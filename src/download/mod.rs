@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::LoadedConfig;
-use crate::contract::Opener;
+use crate::contract::{ChunkSink, Opener};
 use crate::kafka::consumer::{self, ConsumerSpec, Membership};
 use crate::kafka::ConsumerLogContext;
 use crate::progress::Activity;
@@ -239,6 +239,22 @@ pub fn download_directory(
     stats: Arc<DownloadStats>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<DownloadSummary> {
+    download_into(config, settings, opener, results, stats, cancel, Ok)
+}
+
+/// [`download_directory`] with the output folder's sink wrapped by `sink_for` (s3-transfer
+/// puts each published file into a bucket), called once the folder is ready and before
+/// anything touches Kafka. A sink that gives up with `Interrupted` after a stop request ends
+/// the run as a requested stop (nothing it had not finished is committed).
+pub fn download_into<S: ChunkSink + Send>(
+    config: &LoadedConfig,
+    settings: &DownloadSettings,
+    opener: OpenerFactory,
+    results: Option<ResultsFactory>,
+    stats: Arc<DownloadStats>,
+    cancel: &CancellationToken,
+    sink_for: impl FnOnce(Reassembler) -> anyhow::Result<S>,
+) -> anyhow::Result<DownloadSummary> {
     let started = Instant::now();
     let output = &settings.output_dir;
     // Local state first: a bad output folder fails before anything touches Kafka.
@@ -271,6 +287,7 @@ pub fn download_directory(
     let activity = Arc::new(Activity::default());
     reassembler.show_progress(Arc::clone(&activity));
     let _display = crate::progress::spawn_display(activity, settings.progress_every);
+    let sink = sink_for(reassembler)?;
     let kept = KeptAside {
         rejected: RejectStore::open(&state_dir.rejected())
             .with_context(|| format!("preparing {}", output.display()))?,
@@ -310,14 +327,22 @@ pub fn download_directory(
         reconnect: Some(joined.reconnect),
         report_missing_after: settings.report_missing_after,
     };
-    let stop = pipeline::run(&mut consumer, reassembler, kept, &options, &stats, cancel);
+    let stop = pipeline::run(&mut consumer, sink, kept, &options, &stats, cancel);
     // The pipeline dropped the hook log's sender: the runner finishes the hooks due and ends.
     if let Some(handle) = hook_runner {
         if handle.join().is_err() {
             warn!("the hook thread panicked; hooks still due run at the next start");
         }
     }
-    let stop = stop?;
+    let stop = match stop {
+        Err(pipeline::PipelineError::Write { source, .. })
+            if cancel.is_cancelled() && source.kind() == std::io::ErrorKind::Interrupted =>
+        {
+            warn!(reason = %source, "stopped while writing");
+            StopReason::Requested
+        }
+        other => other?,
+    };
     Ok(DownloadSummary {
         stats: stats.snapshot(),
         elapsed: started.elapsed(),

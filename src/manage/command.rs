@@ -19,6 +19,9 @@ pub enum Kind {
     DownloadDirectory,
     /// `relay`: its folder is its state folder (`--state-dir`, created when missing).
     Relay,
+    /// `s3-transfer`: like relay, its folder is its state folder (its positional argument is
+    /// the bucket).
+    S3Transfer,
 }
 
 /// Where the service's config comes from.
@@ -58,8 +61,8 @@ impl ServiceCommand {
     /// topic from the start after each restart: it gets a group of its own, named after this
     /// host and the service. Returns the group given, if one was.
     pub fn pin_group(&mut self, config_group_is_fresh: bool, service: &str) -> Option<String> {
-        if self.kind != Kind::DownloadDirectory || self.group_id.is_some() || !config_group_is_fresh
-        {
+        let reads_a_topic = matches!(self.kind, Kind::DownloadDirectory | Kind::S3Transfer);
+        if !reads_a_topic || self.group_id.is_some() || !config_group_is_fresh {
             return None;
         }
         let id = format!("openmsi-{}-{service}", crate::host::id_safe_name());
@@ -74,12 +77,13 @@ impl ServiceCommand {
             Kind::UploadDirectory => "upload-directory",
             Kind::DownloadDirectory => "download-directory",
             Kind::Relay => "relay",
+            Kind::S3Transfer => "s3-transfer",
         }
     }
 }
 
 /// Parses `command` (a subcommand and its arguments) as the program would, refuses anything
-/// but upload-directory, download-directory and relay, and rewrites the folder, `--config`
+/// but upload-directory, download-directory, relay and s3-transfer, and rewrites the folder, `--config`
 /// and `--to-config` as absolute paths (relative ones are taken from `cwd`). A missing
 /// `--config` is written out as the config the command would find now, and a relay's state
 /// folder as the one it would use now.
@@ -134,10 +138,32 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
                 a.to_config.as_deref(),
             )
         }
+        Command::S3Transfer(a) => {
+            relay_state = match a
+                .state_dir
+                .clone()
+                .or_else(|| crate::s3::default_state_dir(&a.bucket, &a.kafka.topic))
+            {
+                Some(dir) => dir,
+                None => {
+                    return Err(anyhow::anyhow!(
+                    "no cache folder for s3-transfer's state (HOME is not set): give --state-dir"
+                ))
+                }
+            };
+            (
+                Kind::S3Transfer,
+                &relay_state,
+                &None,
+                &a.kafka,
+                a.group_id.clone(),
+                None,
+            )
+        }
         _ => {
             return Err(anyhow::anyhow!(
                 "`{first}` is not a long-running command: a service runs upload-directory, \
-                 download-directory or relay"
+                 download-directory, relay or s3-transfer"
             ))
         }
     };
@@ -152,14 +178,16 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
     let state_dir = state_dir.as_deref().map(|d| absolute(cwd, d));
     let config = resolve_config(&kafka.config, cwd)?;
     let to_config = to_config.map(|c| resolve_config(c, cwd)).transpose()?;
+    // s3-transfer's positional argument is its bucket, not a folder.
+    let folder_argument = (kind != Kind::S3Transfer).then_some(folder.as_path());
     let mut args = rewrite(
         command,
-        &folder,
+        folder_argument,
         state_dir.as_deref(),
         &config,
         to_config.as_ref(),
     )?;
-    if kind == Kind::Relay {
+    if matches!(kind, Kind::Relay | Kind::S3Transfer) {
         // Its state folder is its folder: named in full, whoever the service runs as.
         replace_or_add(&mut args, "--state-dir", text(&folder)?);
     }
@@ -199,12 +227,12 @@ fn resolve_config(spec: &str, cwd: &Path) -> anyhow::Result<ConfigChoice> {
     }
 }
 
-/// The argument list with the folder (the first positional argument), `--state-dir` and
-/// `--config` replaced. Options are told apart from their values with the parser's own table of
+/// The argument list with the folder (the first positional argument, when `folder` is given),
+/// `--state-dir` and `--config` replaced. Options are told apart from their values with the parser's own table of
 /// arguments.
 fn rewrite(
     command: &[String],
-    folder: &Path,
+    folder: Option<&Path>,
     state_dir: Option<&Path>,
     config: &ConfigChoice,
     to_config: Option<&ConfigChoice>,
@@ -285,7 +313,7 @@ fn rewrite(
             if arg.is_some_and(takes_value) && token.len() == 2 {
                 out.extend(tokens.next().cloned());
             }
-        } else if !folder_done {
+        } else if let Some(folder) = folder.filter(|_| !folder_done) {
             out.push(text(folder)?);
             folder_done = true;
         } else {
@@ -409,6 +437,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("is not a HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn an_s3_transfer_keeps_its_bucket_and_gets_its_state_folder_named() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(
+            work.path().join("lab.config"),
+            "[broker]\nbootstrap.servers = x:9092\n",
+        )
+        .unwrap();
+        let config = work.path().join("lab.config").display().to_string();
+        let cmd = parse(
+            &args(&[
+                "s3-transfer",
+                "lab-bucket",
+                "--config",
+                &config,
+                "--topic",
+                "raw",
+                "--state-dir",
+                "s3-state",
+            ]),
+            work.path(),
+        )
+        .unwrap();
+        assert_eq!(cmd.kind, Kind::S3Transfer);
+        assert_eq!(cmd.folder, work.path().join("s3-state"));
+        let state = work.path().join("s3-state").display().to_string();
+        assert_eq!(
+            cmd.args,
+            [
+                "s3-transfer",
+                "lab-bucket",
+                "--config",
+                &config,
+                "--topic",
+                "raw",
+                "--state-dir",
+                &state,
+            ]
+        );
     }
 
     #[test]

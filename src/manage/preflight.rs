@@ -96,7 +96,7 @@ pub fn check_folder(kind: Kind, folder: &Path) -> anyhow::Result<()> {
             }
             writable(folder, true)
         }
-        Kind::DownloadDirectory | Kind::Relay => {
+        Kind::DownloadDirectory | Kind::Relay | Kind::S3Transfer => {
             if folder.is_dir() {
                 return writable(folder, true);
             }

@@ -100,18 +100,15 @@ pub fn relay_group(config: &LoadedConfig, given: Option<String>, topic: &str) ->
     })
 }
 
-/// The default state folder: the user's cache (`$XDG_CACHE_HOME`, `~/.cache`, or
-/// `%LOCALAPPDATA%` on Windows) `/openmsi/relay/<topic>`.
+/// The default state folder: the user's cache ([`crate::state::user_cache_dir`])
+/// `/openmsi/relay/<topic>`.
 pub fn default_state_dir(topic: &str) -> Option<PathBuf> {
-    let cache = if cfg!(windows) {
-        std::env::var_os("LOCALAPPDATA").map(PathBuf::from)
-    } else {
-        std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-    }?;
-    Some(cache.join("openmsi").join("relay").join(topic))
+    Some(
+        crate::state::user_cache_dir()?
+            .join("openmsi")
+            .join("relay")
+            .join(topic),
+    )
 }
 
 /// Builds the envelope of a destination topic (`--to-host`, encryption), None for none.

@@ -23,6 +23,19 @@ pub use lock::{FolderLock, LockError};
 /// never uploads it, and download-directory refuses chunks that would write into it.
 pub const STATE_DIR_NAME: &str = ".openmsi";
 
+/// The user's cache folder (`$XDG_CACHE_HOME`, `~/.cache`, or `%LOCALAPPDATA%` on Windows),
+/// where commands without a folder of their own (relay, s3-transfer) keep their state.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    if cfg!(windows) {
+        std::env::var_os("LOCALAPPDATA").map(PathBuf::from)
+    } else {
+        std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+    }
+}
+
 /// The layout of one folder's `.openmsi/`: every file and sub-folder name is spelled here and
 /// nowhere else.
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ use rdkafka::ClientConfig;
 use sha2::{Digest, Sha512};
 
 pub mod cluster;
+pub mod s3;
 
 /// `scripts/broker.sh` exit code: tansu is not installed.
 const EXIT_NOT_INSTALLED: i32 = 3;
