@@ -3,7 +3,7 @@
 one file, uploaded once to a topic by `openmsi upload-file`, then put into a bucket of a local
 S3 server (s3s-fs) by
 
-- raw: boto3's managed multipart upload of the same file from disk (16 MiB parts, the
+- raw: boto3's managed multipart upload of the same file from disk (8 MiB parts, the
   reference venv's boto3): the ceiling, no Kafka at all;
 - openmsi: `openmsi s3-transfer` (consume, verify each chunk and the file's SHA-512, rebuild,
   then a multipart upload with Content-MD5 on every part and a HEAD check), until its idle exit;
@@ -51,8 +51,13 @@ bootstrap.servers = 127.0.0.1:{kafka_port}
 [producer]
 # tansu's memory engine: a fetch that starts inside a record batch skips the rest of it.
 batch.num.messages = 1
+key.serializer = StringSerializer
+value.serializer = DataFileChunkSerializer
 
 [consumer]
+# The reference needs its deserializers named; openmsi ignores these keys.
+key.deserializer = StringDeserializer
+value.deserializer = DataFileChunkDeserializer
 auto.offset.reset = earliest
 enable.auto.commit = False
 fetch.wait.max.ms = 10
@@ -72,8 +77,8 @@ from boto3.s3.transfer import TransferConfig
 endpoint, bucket, key, path = sys.argv[1:5]
 s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="%s",
                   aws_secret_access_key="%s", region_name="us-east-1")
-s3.upload_file(path, bucket, key, Config=TransferConfig(multipart_chunksize=16 << 20,
-               multipart_threshold=16 << 20))
+s3.upload_file(path, bucket, key, Config=TransferConfig(multipart_chunksize=8 << 20,
+               multipart_threshold=8 << 20))
 """ % (ACCESS, SECRET)
 
 

@@ -820,6 +820,10 @@ pub struct RelayArgs {
     pub metrics: MetricsArgs,
 }
 
+/// s3-transfer's default part size, MiB (as the AWS CLI's): a streamed file holds three parts in
+/// memory at most.
+pub const DEFAULT_PART_SIZE_MIB: u32 = (crate::s3::upload::DEFAULT_PART_SIZE >> 20) as u32;
+
 /// `openmsi s3-transfer`.
 #[derive(Debug, Args)]
 pub struct S3TransferArgs {
@@ -876,7 +880,7 @@ pub struct S3TransferArgs {
 
     /// MiB per part of a multipart upload (files larger than one part go up in parts; at
     /// least 5, S3's minimum; larger where a file would need more than 10,000 parts).
-    #[arg(long, value_name = "MIB", default_value_t = 16,
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_PART_SIZE_MIB,
           value_parser = clap::value_parser!(u32).range(5..=5120))]
     pub part_size_mib: u32,
 

@@ -257,7 +257,7 @@ fn spawn_transfer(args: &[String], log: &Path) -> KillOnDrop {
 }
 
 #[test]
-fn killed_mid_upload_it_ends_with_complete_objects_and_no_leaked_upload() {
+fn parts_go_up_while_the_file_arrives_and_a_kill_leaks_no_upload_nor_a_partial_object() {
     let server = S3Server::start(BUCKET);
     let fx = TopicFixture::new(Storage::Memory, "s3-kill", 1);
     server.add_to_config(&fx.cfg, SECRET_KEY);
@@ -281,8 +281,14 @@ fn killed_mid_upload_it_ends_with_complete_objects_and_no_leaked_upload() {
         "no part was uploaded\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    // The parts go up while the file is still arriving (it is not rebuilt yet).
+    let rebuilt = state.join("outbox/big.bin").exists();
     first.0.kill().unwrap();
     first.0.wait().unwrap();
+    assert!(
+        !rebuilt,
+        "the first part was sent only once the whole file was rebuilt"
+    );
     assert!(!server
         .object(BUCKET, &format!("{}/big.bin", fx.topic))
         .exists());

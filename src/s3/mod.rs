@@ -8,12 +8,15 @@
 //! - [`client`]: the S3 requests (signed by `rusty-s3`, sent by `ureq`).
 //! - [`upload`]: one file into one object: skip when already there, checksums, multipart,
 //!   retries, the journal of uploads in flight.
-//! - [`sink`]: the `ChunkSink` that uploads at each flush, and the outbox left by a crash.
+//! - [`stream`]: a large file's parts sent while it is still arriving.
+//! - [`sink`]: the `ChunkSink` that completes the objects at each flush, and the outbox left by
+//!   a crash.
 
 pub mod client;
 pub mod command;
 pub mod settings;
 pub mod sink;
+pub mod stream;
 pub mod upload;
 
 use std::path::PathBuf;
@@ -30,6 +33,7 @@ use crate::download::{
 use client::{S3Client, S3Error};
 use settings::S3Settings;
 use sink::{drain_outbox, KeyLayout, S3Sink, S3Stats, Uploader};
+use stream::Streams;
 use upload::Journal;
 
 /// Where the objects go.
@@ -99,8 +103,14 @@ pub fn s3_transfer(
         move |reassembler| {
             // The bucket before Kafka: a wrong bucket or secret fails in one line at start.
             check_bucket(&client, transfer, download.connect_timeout)?;
-            let journal = Journal::open(&transfer.state_root.join("multipart"))?;
+            let journal = Arc::new(Journal::open(&transfer.state_root.join("multipart"))?);
             journal.abort_leftovers(&client)?;
+            let streams = Streams::new(
+                Arc::clone(&client),
+                Arc::clone(&journal),
+                transfer.part_size,
+                sink_cancel.clone(),
+            );
             let uploader = Uploader {
                 client: Arc::clone(&client),
                 journal,
@@ -121,6 +131,7 @@ pub fn s3_transfer(
                 inner: reassembler,
                 outbox,
                 uploader,
+                streams,
             })
         },
     )

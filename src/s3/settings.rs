@@ -179,7 +179,7 @@ mod tests {
         );
         assert_eq!(
             s.secret_origin,
-            "secret_key_id in [s3] of lab.config line 8"
+            "secret_key_id in [s3] of lab.config line 6"
         );
         assert!(
             !format!("{s:?}").contains("SK"),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::client::S3Client;
+use super::stream::{Finished, Streams};
 use super::upload::{Journal, ObjectWriter, UploadError, Uploaded};
 use crate::contract::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use crate::download::reassembler::Reassembler;
@@ -100,7 +101,7 @@ impl KeyLayout {
 /// Everything a flush needs to put files into the bucket.
 pub struct Uploader {
     pub client: Arc<S3Client>,
-    pub journal: Journal,
+    pub journal: Arc<Journal>,
     pub keys: KeyLayout,
     pub part_size: usize,
     pub stats: Arc<S3Stats>,
@@ -168,6 +169,44 @@ impl Uploader {
     }
 }
 
+impl Uploader {
+    /// A file whose parts were streamed and whose object was completed: a HEAD confirms it,
+    /// then it leaves the outbox. If the HEAD does not confirm it, it is uploaded the usual
+    /// way.
+    fn confirm_streamed(&self, outbox: &Path, file: &PublishedFile) -> io::Result<()> {
+        let key = self.keys.key(&file.relative);
+        let writer = ObjectWriter {
+            client: &self.client,
+            journal: &self.journal,
+            part_size: self.part_size,
+            cancel: &self.cancel,
+        };
+        match writer.confirm(&key, file.size, &file.file_hash) {
+            Ok(()) => {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+                self.stats.bytes.fetch_add(file.size, Ordering::Relaxed);
+                info!(
+                    key,
+                    bucket = self.client.bucket(),
+                    size = file.size,
+                    "object written and confirmed"
+                );
+                remove_from_outbox(outbox, &file.path)
+            }
+            Err(e) => {
+                error!(key, error = %e, "the streamed object is not as it should be; uploading the file again");
+                self.deliver(
+                    outbox,
+                    &file.path,
+                    &file.relative,
+                    file.size,
+                    &file.file_hash,
+                )
+            }
+        }
+    }
+}
+
 /// Removes a delivered file and the folders it leaves empty (up to the outbox).
 fn remove_from_outbox(outbox: &Path, path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)?;
@@ -221,18 +260,32 @@ fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     Ok((size, crate::chunk::hash::to_hex(&hasher.finish())))
 }
 
-/// The outbox's reassembler, with every file it publishes put into the bucket.
+/// The outbox's reassembler, with every file it publishes put into the bucket (large files'
+/// parts streamed while they arrive).
 pub struct S3Sink {
     pub inner: Reassembler,
     pub outbox: PathBuf,
     pub uploader: Uploader,
+    pub streams: Streams,
 }
 
 impl ChunkSink for S3Sink {
     const DESTINATION: &'static str = "the S3 bucket";
 
     fn accept(&mut self, chunk: &mut VerifiedChunk) -> io::Result<Accepted> {
-        self.inner.accept(chunk)
+        let accepted = self.inner.accept(chunk)?;
+        let version = &chunk.version;
+        match accepted {
+            Accepted::Written | Accepted::Completed => {
+                let keys = &self.uploader.keys;
+                self.streams.take(chunk, || keys.key(&version.relative));
+            }
+            Accepted::HashMismatch | Accepted::Superseded => {
+                self.streams.forget(&version.relative, &version.file_hash)
+            }
+            _ => {}
+        }
+        Ok(accepted)
     }
 
     fn is_in_progress(&self, id: &str) -> bool {
@@ -256,15 +309,22 @@ impl ChunkSink for S3Sink {
                 .iter()
                 .any(|later| later.path == file.path)
             {
+                self.streams.forget(&file.relative, &file.file_hash);
                 continue;
             }
-            self.uploader.deliver(
-                &self.outbox,
-                &file.path,
-                &file.relative,
-                file.size,
-                &file.file_hash,
-            )?;
+            match self.streams.finish(file) {
+                Ok(Finished::Completed) => self.uploader.confirm_streamed(&self.outbox, file)?,
+                Ok(Finished::NotStreamed) => self.uploader.deliver(
+                    &self.outbox,
+                    &file.path,
+                    &file.relative,
+                    file.size,
+                    &file.file_hash,
+                )?,
+                Err(e) => {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, e.to_string()));
+                }
+            }
         }
         Ok(published)
     }

@@ -20,8 +20,10 @@ use tracing::{info, warn};
 use super::client::{S3Client, S3Error};
 use crate::chunk::hash::to_hex;
 
-/// Default part size: 16 MiB keeps memory small and requests few (a 4 GiB file is 256 parts).
-pub const DEFAULT_PART_SIZE: usize = 16 << 20;
+/// Default part size: 8 MiB, the AWS CLI's, keeps memory small (a streamed file holds three
+/// parts at most) and requests few enough (a 4 GiB file is 512 parts; files over ~78 GiB get
+/// larger parts, see [`part_size_for`]).
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: usize = 5 << 20;
@@ -215,24 +217,74 @@ impl ObjectWriter<'_> {
         part_size: usize,
         whole: &mut Hasher,
     ) -> Result<(), UploadError> {
+        let upload_id = self.start_multipart(key, sha512)?;
+        let result = self.send_parts(file, path, key, sha512, part_size, whole, &upload_id);
+        if result.is_err() {
+            self.abort(key, &upload_id);
+        }
+        result
+    }
+
+    /// Starts a multipart upload with the file's SHA-512 as metadata and journals it before
+    /// any part is sent. Returns its id.
+    pub fn start_multipart(&self, key: &str, sha512: &str) -> Result<String, UploadError> {
         let upload_id = self.client.create_multipart(key, sha512)?;
         self.journal
             .record(key, &upload_id)
             .map_err(|source| UploadError::Read {
-                path: path.into(),
+                path: self.journal.dir.clone(),
                 source,
             })?;
-        let result = self.send_parts(file, path, key, sha512, part_size, whole, &upload_id);
-        match &result {
-            Ok(()) => self.journal.forget(&upload_id),
-            Err(_) => {
-                // Its parts would otherwise stay on the server (and be billed) for ever.
-                if self.client.abort_multipart(key, &upload_id).is_ok() {
-                    self.journal.forget(&upload_id);
-                }
-            }
+        Ok(upload_id)
+    }
+
+    /// Aborts a multipart upload (its parts would otherwise stay on the server, billed, for
+    /// ever); it leaves the journal once the server confirmed, else the next start aborts it.
+    pub fn abort(&self, key: &str, upload_id: &str) {
+        if self.client.abort_multipart(key, upload_id).is_ok() {
+            self.journal.forget(upload_id);
         }
-        result
+    }
+
+    /// Sends part `number`, tried again on its own when it fails transiently, and checks its
+    /// ETag against its MD5. Returns the ETag.
+    pub fn send_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u16,
+        body: &[u8],
+        md5: &[u8; 16],
+    ) -> Result<String, UploadError> {
+        let etag = self.part_with_retries(key, upload_id, number, body, md5)?;
+        expect_etag(&etag, &to_hex(md5), key)?;
+        Ok(etag)
+    }
+
+    /// Completes a multipart upload (retried while it fails transiently), checks the object's
+    /// ETag against `expected` and takes the upload out of the journal.
+    pub fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+        expected: &str,
+    ) -> Result<(), UploadError> {
+        let mut wait = Duration::from_secs(1);
+        let etag = loop {
+            match self.client.complete_multipart(key, upload_id, etags) {
+                Err(e) if e.is_transient() && !self.cancel.is_cancelled() => {
+                    warn!(key, error = %e, retry_in_s = wait.as_secs(), "completing the upload failed; trying again");
+                    if self.sleep(wait) {
+                        return Err(UploadError::Cancelled { key: key.into() });
+                    }
+                    wait = (wait * 2).min(RETRY_MAX_WAIT);
+                }
+                other => break other?,
+            }
+        };
+        self.journal.forget(upload_id);
+        expect_etag(&etag, expected, key)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -276,17 +328,14 @@ impl ObjectWriter<'_> {
             }
             whole.update(&body).expect("hashing");
             let md5 = md5_of(&body);
-            let etag = self.part_with_retries(key, upload_id, number, &body, &md5)?;
-            expect_etag(&etag, &to_hex(&md5), key)?;
-            etags.push(etag);
+            etags.push(self.send_part(key, upload_id, number, &body, &md5)?);
             md5s.extend_from_slice(&md5);
             sent += body.len() as u64;
         }
         self.check_local(whole, path, sha512)?;
-        let etag = self.client.complete_multipart(key, upload_id, &etags)?;
         // S3's multipart ETag: the MD5 of the parts' MD5s, then the part count.
         let expected = format!("{}-{}", to_hex(&md5_of(&md5s)), etags.len());
-        expect_etag(&etag, &expected, key)
+        self.complete(key, upload_id, &etags, &expected)
     }
 
     /// One part, tried again on its own when it fails transiently (the parts before it stay).
@@ -331,7 +380,7 @@ impl ObjectWriter<'_> {
     }
 
     /// A HEAD after the upload: the object has the file's size and SHA-512.
-    fn confirm(&self, key: &str, size: u64, sha512: &str) -> Result<(), UploadError> {
+    pub fn confirm(&self, key: &str, size: u64, sha512: &str) -> Result<(), UploadError> {
         let invalid = |reason: String| {
             UploadError::S3(S3Error::Invalid {
                 what: format!("{key} after its upload"),
@@ -377,7 +426,8 @@ fn read_up_to(
         })
 }
 
-fn md5_of(bytes: &[u8]) -> [u8; 16] {
+/// The MD5 of `bytes` (what `Content-MD5` and S3's ETags are made of).
+pub fn md5_of(bytes: &[u8]) -> [u8; 16] {
     let digest = openssl::hash::hash(MessageDigest::md5(), bytes).expect("OpenSSL has MD5");
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest);
