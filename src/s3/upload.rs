@@ -148,11 +148,27 @@ impl ObjectWriter<'_> {
         size: u64,
         sha512: &str,
     ) -> Result<Uploaded, UploadError> {
+        self.retrying(
+            key,
+            "upload to S3 failed; trying again (nothing is committed before it is done)",
+            || self.try_put_file(path, key, size, sha512),
+        )
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good, waiting between transient failures
+    /// (1 s doubling to [`RETRY_MAX_WAIT`]; each logged as `failed`) unless a stop is
+    /// requested.
+    fn retrying<T, E: Into<UploadError>>(
+        &self,
+        key: &str,
+        failed: &str,
+        mut attempt: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, UploadError> {
         let mut wait = Duration::from_secs(1);
         loop {
-            match self.try_put_file(path, key, size, sha512) {
+            match attempt().map_err(Into::into) {
                 Err(e) if e.is_transient() && !self.cancel.is_cancelled() => {
-                    warn!(key, error = %e, retry_in_s = wait.as_secs(), "upload to S3 failed; trying again (nothing is committed before it is done)");
+                    warn!(key, error = %e, retry_in_s = wait.as_secs(), "{failed}");
                     if self.sleep(wait) {
                         return Err(UploadError::Cancelled { key: key.into() });
                     }
@@ -270,19 +286,9 @@ impl ObjectWriter<'_> {
         etags: &[String],
         expected: &str,
     ) -> Result<(), UploadError> {
-        let mut wait = Duration::from_secs(1);
-        let etag = loop {
-            match self.client.complete_multipart(key, upload_id, etags) {
-                Err(e) if e.is_transient() && !self.cancel.is_cancelled() => {
-                    warn!(key, error = %e, retry_in_s = wait.as_secs(), "completing the upload failed; trying again");
-                    if self.sleep(wait) {
-                        return Err(UploadError::Cancelled { key: key.into() });
-                    }
-                    wait = (wait * 2).min(RETRY_MAX_WAIT);
-                }
-                other => break other?,
-            }
-        };
+        let etag = self.retrying(key, "completing the upload failed; trying again", || {
+            self.client.complete_multipart(key, upload_id, etags)
+        })?;
         self.journal.forget(upload_id);
         expect_etag(&etag, expected, key)
     }
@@ -347,19 +353,9 @@ impl ObjectWriter<'_> {
         body: &[u8],
         md5: &[u8; 16],
     ) -> Result<String, UploadError> {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            match self.client.upload_part(key, upload_id, number, body, md5) {
-                Err(e) if e.is_transient() && !self.cancel.is_cancelled() => {
-                    warn!(key, part = number, error = %e, retry_in_s = wait.as_secs(), "a part failed; sending it again");
-                    if self.sleep(wait) {
-                        return Err(UploadError::Cancelled { key: key.into() });
-                    }
-                    wait = (wait * 2).min(RETRY_MAX_WAIT);
-                }
-                other => return Ok(other?),
-            }
-        }
+        self.retrying(key, "a part failed; sending it again", || {
+            self.client.upload_part(key, upload_id, number, body, md5)
+        })
     }
 
     /// The bytes read are the verified file's: a file changed on disk since is not uploaded.
