@@ -57,6 +57,21 @@ fn transfer_args(fx: &TopicFixture, state: &Path, group: &str) -> Vec<String> {
     .collect()
 }
 
+/// s3-transfer with `--exit-when-idle 3` and `extra`, run to its end.
+fn transfer_until_idle(
+    fx: &TopicFixture,
+    state: &Path,
+    group: &str,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    openmsi()
+        .args(transfer_args(fx, state, group))
+        .args(["--exit-when-idle", "3"])
+        .args(extra)
+        .timeout(Duration::from_secs(120))
+        .assert()
+}
+
 /// The test's own S3 client, to HEAD objects.
 fn client(server: &S3Server) -> S3Client {
     let settings = S3Settings {
@@ -117,12 +132,7 @@ fn files_become_verified_objects_under_openmsistreams_keys_and_a_replay_is_skipp
         upload(&fx, f, &src);
     }
     let state = fx.work.path().join("state");
-    let out = openmsi()
-        .args(transfer_args(&fx, &state, "create_new"))
-        .args(["--exit-when-idle", "3"])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    let out = transfer_until_idle(&fx, &state, "create_new", &[]).success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(stdout.contains("4 objects written"), "{stdout}");
     for (key, file) in [
@@ -142,16 +152,8 @@ fn files_become_verified_objects_under_openmsistreams_keys_and_a_replay_is_skipp
     assert_eq!(files_in(&state.join("outbox")), Vec::<String>::new());
 
     // Another group reads the same versions again: every object is already there.
-    let out = openmsi()
-        .args(transfer_args(
-            &fx,
-            &fx.work.path().join("state-2"),
-            "create_new",
-        ))
-        .args(["--exit-when-idle", "3"])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    let out =
+        transfer_until_idle(&fx, &fx.work.path().join("state-2"), "create_new", &[]).success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(
         stdout.contains("0 objects written") && stdout.contains("4 already there"),
@@ -161,30 +163,22 @@ fn files_become_verified_objects_under_openmsistreams_keys_and_a_replay_is_skipp
     // A changed file replaces its object.
     write_random_file(&top, 5000, 4);
     upload(&fx, &top, &src);
-    openmsi()
-        .args(transfer_args(
-            &fx,
-            &fx.work.path().join("state-3"),
-            "create_new",
-        ))
-        .args(["--exit-when-idle", "3"])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    transfer_until_idle(&fx, &fx.work.path().join("state-3"), "create_new", &[]).success();
     assert_object(&server, &format!("{}/top.csv", fx.topic), &top);
 
     // --key-prefix replaces `<topic>/`; --download-regex selects as in download-directory.
-    openmsi()
-        .args(transfer_args(
-            &fx,
-            &fx.work.path().join("state-4"),
-            "create_new",
-        ))
-        .args(["--exit-when-idle", "3", "--key-prefix", "archive/2026"])
-        .args(["--download-regex", r"\.csv$"])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    transfer_until_idle(
+        &fx,
+        &fx.work.path().join("state-4"),
+        "create_new",
+        &[
+            "--key-prefix",
+            "archive/2026",
+            "--download-regex",
+            r"\.csv$",
+        ],
+    )
+    .success();
     assert_object(&server, "archive/2026/top.csv", &top);
     assert!(!server
         .object(BUCKET, "archive/2026/run1/deep/image.tif")
@@ -293,12 +287,7 @@ fn parts_go_up_while_the_file_arrives_and_a_kill_leaks_no_upload_nor_a_partial_o
         .object(BUCKET, &format!("{}/big.bin", fx.topic))
         .exists());
 
-    let out = openmsi()
-        .args(&args)
-        .args(["--exit-when-idle", "3"])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    let out = transfer_until_idle(&fx, &state, "s3-kill-group", &[]).success();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(stderr.contains("aborted a multipart upload"), "{stderr}");
     assert_object(&server, &format!("{}/big.bin", fx.topic), &big);
@@ -392,16 +381,7 @@ fn openmsistreams_s3_transfer_and_openmsi_fill_buckets_the_same_from_one_config(
             .spawn()
             .expect("run S3TransferStreamProcessor"),
     );
-    openmsi()
-        .args(transfer_args(
-            &fx,
-            &fx.work.path().join("state"),
-            "create_new",
-        ))
-        .args(["--exit-when-idle", "3"])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    transfer_until_idle(&fx, &fx.work.path().join("state"), "create_new", &[]).success();
     let keys = [
         format!("{}/top.txt", fx.topic),
         format!("{}/run7/xrd/pattern.bin", fx.topic),
@@ -443,16 +423,7 @@ fn a_server_error_on_one_part_is_retried_and_the_object_is_whole() {
     let file = src.join("parts.bin");
     write_random_file(&file, 12 * MIB, 11);
     upload(&fx, &file, &src);
-    let out = openmsi()
-        .args(transfer_args(
-            &fx,
-            &fx.work.path().join("state"),
-            "create_new",
-        ))
-        .args(["--exit-when-idle", "3"])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    let out = transfer_until_idle(&fx, &fx.work.path().join("state"), "create_new", &[]).success();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert_eq!(proxy.failed.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(
@@ -475,12 +446,8 @@ fn a_key_the_server_refuses_is_reported_kept_and_the_stream_goes_on() {
     // S3 keys are at most 1024 bytes.
     let long_prefix = "p".repeat(1100);
     let state = fx.work.path().join("state");
-    let out = openmsi()
-        .args(transfer_args(&fx, &state, "create_new"))
-        .args(["--exit-when-idle", "3", "--key-prefix", &long_prefix])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .failure();
+    let out =
+        transfer_until_idle(&fx, &state, "create_new", &["--key-prefix", &long_prefix]).failure();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(stdout.contains("1 failed"), "{stdout}");
@@ -517,23 +484,13 @@ fn knot_format_files_addressed_to_this_host_are_transferred_and_others_skipped()
             .assert()
             .success();
     }
-    openmsi()
-        .args(transfer_args(
-            &fx,
-            &fx.work.path().join("state"),
-            "create_new",
-        ))
-        .args([
-            "--exit-when-idle",
-            "3",
-            "--format",
-            "knot",
-            "--host",
-            "resolver-1",
-        ])
-        .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+    transfer_until_idle(
+        &fx,
+        &fx.work.path().join("state"),
+        "create_new",
+        &["--format", "knot", "--host", "resolver-1"],
+    )
+    .success();
     let listing = files_in(&server.root().join(BUCKET));
     assert_eq!(listing.len(), 1, "{listing:?}");
     let key = format!(
