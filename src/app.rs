@@ -10,8 +10,10 @@ use anyhow::Context;
 use regex::Regex;
 
 use crate::cli::{
-    Cli, Command, DownloadDirectoryArgs, RelayArgs, TelemetryArgs, UploadDirectoryArgs,
-    UploadFileArgs,
+    Cli, Command, DownloadDirectoryArgs, RelayArgs, UploadDirectoryArgs, UploadFileArgs,
+};
+use crate::command_args::{
+    finish_service, opener_factory, positive_seconds, seconds, telemetry_settings,
 };
 use crate::config::LoadedConfig;
 use crate::console;
@@ -22,7 +24,7 @@ use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
 use crate::download::results::{ResultProducer, ResultSink};
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
-use crate::kafka::telemetry::{self, TelemetrySettings};
+use crate::kafka::telemetry;
 use crate::progress::{count, rate_note, size, timed_rate};
 use crate::relay::routes::{parse_route, Route, Routes};
 use crate::relay::{default_state_dir, relay_group, RelaySettings};
@@ -94,22 +96,6 @@ fn envelopes(
     Ok(crate::upload::envelopes::Envelopes {
         targets,
         encryption,
-    })
-}
-
-/// The step before decoding for a downloader: selection by `--host`, then decryption when the
-/// config names a node. Built when the downloader asks (after its output folder is ready, so a
-/// bad folder fails before anything touches Kafka).
-pub(crate) fn opener_factory(
-    encryption: Option<Encryption>,
-    topic: String,
-    host: String,
-) -> crate::download::OpenerFactory {
-    Box::new(move || {
-        Ok(match encryption {
-            Some(e) => Arc::new(ForHost::new(host, e.decryptor(&topic)?)) as Arc<dyn Opener>,
-            None => Arc::new(ForHost::new(host, Plaintext)),
-        })
     })
 }
 
@@ -208,37 +194,6 @@ async fn run_upload_file(args: UploadFileArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The heartbeat/log topic settings from their flags.
-pub(crate) fn telemetry_settings(
-    args: &TelemetryArgs,
-    encryption: Option<&Encryption>,
-) -> anyhow::Result<TelemetrySettings> {
-    let interval = seconds("--heartbeat-interval", args.heartbeat_interval)?;
-    if interval.is_zero() {
-        anyhow::bail!("--heartbeat-interval must be greater than 0");
-    }
-    // Heartbeats and log lines name files: encrypted like the data, as OpenMSIStream does.
-    let mut sealers = telemetry::Sealers::new();
-    if let Some(encryption) = encryption {
-        for topic in args.heartbeat_topic.iter().chain(args.log_topic.iter()) {
-            let encryptor = encryption.encryptor(topic).with_context(|| {
-                format!("heartbeat/log topic {topic} (encrypted like the data)")
-            })?;
-            sealers.insert(topic.clone(), encryptor as Arc<dyn Envelope>);
-        }
-    }
-    Ok(TelemetrySettings {
-        sealers,
-        heartbeat_topic: args.heartbeat_topic.clone(),
-        log_topic: args.log_topic.clone(),
-        interval,
-        program_id: args
-            .program_id
-            .clone()
-            .unwrap_or_else(|| format!("openmsi_{}", crate::host::name())),
-    })
-}
-
 /// The `--validate-glob` patterns as one set (None: no pattern, every file).
 fn validate_globs(patterns: &[String]) -> anyhow::Result<Option<globset::GlobSet>> {
     if patterns.is_empty() {
@@ -249,21 +204,6 @@ fn validate_globs(patterns: &[String]) -> anyhow::Result<Option<globset::GlobSet
         set.add(globset::Glob::new(p).with_context(|| format!("invalid --validate-glob `{p}`"))?);
     }
     Ok(Some(set.build()?))
-}
-
-/// Seconds from a flag that must be more than zero.
-pub(crate) fn positive_seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
-    let duration = seconds(flag, secs)?;
-    if duration.is_zero() {
-        anyhow::bail!("{flag} must be greater than 0");
-    }
-    Ok(duration)
-}
-
-/// Seconds from a flag, with an error naming the flag when negative or not finite.
-pub(crate) fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {secs}"))
 }
 
 async fn run_upload_directory(args: UploadDirectoryArgs) -> anyhow::Result<ExitCode> {
@@ -518,22 +458,9 @@ async fn run_relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub(crate) fn while_moving(bytes: u64, active: Duration, verb: &str) -> String {
+fn while_moving(bytes: u64, active: Duration, verb: &str) -> String {
     timed_rate(bytes, active)
         .map_or_else(String::new, |rate| format!(", {rate:.1} MB/s while {verb}"))
-}
-
-/// After a requested stop, waits (a quarter second at most) for the service-manager thread to
-/// report `STOPPING=1`; an idle exit leaves it to end with the process.
-pub(crate) fn finish_service(
-    service: Option<std::thread::JoinHandle<()>>,
-    cancel: &CancellationToken,
-) {
-    if cancel.is_cancelled() {
-        if let Some(handle) = service {
-            let _ = handle.join();
-        }
-    }
 }
 
 async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<ExitCode> {

@@ -46,6 +46,7 @@ pub mod admin;
 pub mod app;
 pub mod chunk;
 pub mod cli;
+pub mod command_args;
 pub mod config;
 pub mod console;
 pub mod contract;

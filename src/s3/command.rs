@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::settings::S3Settings;
 use super::sink::S3Stats;
 use super::{default_state_dir, s3_transfer, TransferSettings};
-use crate::app::{finish_service, opener_factory, positive_seconds, seconds, telemetry_settings};
 use crate::cli::S3TransferArgs;
+use crate::command_args::{
+    finish_service, opener_factory, positive_seconds, seconds, telemetry_settings,
+};
 use crate::config::LoadedConfig;
 use crate::console;
 use crate::crypto::session::Encryption;

@@ -1,0 +1,87 @@
+//! Flag values turned into settings, and the pieces every long-running command's runner shares
+//! (`app.rs` and `s3/command.rs`): seconds from a flag, the heartbeat settings, the opener of a
+//! downloader, the service manager's last word after a stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::TelemetryArgs;
+use crate::contract::{Envelope, Opener, Plaintext};
+use crate::crypto::session::Encryption;
+use crate::kafka::telemetry::{self, TelemetrySettings};
+use crate::targeting::ForHost;
+
+/// The step before decoding for a downloader: selection by `--host`, then decryption when the
+/// config names a node. Built when the downloader asks (after its output folder is ready, so a
+/// bad folder fails before anything touches Kafka).
+pub fn opener_factory(
+    encryption: Option<Encryption>,
+    topic: String,
+    host: String,
+) -> crate::download::OpenerFactory {
+    Box::new(move || {
+        Ok(match encryption {
+            Some(e) => Arc::new(ForHost::new(host, e.decryptor(&topic)?)) as Arc<dyn Opener>,
+            None => Arc::new(ForHost::new(host, Plaintext)),
+        })
+    })
+}
+
+/// The heartbeat/log topic settings from their flags.
+pub fn telemetry_settings(
+    args: &TelemetryArgs,
+    encryption: Option<&Encryption>,
+) -> anyhow::Result<TelemetrySettings> {
+    let interval = seconds("--heartbeat-interval", args.heartbeat_interval)?;
+    if interval.is_zero() {
+        anyhow::bail!("--heartbeat-interval must be greater than 0");
+    }
+    // Heartbeats and log lines name files: encrypted like the data, as OpenMSIStream does.
+    let mut sealers = telemetry::Sealers::new();
+    if let Some(encryption) = encryption {
+        for topic in args.heartbeat_topic.iter().chain(args.log_topic.iter()) {
+            let encryptor = encryption.encryptor(topic).with_context(|| {
+                format!("heartbeat/log topic {topic} (encrypted like the data)")
+            })?;
+            sealers.insert(topic.clone(), encryptor as Arc<dyn Envelope>);
+        }
+    }
+    Ok(TelemetrySettings {
+        sealers,
+        heartbeat_topic: args.heartbeat_topic.clone(),
+        log_topic: args.log_topic.clone(),
+        interval,
+        program_id: args
+            .program_id
+            .clone()
+            .unwrap_or_else(|| format!("openmsi_{}", crate::host::name())),
+    })
+}
+
+/// Seconds from a flag that must be more than zero.
+pub fn positive_seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    let duration = seconds(flag, secs)?;
+    if duration.is_zero() {
+        anyhow::bail!("{flag} must be greater than 0");
+    }
+    Ok(duration)
+}
+
+/// Seconds from a flag, with an error naming the flag when negative or not finite.
+pub fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {secs}"))
+}
+
+/// After a requested stop, waits (a quarter second at most) for the service-manager thread to
+/// report `STOPPING=1`; an idle exit leaves it to end with the process.
+pub fn finish_service(service: Option<std::thread::JoinHandle<()>>, cancel: &CancellationToken) {
+    if cancel.is_cancelled() {
+        if let Some(handle) = service {
+            let _ = handle.join();
+        }
+    }
+}
