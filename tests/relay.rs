@@ -313,6 +313,52 @@ fn message_count(broker: &Broker, topic: &str) -> i64 {
         .sum()
 }
 
+/// Copies the messages at `offsets` of partition 0 of `from` to partition 0 of `to` on the same
+/// broker, key, payload and headers unchanged.
+fn copy_messages(broker: &Broker, from: &str, to: &str, offsets: std::ops::Range<i64>) {
+    use rdkafka::message::Headers;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = common::consumer_config(broker, &unique_topic("copy"))
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(from, 0, Offset::Offset(offsets.start))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        common::producer_config(broker).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = offsets.start;
+    while next < offsets.end {
+        assert!(Instant::now() < deadline, "copied only up to offset {next}");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        assert_eq!(message.offset(), next, "a gap in {from}");
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                headers = headers.insert(header);
+            }
+        }
+        let mut record = BaseRecord::<[u8], [u8]>::to(to)
+            .partition(0)
+            .headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        next += 1;
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
 /// A long-running relay (stdin piped for `quit`), its log in `log`.
 fn relay_in_background(
     clusters: &TwoClusters,
@@ -340,17 +386,30 @@ fn a_relay_killed_mid_file_resumes_and_every_file_arrives_whole() {
     clusters.source.create_topic(&source_topic, 1);
     clusters.destination.create_topic(&destination_topic, 2);
     let src = clusters.path("src");
-    // 24 MiB in 64 KiB chunks: 384 messages, long enough to be killed in the middle of.
+    // 24 MiB in 64 KiB chunks: 384 messages. They go to a staging topic first and only the
+    // first 200 are copied into the relay's source topic before the kill, so the relay is
+    // killed in the middle of the big file however fast it runs (it relays 24 MiB in well
+    // under the time one count of the destination takes, so a kill timed on the count alone
+    // could land after the end).
+    let staging_topic = unique_topic("kill-staging");
+    clusters.source.create_topic(&staging_topic, 1);
     let files = [
         ("big/run-1.raw", 24u64 << 20),
         ("small/a.json", 3_000),
         ("small/b.json", 90_000),
     ];
     for (rel, len) in files {
-        upload(&clusters.source_cfg, &source_topic, &src, rel, len, &[]);
+        upload(&clusters.source_cfg, &staging_topic, &src, rel, len, &[]);
     }
-    let total = message_count(&clusters.source, &source_topic);
+    let total = message_count(&clusters.source, &staging_topic);
     assert_eq!(total, 384 + 1 + 2);
+    let before_kill = 200;
+    copy_messages(
+        &clusters.source,
+        &staging_topic,
+        &source_topic,
+        0..before_kill,
+    );
 
     let log = clusters.path("relay-1.log");
     let mut relay = relay_in_background(
@@ -375,6 +434,12 @@ fn a_relay_killed_mid_file_resumes_and_every_file_arrives_whole() {
         "the relay finished before it was killed ({at_kill} of {total})"
     );
 
+    copy_messages(
+        &clusters.source,
+        &staging_topic,
+        &source_topic,
+        before_kill..total,
+    );
     let out = clusters.relay_until_idle(&source_topic, &["--to-topic", &destination_topic]);
     assert!(out.status.success(), "{}", text(&out));
     // Everything from the last commit on was relayed again: duplicates, nothing missing.
