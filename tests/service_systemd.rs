@@ -604,14 +604,55 @@ fn an_s3_transfer_runs_as_a_service_and_stops_cleanly() {
     let sandbox = Sandbox::boot();
     add_lab_user(&sandbox);
     let config = write_sandbox_config(&sandbox, "s3.config", &fixture.broker.bootstrap());
+    // The secret is not in the config: s3-transfer takes it from AWS_SECRET_ACCESS_KEY, which
+    // install must hand on to the service.
     server.add_to_config(&sandbox.host_path(&config), common::s3::SECRET_KEY);
+    let host_config = sandbox.host_path(&config);
+    let without_secret: String = std::fs::read_to_string(&host_config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("secret_key_id"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&host_config, without_secret).unwrap();
     let made = sandbox.sh("mkdir -p /srv/s3-state && chown lab /srv/s3-state");
     assert!(made.status.success(), "{}", text(&made));
     let topic = &fixture.topic;
-    sandbox.openmsi_ok(&format!(
-        "manage-service install archiver --run-as lab -- s3-transfer archive --config {config} \
-         --topic {topic} --state-dir /srv/s3-state"
+    let secret = format!("AWS_SECRET_ACCESS_KEY={}", common::s3::SECRET_KEY);
+
+    // A bucket that is not there, or no secret at all: refused before anything is installed.
+    let refused = sandbox.openmsi_fails(&format!(
+        "manage-service install archiver --run-as lab -- s3-transfer no-such-bucket \
+         --config {config} --topic {topic} --state-dir /srv/s3-state"
     ));
+    assert!(
+        refused.contains("secret") && refused.contains("AWS_SECRET_ACCESS_KEY"),
+        "{refused}"
+    );
+    let refused = text(&sandbox.sh(&format!(
+        "cd /srv && {secret} openmsi manage-service install archiver --run-as lab -- \
+         s3-transfer no-such-bucket --config {config} --topic {topic} \
+         --state-dir /srv/s3-state"
+    )));
+    assert!(
+        refused.contains("bucket \"no-such-bucket\" does not exist"),
+        "{refused}"
+    );
+    assert_eq!(sandbox.installed().trim(), "");
+
+    let installed = text(&sandbox.sh(&format!(
+        "cd /srv && {secret} openmsi manage-service install archiver --run-as lab -- \
+         s3-transfer archive --config {config} --topic {topic} --state-dir /srv/s3-state"
+    )));
+    assert!(installed.contains("1 variable(s)"), "{installed}");
+    let env_text = text(&sandbox.sh("cat /etc/openmsi/services/archiver.env"));
+    assert!(
+        env_text.contains(&format!(
+            "AWS_SECRET_ACCESS_KEY=\"{}\"",
+            common::s3::SECRET_KEY
+        )),
+        "{env_text}"
+    );
     let unit =
         std::fs::read_to_string(sandbox.host_path("/etc/systemd/system/openmsi-archiver.service"))
             .unwrap();

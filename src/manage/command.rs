@@ -54,6 +54,8 @@ pub struct ServiceCommand {
     pub connect_timeout: Duration,
     /// download-directory's `--group-id`, when given.
     pub group_id: Option<String>,
+    /// s3-transfer's bucket.
+    pub bucket: Option<String>,
 }
 
 impl ServiceCommand {
@@ -99,6 +101,10 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
         anyhow::anyhow!("the service's command does not parse: {}", text.trim())
     })?;
     let relay_state: PathBuf;
+    let bucket = match &cli.command {
+        Command::S3Transfer(a) => Some(a.bucket.clone()),
+        _ => None,
+    };
     let (kind, dir, state_dir, kafka, group_id, to_config) = match &cli.command {
         Command::UploadDirectory(a) => (
             Kind::UploadDirectory,
@@ -201,6 +207,7 @@ pub fn parse(command: &[String], cwd: &Path) -> anyhow::Result<ServiceCommand> {
         topic: kafka.topic.clone(),
         connect_timeout: Duration::from_secs(kafka.connect_timeout),
         group_id,
+        bucket,
     })
 }
 

@@ -155,7 +155,7 @@ fn request(args: &ServiceInstallArgs) -> anyhow::Result<InstallRequest> {
 }
 
 /// Reads the config as the service will (a missing variable is asked for on a terminal), keeps
-/// the variables it reads, and gives a downloader whose config asks for a fresh consumer group
+/// the variables it reads (and the `AWS_*` ones s3-transfer's settings fall back to), and gives a downloader whose config asks for a fresh consumer group
 /// at every run a stable one. Returns a note about that group.
 fn prepare(request: &mut InstallRequest) -> anyhow::Result<Option<String>> {
     let (config, mut env) =
@@ -163,6 +163,9 @@ fn prepare(request: &mut InstallRequest) -> anyhow::Result<Option<String>> {
     if let Some(to_config) = &request.command.to_config {
         let (_, more) = preflight::load_config(to_config, &env, true)?;
         env.extend(more);
+    }
+    if request.command.bucket.is_some() {
+        preflight::s3_settings(&config, &mut env)?;
     }
     request.env = env;
     let pinned = request

@@ -1,6 +1,6 @@
 //! The checks `install` makes before anything is installed, as the service's user: the config
-//! loads with every `$VARIABLE` resolved, the folder can be used, the broker answers and the
-//! topic exists. Each failure is one line naming the problem.
+//! loads with every `$VARIABLE` resolved, the folder can be used, s3-transfer's bucket answers,
+//! the broker answers and the topic exists. Each failure is one line naming the problem.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use super::command::{ConfigChoice, Kind, ServiceCommand};
 use crate::admin::Admin;
 use crate::config::LoadedConfig;
 use crate::kafka::topic::check_topic;
+use crate::s3::settings::S3Settings;
 
 /// Environment variables a service's config reads, with the values it will get.
 pub type ServiceEnv = BTreeMap<String, String>;
@@ -174,8 +175,34 @@ pub fn check_broker(config: LoadedConfig, command: &ServiceCommand) -> anyhow::R
     Ok(())
 }
 
-/// Every check, in this process: config (asking on a terminal when `ask`), folder, broker.
-/// Returns the environment the service needs.
+/// s3-transfer's `[s3]` settings, made as the command makes them: what the section lacks comes
+/// from the `AWS_*` variables, and those read, with their values, join `env` (the service
+/// gets them from its environment file, not from this shell).
+pub fn s3_settings(config: &LoadedConfig, env: &mut ServiceEnv) -> anyhow::Result<S3Settings> {
+    let read: RefCell<ServiceEnv> = RefCell::new(ServiceEnv::new());
+    let lookup = |name: &str| {
+        let value = env_value(env, name)?;
+        read.borrow_mut().insert(name.to_string(), value.clone());
+        Some(value)
+    };
+    let settings = S3Settings::from_config(config, &lookup)?;
+    env.extend(read.into_inner());
+    Ok(settings)
+}
+
+/// s3-transfer's bucket answers with the config's `[s3]` settings (see [`s3_settings`]).
+pub fn check_bucket(
+    config: &LoadedConfig,
+    bucket: &str,
+    connect_timeout: std::time::Duration,
+    env: &mut ServiceEnv,
+) -> anyhow::Result<()> {
+    let settings = s3_settings(config, env)?;
+    crate::s3::check_bucket_answers(&settings, bucket, connect_timeout)
+}
+
+/// Every check, in this process: config (asking on a terminal when `ask`), folder, bucket
+/// (s3-transfer), broker. Returns the environment the service needs.
 pub fn check_all(
     command: &ServiceCommand,
     known: &ServiceEnv,
@@ -187,6 +214,9 @@ pub fn check_all(
         env.extend(more);
     }
     check_folder(command.kind, &command.folder)?;
+    if let Some(bucket) = &command.bucket {
+        check_bucket(&config, bucket, command.connect_timeout, &mut env)?;
+    }
     check_broker(config, command)?;
     Ok(env)
 }

@@ -102,7 +102,7 @@ pub fn s3_transfer(
         cancel,
         move |reassembler| {
             // The bucket before Kafka: a wrong bucket or secret fails in one line at start.
-            check_bucket(&client, transfer, download.connect_timeout)?;
+            check_bucket(&client, &transfer.s3, download.connect_timeout)?;
             let journal = Arc::new(Journal::open(&transfer.state_root.join("multipart"))?);
             journal.abort_leftovers(&client)?;
             let streams = Streams::new(
@@ -137,15 +137,26 @@ pub fn s3_transfer(
     )
 }
 
+/// What `manage-service install` checks before installing an s3-transfer service: the bucket
+/// of `settings` answers, as [`check_bucket`] (the same line as at the command's start).
+pub fn check_bucket_answers(
+    settings: &S3Settings,
+    bucket: &str,
+    connect_timeout: Duration,
+) -> anyhow::Result<()> {
+    let client = S3Client::new(settings, bucket, connect_timeout)?;
+    check_bucket(&client, settings, connect_timeout)
+}
+
 /// Lists the bucket once: a missing bucket, a refused key or secret, or a server that does
 /// not answer within the connect timeout is one line naming what to fix.
 fn check_bucket(
     client: &S3Client,
-    transfer: &TransferSettings,
+    settings: &S3Settings,
     connect_timeout: Duration,
 ) -> anyhow::Result<()> {
-    let endpoint = transfer.s3.endpoint.as_str().trim_end_matches('/');
-    let bucket = &transfer.bucket;
+    let endpoint = settings.endpoint.as_str().trim_end_matches('/');
+    let bucket = client.bucket();
     match client.check_bucket() {
         Ok(()) => Ok(()),
         Err(S3Error::Transport { reason, .. }) => Err(anyhow::anyhow!(
@@ -159,15 +170,15 @@ fn check_bucket(
                 ),
                 Some("SignatureDoesNotMatch") => format!(
                     "the S3 server at {endpoint} refused the request signature: the secret key is wrong; check {}",
-                    transfer.s3.secret_origin
+                    settings.secret_origin
                 ),
                 Some("InvalidAccessKeyId") => format!(
                     "the S3 server at {endpoint} does not know access key {:?}: check access_key_id in the config's [s3] section",
-                    transfer.s3.access_key_id
+                    settings.access_key_id
                 ),
                 Some("AccessDenied") => format!(
                     "access to bucket {bucket:?} on {endpoint} is denied for access key {:?}: give it access to the bucket",
-                    transfer.s3.access_key_id
+                    settings.access_key_id
                 ),
                 _ if e.status() == Some(404) => format!(
                     "bucket {bucket:?} does not exist on {endpoint}: create it, or check the BUCKET argument"

@@ -6,10 +6,10 @@
 //! stops. A file whose chunks come out of order, that resumed from staging, or that arrives
 //! while two others stream, is uploaded at publication instead ([`super::upload`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ScopedJoinHandle};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -20,11 +20,12 @@ use super::upload::{md5_of, Journal, ObjectWriter, UploadError};
 use crate::chunk::hash::to_hex;
 use crate::contract::{PublishedFile, VerifiedChunk};
 
-/// Files streamed at once (each holds up to three parts in memory).
+/// Files streamed at once (each holds up to [`PARTS_IN_FLIGHT`] + 1 parts in memory).
 const MAX_STREAMS: usize = 2;
 
-/// Parts a stream may have waiting for its thread.
-const QUEUED_PARTS: usize = 1;
+/// Parts of one stream uploading at once. With the part being filled, a stream holds at most
+/// one more part than this in memory: the thread takes a part only when a slot is free.
+const PARTS_IN_FLIGHT: usize = 3;
 
 /// Which file version: relative path and whole-file hash (what a publication names).
 fn version_key(relative: &str, sha512: &str) -> String {
@@ -148,7 +149,7 @@ impl Streams {
                 return State::NotStreamed;
             }
         }
-        let (tx, rx) = mpsc::sync_channel(QUEUED_PARTS);
+        let (tx, rx) = mpsc::sync_channel(0);
         let (client, journal, cancel) = (
             Arc::clone(&self.client),
             Arc::clone(&self.journal),
@@ -209,6 +210,7 @@ impl Streams {
         let Some(State::Streaming(stream)) = self.files.remove(&id) else {
             return Ok(Finished::NotStreamed);
         };
+        debug!(key = stream.key, "file published: sending its last part");
         let mut stream = *stream;
         if !stream.buffer.is_empty() {
             let last = std::mem::take(&mut stream.buffer);
@@ -227,6 +229,11 @@ impl Streams {
             }
             Err(_) => return Ok(Finished::NotStreamed),
         };
+        debug!(
+            key = stream.key,
+            parts = sent.etags.len(),
+            "every part sent"
+        );
         let writer = self.writer();
         if !complete || sent.bytes != file.size {
             writer.abort(&stream.key, &sent.upload_id);
@@ -257,8 +264,10 @@ impl Drop for Streams {
     }
 }
 
-/// The upload thread of one stream: starts the multipart upload (journaled), then sends each
-/// part it is given, each with its own retries, until the sender is dropped.
+/// The upload thread of one stream: starts the multipart upload (journaled), then sends the
+/// parts it is given, up to [`PARTS_IN_FLIGHT`] at once (one connection each, as S3 clients
+/// do: one request at a time leaves the server and this process waiting on each other), each
+/// with its own retries, until the sender is dropped.
 fn send_parts(
     client: &S3Client,
     journal: &Journal,
@@ -274,35 +283,59 @@ fn send_parts(
         cancel,
     };
     let upload_id = writer.start_multipart(key, sha512)?;
-    let mut sent = SentParts {
-        upload_id,
-        etags: Vec::new(),
-        md5s: Vec::new(),
-        bytes: 0,
-    };
-    let mut number = 0u16;
-    loop {
-        let part = match parts.recv_timeout(Duration::from_millis(200)) {
-            Ok(part) => part,
-            Err(mpsc::RecvTimeoutError::Timeout) if cancel.is_cancelled() => {
-                return Err(UploadError::Cancelled { key: key.into() })
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(sent),
+    let result = std::thread::scope(|scope| {
+        let mut in_flight = VecDeque::new();
+        let mut sent = SentParts {
+            upload_id: upload_id.clone(),
+            etags: Vec::new(),
+            md5s: Vec::new(),
+            bytes: 0,
         };
-        number += 1;
-        let md5 = md5_of(&part);
-        let etag = match writer.send_part(key, &sent.upload_id, number, &part, &md5) {
-            Ok(etag) => etag,
-            Err(e) => {
-                // Its parts would otherwise stay on the server (the journal has it if this
-                // fails too).
-                writer.abort(key, &sent.upload_id);
-                return Err(e);
-            }
+        // Waits for the oldest part in flight, so parts are recorded in order.
+        let settle = |in_flight: &mut VecDeque<ScopedJoinHandle<'_, PartResult>>,
+                      sent: &mut SentParts| {
+            let handle = in_flight.pop_front().expect("a part in flight");
+            let (etag, md5, len) = handle.join().expect("a part upload panicked")?;
+            sent.etags.push(etag);
+            sent.md5s.extend_from_slice(&md5);
+            sent.bytes += len;
+            Ok::<(), UploadError>(())
         };
-        sent.etags.push(etag);
-        sent.md5s.extend_from_slice(&md5);
-        sent.bytes += part.len() as u64;
+        let mut number = 0u16;
+        loop {
+            // A free slot first, so no part waits here in memory while others are sent.
+            if in_flight.len() == PARTS_IN_FLIGHT {
+                settle(&mut in_flight, &mut sent)?;
+            }
+            let part = match parts.recv_timeout(Duration::from_millis(200)) {
+                Ok(part) => part,
+                Err(mpsc::RecvTimeoutError::Timeout) if cancel.is_cancelled() => {
+                    return Err(UploadError::Cancelled { key: key.into() })
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            number += 1;
+            let (writer, upload_id) = (&writer, &upload_id);
+            in_flight.push_back(scope.spawn(move || {
+                let md5 = md5_of(&part);
+                let etag = writer.send_part(key, upload_id, number, &part, &md5)?;
+                debug!(key, number, "part sent");
+                Ok((etag, md5, part.len() as u64))
+            }));
+        }
+        while !in_flight.is_empty() {
+            settle(&mut in_flight, &mut sent)?;
+        }
+        Ok(sent)
+    });
+    if result.is_err() {
+        // Its parts would otherwise stay on the server (the journal has it if this fails
+        // too). The scope has joined every part thread by now.
+        writer.abort(key, &upload_id);
     }
+    result
 }
+
+/// What one part's upload gives: its ETag, MD5 and length.
+type PartResult = Result<(String, [u8; 16], u64), UploadError>;
