@@ -13,7 +13,7 @@ use crate::cli::{
     Cli, Command, DownloadDirectoryArgs, RelayArgs, UploadDirectoryArgs, UploadFileArgs,
 };
 use crate::command_args::{
-    finish_service, opener_factory, positive_seconds, seconds, telemetry_settings,
+    finish_service, opener_factory, positive_seconds, run_reporting, seconds, telemetry_settings,
 };
 use crate::config::LoadedConfig;
 use crate::console;
@@ -32,7 +32,6 @@ use crate::targeting::ForHost;
 use crate::targeting::HostTargets;
 use crate::upload::directory::{upload_directory, DirectoryStats, UploadDirectorySettings};
 use crate::upload::{upload_file, UploadFileSettings};
-use tokio_util::sync::CancellationToken;
 
 async fn run_serve_keys(args: crate::cli::ServeKeysArgs) -> anyhow::Result<ExitCode> {
     let config = LoadedConfig::load(&args.config)?;
@@ -380,52 +379,44 @@ async fn run_relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
     let (status_stats, status_destinations) = (Arc::clone(&stats), Arc::clone(&destinations));
     let status: console::StatusFn =
         Arc::new(move || crate::relay::status_line(&status_destinations, &status_stats));
-    let cancel = console::spawn(Arc::clone(&status));
-    let service = crate::service::spawn(status, cancel.clone());
-    let stop_requested = cancel.clone();
-    let telemetry_stop = CancellationToken::new();
     let (heartbeat_stats, heartbeat_destinations) = (Arc::clone(&stats), Arc::clone(&destinations));
-    let telemetry = telemetry::spawn(
+    let totals: telemetry::Totals = Arc::new(move || {
+        let s = heartbeat_stats.snapshot();
+        let relayed = |f: fn(&crate::relay::sink::Destination) -> u64| {
+            heartbeat_destinations.iter().map(f).sum::<u64>()
+        };
+        vec![
+            ("n_messages_read", s.messages_read),
+            (
+                "n_messages_processed",
+                relayed(|d| d.relayed.load(std::sync::atomic::Ordering::Relaxed)),
+            ),
+            ("n_bytes_read", s.bytes_read),
+            (
+                "n_bytes_processed",
+                relayed(|d| d.relayed_bytes.load(std::sync::atomic::Ordering::Relaxed)),
+            ),
+        ]
+    });
+    let (run_source, run_destinations) = (source.clone(), Arc::clone(&destinations));
+    let summary = run_reporting(
         &source,
         telemetry_settings,
-        Arc::new(move || {
-            let s = heartbeat_stats.snapshot();
-            let relayed = |f: fn(&crate::relay::sink::Destination) -> u64| {
-                heartbeat_destinations.iter().map(f).sum::<u64>()
-            };
-            vec![
-                ("n_messages_read", s.messages_read),
-                (
-                    "n_messages_processed",
-                    relayed(|d| d.relayed.load(std::sync::atomic::Ordering::Relaxed)),
-                ),
-                ("n_bytes_read", s.bytes_read),
-                (
-                    "n_bytes_processed",
-                    relayed(|d| d.relayed_bytes.load(std::sync::atomic::Ordering::Relaxed)),
-                ),
-            ]
-        }),
-        telemetry_stop.clone(),
-    )?;
-    let run_destinations = Arc::clone(&destinations);
-    let outcome = tokio::task::spawn_blocking(move || {
-        crate::relay::relay(
-            &source,
-            &settings,
-            decryptor,
-            run_destinations,
-            stats,
-            &cancel,
-        )
-    })
-    .await;
-    telemetry_stop.cancel();
-    if let Some(handle) = telemetry {
-        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-    }
-    let summary = outcome.context("internal error: the relay thread panicked")??;
-    finish_service(service, &stop_requested);
+        status,
+        totals,
+        "relay",
+        move |cancel| {
+            crate::relay::relay(
+                &run_source,
+                &settings,
+                decryptor,
+                run_destinations,
+                stats,
+                &cancel,
+            )
+        },
+    )
+    .await?;
     if let Some(why) = &summary.interrupted {
         tracing::warn!(reason = %why, "stopped before the destination acknowledged everything: what was not acknowledged was not committed, and is relayed again at the next start");
     }
@@ -571,42 +562,30 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     crate::metrics::registry().add(Box::new(move |out| metric_stats.write_metrics(out)));
     let status_stats = Arc::clone(&stats);
     let status: console::StatusFn = Arc::new(move || status_stats.snapshot().to_string());
-    let cancel = console::spawn(Arc::clone(&status));
-    let service = crate::service::spawn(status, cancel.clone());
-    let stop_requested = cancel.clone();
-    // Heartbeats count what this consumer read and wrote; stopped after the download returns.
-    let telemetry_stop = CancellationToken::new();
+    // Heartbeats count what this consumer read and wrote.
     let heartbeat_stats = Arc::clone(&stats);
-    let telemetry = telemetry::spawn(
+    let totals: telemetry::Totals = Arc::new(move || {
+        let s = heartbeat_stats.snapshot();
+        vec![
+            ("n_messages_read", s.messages_read),
+            (
+                "n_messages_processed",
+                s.chunks_written + s.duplicate_chunks + s.skipped_messages + s.other_hosts_messages,
+            ),
+            ("n_bytes_read", s.bytes_read),
+            ("n_bytes_processed", s.bytes_written),
+        ]
+    });
+    let run_config = config.clone();
+    let summary = run_reporting(
         &config,
         telemetry_settings,
-        Arc::new(move || {
-            let s = heartbeat_stats.snapshot();
-            vec![
-                ("n_messages_read", s.messages_read),
-                (
-                    "n_messages_processed",
-                    s.chunks_written
-                        + s.duplicate_chunks
-                        + s.skipped_messages
-                        + s.other_hosts_messages,
-                ),
-                ("n_bytes_read", s.bytes_read),
-                ("n_bytes_processed", s.bytes_written),
-            ]
-        }),
-        telemetry_stop.clone(),
-    )?;
-    let outcome = tokio::task::spawn_blocking(move || {
-        download_directory(&config, &settings, opener, results, stats, &cancel)
-    })
-    .await;
-    telemetry_stop.cancel();
-    if let Some(handle) = telemetry {
-        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-    }
-    let summary = outcome.context("internal error: the download thread panicked")??;
-    finish_service(service, &stop_requested);
+        status,
+        totals,
+        "download",
+        move |cancel| download_directory(&run_config, &settings, opener, results, stats, &cancel),
+    )
+    .await?;
     let s = &summary.stats;
     let mut extras = String::new();
     if s.other_hosts_messages > 0 {

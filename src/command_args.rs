@@ -1,6 +1,7 @@
 //! Flag values turned into settings, and the pieces every long-running command's runner shares
 //! (`app.rs` and `s3/command.rs`): seconds from a flag, the heartbeat settings, the opener of a
-//! downloader, the service manager's last word after a stop.
+//! downloader, and how a reader of a topic runs its work ([`run_reporting`]: console, service
+//! manager, heartbeats).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::TelemetryArgs;
+use crate::config::LoadedConfig;
+use crate::console;
 use crate::contract::{Envelope, Opener, Plaintext};
 use crate::crypto::session::Encryption;
 use crate::kafka::telemetry::{self, TelemetrySettings};
@@ -84,4 +87,32 @@ pub fn finish_service(service: Option<std::thread::JoinHandle<()>>, cancel: &Can
             let _ = handle.join();
         }
     }
+}
+
+/// Runs a long-running reader's `work` on a blocking thread, with what it reports around it:
+/// `status` for `check` and the service manager, `quit`/Ctrl-C/SIGTERM/a service stop as the
+/// token handed to `work`, heartbeats counting `totals` until `work` returns. `what` names the
+/// work in the error if its thread panics.
+pub async fn run_reporting<T: Send + 'static>(
+    config: &LoadedConfig,
+    telemetry_settings: TelemetrySettings,
+    status: console::StatusFn,
+    totals: telemetry::Totals,
+    what: &str,
+    work: impl FnOnce(CancellationToken) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let cancel = console::spawn(Arc::clone(&status));
+    let service = crate::service::spawn(status, cancel.clone());
+    let stop_requested = cancel.clone();
+    let telemetry_stop = CancellationToken::new();
+    let telemetry = telemetry::spawn(config, telemetry_settings, totals, telemetry_stop.clone())?;
+    let outcome = tokio::task::spawn_blocking(move || work(cancel)).await;
+    telemetry_stop.cancel();
+    if let Some(handle) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+    let result =
+        outcome.with_context(|| format!("internal error: the {what} thread panicked"))??;
+    finish_service(service, &stop_requested);
+    Ok(result)
 }

@@ -41,6 +41,24 @@ impl Sha512Stream {
     pub fn finalize(self) -> Sha512Digest {
         self.inner.finish()
     }
+
+    /// The size and SHA-512 of everything `reader` gives, read 1 MiB at a time.
+    pub fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<(u64, Sha512Digest)> {
+        let mut stream = Self::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok((size, stream.finalize())),
+                Ok(n) => {
+                    stream.update(&buf[..n]);
+                    size += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 impl Default for Sha512Stream {

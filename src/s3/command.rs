@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use regex::Regex;
-use tokio_util::sync::CancellationToken;
 
 use super::settings::S3Settings;
 use super::sink::S3Stats;
 use super::{default_state_dir, s3_transfer, TransferSettings};
 use crate::cli::S3TransferArgs;
 use crate::command_args::{
-    finish_service, opener_factory, positive_seconds, seconds, telemetry_settings,
+    opener_factory, positive_seconds, run_reporting, seconds, telemetry_settings,
 };
 use crate::config::LoadedConfig;
 use crate::console;
@@ -105,44 +104,43 @@ pub async fn run(args: S3TransferArgs) -> anyhow::Result<ExitCode> {
     let (status_stats, status_s3) = (Arc::clone(&stats), Arc::clone(&s3_stats));
     let status: console::StatusFn =
         Arc::new(move || format!("{}; {}", status_stats.snapshot(), status_s3.line()));
-    let cancel = console::spawn(Arc::clone(&status));
-    let service = crate::service::spawn(status, cancel.clone());
-    let stop_requested = cancel.clone();
-    let telemetry_stop = CancellationToken::new();
     let (heartbeat_stats, heartbeat_s3) = (Arc::clone(&stats), Arc::clone(&s3_stats));
-    let telemetry = telemetry::spawn(
+    let totals: telemetry::Totals = Arc::new(move || {
+        let s = heartbeat_stats.snapshot();
+        vec![
+            ("n_messages_read", s.messages_read),
+            (
+                "n_messages_processed",
+                s.chunks_written + s.duplicate_chunks + s.skipped_messages,
+            ),
+            ("n_bytes_read", s.bytes_read),
+            (
+                "n_bytes_processed",
+                heartbeat_s3.bytes.load(Ordering::Relaxed),
+            ),
+        ]
+    });
+    let run_s3 = Arc::clone(&s3_stats);
+    let run_config = config.clone();
+    let summary = run_reporting(
         &config,
         telemetry_settings,
-        Arc::new(move || {
-            let s = heartbeat_stats.snapshot();
-            vec![
-                ("n_messages_read", s.messages_read),
-                (
-                    "n_messages_processed",
-                    s.chunks_written + s.duplicate_chunks + s.skipped_messages,
-                ),
-                ("n_bytes_read", s.bytes_read),
-                (
-                    "n_bytes_processed",
-                    heartbeat_s3.bytes.load(Ordering::Relaxed),
-                ),
-            ]
-        }),
-        telemetry_stop.clone(),
-    )?;
-    let run_s3 = Arc::clone(&s3_stats);
-    let outcome = tokio::task::spawn_blocking(move || {
-        s3_transfer(
-            &config, &download, &transfer, opener, stats, run_s3, &cancel,
-        )
-    })
-    .await;
-    telemetry_stop.cancel();
-    if let Some(handle) = telemetry {
-        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-    }
-    let summary = outcome.context("internal error: the s3-transfer thread panicked")??;
-    finish_service(service, &stop_requested);
+        status,
+        totals,
+        "s3-transfer",
+        move |cancel| {
+            s3_transfer(
+                &run_config,
+                &download,
+                &transfer,
+                opener,
+                stats,
+                run_s3,
+                &cancel,
+            )
+        },
+    )
+    .await?;
     let s = &summary.stats;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let failed_objects = get(&s3_stats.failed);

@@ -17,6 +17,7 @@ use tracing::{error, info};
 use super::client::S3Client;
 use super::stream::{Finished, Streams};
 use super::upload::{Journal, ObjectWriter, UploadError, Uploaded};
+use crate::chunk::hash::Sha512Stream;
 use crate::contract::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
 use crate::download::reassembler::Reassembler;
 use crate::metrics::exposition::Exposition;
@@ -235,29 +236,13 @@ pub fn drain_outbox(outbox: &Path, uploader: &Uploader) -> anyhow::Result<usize>
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect();
         let relative = relative.join("/");
-        let (size, sha512) = hash_file(path)?;
+        let (size, sha512) = Sha512Stream::of_reader(std::fs::File::open(path)?)?;
+        let sha512 = crate::chunk::hash::to_hex(&sha512);
         info!(path = %relative, "uploading a file the previous run rebuilt but did not finish uploading");
         uploader.deliver(outbox, path, &relative, size, &sha512)?;
         delivered += 1;
     }
     Ok(delivered)
-}
-
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = openssl::sha::Sha512::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, crate::chunk::hash::to_hex(&hasher.finish())))
 }
 
 /// The outbox's reassembler, with every file it publishes put into the bucket (large files'

@@ -13,12 +13,12 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use openssl::hash::{Hasher, MessageDigest};
+use openssl::hash::MessageDigest;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::client::{S3Client, S3Error};
-use crate::chunk::hash::to_hex;
+use crate::chunk::hash::{to_hex, Sha512Stream};
 
 /// Default part size: 8 MiB, the AWS CLI's, keeps memory small (a streamed file holds three
 /// parts at most) and requests few enough (a 4 GiB file is 512 parts; files over ~78 GiB get
@@ -208,11 +208,11 @@ impl ObjectWriter<'_> {
             path: path.into(),
             source,
         })?;
-        let mut whole = Hasher::new(MessageDigest::sha512()).expect("OpenSSL has SHA-512");
+        let mut whole = Sha512Stream::new();
         if size <= part_size as u64 {
             let mut body = Vec::with_capacity(size as usize);
             read_up_to(&mut file, &mut body, part_size, path)?;
-            whole.update(&body).expect("hashing");
+            whole.update(&body);
             self.check_local(&mut whole, path, sha512)?;
             let md5 = md5_of(&body);
             let etag = self.client.put(key, &body, &md5, sha512)?;
@@ -231,7 +231,7 @@ impl ObjectWriter<'_> {
         key: &str,
         sha512: &str,
         part_size: usize,
-        whole: &mut Hasher,
+        whole: &mut Sha512Stream,
     ) -> Result<(), UploadError> {
         let upload_id = self.start_multipart(key, sha512)?;
         let result = self.send_parts(file, path, key, sha512, part_size, whole, &upload_id);
@@ -301,7 +301,7 @@ impl ObjectWriter<'_> {
         key: &str,
         sha512: &str,
         part_size: usize,
-        whole: &mut Hasher,
+        whole: &mut Sha512Stream,
         upload_id: &str,
     ) -> Result<(), UploadError> {
         let mut body = Vec::with_capacity(part_size);
@@ -332,7 +332,7 @@ impl ObjectWriter<'_> {
             if body.is_empty() {
                 break;
             }
-            whole.update(&body).expect("hashing");
+            whole.update(&body);
             let md5 = md5_of(&body);
             etags.push(self.send_part(key, upload_id, number, &body, &md5)?);
             md5s.extend_from_slice(&md5);
@@ -361,11 +361,11 @@ impl ObjectWriter<'_> {
     /// The bytes read are the verified file's: a file changed on disk since is not uploaded.
     fn check_local(
         &self,
-        whole: &mut Hasher,
+        whole: &mut Sha512Stream,
         path: &Path,
         sha512: &str,
     ) -> Result<(), UploadError> {
-        let got = to_hex(&whole.finish().expect("hashing"));
+        let got = to_hex(&std::mem::take(whole).finalize());
         if got != sha512 {
             return Err(UploadError::LocalChanged {
                 path: path.into(),
