@@ -648,7 +648,7 @@ fn start_up_refusals_are_one_line_each() {
         &source_topic,
         &["--to-topic", "no-such-topic", "--connect-timeout", "5"],
     );
-    one_line(&out, &["no-such-topic"]);
+    one_line(&out, &["no-such-topic", "create it there", "--to-topic"]);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",

@@ -35,7 +35,8 @@ use crate::download::rejects::{KeptAside, RejectStore};
 use crate::download::verify::{Formats, Selection};
 use crate::download::{join_group, DownloadStats};
 use crate::kafka::client_config;
-use crate::kafka::producer::{producer_defaults, ChunkProducer};
+use crate::kafka::producer::{producer_defaults, ChunkProducer, ProduceError};
+use crate::kafka::topic::TopicError;
 use crate::state::StateDir;
 use routes::Routes;
 use sink::{Destination, RelaySink};
@@ -133,8 +134,16 @@ pub fn connect_destinations(
             &producer_defaults(max_message),
             &[],
         );
-        let (producer, info) = ChunkProducer::connect(&cfg, config, topic, connect_timeout)
-            .with_context(|| format!("destination topic {topic}"))?;
+        let (producer, info) = match ChunkProducer::connect(&cfg, config, topic, connect_timeout) {
+            Ok(connected) => connected,
+            // The topic's own error would say "check --topic", the source's flag.
+            Err(ProduceError::Topic(TopicError::Missing { brokers, .. })) => anyhow::bail!(
+                "destination topic `{topic}` does not exist on {brokers}: create it there \
+                 (`openmsi topic create {topic} --config {}`), or check --to-topic/--route",
+                config.path().display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("destination topic {topic}")),
+        };
         out.push(Destination {
             topic: topic.clone(),
             producer,
