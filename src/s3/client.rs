@@ -90,6 +90,34 @@ struct Reply {
     body: String,
 }
 
+/// An ETag as the server gave it, and whether it can be checked against the MD5 of what was
+/// sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etag {
+    pub value: String,
+    /// False when the server encrypts the object with a KMS key or the customer's key: S3's
+    /// ETag is then not the MD5 of the content (Content-MD5 is still checked by the server).
+    pub is_content_md5: bool,
+}
+
+impl Etag {
+    fn of(reply: &Reply, value: String) -> Self {
+        let header = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        };
+        let kms = header("x-amz-server-side-encryption").is_some_and(|v| v.starts_with("aws:kms"));
+        let customer_key = header("x-amz-server-side-encryption-customer-algorithm").is_some();
+        Etag {
+            value,
+            is_content_md5: !kms && !customer_key,
+        }
+    }
+}
+
 /// One bucket on one server, with credentials.
 pub struct S3Client {
     bucket: Bucket,
@@ -187,14 +215,14 @@ impl S3Client {
         body: &[u8],
         md5: &[u8; 16],
         sha512: &str,
-    ) -> Result<String, S3Error> {
+    ) -> Result<Etag, S3Error> {
         let action = self.bucket.put_object(Some(&self.credentials), key);
         let headers = [
             ("content-md5", base64_of(md5)),
             (SHA512_META, sha512.to_string()),
         ];
         let reply = self.send("PUT", action, &headers, Some(body), &format!("PUT {key}"))?;
-        Ok(etag_of(&reply))
+        Ok(Etag::of(&reply, etag_of(&reply)))
     }
 
     /// Starts a multipart upload with the file's SHA-512 as metadata; returns its id.
@@ -219,14 +247,14 @@ impl S3Client {
         number: u16,
         body: &[u8],
         md5: &[u8; 16],
-    ) -> Result<String, S3Error> {
+    ) -> Result<Etag, S3Error> {
         let action = self
             .bucket
             .upload_part(Some(&self.credentials), key, number, upload_id);
         let what = format!("part {number} of {key}");
         let headers = [("content-md5", base64_of(md5))];
         let reply = self.send("PUT", action, &headers, Some(body), &what)?;
-        Ok(etag_of(&reply))
+        Ok(Etag::of(&reply, etag_of(&reply)))
     }
 
     /// Completes a multipart upload from its parts' ETags, in order; returns the object's ETag.
@@ -235,7 +263,7 @@ impl S3Client {
         key: &str,
         upload_id: &str,
         etags: &[String],
-    ) -> Result<String, S3Error> {
+    ) -> Result<Etag, S3Error> {
         let action = CompleteMultipartUpload::new(
             &self.bucket,
             Some(&self.credentials),
@@ -261,7 +289,7 @@ impl S3Client {
         let etag = between(&reply.body, "<ETag>", "</ETag>")
             .map(|e| unquote(&e.replace("&quot;", "\"")))
             .unwrap_or_default();
-        Ok(etag)
+        Ok(Etag::of(&reply, etag))
     }
 
     /// Aborts a multipart upload; its parts are deleted. An upload already gone is fine.
@@ -381,4 +409,34 @@ fn unquote(etag: &str) -> String {
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(headers: &[(&'static str, &str)]) -> Reply {
+        let mut map = ureq::http::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, value.parse().unwrap());
+        }
+        Reply {
+            headers: map,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_etag_is_the_contents_md5_unless_the_server_encrypts_with_its_own_or_the_customers_key() {
+        let md5 =
+            |headers: &[(&'static str, &str)]| Etag::of(&reply(headers), "e".into()).is_content_md5;
+        assert!(md5(&[]));
+        assert!(md5(&[("x-amz-server-side-encryption", "AES256")]));
+        assert!(!md5(&[("x-amz-server-side-encryption", "aws:kms")]));
+        assert!(!md5(&[("x-amz-server-side-encryption", "aws:kms:dsse")]));
+        assert!(!md5(&[(
+            "x-amz-server-side-encryption-customer-algorithm",
+            "AES256"
+        )]));
+    }
 }

@@ -17,7 +17,7 @@ use openssl::hash::MessageDigest;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::client::{S3Client, S3Error};
+use super::client::{Etag, S3Client, S3Error};
 use crate::chunk::hash::{to_hex, Sha512Stream};
 
 /// Default part size: 8 MiB, the AWS CLI's, keeps memory small (a streamed file holds three
@@ -274,7 +274,7 @@ impl ObjectWriter<'_> {
     ) -> Result<String, UploadError> {
         let etag = self.part_with_retries(key, upload_id, number, body, md5)?;
         expect_etag(&etag, &to_hex(md5), key)?;
-        Ok(etag)
+        Ok(etag.value)
     }
 
     /// Completes a multipart upload (retried while it fails transiently), checks the object's
@@ -352,7 +352,7 @@ impl ObjectWriter<'_> {
         number: u16,
         body: &[u8],
         md5: &[u8; 16],
-    ) -> Result<String, UploadError> {
+    ) -> Result<Etag, UploadError> {
         self.retrying(key, "a part failed; sending it again", || {
             self.client.upload_part(key, upload_id, number, body, md5)
         })
@@ -431,19 +431,21 @@ pub fn md5_of(bytes: &[u8]) -> [u8; 16] {
 }
 
 /// The server's ETag must be the one its checksum gives: anything else means the bytes it
-/// stored are not the bytes sent. (Servers that encrypt objects with their own keys give
-/// other ETags: those are accepted when they are not MD5-shaped, the HEAD check still holds.)
-fn expect_etag(got: &str, expected: &str, key: &str) -> Result<(), UploadError> {
+/// stored are not the bytes sent. A server that encrypts with a KMS key or the customer's key
+/// says so, and its ETags are not MD5s; one that gives ETags that are not MD5-shaped at all is
+/// not checked either. Either way the server checked Content-MD5, and the HEAD check holds.
+fn expect_etag(got: &Etag, expected: &str, key: &str) -> Result<(), UploadError> {
     let md5_shaped = |e: &str| {
         let hex = e.split('-').next().unwrap_or("");
         hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
     };
-    if got.eq_ignore_ascii_case(expected) || !md5_shaped(got) {
+    let value = &got.value;
+    if !got.is_content_md5 || value.eq_ignore_ascii_case(expected) || !md5_shaped(value) {
         return Ok(());
     }
     Err(UploadError::S3(S3Error::Invalid {
         what: key.to_string(),
-        reason: format!("the server's ETag {got} is not the {expected} of the bytes sent"),
+        reason: format!("the server's ETag {value} is not the {expected} of the bytes sent"),
     }))
 }
 
@@ -462,12 +464,23 @@ mod tests {
 
     #[test]
     fn an_etag_that_is_not_the_md5_of_the_bytes_sent_is_an_error() {
+        let etag = |value: &str| Etag {
+            value: value.to_string(),
+            is_content_md5: true,
+        };
         let md5 = to_hex(&md5_of(b"abc"));
-        assert!(expect_etag(&md5, &md5, "k").is_ok());
-        assert!(expect_etag(&md5.to_uppercase(), &md5, "k").is_ok());
-        assert!(expect_etag(&"0".repeat(32), &md5, "k").is_err());
-        assert!(expect_etag(&format!("{}-3", "0".repeat(32)), &format!("{md5}-3"), "k").is_err());
-        // Not MD5-shaped (a server that encrypts): left to the HEAD check.
-        assert!(expect_etag("opaque", &md5, "k").is_ok());
+        assert!(expect_etag(&etag(&md5), &md5, "k").is_ok());
+        assert!(expect_etag(&etag(&md5.to_uppercase()), &md5, "k").is_ok());
+        assert!(expect_etag(&etag(&"0".repeat(32)), &md5, "k").is_err());
+        let three_parts = format!("{}-3", "0".repeat(32));
+        assert!(expect_etag(&etag(&three_parts), &format!("{md5}-3"), "k").is_err());
+        // Not MD5-shaped: left to the HEAD check.
+        assert!(expect_etag(&etag("opaque"), &md5, "k").is_ok());
+        // Encrypted with a KMS key: the ETag is not the MD5 (the server checked Content-MD5).
+        let kms = Etag {
+            value: "0".repeat(32),
+            is_content_md5: false,
+        };
+        assert!(expect_etag(&kms, &md5, "k").is_ok());
     }
 }
