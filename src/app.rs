@@ -13,7 +13,8 @@ use crate::cli::{
     Cli, Command, DownloadDirectoryArgs, RelayArgs, UploadDirectoryArgs, UploadFileArgs,
 };
 use crate::command_args::{
-    finish_service, opener_factory, positive_seconds, run_reporting, seconds, telemetry_settings,
+    finish_service, opener_factory, positive_seconds, results_factory, run_reporting, seconds,
+    telemetry_settings,
 };
 use crate::config::LoadedConfig;
 use crate::console;
@@ -22,7 +23,6 @@ use crate::crypto::session::Encryption;
 use crate::download::command::UserCommand;
 use crate::download::hooks::HookSettings;
 use crate::download::publish::Validation;
-use crate::download::results::{ResultProducer, ResultSink};
 use crate::download::{download_directory, DownloadSettings, DownloadStats};
 use crate::kafka::telemetry;
 use crate::progress::{count, rate_note, size, timed_rate};
@@ -524,6 +524,8 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
             restore_from_backup: args
                 .restore_on_hook_failure
                 .then(|| args.backup_suffix.clone()),
+            remove_after_run: false,
+            file_env: Default::default(),
         },
     };
     let host = match args.host {
@@ -536,26 +538,12 @@ async fn run_download_directory(args: DownloadDirectoryArgs) -> anyhow::Result<E
     };
     let encryption = Encryption::of(&config, settings.connect_timeout)?;
     let telemetry_settings = telemetry_settings(&args.telemetry, encryption.as_ref())?;
-    let results = match &args.result_topic {
-        Some(topic) => {
-            // Results name files: encrypted like the data, as heartbeats are.
-            let envelope =
-                match &encryption {
-                    Some(e) => Some(e.encryptor(topic).with_context(|| {
-                        format!("--result-topic {topic} (encrypted like the data)")
-                    })? as Arc<dyn Envelope>),
-                    None => None,
-                };
-            let (config, topic) = (config.clone(), topic.clone());
-            let timeout = settings.connect_timeout;
-            Some(Box::new(move || {
-                let producer = ResultProducer::connect(&config, &topic, envelope, timeout)
-                    .with_context(|| format!("--result-topic {topic}"))?;
-                Ok(Box::new(producer) as Box<dyn ResultSink>)
-            }) as crate::download::ResultsFactory)
-        }
-        None => None,
-    };
+    let results = results_factory(
+        &config,
+        encryption.as_ref(),
+        args.result_topic.as_deref(),
+        settings.connect_timeout,
+    )?;
     let opener = opener_factory(encryption, settings.topic.clone(), host);
     let stats = Arc::new(DownloadStats::default());
     let metric_stats = Arc::clone(&stats);

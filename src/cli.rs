@@ -894,6 +894,22 @@ pub struct S3TransferArgs {
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub discard_partials_after_days: u32,
 
+    /// After each file's object is confirmed in the bucket, run CMD on the rebuilt local copy
+    /// (OPENMSI_FILE, as download-directory's --on-file; also OPENMSI_S3_BUCKET and
+    /// OPENMSI_S3_KEY), on its own thread, one at a time, in order; the copy is removed once
+    /// CMD has run. A command due when the process stopped runs after the restart.
+    #[arg(long, value_name = "CMD")]
+    pub on_file: Option<String>,
+
+    /// Produce the standard output of each successful --on-file command to TOPIC, keyed like
+    /// OpenMSIStream's processing results (see download-directory).
+    #[arg(long, value_name = "TOPIC", requires = "on_file")]
+    pub result_topic: Option<String>,
+
+    /// Seconds an --on-file command may run.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub hook_timeout: f64,
+
     /// Report a file still incomplete once its partition moved past its last chunk and no
     /// chunk of it came for this many seconds (see download-directory).
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]

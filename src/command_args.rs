@@ -14,6 +14,7 @@ use crate::config::LoadedConfig;
 use crate::console;
 use crate::contract::{Envelope, Opener, Plaintext};
 use crate::crypto::session::Encryption;
+use crate::download::results::{ResultProducer, ResultSink};
 use crate::kafka::telemetry::{self, TelemetrySettings};
 use crate::targeting::ForHost;
 
@@ -115,4 +116,32 @@ pub async fn run_reporting<T: Send + 'static>(
         outcome.with_context(|| format!("internal error: the {what} thread panicked"))??;
     finish_service(service, &stop_requested);
     Ok(result)
+}
+
+/// `--result-topic`: how a reader connects its result producer (after its output folder is
+/// ready), results encrypted like the data when the config names a node.
+pub fn results_factory(
+    config: &LoadedConfig,
+    encryption: Option<&Encryption>,
+    result_topic: Option<&str>,
+    connect_timeout: Duration,
+) -> anyhow::Result<Option<crate::download::ResultsFactory>> {
+    let Some(topic) = result_topic else {
+        return Ok(None);
+    };
+    // Results name files: encrypted like the data, as heartbeats are.
+    let envelope = match encryption {
+        Some(e) => Some(
+            e.encryptor(topic)
+                .with_context(|| format!("--result-topic {topic} (encrypted like the data)"))?
+                as Arc<dyn Envelope>,
+        ),
+        None => None,
+    };
+    let (config, topic) = (config.clone(), topic.to_string());
+    Ok(Some(Box::new(move || {
+        let producer = ResultProducer::connect(&config, &topic, envelope, connect_timeout)
+            .with_context(|| format!("--result-topic {topic}"))?;
+        Ok(Box::new(producer) as Box<dyn ResultSink>)
+    })))
 }

@@ -504,3 +504,150 @@ fn knot_format_files_addressed_to_this_host_are_transferred_and_others_skipped()
         sha512_file(&ours)
     );
 }
+
+/// The messages of partition 0 of `topic`: (key, value), until `n` were read.
+fn read_messages(fx: &TopicFixture, topic: &str, n: usize) -> Vec<(String, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = common::consumer_config(&fx.broker, "results-reader")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+            got.push((text(m.key()), text(m.payload())));
+        }
+    }
+    got
+}
+
+#[test]
+fn on_file_runs_on_the_local_copy_once_the_object_is_confirmed_and_its_output_is_a_result() {
+    let server = S3Server::start(BUCKET);
+    let fx = TopicFixture::new(Storage::Memory, "s3-hooks", 1);
+    server.add_to_config(&fx.cfg, SECRET_KEY);
+    let results = format!("{}-results", fx.topic);
+    fx.broker.create_topic(&results, 1);
+    let src = fx.work.path().join("src");
+    let small = src.join("run1/scan.json");
+    // 12 MiB in 5 MiB parts: streamed while it arrives.
+    let big = src.join("run1/big.raw");
+    let bad = src.join("bad.txt");
+    write_random_file(&small, 100_000, 21);
+    write_random_file(&big, 12 * MIB, 22);
+    write_random_file(&bad, 10, 23);
+    for f in [&small, &big, &bad] {
+        upload(&fx, f, &src);
+    }
+    // The command checks that the object is already in the bucket (s3s-fs keeps it as a
+    // plain file) and prints the key and the SHA-512 of the local copy it was given.
+    let bucket_root = server.object(BUCKET, "");
+    let hook = format!(
+        r#"sh -c 'case "$OPENMSI_RELATIVE_PATH" in bad*) exit 3;; esac; test -f "{}/$OPENMSI_S3_KEY" || exit 4; printf "{{\"bucket\": \"%s\", \"key\": \"%s\", \"sha512\": \"%s\"}}" "$OPENMSI_S3_BUCKET" "$OPENMSI_S3_KEY" "$(sha512sum < "$OPENMSI_FILE" | cut -d" " -f1)"' hook"#,
+        bucket_root.display()
+    );
+    let state = fx.work.path().join("state");
+    let out = transfer_until_idle(
+        &fx,
+        &state,
+        "hooks-group",
+        &["--on-file", &hook, "--result-topic", &results],
+    )
+    .failure();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stdout.contains("3 objects written")
+            && stdout.contains("1 hook failed")
+            && stdout.contains("2 results sent"),
+        "{stdout}\n{stderr}"
+    );
+    for (rel, file) in [
+        ("run1/scan.json", &small),
+        ("run1/big.raw", &big),
+        ("bad.txt", &bad),
+    ] {
+        assert_object(&server, &format!("{}/{rel}", fx.topic), file);
+    }
+    let mut got = read_messages(&fx, &results, 2);
+    got.sort();
+    let expected = |rel: &str, file: &Path| {
+        (
+            format!("{}_chunk_processing_result", rel.replace('/', "_")),
+            format!(
+                r#"{{"bucket": "{BUCKET}", "key": "{}/{rel}", "sha512": "{}"}}"#,
+                fx.topic,
+                sha512_file(file)
+            ),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            expected("run1/big.raw", &big),
+            expected("run1/scan.json", &small)
+        ]
+    );
+    // Every local copy is gone once its command ran (the failed one's too).
+    assert_eq!(files_in(&state.join("outbox")), Vec::<String>::new());
+}
+
+#[test]
+fn a_command_due_at_a_kill_runs_once_after_the_restart_on_its_kept_copy() {
+    let server = S3Server::start(BUCKET);
+    let fx = TopicFixture::new(Storage::Memory, "s3-hook-kill", 1);
+    server.add_to_config(&fx.cfg, SECRET_KEY);
+    let src = fx.work.path().join("src");
+    let file = src.join("run2/frame.bin");
+    write_random_file(&file, 300_000, 31);
+    upload(&fx, &file, &src);
+    let marks = fx.work.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // First run: the command marks that it started, then hangs until killed.
+    let slow = format!(
+        r#"sh -c 'touch "{}/started"; sleep 60' slow"#,
+        marks.display()
+    );
+    let state = fx.work.path().join("state");
+    let mut args = transfer_args(&fx, &state, "hook-kill-group");
+    args.extend(["--on-file".to_string(), slow]);
+    let log = fx.work.path().join("first.log");
+    let mut first = spawn_transfer(&args, &log);
+    assert!(
+        common::wait_for(Duration::from_secs(60), || marks.join("started").exists()),
+        "the command never started\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    // The object was confirmed before the command became due; the copy is kept for it.
+    assert_object(&server, &format!("{}/run2/frame.bin", fx.topic), &file);
+    assert_eq!(files_in(&state.join("outbox")), ["run2/frame.bin"]);
+
+    // After the restart the command runs once, on the kept copy, and the copy goes.
+    let counting = format!(
+        r#"sh -c 'cmp -s "$OPENMSI_FILE" "{}" && echo "$OPENMSI_S3_KEY" >> "{}/ran"' count"#,
+        file.display(),
+        marks.display()
+    );
+    let out =
+        transfer_until_idle(&fx, &state, "hook-kill-group", &["--on-file", &counting]).success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    // Nothing was uploaded again: the copy was the runner's, not a leftover to upload.
+    assert!(stdout.contains("0 objects written"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert_eq!(
+        std::fs::read_to_string(marks.join("ran")).unwrap_or_default(),
+        format!("{}/run2/frame.bin\n", fx.topic),
+        "{stderr}"
+    );
+    assert_eq!(files_in(&state.join("outbox")), Vec::<String>::new());
+}

@@ -58,6 +58,8 @@ pub struct HookLog {
     next_seq: u64,
     /// Where newly due jobs go (the runner).
     runner: Sender<HookJob>,
+    /// The files (relative path, hex SHA-512) whose jobs were due when the log was opened.
+    due_at_open: std::collections::HashSet<(String, String)>,
 }
 
 impl HookLog {
@@ -99,14 +101,26 @@ impl HookLog {
         }
         jsonl::rewrite(path, &lines)?;
         let next_seq = pending.last().map_or(0, |j| j.seq + 1);
+        let due_at_open = pending
+            .iter()
+            .map(|j| (j.relative.clone(), j.sha512.clone()))
+            .collect();
         Ok((
             Self {
                 file: AppendLog::open(path)?,
                 next_seq,
                 runner,
+                due_at_open,
             },
             pending,
         ))
+    }
+
+    /// Whether the job of this file version was due when the log was opened (the runner has
+    /// it, or had it, from the start).
+    pub fn was_due_at_open(&self, relative: &str, sha512: &str) -> bool {
+        self.due_at_open
+            .contains(&(relative.to_string(), sha512.to_string()))
     }
 
     /// Records that hooks are due for `files` (relative path, size, hex SHA-512) and makes the
@@ -149,8 +163,8 @@ fn result_line(seq: u64, output: &[u8]) -> Line {
     }
 }
 
-/// The hooks configured.
-#[derive(Debug, Clone)]
+/// The hooks configured (none by default).
+#[derive(Debug, Clone, Default)]
 pub struct HookSettings {
     /// `--on-file`: after each file.
     pub on_file: Option<UserCommand>,
@@ -162,6 +176,39 @@ pub struct HookSettings {
     pub timeout: Duration,
     /// `--restore-on-hook-failure`: the backup suffix to restore from when a hook fails.
     pub restore_from_backup: Option<String>,
+    /// s3-transfer: the output folder holds local copies kept only for `--on-file`; each is
+    /// removed (with the folders it leaves empty) once its job is done.
+    pub remove_after_run: bool,
+    /// Variables `--on-file` gets besides the usual ones, from the file's relative path
+    /// (s3-transfer: the object's bucket and key).
+    pub file_env: FileEnv,
+}
+
+/// Per-file variables for `--on-file` ([`HookSettings::file_env`]); none by default.
+#[derive(Clone, Default)]
+pub struct FileEnv(Option<std::sync::Arc<FileEnvFn>>);
+
+/// Gives the extra variables of the file at a relative path.
+pub type FileEnvFn = dyn Fn(&str) -> Vec<(&'static str, String)> + Send + Sync;
+
+impl FileEnv {
+    pub fn new(f: impl Fn(&str) -> Vec<(&'static str, String)> + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+
+    fn of(&self, relative: &str) -> Vec<(&'static str, String)> {
+        self.0.as_ref().map_or_else(Vec::new, |f| f(relative))
+    }
+}
+
+impl std::fmt::Debug for FileEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FileEnv(..)"
+        } else {
+            "FileEnv(none)"
+        })
+    }
 }
 
 impl HookSettings {
@@ -235,6 +282,9 @@ impl HookRunner {
                         batch.push(job);
                     } else if done {
                         mark_done(&mut log, std::slice::from_ref(&job));
+                        if self.settings.remove_after_run {
+                            self.remove_local_copy(&job.relative);
+                        }
                     }
                 }
                 None if batch.is_empty() => break,
@@ -248,6 +298,28 @@ impl HookRunner {
                     undelivered.clear();
                 }
             }
+        }
+    }
+
+    /// Removes the local copy of `relative` and the folders it leaves empty (up to the output
+    /// folder); a copy already gone is fine.
+    fn remove_local_copy(&self, relative: &str) {
+        let path = self.final_path(relative);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                warn!(path = %path.display(), error = %e, "cannot remove the local copy after its hook");
+            }
+            return;
+        }
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.output_dir
+                || !d.starts_with(&self.output_dir)
+                || fs::remove_dir(d).is_err()
+            {
+                break;
+            }
+            dir = d.parent();
         }
     }
 
@@ -317,7 +389,10 @@ impl HookRunner {
         let outcome = command::run(
             cmd,
             &facts,
-            &[("OPENMSI_STAGE", "on-file".into())],
+            &[("OPENMSI_STAGE", "on-file".into())]
+                .into_iter()
+                .chain(self.settings.file_env.of(&job.relative))
+                .collect::<Vec<_>>(),
             self.settings.timeout,
             capture,
         );
@@ -498,7 +573,7 @@ mod tests {
                 on_batch: None,
                 batch_delay: Duration::from_millis(10),
                 timeout: Duration::from_secs(10),
-                restore_from_backup: None,
+                ..HookSettings::default()
             },
             output_dir: dir.to_path_buf(),
             topic: "t".into(),

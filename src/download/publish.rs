@@ -76,6 +76,9 @@ pub struct Publisher {
     stats: Arc<DownloadStats>,
     /// Validation, backups, hooks.
     control: DeliveryControl,
+    /// The sink takes each published file elsewhere and removes it (see
+    /// [`Publisher::treat_output_as_transient`]).
+    output_is_transient: bool,
 }
 
 impl Publisher {
@@ -94,12 +97,23 @@ impl Publisher {
             completed: CompletedLog::open(&state.completed_log())?,
             stats,
             control,
+            output_is_transient: false,
         })
     }
 
-    /// True when this version of `relative` is the one published and its file is in place.
+    /// True when this version of `relative` is the one published and its file is in place
+    /// (or taken elsewhere, see [`Publisher::treat_output_as_transient`]).
     pub fn is_published(&self, relative: &str, hash: &Sha512Digest, path: &Path) -> bool {
-        self.completed.is_latest(relative, hash) && self.output_dir.join(path).is_file()
+        self.completed.is_latest(relative, hash)
+            && (self.output_is_transient || self.output_dir.join(path).is_file())
+    }
+
+    /// The sink takes every published file somewhere else and then removes it from the output
+    /// folder (s3-transfer: into a bucket; a file it could not take is moved out too). A
+    /// version the completed log has as the latest is then delivered even when its file is
+    /// gone, so chunks read again after a crash do not deliver it (and run its hook) twice.
+    pub fn treat_output_as_transient(&mut self) {
+        self.output_is_transient = true;
     }
 
     /// True when a version of `relative` completed by the message at `at` is older than the

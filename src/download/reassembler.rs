@@ -86,6 +86,12 @@ impl Reassembler {
         Ok(me)
     }
 
+    /// The sink takes every published file elsewhere and removes it from the output folder
+    /// ([`Publisher::treat_output_as_transient`]).
+    pub fn treat_output_as_transient(&mut self) {
+        self.publisher.treat_output_as_transient();
+    }
+
     /// Shows files of several chunks in `activity` while they arrive.
     pub fn show_progress(&mut self, activity: Arc<Activity>) {
         self.activity = Some(activity);

@@ -10,16 +10,17 @@ use anyhow::Context;
 use regex::Regex;
 
 use super::settings::S3Settings;
-use super::sink::S3Stats;
+use super::sink::{KeyLayout, S3Stats};
 use super::{default_state_dir, s3_transfer, TransferSettings};
 use crate::cli::S3TransferArgs;
 use crate::command_args::{
-    opener_factory, positive_seconds, run_reporting, seconds, telemetry_settings,
+    opener_factory, positive_seconds, results_factory, run_reporting, seconds, telemetry_settings,
 };
 use crate::config::LoadedConfig;
 use crate::console;
 use crate::crypto::session::Encryption;
-use crate::download::hooks::HookSettings;
+use crate::download::command::UserCommand;
+use crate::download::hooks::{FileEnv, HookSettings};
 use crate::download::{DownloadSettings, DownloadStats};
 use crate::kafka::telemetry;
 use crate::progress::{count, size};
@@ -40,12 +41,32 @@ pub async fn run(args: S3TransferArgs) -> anyhow::Result<ExitCode> {
             "no cache folder to keep s3-transfer's state in (HOME is not set): give --state-dir"
         ),
     };
+    let keys = KeyLayout::new(&args.kafka.topic, args.key_prefix.as_deref());
+    let bucket = args.bucket.clone();
     let transfer = TransferSettings {
         bucket: args.bucket.clone(),
         s3,
         key_prefix: args.key_prefix.clone(),
         part_size: args.part_size_mib as usize * (1 << 20),
         state_root,
+        // The command runs on the outbox copy once the object is confirmed; the copy goes
+        // once the command has run.
+        hooks: HookSettings {
+            on_file: args
+                .on_file
+                .as_deref()
+                .map(|t| UserCommand::parse("--on-file", t))
+                .transpose()?,
+            timeout: seconds("--hook-timeout", args.hook_timeout)?,
+            remove_after_run: true,
+            file_env: FileEnv::new(move |relative| {
+                vec![
+                    ("OPENMSI_S3_BUCKET", bucket.clone()),
+                    ("OPENMSI_S3_KEY", keys.key(relative)),
+                ]
+            }),
+            ..HookSettings::default()
+        },
     };
     let download = DownloadSettings {
         output_dir: transfer.outbox(),
@@ -74,14 +95,9 @@ pub async fn run(args: S3TransferArgs) -> anyhow::Result<ExitCode> {
         )?,
         validation: None,
         backup_suffix: None,
-        // No hooks: the files are objects, not local paths a command could be given.
-        hooks: HookSettings {
-            on_file: None,
-            on_batch: None,
-            batch_delay: Duration::ZERO,
-            timeout: Duration::ZERO,
-            restore_from_backup: None,
-        },
+        // Hooks are s3-transfer's own (`transfer.hooks`): they wait for the object, not for
+        // the file's publication into the outbox.
+        hooks: HookSettings::default(),
     };
     let host = match args.host.clone() {
         Some(host) => {
@@ -93,6 +109,12 @@ pub async fn run(args: S3TransferArgs) -> anyhow::Result<ExitCode> {
     };
     let encryption = Encryption::of(&config, download.connect_timeout)?;
     let telemetry_settings = telemetry_settings(&args.telemetry, encryption.as_ref())?;
+    let results = results_factory(
+        &config,
+        encryption.as_ref(),
+        args.result_topic.as_deref(),
+        download.connect_timeout,
+    )?;
     let opener = opener_factory(encryption, download.topic.clone(), host);
     let stats = Arc::new(DownloadStats::default());
     let s3_stats = Arc::new(S3Stats::default());
@@ -134,6 +156,7 @@ pub async fn run(args: S3TransferArgs) -> anyhow::Result<ExitCode> {
                 &download,
                 &transfer,
                 opener,
+                results,
                 stats,
                 run_s3,
                 &cancel,
@@ -144,9 +167,16 @@ pub async fn run(args: S3TransferArgs) -> anyhow::Result<ExitCode> {
     let s = &summary.stats;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let failed_objects = get(&s3_stats.failed);
+    let mut extras = String::new();
+    if s.hooks_failed > 0 {
+        extras.push_str(&format!(", {} failed", count(s.hooks_failed, "hook")));
+    }
+    if s.results_sent > 0 {
+        extras.push_str(&format!(", {} sent", count(s.results_sent, "result")));
+    }
     println!(
         "transferred to bucket {}: {} written ({}), {} already there, {} failed; {} in progress, \
-         {} failed verification, {} rejected; in {:.2} s; consumer group {}",
+         {} failed verification, {} rejected{extras}; in {:.2} s; consumer group {}",
         args.bucket,
         count(get(&s3_stats.written), "object"),
         size(get(&s3_stats.bytes)),
@@ -161,6 +191,7 @@ pub async fn run(args: S3TransferArgs) -> anyhow::Result<ExitCode> {
     let anything_failed = failed_objects > 0
         || s.files_not_delivered() > 0
         || s.rejected_messages > 0
+        || s.hooks_failed > 0
         || s.files_missing_chunks > 0;
     Ok(if summary.stopped_idle && anything_failed {
         ExitCode::FAILURE

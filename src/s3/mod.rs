@@ -27,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::LoadedConfig;
+use crate::download::hooks::{self, HookSettings};
 use crate::download::{
-    download_into, DownloadSettings, DownloadStats, DownloadSummary, OpenerFactory,
+    download_into, DownloadSettings, DownloadStats, DownloadSummary, OpenerFactory, ResultsFactory,
 };
 use client::{S3Client, S3Error};
 use settings::S3Settings;
@@ -48,8 +49,10 @@ pub struct TransferSettings {
     /// Bytes per multipart part.
     pub part_size: usize,
     /// The state folder: `outbox/` (files rebuilt, not yet in the bucket), `state/` (the
-    /// download side's staging and logs), `multipart/` (uploads in flight).
+    /// download side's staging and logs), `multipart/` (uploads in flight), `hooks.jsonl`.
     pub state_root: PathBuf,
+    /// `--on-file`, run on the outbox copy once the object is confirmed.
+    pub hooks: HookSettings,
 }
 
 impl TransferSettings {
@@ -76,12 +79,15 @@ pub fn default_state_dir(bucket: &str, topic: &str) -> Option<PathBuf> {
 }
 
 /// Runs until `cancel`, an idle exit or a fatal error. `download` must name the outbox as
-/// its output folder and `download_state()` as its state folder.
+/// its output folder and `download_state()` as its state folder, and no hooks (s3-transfer's
+/// are `transfer.hooks`, started here: they wait for the object, not for the outbox).
+#[allow(clippy::too_many_arguments)]
 pub fn s3_transfer(
     config: &LoadedConfig,
     download: &DownloadSettings,
     transfer: &TransferSettings,
     opener: OpenerFactory,
+    results: Option<ResultsFactory>,
     stats: Arc<DownloadStats>,
     s3_stats: Arc<S3Stats>,
     cancel: &CancellationToken,
@@ -93,18 +99,33 @@ pub fn s3_transfer(
     )?);
     let outbox = transfer.outbox();
     let sink_cancel = cancel.clone();
-    download_into(
+    let hook_stats = Arc::clone(&stats);
+    let mut hook_runner = None;
+    let summary = download_into(
         config,
         download,
         opener,
         None,
         stats,
         cancel,
-        move |reassembler| {
+        |mut reassembler| {
+            // Files leave the outbox once their object is confirmed (or their hook ran).
+            reassembler.treat_output_as_transient();
             // The bucket before Kafka: a wrong bucket or secret fails in one line at start.
             check_bucket(&client, &transfer.s3, download.connect_timeout)?;
             let journal = Arc::new(Journal::open(&transfer.state_root.join("multipart"))?);
             journal.abort_leftovers(&client)?;
+            // Started after download_into took the state folder's lock.
+            let results = results.map(|connect| connect()).transpose()?;
+            let (hooks, runner) = hooks::start(
+                &transfer.state_root.join("hooks.jsonl"),
+                &transfer.hooks,
+                &outbox,
+                &download.topic,
+                &hook_stats,
+                results,
+            )?;
+            hook_runner = runner;
             let streams = Streams::new(
                 Arc::clone(&client),
                 Arc::clone(&journal),
@@ -119,6 +140,7 @@ pub fn s3_transfer(
                 stats: s3_stats,
                 failed_dir: transfer.state_root.join("failed-uploads"),
                 cancel: sink_cancel,
+                hooks: hooks.map(std::cell::RefCell::new),
             };
             let left = drain_outbox(&outbox, &uploader)?;
             if left > 0 {
@@ -134,7 +156,15 @@ pub fn s3_transfer(
                 streams,
             })
         },
-    )
+    );
+    // The sink (and with it the hook log's sender) is gone: the runner finishes the commands
+    // due, then ends.
+    if let Some(handle) = hook_runner {
+        if handle.join().is_err() {
+            tracing::warn!("the hook thread panicked; commands still due run at the next start");
+        }
+    }
+    summary
 }
 
 /// What `manage-service install` checks before installing an s3-transfer service: the bucket

@@ -6,6 +6,7 @@
 //! yet uploaded, its offsets not committed) is uploaded first at the next start
 //! ([`drain_outbox`]), since the stream would not publish it again.
 
+use std::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use super::stream::{Finished, Streams};
 use super::upload::{Journal, ObjectWriter, UploadError, Uploaded};
 use crate::chunk::hash::Sha512Stream;
 use crate::contract::{Accepted, ChunkSink, PublishedFile, VerifiedChunk};
+use crate::download::hooks::HookLog;
 use crate::download::reassembler::Reassembler;
 use crate::metrics::exposition::Exposition;
 
@@ -109,6 +111,9 @@ pub struct Uploader {
     /// Where files the server refused for good are kept.
     pub failed_dir: PathBuf,
     pub cancel: CancellationToken,
+    /// `--on-file`: a file whose object is confirmed becomes due here (durably, before the
+    /// flush returns) and stays in the outbox for the command, whose runner removes it.
+    pub hooks: Option<RefCell<HookLog>>,
 }
 
 impl Uploader {
@@ -150,7 +155,7 @@ impl Uploader {
                         );
                     }
                 }
-                remove_from_outbox(outbox, path)
+                self.object_done(outbox, path, relative, size, sha512)
             }
             Err(UploadError::Cancelled { key }) => Err(io::Error::new(
                 io::ErrorKind::Interrupted,
@@ -192,7 +197,13 @@ impl Uploader {
                     size = file.size,
                     "object written and confirmed"
                 );
-                remove_from_outbox(outbox, &file.path)
+                self.object_done(
+                    outbox,
+                    &file.path,
+                    &file.relative,
+                    file.size,
+                    &file.file_hash,
+                )
             }
             Err(e) => {
                 error!(key, error = %e, "the streamed object is not as it should be; uploading the file again");
@@ -205,6 +216,35 @@ impl Uploader {
                 )
             }
         }
+    }
+}
+
+impl Uploader {
+    /// The object of the file at `path` is confirmed: its `--on-file` command becomes due
+    /// (the file stays for it), or, without one, the file leaves the outbox.
+    fn object_done(
+        &self,
+        outbox: &Path,
+        path: &Path,
+        relative: &str,
+        size: u64,
+        sha512: &str,
+    ) -> io::Result<()> {
+        let Some(hooks) = &self.hooks else {
+            return remove_from_outbox(outbox, path);
+        };
+        let mut hooks = hooks.borrow_mut();
+        let due = hooks.mark_due(&[(relative.to_string(), size, sha512.to_string())])?;
+        hooks.release(due);
+        Ok(())
+    }
+
+    /// A file whose command was due when this run started: the runner has it (and removes
+    /// it); its object was confirmed before the command became due.
+    fn is_with_the_runner(&self, relative: &str, sha512: &str) -> bool {
+        self.hooks
+            .as_ref()
+            .is_some_and(|h| h.borrow().was_due_at_open(relative, sha512))
     }
 }
 
@@ -225,7 +265,14 @@ fn remove_from_outbox(outbox: &Path, path: &Path) -> io::Result<()> {
 pub fn drain_outbox(outbox: &Path, uploader: &Uploader) -> anyhow::Result<usize> {
     let mut delivered = 0;
     for entry in walkdir::WalkDir::new(outbox).min_depth(1) {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            // The hook runner removes the files it is done with meanwhile.
+            Err(e) if e.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !entry.file_type().is_file() {
             continue;
         }
@@ -236,8 +283,16 @@ pub fn drain_outbox(outbox: &Path, uploader: &Uploader) -> anyhow::Result<usize>
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect();
         let relative = relative.join("/");
-        let (size, sha512) = Sha512Stream::of_reader(std::fs::File::open(path)?)?;
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let (size, sha512) = Sha512Stream::of_reader(file)?;
         let sha512 = crate::chunk::hash::to_hex(&sha512);
+        if uploader.is_with_the_runner(&relative, &sha512) {
+            continue;
+        }
         info!(path = %relative, "uploading a file the previous run rebuilt but did not finish uploading");
         uploader.deliver(outbox, path, &relative, size, &sha512)?;
         delivered += 1;
