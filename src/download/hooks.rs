@@ -305,21 +305,12 @@ impl HookRunner {
     /// folder); a copy already gone is fine.
     fn remove_local_copy(&self, relative: &str) {
         let path = self.final_path(relative);
-        if let Err(e) = fs::remove_file(&path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                warn!(path = %path.display(), error = %e, "cannot remove the local copy after its hook");
+        match crate::state::remove_with_empty_parents(&self.output_dir, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot remove the local copy after its hook")
             }
-            return;
-        }
-        let mut dir = path.parent();
-        while let Some(d) = dir {
-            if d == self.output_dir
-                || !d.starts_with(&self.output_dir)
-                || fs::remove_dir(d).is_err()
-            {
-                break;
-            }
-            dir = d.parent();
         }
     }
 

@@ -250,15 +250,7 @@ impl Uploader {
 
 /// Removes a delivered file and the folders it leaves empty (up to the outbox).
 fn remove_from_outbox(outbox: &Path, path: &Path) -> io::Result<()> {
-    std::fs::remove_file(path)?;
-    let mut dir = path.parent();
-    while let Some(d) = dir {
-        if d == outbox || !d.starts_with(outbox) || std::fs::remove_dir(d).is_err() {
-            break;
-        }
-        dir = d.parent();
-    }
-    Ok(())
+    crate::state::remove_with_empty_parents(outbox, path)
 }
 
 /// Uploads what a previous run rebuilt but did not finish putting into the bucket.

@@ -232,3 +232,16 @@ pub fn is_out_of_space(e: &io::Error) -> bool {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     ) || e.raw_os_error() == Some(28)
 }
+
+/// Removes the file at `path`, then the folders it leaves empty, up to (not including) `root`.
+pub fn remove_with_empty_parents(root: &Path, path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
